@@ -1,0 +1,860 @@
+//! The command line (SPEC §9). clap parses raw arguments here; they are resolved into the
+//! loader's options, a graph request and build options before anything runs. This is the
+//! only module that reads the environment (`NO_COLOR`, `CI`) and wires the concrete state
+//! DB, executor and reporter together, and, with `report`, the only one that prints.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::builder::{Build, Options, Report};
+use crate::error::{Error, Result};
+use crate::fluxfile::{Fluxfile, LoadOptions};
+use crate::graph::{self, Request, TaskGraph};
+use crate::plan::Triggers;
+use crate::state::StateDb;
+use crate::target::Digests;
+
+const ABOUT: &str = "flux builds data pipelines the way make builds code.
+
+A Fluxfile (TOML) declares steps with params (dates above all), input and output
+targets and shell commands. `flux build` expands the steps over their dates, works out
+which tasks are stale (missing outputs, changed inputs or commands) and runs only those,
+in parallel, keeping state and history in .flux/state.db.";
+
+const AFTER: &str = "Examples:
+  flux build --date 2024-03-01                 every step, for one day
+  flux build rollup --date-range 2024-01-01..2024-01-31
+  flux build 'rollup[2024-01-05]' -n           what would run, and why
+  flux build data/rollup/2024-01-05.csv        the task that writes this file
+  flux graph --format dot | dot -Tsvg > g.svg
+  flux logs 'extract[2024-01-05]'
+
+Docs: docs/concepts.md, docs/fluxfile.md, docs/cli.md";
+
+#[derive(Parser, Debug)]
+#[command(name = "flux", version, about = ABOUT, after_help = AFTER, max_term_width = 100)]
+struct Cli {
+    /// Use this Fluxfile instead of searching the current folder and its parents.
+    #[arg(short = 'f', long = "file", global = true, value_name = "FLUXFILE")]
+    file: Option<PathBuf>,
+    /// Say more: -v prints phase timings and decisions.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Print only failures.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Colour in terminal output (NO_COLOR is respected).
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    color: ColorChoice,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum GraphFormat {
+    Text,
+    Dot,
+    Mermaid,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the stale tasks of the requested targets (default: every step nothing depends on).
+    Build(BuildArgs),
+    /// Validate the Fluxfile; exit 0 if it is good, 2 otherwise.
+    Check,
+    /// List the steps with their params, schedules and descriptions.
+    List {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Show the step graph, or with --tasks the task graph for the given params.
+    Graph {
+        #[command(flatten)]
+        sel: Selection,
+        /// Show tasks instead of steps (needs param values, like build).
+        #[arg(long)]
+        tasks: bool,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+    /// Print the log of a task's latest attempt.
+    Logs {
+        /// A task id, e.g. 'extract[2024-01-05]'.
+        task: String,
+        /// Which attempt of the latest run that has one (default: the last).
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Keep printing as the log grows, until the attempt ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Recent task attempts, newest first.
+    History {
+        /// Only this step.
+        #[arg(long)]
+        step: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// What to build: targets and param values.
+#[derive(Args, Debug, Default)]
+struct Selection {
+    /// Step names, task ids (`rollup[2024-01-05]`, `report[date=2024-01-05,region=eu]`) or output paths.
+    #[arg(value_name = "TARGET")]
+    targets: Vec<String>,
+    /// One day: date params take it, hour params every hour of it, month params its month.
+    #[arg(long, value_name = "D", conflicts_with = "date_range")]
+    date: Option<String>,
+    /// An inclusive range A..B of dates, hours (2024-03-01T00..2024-03-01T23) or months.
+    #[arg(long, value_name = "A..B")]
+    date_range: Option<String>,
+    /// A param value (or several: k=v1,v2); any param, time params included.
+    #[arg(long = "param", value_name = "K=V")]
+    params: Vec<String>,
+    /// Override a var of the Fluxfile.
+    #[arg(long = "var", value_name = "K=V")]
+    vars: Vec<String>,
+    /// Use the vars of [profile.P.vars].
+    #[arg(long)]
+    profile: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct BuildArgs {
+    #[command(flatten)]
+    sel: Selection,
+    /// Parallel tasks (default: [flux] jobs, else the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+    /// Print what would run and why; run and write nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Run the requested tasks even if they are up to date.
+    #[arg(long)]
+    force: bool,
+    /// Force STEP's tasks and everything downstream of them.
+    #[arg(long, value_name = "STEP")]
+    from: Option<String>,
+    /// Stop launching new tasks after the first failure.
+    #[arg(long)]
+    fail_fast: bool,
+    /// Which reasons make a task run: any of missing,input,command (default: all).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    rerun_triggers: Vec<String>,
+    /// text: progress on stderr and a summary; json: one JSON object on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+/// Parse arguments and run; returns the exit code.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match dispatch(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{}", e.render());
+            e.exit_code()
+        }
+    }
+}
+
+fn color_on(c: ColorChoice) -> bool {
+    use std::io::IsTerminal;
+    match c {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<i32> {
+    match &cli.cmd {
+        Cmd::Build(b) => cmd_build(cli, b),
+        Cmd::Check => {
+            let ff = load(cli, &Selection::default())?;
+            println!("{}: {} steps, OK", ff.path.display(), ff.steps.len());
+            Ok(0)
+        }
+        Cmd::List { output } => cmd_list(cli, *output),
+        Cmd::Graph { sel, tasks, format } => cmd_graph(cli, sel, *tasks, *format),
+        Cmd::Logs {
+            task,
+            attempt,
+            follow,
+        } => cmd_logs(cli, task, *attempt, *follow),
+        Cmd::History {
+            step,
+            limit,
+            output,
+        } => cmd_history(cli, step.as_deref(), *limit, *output),
+        Cmd::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "flux", &mut std::io::stdout());
+            Ok(0)
+        }
+    }
+}
+
+fn kv(s: &str, flag: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(Error::Usage(format!("{flag} {s}: expected NAME=VALUE"))),
+    }
+}
+
+fn load(cli: &Cli, sel: &Selection) -> Result<Fluxfile> {
+    let vars = sel
+        .vars
+        .iter()
+        .map(|v| kv(v, "--var"))
+        .collect::<Result<Vec<_>>>()?;
+    Fluxfile::load(&LoadOptions {
+        file: cli.file.clone(),
+        vars,
+        profile: sel.profile.clone(),
+    })
+}
+
+fn request(sel: &Selection) -> Result<Request> {
+    let date = match &sel.date {
+        None => None,
+        Some(d) => Some(NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+            Error::Usage(format!(
+                "--date {d}: not a valid date (expected YYYY-MM-DD, e.g. 2024-03-01)"
+            ))
+        })?),
+    };
+    let range = match &sel.date_range {
+        None => None,
+        Some(r) => match r.split_once("..") {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() => Some((a.to_string(), b.to_string())),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--date-range {r}: expected A..B, e.g. 2024-01-01..2024-01-31"
+                )));
+            }
+        },
+    };
+    let mut params: Vec<(String, Vec<String>)> = Vec::new();
+    for p in &sel.params {
+        let (k, v) = kv(p, "--param")?;
+        let vals: Vec<String> = v
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if vals.is_empty() {
+            return Err(Error::Usage(format!("--param {p}: no value")));
+        }
+        match params.iter_mut().find(|(n, _)| *n == k) {
+            Some(slot) => slot.1.extend(vals),
+            None => params.push((k, vals)),
+        }
+    }
+    Ok(Request {
+        targets: sel.targets.clone(),
+        date,
+        range,
+        params,
+        now: Some(chrono::Utc::now().naive_utc()),
+    })
+}
+
+fn timing(cli: &Cli, what: &str, since: Instant) {
+    if cli.verbose > 0 {
+        eprintln!("flux: {what}: {:.3}s", since.elapsed().as_secs_f64());
+    }
+}
+
+fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
+    let t0 = Instant::now();
+    let ff = load(cli, &b.sel)?;
+    timing(cli, "load Fluxfile", t0);
+    let t1 = Instant::now();
+    let req = request(&b.sel)?;
+    let g = graph::build(&ff, &req)?;
+    timing(cli, &format!("plan {} tasks", g.tasks.len()), t1);
+
+    let mut triggers = Triggers::default();
+    if !b.rerun_triggers.is_empty() {
+        triggers = Triggers {
+            missing: false,
+            input: false,
+            command: false,
+        };
+        for t in &b.rerun_triggers {
+            match t.trim() {
+                "missing" => triggers.missing = true,
+                "input" => triggers.input = true,
+                "command" => triggers.command = true,
+                other => {
+                    return Err(Error::Usage(format!(
+                        "--rerun-triggers: unknown trigger `{other}` (use missing, input, command)"
+                    )));
+                }
+            }
+        }
+    }
+    let mut forced: HashSet<u32> = HashSet::new();
+    if b.force {
+        forced.extend(g.roots.iter().copied());
+    }
+    if let Some(from) = &b.from {
+        let Some(si) = ff.step_index(from) else {
+            let hint = crate::error::did_you_mean(from, ff.steps.iter().map(|s| s.name.as_str()))
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            return Err(Error::Usage(format!("--from {from}: no such step{hint}")));
+        };
+        forced.extend(downstream_of(&g, si as u32));
+    }
+    let jobs = b
+        .jobs
+        .or(ff.jobs)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let opts = Options {
+        jobs,
+        dry_run: b.dry_run,
+        forced,
+        triggers,
+        fail_fast: b.fail_fast,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+
+    let t2 = Instant::now();
+    let mut db = if b.dry_run {
+        StateDb::open_existing(&ff.state_dir)?
+    } else {
+        Some(StateDb::open(&ff.state_dir)?)
+    };
+    let records = match &db {
+        Some(d) => d.load_tasks()?,
+        None => Default::default(),
+    };
+    let digests = Digests::new(match &db {
+        Some(d) => d.load_digests()?,
+        None => Default::default(),
+    });
+    timing(
+        cli,
+        &format!(
+            "load state ({} tasks, {} digests on record)",
+            records.len(),
+            digests_len(&db)
+        ),
+        t2,
+    );
+
+    let build = Build {
+        ff: &ff,
+        g: &g,
+        records: &records,
+        digests: &digests,
+        opts: &opts,
+    };
+    let mut rep = crate::report::for_stderr(cli.quiet, color_on(cli.color));
+    let t3 = Instant::now();
+    let report = if b.dry_run {
+        build.dry_run(rep.as_mut())?
+    } else {
+        install_signal_handlers();
+        let db = db
+            .as_mut()
+            .ok_or_else(|| Error::Internal("no state database".into()))?;
+        build.run(db, rep.as_mut())?
+    };
+    timing(
+        cli,
+        &format!(
+            "{} ({} files read for digests)",
+            if b.dry_run { "decide" } else { "build" },
+            report.digest_reads
+        ),
+        t3,
+    );
+
+    match b.output {
+        OutputFormat::Json => print_json(&ff, &g, &report, b.dry_run),
+        OutputFormat::Text => print_text(&g, &report, b.dry_run, t0),
+    }
+    Ok(report.exit_code())
+}
+
+fn digests_len(db: &Option<StateDb>) -> String {
+    if db.is_some() {
+        "some".into()
+    } else {
+        "no state yet".into()
+    }
+}
+
+/// Tasks of a step and everything downstream of them.
+fn downstream_of(g: &TaskGraph, step: u32) -> Vec<u32> {
+    let dependents = g.dependents();
+    let mut seen = vec![false; g.tasks.len()];
+    let mut stack: Vec<u32> = (0..g.tasks.len() as u32)
+        .filter(|&t| g.tasks[t as usize].step == step)
+        .collect();
+    let mut out = Vec::new();
+    while let Some(t) = stack.pop() {
+        if std::mem::replace(&mut seen[t as usize], true) {
+            continue;
+        }
+        out.push(t);
+        stack.extend(dependents[t as usize].iter().copied());
+    }
+    out
+}
+
+fn print_text(g: &TaskGraph, r: &Report, dry: bool, t0: Instant) {
+    let out = std::io::stdout();
+    let mut o = std::io::BufWriter::new(out.lock());
+    if dry {
+        let mut n = 0;
+        for &t in &g.order {
+            let res = &r.results[t as usize];
+            if res.status == "would-run" {
+                n += 1;
+                let why = res.reason.map(|x| x.as_str()).unwrap_or("missing source");
+                let _ = writeln!(o, "would run {} ({why})", r.ids[t as usize]);
+            }
+        }
+        let _ = writeln!(
+            o,
+            "dry run: {n} tasks would run, {} up to date",
+            r.count("skipped")
+        );
+    } else {
+        let mut line = format!(
+            "{} ran, {} up to date",
+            r.count("success"),
+            r.count("skipped")
+        );
+        for (s, word) in [
+            ("failed", "failed"),
+            ("upstream_failed", "upstream failed"),
+            ("interrupted", "interrupted"),
+        ] {
+            let c = r.count(s);
+            if c > 0 {
+                line.push_str(&format!(", {c} {word}"));
+            }
+        }
+        let _ = writeln!(o, "{line} ({:.2}s)", t0.elapsed().as_secs_f64());
+    }
+}
+
+fn print_json(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool) {
+    use serde_json::{Map, Value, json};
+    let mut tasks = Vec::with_capacity(g.tasks.len());
+    for &t in &g.order {
+        let task = &g.tasks[t as usize];
+        let step = &ff.steps[task.step as usize];
+        let res = &r.results[t as usize];
+        let params: Map<String, Value> = crate::plan::param_strings(step, &task.params)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v)))
+            .collect();
+        let mut obj = json!({
+            "id": r.ids[t as usize],
+            "step": step.name,
+            "params": params,
+            "status": res.status,
+            "reason": res.reason.map(|x| x.as_str()),
+            "attempts": res.attempts,
+            "duration_s": res.duration_s,
+        });
+        if let (Some(m), Some(o)) = (&res.message, obj.as_object_mut()) {
+            o.insert("error".into(), Value::String(m.clone()));
+        }
+        tasks.push(obj);
+    }
+    let mut summary = json!({
+        "ran": r.count("success"),
+        "skipped": r.count("skipped"),
+        "failed": r.count("failed"),
+        "upstream_failed": r.count("upstream_failed"),
+    });
+    if dry && let Some(o) = summary.as_object_mut() {
+        o.insert("would_run".into(), json!(r.count("would-run")));
+    } else if r.interrupted
+        && let Some(o) = summary.as_object_mut()
+    {
+        o.insert("interrupted".into(), json!(r.count("interrupted")));
+    }
+    let mut doc = json!({ "tasks": tasks, "summary": summary });
+    if let (Some(id), Some(o)) = (r.run_id, doc.as_object_mut()) {
+        o.insert("run_id".into(), json!(id));
+    }
+    let _ = writeln!(std::io::stdout(), "{doc}");
+}
+
+fn cmd_list(cli: &Cli, output: OutputFormat) -> Result<i32> {
+    let ff = load(cli, &Selection::default())?;
+    let mut o = std::io::stdout().lock();
+    match output {
+        OutputFormat::Json => {
+            let steps: Vec<serde_json::Value> = ff
+                .steps
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "name": s.name,
+                        "description": s.description,
+                        "params": s.params.iter().map(|(n, k)| serde_json::json!({"name": n, "kind": kind_text(k)})).collect::<Vec<_>>(),
+                        "inputs": s.inputs.iter().map(|t| ff.engine.source(t.id)).collect::<Vec<_>>(),
+                        "outputs": s.outputs.iter().map(|t| ff.engine.source(t.tpl.id)).collect::<Vec<_>>(),
+                        "schedule": s.schedule.as_ref().map(schedule_text),
+                        "start": s.time_param.zip(s.start).map(|(ti, v)| s.params[ti].1.format(v)),
+                        "end": s.time_param.zip(s.end).map(|(ti, v)| s.params[ti].1.format(v)),
+                    })
+                })
+                .collect();
+            let _ = writeln!(o, "{}", serde_json::json!({ "steps": steps }));
+        }
+        OutputFormat::Text => {
+            for s in &ff.steps {
+                let params: Vec<String> = s
+                    .params
+                    .iter()
+                    .map(|(n, k)| format!("{n}: {}", kind_text(k)))
+                    .collect();
+                let mut line = s.name.to_string();
+                if !params.is_empty() {
+                    line.push_str(&format!(" [{}]", params.join(", ")));
+                }
+                if let Some(sc) = &s.schedule {
+                    line.push_str(&format!(" schedule {}", schedule_text(sc)));
+                }
+                if let (Some(ti), Some(v)) = (s.time_param, s.start) {
+                    line.push_str(&format!(" from {}", s.params[ti].1.format(v)));
+                }
+                if let (Some(ti), Some(v)) = (s.time_param, s.end) {
+                    line.push_str(&format!(" to {}", s.params[ti].1.format(v)));
+                }
+                let _ = writeln!(o, "{line}");
+                if let Some(d) = &s.description {
+                    let _ = writeln!(o, "    {d}");
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn kind_text(k: &crate::param::ParamKind) -> String {
+    match k {
+        crate::param::ParamKind::Choice(v) => v.join("|"),
+        other => other.name().to_string(),
+    }
+}
+
+fn schedule_text(s: &crate::fluxfile::Schedule) -> String {
+    use crate::fluxfile::Schedule::*;
+    match s {
+        Hourly => "@hourly".into(),
+        Daily => "@daily".into(),
+        Weekly => "@weekly".into(),
+        Monthly => "@monthly".into(),
+        Cron(c) => c.clone(),
+    }
+}
+
+/// Step-level edges: each step probed at one param value inside its domain.
+fn step_edges(ff: &Fluxfile) -> Result<Vec<(usize, usize)>> {
+    let mut targets = Vec::new();
+    for s in &ff.steps {
+        let mut vals: Vec<crate::param::ParamValue> = Vec::new();
+        for (i, (_, k)) in s.params.iter().enumerate() {
+            let v = if Some(i) == s.time_param {
+                let probe = match k {
+                    crate::param::ParamKind::Hour => "2024-06-15T12",
+                    crate::param::ParamKind::Month => "2024-06",
+                    _ => "2024-06-15",
+                };
+                let mut v = k.parse(probe).map_err(Error::Internal)?;
+                if let Some(st) = s.start {
+                    v = v.max(st);
+                }
+                if let Some(e) = s.end {
+                    v = v.min(e);
+                }
+                v
+            } else {
+                crate::param::ParamValue::Choice(0)
+            };
+            vals.push(v);
+        }
+        targets.push(graph::task_id(s, &vals));
+    }
+    let g = graph::build(
+        ff,
+        &Request {
+            targets,
+            ..Default::default()
+        },
+    )?;
+    let mut edges: Vec<(usize, usize)> = Vec::new();
+    for t in &g.tasks {
+        for &d in &t.deps {
+            let e = (g.tasks[d as usize].step as usize, t.step as usize);
+            if e.0 != e.1 && !edges.contains(&e) {
+                edges.push(e);
+            }
+        }
+    }
+    edges.sort_unstable();
+    Ok(edges)
+}
+
+fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Result<i32> {
+    let ff = load(cli, sel)?;
+    let (nodes, edges): (Vec<String>, Vec<(usize, usize)>) = if tasks {
+        let g = graph::build(&ff, &request(sel)?)?;
+        let nodes = (0..g.tasks.len() as u32)
+            .map(|t| g.task_id(&ff, t))
+            .collect();
+        let mut edges = Vec::new();
+        for (i, t) in g.tasks.iter().enumerate() {
+            for &d in &t.deps {
+                edges.push((d as usize, i));
+            }
+        }
+        (nodes, edges)
+    } else {
+        (
+            ff.steps.iter().map(|s| s.name.clone()).collect(),
+            step_edges(&ff)?,
+        )
+    };
+    let mut o = std::io::stdout().lock();
+    match format {
+        GraphFormat::Text => {
+            for (i, n) in nodes.iter().enumerate() {
+                let ups: Vec<&str> = edges
+                    .iter()
+                    .filter(|e| e.1 == i)
+                    .map(|e| nodes[e.0].as_str())
+                    .collect();
+                if ups.is_empty() {
+                    let _ = writeln!(o, "{n}");
+                } else {
+                    let _ = writeln!(o, "{n} <- {}", ups.join(", "));
+                }
+            }
+        }
+        GraphFormat::Dot => {
+            let _ = writeln!(o, "digraph flux {{\n  rankdir=LR;\n  node [shape=box];");
+            for n in &nodes {
+                let _ = writeln!(o, "  \"{}\";", n.replace('"', "\\\""));
+            }
+            for (a, b) in &edges {
+                let _ = writeln!(
+                    o,
+                    "  \"{}\" -> \"{}\";",
+                    nodes[*a].replace('"', "\\\""),
+                    nodes[*b].replace('"', "\\\"")
+                );
+            }
+            let _ = writeln!(o, "}}");
+        }
+        GraphFormat::Mermaid => {
+            let _ = writeln!(o, "graph LR");
+            for (i, n) in nodes.iter().enumerate() {
+                let _ = writeln!(o, "  n{i}[\"{}\"]", n.replace('"', "#quot;"));
+            }
+            for (a, b) in &edges {
+                let _ = writeln!(o, "  n{a} --> n{b}");
+            }
+        }
+        GraphFormat::Json => {
+            let doc = serde_json::json!({
+                "nodes": nodes,
+                "edges": edges.iter().map(|(a, b)| serde_json::json!({"from": nodes[*a], "to": nodes[*b]})).collect::<Vec<_>>(),
+            });
+            let _ = writeln!(o, "{doc}");
+        }
+    }
+    Ok(0)
+}
+
+fn open_for_reading(ff: &Fluxfile) -> Result<StateDb> {
+    StateDb::open_existing(&ff.state_dir)?.ok_or_else(|| {
+        Error::Usage(format!(
+            "no state in {} yet: run `flux build` first",
+            ff.state_dir.display()
+        ))
+    })
+}
+
+fn cmd_logs(cli: &Cli, task: &str, attempt: Option<u32>, follow: bool) -> Result<i32> {
+    let ff = load(cli, &Selection::default())?;
+    let id = graph::canonical_task_id(&ff, task)?;
+    let db = open_for_reading(&ff)?;
+    let attempts = db.attempts(&id)?;
+    let chosen = match attempt {
+        Some(n) => attempts.iter().rev().find(|a| a.attempt == n),
+        None => attempts.last(),
+    };
+    let Some(a) = chosen else {
+        return Err(Error::Usage(match attempt {
+            Some(n) => format!("{id} has no attempt {n} on record"),
+            None => format!("{id} has never run"),
+        }));
+    };
+    let Some(log) = &a.log_path else {
+        println!(
+            "{id} attempt {}: {} ({})",
+            a.attempt,
+            a.status.as_str(),
+            a.error.as_deref().unwrap_or("no log")
+        );
+        return Ok(0);
+    };
+    let path = PathBuf::from(log);
+    let mut offset = 0u64;
+    loop {
+        if let Ok(bytes) = std::fs::read(&path) {
+            let start = (offset as usize).min(bytes.len());
+            let _ = std::io::stdout().write_all(&bytes[start..]);
+            let _ = std::io::stdout().flush();
+            offset = bytes.len() as u64;
+        } else if !follow {
+            return Err(Error::Io(format!("log {} is gone", path.display())));
+        }
+        if !follow {
+            return Ok(0);
+        }
+        let fresh = StateDb::open_existing(&ff.state_dir)?
+            .map(|d| d.attempts(&id))
+            .transpose()?
+            .unwrap_or_default();
+        let done = fresh
+            .iter()
+            .any(|x| x.run_id == a.run_id && x.attempt == a.attempt && x.ended_at.is_some());
+        let run_done = db.run(a.run_id)?.is_none_or(|r| r.ended_at.is_some());
+        if done || run_done {
+            if let Ok(bytes) = std::fs::read(&path) {
+                let start = (offset as usize).min(bytes.len());
+                let _ = std::io::stdout().write_all(&bytes[start..]);
+            }
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn cmd_history(cli: &Cli, step: Option<&str>, limit: usize, output: OutputFormat) -> Result<i32> {
+    let ff = load(cli, &Selection::default())?;
+    if let Some(s) = step
+        && ff.step_index(s).is_none()
+    {
+        return Err(Error::Usage(format!("--step {s}: no such step")));
+    }
+    let rows = match StateDb::open_existing(&ff.state_dir)? {
+        Some(db) => db.history(step, limit)?,
+        None => Vec::new(),
+    };
+    let mut o = std::io::stdout().lock();
+    match output {
+        OutputFormat::Json => {
+            let items: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "run_id": a.run_id, "task": a.task_id, "step": a.step,
+                        "params": serde_json::from_str::<serde_json::Value>(&a.params_json).unwrap_or(serde_json::Value::Null),
+                        "attempt": a.attempt, "status": a.status.as_str(), "reason": a.reason,
+                        "started_at": a.started_at, "ended_at": a.ended_at,
+                        "duration_s": a.ended_at.map(|e| e - a.started_at),
+                        "exit_code": a.exit_code, "log": a.log_path, "error": a.error,
+                    })
+                })
+                .collect();
+            let _ = writeln!(o, "{}", serde_json::json!({ "attempts": items }));
+        }
+        OutputFormat::Text => {
+            for a in &rows {
+                let when = chrono::DateTime::from_timestamp(a.started_at as i64, 0)
+                    .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
+                let dur = a
+                    .ended_at
+                    .map(|e| format!("{:.2}s", e - a.started_at))
+                    .unwrap_or_else(|| "-".into());
+                let _ = writeln!(
+                    o,
+                    "{when}  run {:<4} {:<15} {:<32} attempt {} {:>8}  {}{}",
+                    a.run_id,
+                    a.status.as_str(),
+                    a.task_id,
+                    a.attempt,
+                    dur,
+                    a.reason.as_deref().unwrap_or(""),
+                    a.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default(),
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    crate::builder::INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// SIGINT and SIGTERM only count; the build loop reacts (SPEC §6).
+fn install_signal_handlers() {
+    // SAFETY: the handler only touches an atomic, which is async-signal-safe.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
+}

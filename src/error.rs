@@ -1,0 +1,246 @@
+//! Errors and how they look. Every error about a Fluxfile carries a [`Span`] and renders
+//! like rustc: `error: …`, ` --> Fluxfile:LINE:COL`, the offending line, a caret under the
+//! offending text and a `help:` line saying what to do. This module also owns the mapping
+//! from error kinds to exit codes (SPEC §9): 2 for usage, Fluxfile and planning errors.
+//!
+//! It knows nothing about steps or tasks; other modules build [`Error`]s with their words.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The text of one file flux read (a Fluxfile, an included file, or a generator's output).
+#[derive(Debug)]
+pub struct Source {
+    /// How the file is named in messages: a path relative to the current folder when
+    /// possible, or `generate: CMD` for a generator's output.
+    pub name: String,
+    /// The file's path on disk, when it has one.
+    pub path: Option<PathBuf>,
+    pub text: String,
+}
+
+/// A byte range in one [`Source`].
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub source: Arc<Source>,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Span {
+    pub fn new(source: &Arc<Source>, range: std::ops::Range<usize>) -> Span {
+        Span {
+            source: source.clone(),
+            start: range.start,
+            end: range.end,
+        }
+    }
+
+    /// A span inside this one (for a position within a string value), clamped to it.
+    pub fn sub(&self, start: usize, end: usize) -> Span {
+        let s = (self.start + start).min(self.end);
+        let e = (self.start + end).clamp(s, self.end.max(s));
+        Span {
+            source: self.source.clone(),
+            start: s,
+            end: e,
+        }
+    }
+
+    /// 1-based line and column (in characters) of the start.
+    pub fn line_col(&self) -> (usize, usize) {
+        let text = &self.source.text;
+        let start = floor_boundary(text, self.start.min(text.len()));
+        let before = &text[..start];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let col = text[line_start..start].chars().count() + 1;
+        (line, col)
+    }
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// One diagnostic about a Fluxfile.
+#[derive(Debug, Clone)]
+pub struct Diag {
+    pub message: String,
+    pub span: Option<Span>,
+    pub help: Option<String>,
+}
+
+impl Diag {
+    pub fn new(message: impl Into<String>, span: Option<Span>) -> Diag {
+        Diag {
+            message: message.into(),
+            span,
+            help: None,
+        }
+    }
+    pub fn help(mut self, help: impl Into<String>) -> Diag {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// Every error flux reports. `run` renders it once, in one place.
+#[derive(Debug)]
+pub enum Error {
+    /// The Fluxfile (or an included/generated file) is wrong. Exit 2.
+    Fluxfile(Box<Diag>),
+    /// Bad command-line input. Exit 2.
+    Usage(String),
+    /// Planning failed: cycle, two producers, ambiguous producer, bad param value. Exit 2.
+    Plan(String),
+    /// The state database cannot be used. Exit 2.
+    State(String),
+    /// Reading or writing something failed. Exit 1.
+    Io(String),
+    /// A bug in flux. Exit 1.
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn at(message: impl Into<String>, span: &Span) -> Error {
+        Error::Fluxfile(Box::new(Diag::new(message, Some(span.clone()))))
+    }
+    pub fn at_help(message: impl Into<String>, span: &Span, help: impl Into<String>) -> Error {
+        Error::Fluxfile(Box::new(Diag::new(message, Some(span.clone())).help(help)))
+    }
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Fluxfile(_) | Error::Usage(_) | Error::Plan(_) | Error::State(_) => 2,
+            Error::Io(_) | Error::Internal(_) => 1,
+        }
+    }
+
+    /// The full text shown to the user, without a trailing newline.
+    pub fn render(&self) -> String {
+        match self {
+            Error::Fluxfile(d) => render_diag(d),
+            Error::Usage(m) | Error::Plan(m) | Error::State(m) | Error::Io(m) => {
+                format!("error: {m}")
+            }
+            Error::Internal(m) => {
+                format!("error: internal error (a bug in flux, please report it): {m}")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+impl From<crate::state::StateError> for Error {
+    fn from(e: crate::state::StateError) -> Error {
+        Error::State(e.to_string())
+    }
+}
+
+/// rustc-style rendering of one diagnostic.
+pub fn render_diag(d: &Diag) -> String {
+    let mut out = format!("error: {}", d.message);
+    if let Some(span) = &d.span {
+        let (line, col) = span.line_col();
+        let text = &span.source.text;
+        let start = floor_boundary(text, span.start.min(text.len()));
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[line_start..]
+            .find('\n')
+            .map_or(text.len(), |i| line_start + i);
+        let line_text = text[line_start..line_end].trim_end_matches('\r');
+        let end = floor_boundary(text, span.end.clamp(start, line_start + line_text.len()));
+        let width = text[start..end].chars().count().max(1);
+        let lno = line.to_string();
+        let pad = " ".repeat(lno.len());
+        let _ = write!(out, "\n{pad}--> {}:{line}:{col}", span.source.name);
+        let _ = write!(out, "\n{pad} |\n{lno} | {}", line_text.replace('\t', " "));
+        let _ = write!(
+            out,
+            "\n{pad} | {}{}",
+            " ".repeat(col - 1),
+            "^".repeat(width)
+        );
+        if let Some(h) = &d.help {
+            let _ = write!(out, "\n{pad} = help: {h}");
+        }
+    } else if let Some(h) = &d.help {
+        let _ = write!(out, "\n  = help: {h}");
+    }
+    out
+}
+
+/// "did you mean" for a misspelt name: the closest candidate within a small edit distance.
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        let d = edit_distance(name, c);
+        let limit = (name.len().max(c.len()) / 3).max(1);
+        if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        cur[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_line_caret_and_help() {
+        let src = Arc::new(Source {
+            name: "Fluxfile".into(),
+            path: None,
+            text: "[step.a]\ninptus = []\n".into(),
+        });
+        let d = Diag::new(
+            "unknown key `inptus` in [step.a]",
+            Some(Span::new(&src, 9..15)),
+        )
+        .help("did you mean `inputs`?");
+        assert_eq!(
+            render_diag(&d),
+            "error: unknown key `inptus` in [step.a]\n --> Fluxfile:2:1\n  |\n2 | inptus = []\n  | ^^^^^^\n  = help: did you mean `inputs`?"
+        );
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(
+            did_you_mean("inptus", ["inputs", "outputs"]),
+            Some("inputs")
+        );
+        assert_eq!(did_you_mean("zzzzzz", ["inputs", "outputs"]), None);
+    }
+}

@@ -1,0 +1,412 @@
+//! Running jobs on this machine. A [`Job`] is plain data (commands, env, folder, log
+//! file, timeout); the executor knows jobs, not tasks or the graph (after n2's task.rs).
+//!
+//! Each job's commands run one after another with `sh -c`, in their own process group,
+//! stdin `/dev/null`, stdout and stderr appended to the job's log file. A job runs on a
+//! thread of its own that blocks in `wait`; the builder's loop receives [`Finished`] on a
+//! channel and asks the executor to terminate groups on timeout or interrupt.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One thing to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The caller's handle (a task index).
+    pub id: u32,
+    /// Shell commands, run in order; the first failure stops the job.
+    pub commands: Vec<String>,
+    /// Built-in copies (`action = "copy"`), done before the commands: (from, to).
+    pub copies: Vec<(PathBuf, PathBuf)>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub log: PathBuf,
+    pub timeout: Option<Duration>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// A command exited non-zero or died of a signal.
+    Failed {
+        exit_code: Option<i32>,
+        message: String,
+    },
+    /// Killed after its timeout.
+    TimedOut,
+    /// Killed because flux was interrupted.
+    Interrupted,
+}
+
+/// A job's result.
+#[derive(Debug)]
+pub struct Finished {
+    pub id: u32,
+    pub outcome: Outcome,
+    pub duration: Duration,
+    /// Whether the log file was written (it is only created when there is output).
+    pub logged: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    Timeout,
+    Interrupt,
+}
+
+struct Running {
+    pgid: Option<i32>,
+    deadline: Option<Instant>,
+    killed: Option<(Kill, Instant)>,
+    hard_killed: bool,
+}
+
+/// Runs jobs as local processes.
+pub struct LocalExecutor {
+    tx: Sender<Finished>,
+    rx: Receiver<Finished>,
+    running: Arc<Mutex<HashMap<u32, Running>>>,
+}
+
+/// Time between TERM and KILL (SPEC §2.1 `timeout`).
+pub const KILL_GRACE: Duration = Duration::from_secs(10);
+
+impl Default for LocalExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LocalExecutor {
+    pub fn new() -> LocalExecutor {
+        let (tx, rx) = channel();
+        LocalExecutor {
+            tx,
+            rx,
+            running: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Start a job on a thread of its own.
+    pub fn start(&self, job: Job) {
+        let tx = self.tx.clone();
+        let running = self.running.clone();
+        let deadline = job.timeout.map(|t| Instant::now() + t);
+        if let Ok(mut m) = running.lock() {
+            m.insert(
+                job.id,
+                Running {
+                    pgid: None,
+                    deadline,
+                    killed: None,
+                    hard_killed: false,
+                },
+            );
+        }
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let id = job.id;
+            let mut log = LogSink::new(job.log.clone());
+            let mut outcome = run_job(&job, &running, &mut log);
+            let killed = running
+                .lock()
+                .ok()
+                .and_then(|mut m| m.remove(&id))
+                .and_then(|r| r.killed);
+            if outcome != Outcome::Success {
+                match killed {
+                    Some((Kill::Timeout, _)) => outcome = Outcome::TimedOut,
+                    Some((Kill::Interrupt, _)) => outcome = Outcome::Interrupted,
+                    None => {}
+                }
+            }
+            if outcome == Outcome::TimedOut {
+                let msg = format!(
+                    "flux: timed out after {:?}; the process group was terminated\n",
+                    job.timeout.unwrap_or_default()
+                );
+                log.write(msg.as_bytes());
+            }
+            let logged = log.finish();
+            let _ = tx.send(Finished {
+                id,
+                outcome,
+                duration: started.elapsed(),
+                logged,
+            });
+        });
+    }
+
+    /// Wait up to `timeout` for a job to finish; also enforces deadlines.
+    pub fn wait(&self, timeout: Duration) -> Option<Finished> {
+        self.enforce();
+        match self.rx.recv_timeout(timeout) {
+            Ok(f) => Some(f),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                self.enforce();
+                None
+            }
+        }
+    }
+
+    /// Terminate every running job's process group (TERM now, KILL after the grace time,
+    /// or at once when `hard`).
+    pub fn interrupt_all(&self, hard: bool) {
+        let now = Instant::now();
+        if let Ok(mut m) = self.running.lock() {
+            for r in m.values_mut() {
+                if r.killed.is_none() {
+                    r.killed = Some((Kill::Interrupt, now));
+                    signal(r.pgid, libc::SIGTERM);
+                }
+                if hard && !r.hard_killed {
+                    r.hard_killed = true;
+                    signal(r.pgid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+
+    fn enforce(&self) {
+        let now = Instant::now();
+        if let Ok(mut m) = self.running.lock() {
+            for r in m.values_mut() {
+                if r.killed.is_none() && r.deadline.is_some_and(|d| now >= d) {
+                    r.killed = Some((Kill::Timeout, now));
+                    signal(r.pgid, libc::SIGTERM);
+                }
+                if let Some((_, at)) = r.killed
+                    && !r.hard_killed
+                    && now.duration_since(at) >= KILL_GRACE
+                {
+                    r.hard_killed = true;
+                    signal(r.pgid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+fn signal(pgid: Option<i32>, sig: i32) {
+    if let Some(p) = pgid
+        && p > 0
+    {
+        // SAFETY: kill(2) with a negative pid signals the process group; no memory is touched.
+        unsafe {
+            libc::kill(-p, sig);
+        }
+    }
+}
+
+/// A job's log: kept in memory while small, written to its file only if there is output,
+/// so that quiet tasks cost no file or folder creation.
+struct LogSink {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
+    failed: bool,
+}
+
+/// Output beyond this goes straight to the log file.
+const LOG_BUFFER: usize = 64 * 1024;
+
+impl LogSink {
+    fn new(path: PathBuf) -> LogSink {
+        LogSink {
+            path,
+            file: None,
+            buf: Vec::new(),
+            failed: false,
+        }
+    }
+
+    fn open(&mut self) {
+        if self.file.is_some() || self.failed {
+            return;
+        }
+        let made = self.path.parent().map_or(Ok(()), std::fs::create_dir_all);
+        match made.and_then(|_| std::fs::File::create(&self.path)) {
+            Ok(mut f) => {
+                let _ = f.write_all(&self.buf);
+                self.buf = Vec::new();
+                self.file = Some(f);
+            }
+            Err(_) => self.failed = true,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.file.is_none() && self.buf.len() + bytes.len() <= LOG_BUFFER {
+            self.buf.extend_from_slice(bytes);
+            return;
+        }
+        self.open();
+        if let Some(f) = &mut self.file {
+            let _ = f.write_all(bytes);
+        }
+    }
+
+    /// Write what is buffered; true if a log file exists.
+    fn finish(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            self.open();
+        }
+        self.file.is_some()
+    }
+}
+
+fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut LogSink) -> Outcome {
+    for (from, to) in &job.copies {
+        // std::fs::copy streams (copy_file_range/sendfile); the file is never held in memory.
+        if let Err(e) = std::fs::copy(from, to) {
+            let message = format!("cannot copy {} to {}: {e}", from.display(), to.display());
+            log.write(format!("flux: {message}\n").as_bytes());
+            return Outcome::Failed {
+                exit_code: None,
+                message,
+            };
+        }
+    }
+    for cmd in &job.commands {
+        // Stop before starting the next command if the job was killed meanwhile.
+        if running
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&job.id).map(|r| r.killed.is_some()))
+            .unwrap_or(false)
+        {
+            return Outcome::Interrupted;
+        }
+        let (reader, writer) = match std::io::pipe() {
+            Ok(p) => p,
+            Err(e) => {
+                return Outcome::Failed {
+                    exit_code: None,
+                    message: format!("cannot make a pipe: {e}"),
+                };
+            }
+        };
+        let writer2 = match writer.try_clone() {
+            Ok(w) => w,
+            Err(e) => {
+                return Outcome::Failed {
+                    exit_code: None,
+                    message: format!("cannot make a pipe: {e}"),
+                };
+            }
+        };
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c")
+            .arg(cmd)
+            .current_dir(&job.cwd)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(writer2)
+            .process_group(0);
+        for (k, v) in &job.env {
+            c.env(k, v);
+        }
+        let spawned = c.spawn();
+        drop(c); // closes our copies of the pipe's write end
+        let mut child = match spawned {
+            Ok(ch) => ch,
+            Err(e) => {
+                return Outcome::Failed {
+                    exit_code: None,
+                    message: format!("cannot start /bin/sh: {e}"),
+                };
+            }
+        };
+        let pid = child.id() as i32;
+        if let Ok(mut m) = running.lock()
+            && let Some(r) = m.get_mut(&job.id)
+        {
+            r.pgid = Some(pid);
+            if r.killed.is_some() {
+                signal(Some(pid), libc::SIGTERM);
+            }
+        }
+        let status = match pump(reader, &mut child, log) {
+            Ok(s) => s,
+            Err(e) => {
+                return Outcome::Failed {
+                    exit_code: None,
+                    message: format!("waiting for the command: {e}"),
+                };
+            }
+        };
+        if !status.success() {
+            let message = match (status.code(), status.signal()) {
+                (Some(c), _) => format!("command exited with status {c}"),
+                (None, Some(s)) => format!("command killed by signal {s}"),
+                _ => "command failed".into(),
+            };
+            return Outcome::Failed {
+                exit_code: status.code(),
+                message,
+            };
+        }
+    }
+    Outcome::Success
+}
+
+/// Copy the command's output into the log until the pipe closes, then reap the child. If
+/// the command has exited but something it started in the background keeps the pipe open,
+/// stop reading once nothing arrives for a moment rather than waiting for it.
+fn pump(
+    reader: std::io::PipeReader,
+    child: &mut std::process::Child,
+    log: &mut LogSink,
+) -> std::io::Result<std::process::ExitStatus> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let fd = reader.as_raw_fd();
+    let mut reader = reader;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if ready > 0 {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => log.write(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        } else if ready == 0 {
+            if let Some(status) = child.try_wait()? {
+                // Exited; drain what is already there without blocking on background holders.
+                // SAFETY: fcntl on a valid fd owned by `reader`.
+                unsafe {
+                    let flags = libc::fcntl(fd, libc::F_GETFL);
+                    libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+                }
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    log.write(&buf[..n]);
+                }
+                return Ok(status);
+            }
+        } else {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+    child.wait()
+}

@@ -1,0 +1,1578 @@
+//! The Fluxfile (SPEC §2): found upwards from the current folder (or named with `-f`),
+//! parsed as TOML with a span on every key and value, merged with `include`d files and
+//! `generate`d TOML, and validated into an immutable [`Fluxfile`]: steps with typed params,
+//! compiled templates and checked policies. Nothing half-checked leaves this module.
+//!
+//! Every error points at `file:line:col`. Unknown keys get a "did you mean". A key that this
+//! flux parses but does not act on yet is an error that says so, never silently ignored.
+//!
+//! This module knows nothing about tasks, the state database or execution.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+use crate::error::{Diag, Error, Result, Source, Span, did_you_mean};
+use crate::param::{self, ParamKind, ParamValue};
+use crate::template::{Engine, Filter, Mode, Segment, TemplateId};
+
+/// Names a template can read besides params and vars; params may not use them.
+pub const RESERVED: &[&str] = &[
+    "inputs",
+    "outputs",
+    "params",
+    "vars",
+    "step",
+    "task",
+    "attempt",
+    "run_id",
+    "interval_start",
+    "interval_end",
+];
+
+/// What the command line adds to the Fluxfile before validation.
+#[derive(Debug, Default, Clone)]
+pub struct LoadOptions {
+    pub file: Option<PathBuf>,
+    pub vars: Vec<(String, String)>,
+    pub profile: Option<String>,
+}
+
+/// A compiled template with where it came from.
+#[derive(Debug, Clone)]
+pub struct Tpl {
+    pub id: TemplateId,
+    pub span: Span,
+}
+
+/// A piece of a validated output template: literal text or a param in an invertible form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutSeg {
+    Lit(String),
+    /// Param index (into `Step::params`) and how it is written.
+    Param(usize, OutFmt),
+}
+
+/// How a param is written in an output path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutFmt {
+    Canonical,
+    DsNodash,
+    Strftime(String),
+}
+
+/// One output template: compiled, and parsed into invertible segments.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub tpl: Tpl,
+    pub segs: Vec<OutSeg>,
+    /// A trailing `/`: the output is a directory.
+    pub dir: bool,
+}
+
+/// One `requires` entry.
+#[derive(Debug, Clone)]
+pub struct Require {
+    pub step: usize,
+    /// Param index in the required step -> template giving its value; params not named
+    /// take the requiring task's value of the same name.
+    pub params: Vec<(usize, Tpl)>,
+    pub span: Span,
+}
+
+/// `action = "copy"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Copy,
+}
+
+/// A step's schedule (validated; `flux schedule` acts on it, planning uses it for catch-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    Hourly,
+    Daily,
+    Weekly,
+    Monthly,
+    Cron(String),
+}
+
+/// One `[step.NAME]`, validated.
+#[derive(Debug)]
+pub struct Step {
+    pub name: String,
+    pub span: Span,
+    pub description: Option<String>,
+    /// Declaration order; task ids list params in this order.
+    pub params: Vec<(String, ParamKind)>,
+    /// Index of the time param (date, hour or month), if any.
+    pub time_param: Option<usize>,
+    pub inputs: Vec<Tpl>,
+    pub outputs: Vec<Output>,
+    pub requires: Vec<Require>,
+    pub run: Vec<Tpl>,
+    pub pre: Vec<Tpl>,
+    pub post: Vec<Tpl>,
+    pub action: Option<Action>,
+    pub env: Vec<(String, Tpl)>,
+    pub start: Option<ParamValue>,
+    pub end: Option<ParamValue>,
+    pub schedule: Option<Schedule>,
+    pub retries: u32,
+    pub retry_delay: Duration,
+    pub retry_backoff: f64,
+    pub timeout: Option<Duration>,
+    pub pool: Option<usize>,
+    pub priority: i64,
+    pub stage: bool,
+}
+
+/// The validated Fluxfile: immutable once loaded.
+pub struct Fluxfile {
+    /// The main file's path.
+    pub path: PathBuf,
+    /// Its folder: commands run here and relative targets are relative to it.
+    pub dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub jobs: Option<usize>,
+    pub vars: Vec<(String, String)>,
+    /// Pool name and size.
+    pub pools: Vec<(String, usize)>,
+    pub steps: Vec<Step>,
+    pub engine: Engine,
+    /// Digest of every source text (for caching derived data).
+    pub digest: blake3::Hash,
+}
+
+impl std::fmt::Debug for Fluxfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fluxfile")
+            .field("path", &self.path)
+            .field("steps", &self.steps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fluxfile {
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+
+    /// Find and load the Fluxfile.
+    pub fn load(opts: &LoadOptions) -> Result<Fluxfile> {
+        let path = match &opts.file {
+            Some(p) => {
+                if !p.is_file() {
+                    return Err(Error::Usage(format!("no Fluxfile at {}", p.display())));
+                }
+                p.clone()
+            }
+            None => find_fluxfile()?,
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+        let dir = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        let source = Arc::new(Source {
+            name: display_name(&path),
+            path: Some(path.clone()),
+            text,
+        });
+        Loader::new(path, dir, opts).load(source)
+    }
+}
+
+fn display_name(path: &Path) -> String {
+    if let Ok(cwd) = std::env::current_dir()
+        && let Ok(abs) = std::fs::canonicalize(path)
+        && let Ok(rel) = abs.strip_prefix(&cwd)
+    {
+        return rel.display().to_string();
+    }
+    path.display().to_string()
+}
+
+fn find_fluxfile() -> Result<PathBuf> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::Io(format!("cannot read the current folder: {e}")))?;
+    let mut dir: Option<&Path> = Some(&cwd);
+    while let Some(d) = dir {
+        for name in ["Fluxfile", "Fluxfile.toml"] {
+            let p = d.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+        dir = d.parent();
+    }
+    Err(Error::Usage(format!(
+        "no Fluxfile in {} or any parent folder; create one, or name it with -f PATH",
+        cwd.display()
+    )))
+}
+
+// ---------------------------------------------------------------------------------------
+// Spanned access to the TOML tree.
+
+type Table<'i> = DeTable<'i>;
+
+/// A parsed file and its source, for spans.
+struct Doc {
+    source: Arc<Source>,
+    table: DeTable<'static>,
+}
+
+fn parse_doc(source: Arc<Source>) -> Result<Doc> {
+    // Docs live for the whole process (a Fluxfile is loaded once per invocation), so the
+    // text is leaked once to give the spanned tree a 'static lifetime.
+    let text: &'static str = Box::leak(source.text.clone().into_boxed_str());
+    match DeTable::parse(text) {
+        Ok(t) => Ok(Doc {
+            source,
+            table: t.into_inner(),
+        }),
+        Err(e) => {
+            let span = e.span().map(|r| Span::new(&source, r));
+            let msg = e.message().trim().to_string();
+            Err(Error::Fluxfile(Box::new(
+                Diag::new(format!("this is not valid TOML: {msg}"), span)
+                    .help("fix the TOML syntax; see docs/fluxfile.md"),
+            )))
+        }
+    }
+}
+
+fn as_int(v: &DeValue<'_>) -> Option<i64> {
+    match v {
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
+        _ => None,
+    }
+}
+fn as_float(v: &DeValue<'_>) -> Option<f64> {
+    match v {
+        DeValue::Float(f) => f.as_str().parse().ok(),
+        _ => as_int(v).map(|i| i as f64),
+    }
+}
+fn as_plain_str<'a>(v: &'a DeValue<'_>) -> Option<&'a str> {
+    match v {
+        DeValue::String(s) => Some(s),
+        _ => None,
+    }
+}
+fn type_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a TOML date (quote it: \"2024-01-01\")",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// Strings with their spans, and the span of the whole list.
+type SpannedList = (Vec<(String, Span)>, Span);
+
+/// Keys of one table, checked against what is allowed.
+struct Keys<'a> {
+    doc: &'a Arc<Source>,
+    table: &'a Table<'static>,
+    what: String,
+}
+
+impl<'a> Keys<'a> {
+    fn check(
+        doc: &'a Arc<Source>,
+        table: &'a Table<'static>,
+        what: &str,
+        allowed: &[&str],
+    ) -> Result<Keys<'a>> {
+        for (k, _) in table.iter() {
+            if !allowed.contains(&k.get_ref().as_ref()) {
+                let name: &str = k.get_ref();
+                let span = Span::new(doc, k.span());
+                let mut d = Diag::new(format!("unknown key `{name}` in {what}"), Some(span));
+                d = match did_you_mean(name, allowed.iter().copied()) {
+                    Some(s) => d.help(format!("did you mean `{s}`?")),
+                    None => d.help(format!("allowed keys here: {}", allowed.join(", "))),
+                };
+                return Err(Error::Fluxfile(Box::new(d)));
+            }
+        }
+        Ok(Keys {
+            doc,
+            table,
+            what: what.to_string(),
+        })
+    }
+
+    fn get(&self, key: &str) -> Option<(&'a DeValue<'static>, Span)> {
+        self.table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(k, v)| {
+                let _ = k;
+                (v.get_ref(), Span::new(self.doc, v.span()))
+            })
+    }
+
+    fn key_span(&self, key: &str) -> Option<Span> {
+        self.table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(k, _)| Span::new(self.doc, k.span()))
+    }
+
+    fn wrong(&self, key: &str, span: &Span, want: &str, got: &DeValue<'_>) -> Error {
+        Error::at_help(
+            format!(
+                "`{key}` in {} must be {want}, not {}",
+                self.what,
+                type_name(got)
+            ),
+            span,
+            format!("write `{key}` as {want}"),
+        )
+    }
+
+    fn str(&self, key: &str) -> Result<Option<(String, Span)>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some((v, span)) => match as_plain_str(v) {
+                Some(s) => Ok(Some((s.to_string(), span))),
+                None => Err(self.wrong(key, &span, "a string", v)),
+            },
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<(bool, Span)>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some((DeValue::Boolean(b), span)) => Ok(Some((*b, span))),
+            Some((v, span)) => Err(self.wrong(key, &span, "true or false", v)),
+        }
+    }
+
+    fn int(&self, key: &str) -> Result<Option<(i64, Span)>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some((v, span)) => match as_int(v) {
+                Some(n) => Ok(Some((n, span))),
+                None => Err(self.wrong(key, &span, "an integer", v)),
+            },
+        }
+    }
+
+    fn float(&self, key: &str) -> Result<Option<(f64, Span)>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some((v, span)) => match as_float(v) {
+                Some(n) => Ok(Some((n, span))),
+                None => Err(self.wrong(key, &span, "a number", v)),
+            },
+        }
+    }
+
+    /// A list of strings; `one_ok` also accepts a single string.
+    fn strs(&self, key: &str, one_ok: bool) -> Result<Option<SpannedList>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some((v, span)) => match v {
+                DeValue::Array(a) => {
+                    let mut out = Vec::with_capacity(a.len());
+                    for item in a.iter() {
+                        let s = Span::new(self.doc, item.span());
+                        match as_plain_str(item.get_ref()) {
+                            Some(x) => out.push((x.to_string(), s)),
+                            None => {
+                                return Err(self.wrong(
+                                    key,
+                                    &s,
+                                    "a list of strings",
+                                    item.get_ref(),
+                                ));
+                            }
+                        }
+                    }
+                    Ok(Some((out, span)))
+                }
+                _ if one_ok && as_plain_str(v).is_some() => Ok(Some((
+                    vec![(
+                        as_plain_str(v).unwrap_or_default().to_string(),
+                        span.clone(),
+                    )],
+                    span,
+                ))),
+                _ => Err(self.wrong(
+                    key,
+                    &span,
+                    if one_ok {
+                        "a string or a list of strings"
+                    } else {
+                        "a list of strings"
+                    },
+                    v,
+                )),
+            },
+        }
+    }
+
+    fn table(&self, key: &str) -> Result<Option<(&'a Table<'static>, Span)>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some((DeValue::Table(t), span)) => Ok(Some((t, span))),
+            Some((v, span)) => Err(self.wrong(key, &span, "a table", v)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading and validation.
+
+const TOP_KEYS: &[&str] = &[
+    "flux", "vars", "profile", "pools", "step", "store", "notify",
+];
+const INCLUDED_KEYS: &[&str] = &["vars", "pools", "step"];
+const FLUX_KEYS: &[&str] = &["start", "state", "jobs", "include", "generate", "timezone"];
+const STEP_KEYS: &[&str] = &[
+    "params",
+    "inputs",
+    "outputs",
+    "requires",
+    "run",
+    "pre",
+    "post",
+    "action",
+    "sensor",
+    "wait",
+    "poll",
+    "start",
+    "end",
+    "schedule",
+    "retries",
+    "retry_delay",
+    "retry_backoff",
+    "timeout",
+    "pool",
+    "priority",
+    "cpus",
+    "mem",
+    "executor",
+    "stage",
+    "env",
+    "on_success",
+    "on_failure",
+    "on_retry",
+    "on_sla_miss",
+    "sla",
+    "description",
+];
+/// Step keys parsed and validated, but not acted on by this version: using one is an error
+/// that says so rather than a silently ignored setting.
+const NOT_YET: &[(&str, &str)] = &[
+    ("sensor", "sensors"),
+    ("wait", "waiting for late sources"),
+    ("poll", "waiting for late sources"),
+    ("cpus", "cpu budgeting"),
+    ("mem", "memory budgeting"),
+    ("on_success", "hooks"),
+    ("on_failure", "hooks"),
+    ("on_retry", "hooks"),
+    ("on_sla_miss", "SLAs"),
+    ("sla", "SLAs"),
+];
+
+struct RawStep {
+    name: String,
+    name_span: Span,
+    keys_doc: Arc<Source>,
+    table: &'static Table<'static>,
+}
+
+struct Loader<'o> {
+    path: PathBuf,
+    dir: PathBuf,
+    opts: &'o LoadOptions,
+    docs: Vec<&'static Doc>,
+}
+
+impl<'o> Loader<'o> {
+    fn new(path: PathBuf, dir: PathBuf, opts: &'o LoadOptions) -> Loader<'o> {
+        Loader {
+            path,
+            dir,
+            opts,
+            docs: Vec::new(),
+        }
+    }
+
+    fn add_doc(&mut self, source: Arc<Source>) -> Result<&'static Doc> {
+        // Docs live for the whole process: a Fluxfile is loaded once per invocation (and
+        // `flux schedule` reloads only on change), so leaking them keeps spans simple.
+        let doc: &'static Doc = Box::leak(Box::new(parse_doc(source)?));
+        self.docs.push(doc);
+        Ok(doc)
+    }
+
+    fn load(mut self, source: Arc<Source>) -> Result<Fluxfile> {
+        let main = self.add_doc(source)?;
+        let top = Keys::check(&main.source, &main.table, "the Fluxfile", TOP_KEYS)?;
+        for (key, what) in [
+            ("store", "store settings ([store.\"s3://…\"])"),
+            ("notify", "webhook alerts ([notify])"),
+        ] {
+            if let Some(span) = top.key_span(key) {
+                return Err(not_yet(key, what, &span));
+            }
+        }
+
+        // [flux]
+        let mut start: Option<(String, Span)> = None;
+        let mut state_dir = self.dir.join(".flux");
+        let mut jobs = None;
+        let mut extra_docs: Vec<&'static Doc> = Vec::new();
+        if let Some((t, _)) = top.table("flux")? {
+            let k = Keys::check(&main.source, t, "[flux]", FLUX_KEYS)?;
+            if let Some((s, span)) = k.str("start")? {
+                start = Some((s, span));
+            }
+            if let Some((s, _)) = k.str("state")? {
+                state_dir = self.dir.join(s);
+            }
+            if let Some((n, span)) = k.int("jobs")? {
+                if n < 1 {
+                    return Err(Error::at_help(
+                        "`jobs` must be at least 1",
+                        &span,
+                        "write e.g. `jobs = 4`",
+                    ));
+                }
+                jobs = Some(n as usize);
+            }
+            if let Some(span) = k.key_span("timezone") {
+                return Err(not_yet("timezone", "time zones (the scheduler)", &span));
+            }
+            if let Some((pats, _)) = k.strs("include", false)? {
+                for (pat, span) in pats {
+                    for file in self.glob(&pat, &span)? {
+                        let text = std::fs::read_to_string(&file).map_err(|e| {
+                            Error::at(
+                                format!("cannot read included file {}: {e}", file.display()),
+                                &span,
+                            )
+                        })?;
+                        let src = Arc::new(Source {
+                            name: display_name(&file),
+                            path: Some(file),
+                            text,
+                        });
+                        extra_docs.push(self.add_doc(src)?);
+                    }
+                }
+            }
+            if let Some((cmds, _)) = k.strs("generate", false)? {
+                for (cmd, span) in cmds {
+                    let text = self.generate(&cmd, &span)?;
+                    let src = Arc::new(Source {
+                        name: format!("generate: {cmd}"),
+                        path: None,
+                        text,
+                    });
+                    extra_docs.push(self.add_doc(src)?);
+                }
+            }
+        }
+
+        // vars, profiles, --var
+        let mut vars: Vec<(String, String)> = Vec::new();
+        let mut var_spans: HashMap<String, Span> = HashMap::new();
+        for doc in std::iter::once(main).chain(extra_docs.iter().copied()) {
+            let k = Keys {
+                doc: &doc.source,
+                table: &doc.table,
+                what: "the Fluxfile".into(),
+            };
+            if let Some((t, _)) = k.table("vars")? {
+                for (name, v) in t.iter() {
+                    let span = Span::new(&doc.source, v.span());
+                    let value = scalar_string(v.get_ref()).ok_or_else(|| {
+                        Error::at_help(
+                            format!(
+                                "var `{}` must be a string, number or boolean",
+                                name.get_ref()
+                            ),
+                            &span,
+                            "write it as a string",
+                        )
+                    })?;
+                    if var_spans
+                        .insert(name.get_ref().to_string(), span.clone())
+                        .is_some()
+                    {
+                        return Err(Error::at(
+                            format!("var `{}` is defined twice", name.get_ref()),
+                            &span,
+                        ));
+                    }
+                    vars.push((name.get_ref().to_string(), value));
+                }
+            }
+        }
+        if let Some(profile) = &self.opts.profile {
+            let profiles = top.table("profile")?;
+            let names: Vec<&str> = profiles
+                .as_ref()
+                .map(|(t, _)| t.iter().map(|(k, _)| k.get_ref().as_ref()).collect())
+                .unwrap_or_default();
+            let Some((ptable, _)) = profiles.and_then(|(t, _)| {
+                t.iter()
+                    .find(|(k, _)| k.get_ref().as_ref() == profile)
+                    .and_then(|(_, v)| match v.get_ref() {
+                        DeValue::Table(t) => Some((t, v.span())),
+                        _ => None,
+                    })
+            }) else {
+                let hint = match did_you_mean(profile, names.iter().copied()) {
+                    Some(s) => format!("; did you mean `{s}`?"),
+                    None if names.is_empty() => {
+                        "; the Fluxfile defines no [profile.NAME.vars]".into()
+                    }
+                    None => format!("; profiles: {}", names.join(", ")),
+                };
+                return Err(Error::Usage(format!(
+                    "no profile `{profile}` in the Fluxfile{hint}"
+                )));
+            };
+            let pk = Keys::check(
+                &main.source,
+                ptable,
+                &format!("[profile.{profile}]"),
+                &["vars"],
+            )?;
+            if let Some((t, _)) = pk.table("vars")? {
+                for (name, v) in t.iter() {
+                    let span = Span::new(&main.source, v.span());
+                    let value = scalar_string(v.get_ref()).ok_or_else(|| {
+                        Error::at(format!("var `{}` must be a string", name.get_ref()), &span)
+                    })?;
+                    set_var(&mut vars, name.get_ref(), value);
+                }
+            }
+        }
+        for (k, v) in &self.opts.vars {
+            set_var(&mut vars, k, v.clone());
+        }
+
+        // pools
+        let mut pools: Vec<(String, usize)> = Vec::new();
+        for doc in std::iter::once(main).chain(extra_docs.iter().copied()) {
+            let k = Keys {
+                doc: &doc.source,
+                table: &doc.table,
+                what: "the Fluxfile".into(),
+            };
+            if let Some((t, _)) = k.table("pools")? {
+                for (name, v) in t.iter() {
+                    let span = Span::new(&doc.source, v.span());
+                    match as_int(v.get_ref()) {
+                        Some(n) if n >= 1 => pools.push((name.get_ref().to_string(), n as usize)),
+                        _ => {
+                            return Err(Error::at_help(
+                                format!("pool `{}` must have a size of at least 1", name.get_ref()),
+                                &span,
+                                "write e.g. `db = 2`",
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+
+        // steps: collect raw tables first so `requires` can name any step.
+        let mut raw: Vec<RawStep> = Vec::new();
+        for doc in std::iter::once(main).chain(extra_docs.iter().copied()) {
+            let allowed = if std::ptr::eq(doc, main) {
+                TOP_KEYS
+            } else {
+                INCLUDED_KEYS
+            };
+            let k = Keys::check(&doc.source, &doc.table, &doc.source.name, allowed)?;
+            if let Some((t, _)) = k.table("step")? {
+                for (name, v) in t.iter() {
+                    let name_span = Span::new(&doc.source, name.span());
+                    let DeValue::Table(st) = v.get_ref() else {
+                        return Err(Error::at_help(
+                            format!("`step.{}` must be a table", name.get_ref()),
+                            &name_span,
+                            format!("write it as a [step.{}] section", name.get_ref()),
+                        ));
+                    };
+                    if let Some(prev) = raw.iter().find(|r| r.name == *name.get_ref()) {
+                        let (l, c) = prev.name_span.line_col();
+                        return Err(Error::at_help(
+                            format!("step `{}` is defined twice", name.get_ref()),
+                            &name_span,
+                            format!(
+                                "it is first defined at {}:{l}:{c}; rename one of them",
+                                prev.name_span.source.name
+                            ),
+                        ));
+                    }
+                    check_name(name.get_ref(), &name_span, "step")?;
+                    raw.push(RawStep {
+                        name: name.get_ref().to_string(),
+                        name_span,
+                        keys_doc: doc.source.clone(),
+                        table: st,
+                    });
+                }
+            }
+        }
+        if raw.is_empty() {
+            let span = Span::new(&main.source, 0..0);
+            return Err(Error::at_help(
+                "the Fluxfile defines no steps",
+                &span,
+                "add a [step.NAME] section with `outputs` and `run`",
+            ));
+        }
+
+        let mut engine = Engine::new();
+        let step_names: Vec<String> = raw.iter().map(|r| r.name.clone()).collect();
+        let mut steps: Vec<Step> = Vec::with_capacity(raw.len());
+        // First pass: params (requires needs every step's params).
+        let mut all_params: Vec<Vec<(String, ParamKind)>> = Vec::new();
+        for r in &raw {
+            let k = Keys::check(
+                &r.keys_doc,
+                r.table,
+                &format!("[step.{}]", r.name),
+                STEP_KEYS,
+            )?;
+            all_params.push(parse_params(&k, &vars)?);
+        }
+        for (i, r) in raw.iter().enumerate() {
+            let step = build_step(
+                r,
+                all_params[i].clone(),
+                &StepCtx {
+                    vars: &vars,
+                    pools: &pools,
+                    step_names: &step_names,
+                    all_params: &all_params,
+                    flux_start: start.as_ref(),
+                },
+                &mut engine,
+            )?;
+            steps.push(step);
+        }
+
+        let mut hasher = blake3::Hasher::new();
+        for d in &self.docs {
+            hasher.update(d.source.text.as_bytes());
+            hasher.update(&[0]);
+        }
+        for (k, v) in &vars {
+            hasher.update(k.as_bytes());
+            hasher.update(&[0]);
+            hasher.update(v.as_bytes());
+            hasher.update(&[0]);
+        }
+
+        Ok(Fluxfile {
+            path: self.path,
+            dir: self.dir,
+            state_dir,
+            jobs,
+            vars,
+            pools,
+            steps,
+            engine,
+            digest: hasher.finalize(),
+        })
+    }
+
+    /// Files matching an `include` pattern, relative to the Fluxfile's folder, sorted.
+    fn glob(&self, pattern: &str, span: &Span) -> Result<Vec<PathBuf>> {
+        let full = self.dir.join(pattern);
+        let pat = full.to_string_lossy().to_string();
+        let paths =
+            glob::glob(&pat).map_err(|e| Error::at(format!("bad include pattern: {e}"), span))?;
+        let mut out: Vec<PathBuf> = paths
+            .filter_map(|p| p.ok())
+            .filter(|p| p.is_file())
+            .collect();
+        out.sort();
+        if out.is_empty() && !pattern.contains(['*', '?', '[']) {
+            return Err(Error::at_help(
+                format!("included file `{pattern}` does not exist"),
+                span,
+                "check the path; it is relative to the Fluxfile's folder",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Run a `generate` command and return its stdout.
+    fn generate(&self, cmd: &str, span: &Span) -> Result<String> {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| Error::at(format!("cannot run generator `{cmd}`: {e}"), span))?;
+        if !out.status.success() {
+            return Err(Error::at_help(
+                format!("generator `{cmd}` failed ({})", out.status),
+                span,
+                "run the command by hand to see why; its stdout must be Fluxfile TOML",
+            ));
+        }
+        String::from_utf8(out.stdout).map_err(|_| {
+            Error::at(
+                format!("generator `{cmd}` printed bytes that are not UTF-8"),
+                span,
+            )
+        })
+    }
+}
+
+fn set_var(vars: &mut Vec<(String, String)>, name: &str, value: String) {
+    match vars.iter_mut().find(|(k, _)| k == name) {
+        Some(slot) => slot.1 = value,
+        None => vars.push((name.to_string(), value)),
+    }
+}
+
+fn scalar_string(v: &DeValue<'_>) -> Option<String> {
+    if let Some(s) = as_plain_str(v) {
+        return Some(s.to_string());
+    }
+    if let Some(i) = as_int(v) {
+        return Some(i.to_string());
+    }
+    if let Some(f) = as_float(v) {
+        return Some(f.to_string());
+    }
+    match v {
+        DeValue::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn not_yet(key: &str, what: &str, span: &Span) -> Error {
+    Error::at_help(
+        format!("`{key}` is not supported yet: this version of flux does not act on {what}"),
+        span,
+        format!("remove `{key}`; flux refuses settings it would otherwise ignore"),
+    )
+}
+
+fn check_name(name: &str, span: &Span, what: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::at_help(
+            format!("`{name}` is not a valid {what} name"),
+            span,
+            "use letters, digits, `_` and `-`, starting with a letter",
+        ))
+    }
+}
+
+fn parse_params(k: &Keys<'_>, vars: &[(String, String)]) -> Result<Vec<(String, ParamKind)>> {
+    let Some((t, _)) = k.table("params")? else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<(String, ParamKind)> = Vec::new();
+    let mut time: Option<String> = None;
+    for (name, v) in t.iter() {
+        let nspan = Span::new(k.doc, name.span());
+        let vspan = Span::new(k.doc, v.span());
+        let name = name.get_ref().to_string();
+        check_name(&name, &nspan, "param")?;
+        if name.contains('-') {
+            return Err(Error::at_help(
+                format!("param `{name}` cannot contain `-`"),
+                &nspan,
+                "templates read params by name; use `_`",
+            ));
+        }
+        if RESERVED.contains(&name.as_str()) {
+            return Err(Error::at_help(
+                format!("`{name}` cannot be a param name: templates use it for something else"),
+                &nspan,
+                "rename the param",
+            ));
+        }
+        if vars.iter().any(|(v, _)| *v == name) {
+            return Err(Error::at_help(
+                format!("param `{name}` has the same name as a var"),
+                &nspan,
+                "rename the param or the var: a template could not tell them apart",
+            ));
+        }
+        let kind = match v.get_ref() {
+            DeValue::Array(items) => {
+                let mut vals = Vec::new();
+                for item in items.iter() {
+                    let ispan = Span::new(k.doc, item.span());
+                    let Some(s) = scalar_string(item.get_ref()) else {
+                        return Err(Error::at("allowed values must be strings", &ispan));
+                    };
+                    if s.is_empty()
+                        || s.contains([',', '=', '[', ']', '/'])
+                        || s.chars().any(char::is_whitespace)
+                    {
+                        return Err(Error::at_help(
+                            format!("`{s}` cannot be a param value"),
+                            &ispan,
+                            "values may not be empty or contain `,` `=` `[` `]` `/` or spaces (they appear in task ids and paths)",
+                        ));
+                    }
+                    if vals.contains(&s) {
+                        return Err(Error::at(format!("`{s}` is listed twice"), &ispan));
+                    }
+                    vals.push(s);
+                }
+                if vals.is_empty() {
+                    return Err(Error::at_help(
+                        "a list param needs at least one value",
+                        &vspan,
+                        "e.g. region = [\"eu\", \"us\"]",
+                    ));
+                }
+                ParamKind::Choice(vals)
+            }
+            other => match as_plain_str(other) {
+                Some("date") => ParamKind::Date,
+                Some("hour") => ParamKind::Hour,
+                Some("month") => ParamKind::Month,
+                Some(s) => {
+                    let hint = did_you_mean(s, ["date", "hour", "month"])
+                        .map(|d| format!("did you mean `{d}`?"))
+                        .unwrap_or_else(|| {
+                            "use \"date\", \"hour\", \"month\" or a list of allowed values".into()
+                        });
+                    return Err(Error::at_help(
+                        format!("unknown param kind `{s}`"),
+                        &vspan,
+                        hint,
+                    ));
+                }
+                None => {
+                    return Err(Error::at_help(
+                        format!(
+                            "param `{name}` must be \"date\", \"hour\", \"month\" or a list of values"
+                        ),
+                        &vspan,
+                        "e.g. params = { date = \"date\", region = [\"eu\", \"us\"] }",
+                    ));
+                }
+            },
+        };
+        if kind.is_time() {
+            if let Some(prev) = &time {
+                return Err(Error::at_help(
+                    format!("a step has at most one time param; `{prev}` is one already"),
+                    &nspan,
+                    "make this one a list param, or split the step",
+                ));
+            }
+            time = Some(name.clone());
+        }
+        out.push((name, kind));
+    }
+    Ok(out)
+}
+
+struct StepCtx<'a> {
+    vars: &'a [(String, String)],
+    pools: &'a [(String, usize)],
+    step_names: &'a [String],
+    all_params: &'a [Vec<(String, ParamKind)>],
+    flux_start: Option<&'a (String, Span)>,
+}
+
+fn compile(
+    engine: &mut Engine,
+    src: &str,
+    span: &Span,
+    mode: Mode,
+    allowed: &dyn Fn(&str) -> bool,
+) -> Result<Tpl> {
+    let id = engine.compile(src, mode).map_err(|e| {
+        let sp = match e.offset {
+            Some(off) if span_is_plain(span, src) => span.sub(1 + off, 2 + off),
+            _ => span.clone(),
+        };
+        Error::at_help(
+            format!("bad template: {}", e.message),
+            &sp,
+            "see docs/fluxfile.md#templates",
+        )
+    })?;
+    for name in engine.names(id) {
+        if !allowed(&name) {
+            return Err(Error::at_help(
+                format!("template reads `{name}`, which is not defined here"),
+                span,
+                "templates can read the step's params, vars, `step`, `task`, and in commands `inputs`, `outputs`, `attempt`, `run_id`, `interval_start`, `interval_end`",
+            ));
+        }
+    }
+    Ok(Tpl {
+        id,
+        span: span.clone(),
+    })
+}
+
+/// Whether the span's text is the template wrapped in plain quotes (so offsets map 1:1).
+fn span_is_plain(span: &Span, src: &str) -> bool {
+    let text = span.source.text.get(span.start..span.end).unwrap_or("");
+    text.len() == src.len() + 2 && text.get(1..text.len() - 1) == Some(src)
+}
+
+const CMD_NAMES: &[&str] = &[
+    "inputs",
+    "outputs",
+    "attempt",
+    "run_id",
+    "interval_start",
+    "interval_end",
+];
+
+fn build_step(
+    r: &RawStep,
+    params: Vec<(String, ParamKind)>,
+    cx: &StepCtx<'_>,
+    engine: &mut Engine,
+) -> Result<Step> {
+    let what = format!("[step.{}]", r.name);
+    let k = Keys::check(&r.keys_doc, r.table, &what, STEP_KEYS)?;
+    for (key, feature) in NOT_YET {
+        if let Some(span) = k.key_span(key) {
+            return Err(not_yet(key, feature, &span));
+        }
+    }
+    let param_names: Vec<String> = params.iter().map(|(n, _)| n.clone()).collect();
+    let is_known = |n: &str| {
+        param_names.iter().any(|p| p == n)
+            || cx.vars.iter().any(|(v, _)| v == n)
+            || ["params", "vars", "step", "task"].contains(&n)
+    };
+    let path_ok = |n: &str| is_known(n);
+    let cmd_ok = |n: &str| is_known(n) || CMD_NAMES.contains(&n);
+
+    let time_param = params.iter().position(|(_, k)| k.is_time());
+
+    // inputs
+    let mut inputs = Vec::new();
+    if let Some((list, _)) = k.strs("inputs", false)? {
+        for (src, span) in list {
+            inputs.push(compile(engine, &src, &span, Mode::Path, &path_ok)?);
+        }
+    }
+    // outputs
+    let mut outputs = Vec::new();
+    if let Some((list, _)) = k.strs("outputs", false)? {
+        for (src, span) in list {
+            let tpl = compile(engine, &src, &span, Mode::Path, &path_ok)?;
+            let segs = invertible(engine, &tpl, &r.name, &params, cx.vars)?;
+            let dir = src.trim_end().ends_with('/');
+            outputs.push(Output { tpl, segs, dir });
+        }
+    }
+    let cmds = |key: &str, engine: &mut Engine| -> Result<Vec<Tpl>> {
+        let mut out = Vec::new();
+        if let Some((list, span)) = k.strs(key, key == "run")? {
+            if list.is_empty() && key == "run" {
+                return Err(Error::at_help(
+                    "`run` is empty",
+                    &span,
+                    "give at least one command",
+                ));
+            }
+            for (src, span) in list {
+                out.push(compile(engine, &src, &span, Mode::Command, &cmd_ok)?);
+            }
+        }
+        Ok(out)
+    };
+    let run = cmds("run", engine)?;
+    let pre = cmds("pre", engine)?;
+    let post = cmds("post", engine)?;
+
+    let action = match k.str("action")? {
+        None => None,
+        Some((s, span)) if s == "copy" => {
+            if !run.is_empty() {
+                return Err(Error::at_help(
+                    "a step has either `run` or `action`, not both",
+                    &span,
+                    "remove one",
+                ));
+            }
+            if inputs.len() != outputs.len() {
+                return Err(Error::at_help(
+                    "`action = \"copy\"` copies inputs[i] to outputs[i]: the step needs as many inputs as outputs",
+                    &span,
+                    "list one input per output",
+                ));
+            }
+            Some(Action::Copy)
+        }
+        Some((s, span)) => {
+            return Err(Error::at_help(
+                format!("unknown action `{s}`"),
+                &span,
+                "the only action is \"copy\"",
+            ));
+        }
+    };
+    if run.is_empty() && action.is_none() {
+        return Err(Error::at_help(
+            format!("step `{}` has nothing to do", r.name),
+            &r.name_span,
+            "give it `run = \"…\"` (a shell command) or `action = \"copy\"`",
+        ));
+    }
+
+    // env
+    let mut env = Vec::new();
+    if let Some((t, _)) = k.table("env")? {
+        for (name, v) in t.iter() {
+            let span = Span::new(&r.keys_doc, v.span());
+            let Some(s) = as_plain_str(v.get_ref()) else {
+                return Err(Error::at(
+                    format!("env `{}` must be a string", name.get_ref()),
+                    &span,
+                ));
+            };
+            env.push((
+                name.get_ref().to_string(),
+                compile(engine, s, &span, Mode::Path, &cmd_ok)?,
+            ));
+        }
+    }
+
+    // requires
+    let mut requires = Vec::new();
+    if let Some((v, span)) = k.get("requires") {
+        let DeValue::Array(items) = v else {
+            return Err(k.wrong("requires", &span, "a list", v));
+        };
+        for item in items.iter() {
+            let ispan = Span::new(&r.keys_doc, item.span());
+            let (target, named): (String, Vec<(String, String, Span)>) = match item.get_ref() {
+                DeValue::Table(t) => {
+                    let mut target = None;
+                    let mut named = Vec::new();
+                    for (key, val) in t.iter() {
+                        let vspan = Span::new(&r.keys_doc, val.span());
+                        let Some(s) = as_plain_str(val.get_ref()) else {
+                            return Err(Error::at("must be a string", &vspan));
+                        };
+                        if key.get_ref().as_ref() == "step" {
+                            target = Some(s.to_string());
+                        } else {
+                            named.push((key.get_ref().to_string(), s.to_string(), vspan));
+                        }
+                    }
+                    let Some(target) = target else {
+                        return Err(Error::at_help(
+                            "a `requires` table needs `step`",
+                            &ispan,
+                            "e.g. { step = \"load\", date = \"{{ date }}\" }",
+                        ));
+                    };
+                    (target, named)
+                }
+                other => match as_plain_str(other) {
+                    Some(s) => (s.to_string(), Vec::new()),
+                    None => {
+                        return Err(Error::at(
+                            "`requires` entries are step names or tables",
+                            &ispan,
+                        ));
+                    }
+                },
+            };
+            let Some(si) = cx.step_names.iter().position(|n| *n == target) else {
+                let hint = did_you_mean(&target, cx.step_names.iter().map(String::as_str))
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| "name a step of this Fluxfile".into());
+                return Err(Error::at_help(
+                    format!("`requires` names unknown step `{target}`"),
+                    &ispan,
+                    hint,
+                ));
+            };
+            let tparams = &cx.all_params[si];
+            let mut req_params = Vec::new();
+            for (pname, src, vspan) in named {
+                let Some(pi) = tparams.iter().position(|(n, _)| *n == pname) else {
+                    return Err(Error::at(
+                        format!("step `{target}` has no param `{pname}`"),
+                        &vspan,
+                    ));
+                };
+                req_params.push((pi, compile(engine, &src, &vspan, Mode::Path, &path_ok)?));
+            }
+            for (pi, (pname, _)) in tparams.iter().enumerate() {
+                if !req_params.iter().any(|(i, _)| *i == pi) && !param_names.contains(pname) {
+                    return Err(Error::at_help(
+                        format!(
+                            "step `{target}` needs a value for its param `{pname}`, and `{}` has no param of that name",
+                            r.name
+                        ),
+                        &ispan,
+                        format!("write {{ step = \"{target}\", {pname} = \"…\" }}"),
+                    ));
+                }
+            }
+            requires.push(Require {
+                step: si,
+                params: req_params,
+                span: ispan,
+            });
+        }
+    }
+
+    // time domain
+    let bound = |key: &str, is_end: bool| -> Result<Option<ParamValue>> {
+        let given = k.str(key)?;
+        let (s, span) = match (given, key == "start", cx.flux_start) {
+            (Some(g), _, _) => g,
+            (None, true, Some(fs)) if time_param.is_some() => fs.clone(),
+            _ => return Ok(None),
+        };
+        let Some(ti) = time_param else {
+            return Err(Error::at_help(
+                format!("`{key}` needs a time param"),
+                &span,
+                "add e.g. params = { date = \"date\" }",
+            ));
+        };
+        params[ti]
+            .1
+            .parse_bound(&s, is_end)
+            .map(Some)
+            .map_err(|e| Error::at_help(e, &span, "write a date like 2024-01-01"))
+    };
+    let start = bound("start", false)?;
+    let end = bound("end", true)?;
+    if let (Some(a), Some(b)) = (start, end)
+        && a > b
+        && let Some(span) = k.key_span("end")
+    {
+        return Err(Error::at("`end` is before `start`", &span));
+    }
+
+    let schedule = match k.str("schedule")? {
+        None => None,
+        Some((s, span)) => Some(parse_schedule(&s).map_err(|e| {
+            Error::at_help(
+                e,
+                &span,
+                "use @hourly, @daily, @weekly, @monthly or a 5-field cron expression",
+            )
+        })?),
+    };
+    if schedule.is_some() && time_param.is_none() {
+        let span = k
+            .key_span("schedule")
+            .unwrap_or_else(|| r.name_span.clone());
+        return Err(Error::at_help(
+            "a scheduled step needs a time param",
+            &span,
+            "add e.g. params = { date = \"date\" }",
+        ));
+    }
+
+    let retries = match k.int("retries")? {
+        None => 0,
+        Some((n, span)) => {
+            u32::try_from(n).map_err(|_| Error::at("`retries` must be 0 or more", &span))?
+        }
+    };
+    let duration = |key: &str| -> Result<Option<Duration>> {
+        match k.str(key)? {
+            None => Ok(None),
+            Some((s, span)) => param::parse_duration(&s).map(Some).map_err(|e| {
+                Error::at_help(e, &span, "write e.g. \"90s\", \"5m\", \"2h\" or \"1d\"")
+            }),
+        }
+    };
+    let retry_delay = duration("retry_delay")?.unwrap_or(Duration::from_secs(5));
+    let timeout = duration("timeout")?;
+    let retry_backoff = match k.float("retry_backoff")? {
+        None => 1.0,
+        Some((f, span)) if f >= 1.0 && f.is_finite() => {
+            let _ = span;
+            f
+        }
+        Some((_, span)) => {
+            return Err(Error::at(
+                "`retry_backoff` must be a number of at least 1",
+                &span,
+            ));
+        }
+    };
+    let pool = match k.str("pool")? {
+        None => None,
+        Some((s, span)) => match cx.pools.iter().position(|(n, _)| *n == s) {
+            Some(i) => Some(i),
+            None => {
+                let hint = did_you_mean(&s, cx.pools.iter().map(|(n, _)| n.as_str()))
+                    .map(|d| format!("did you mean `{d}`?"))
+                    .unwrap_or_else(|| format!("declare it: [pools] {s} = 2"));
+                return Err(Error::at_help(format!("unknown pool `{s}`"), &span, hint));
+            }
+        },
+    };
+    let priority = k.int("priority")?.map_or(0, |(n, _)| n);
+    let stage = k.bool("stage")?.is_none_or(|(b, _)| b);
+    if let Some((s, span)) = k.str("executor")? {
+        match s.as_str() {
+            "local" => {}
+            "slurm" => return Err(not_yet("executor = \"slurm\"", "the Slurm executor", &span)),
+            _ => {
+                return Err(Error::at_help(
+                    format!("unknown executor `{s}`"),
+                    &span,
+                    "use \"local\" or \"slurm\"",
+                ));
+            }
+        }
+    }
+    let description = k.str("description")?.map(|(s, _)| s);
+
+    Ok(Step {
+        name: r.name.clone(),
+        span: r.name_span.clone(),
+        description,
+        params,
+        time_param,
+        inputs,
+        outputs,
+        requires,
+        run,
+        pre,
+        post,
+        action,
+        env,
+        start,
+        end,
+        schedule,
+        retries,
+        retry_delay,
+        retry_backoff,
+        timeout,
+        pool,
+        priority,
+        stage,
+    })
+}
+
+/// Check that an output template is invertible (SPEC §2.2) and turn it into segments:
+/// vars (and `step`) become literals; each param appears as `{{ p }}`,
+/// `{{ p | strftime(…) }}` or `{{ p | ds_nodash }}`, and every param appears.
+fn invertible(
+    engine: &Engine,
+    tpl: &Tpl,
+    step: &str,
+    params: &[(String, ParamKind)],
+    vars: &[(String, String)],
+) -> Result<Vec<OutSeg>> {
+    let src = engine.source(tpl.id);
+    let fail = |why: String| {
+        Error::at_help(
+            format!(
+                "output template `{src}` of step `{step}` cannot be matched back to its task: {why}"
+            ),
+            &tpl.span,
+            "in outputs, write each param only as {{ p }}, {{ p | strftime(\"…\") }} or {{ p | ds_nodash }}, and use every param",
+        )
+    };
+    let Some(segments) = engine.segments(tpl.id) else {
+        return Err(fail(
+            "it uses template features beyond plain substitution".into(),
+        ));
+    };
+    let mut out: Vec<OutSeg> = Vec::new();
+    let push_lit = |out: &mut Vec<OutSeg>, s: &str| {
+        if let Some(OutSeg::Lit(prev)) = out.last_mut() {
+            prev.push_str(s);
+        } else if !s.is_empty() {
+            out.push(OutSeg::Lit(s.to_string()));
+        }
+    };
+    let mut seen = vec![false; params.len()];
+    for seg in segments {
+        match seg {
+            Segment::Lit(s) => push_lit(&mut out, s),
+            Segment::Expr {
+                name,
+                index,
+                filters,
+            } => {
+                if index.is_some() {
+                    return Err(fail(format!("`{name}` is indexed")));
+                }
+                if let Some(pi) = params.iter().position(|(p, _)| p == name) {
+                    let kind = &params[pi].1;
+                    let fmt = match filters.as_slice() {
+                        [] => OutFmt::Canonical,
+                        [Filter::DsNodash] if kind.is_time() => OutFmt::DsNodash,
+                        [Filter::Strftime(f)] if kind.is_time() => {
+                            check_strftime_invertible(kind, f).map_err(&fail)?;
+                            OutFmt::Strftime(f.clone())
+                        }
+                        _ => {
+                            return Err(fail(format!(
+                                "param `{name}` goes through a filter that cannot be undone"
+                            )));
+                        }
+                    };
+                    seen[pi] = true;
+                    out.push(OutSeg::Param(pi, fmt));
+                } else if let Some((_, v)) = vars.iter().find(|(k, _)| k == name) {
+                    if !filters.is_empty() {
+                        return Err(fail(format!("var `{name}` goes through a filter")));
+                    }
+                    push_lit(&mut out, v);
+                } else if name == "step" && filters.is_empty() {
+                    push_lit(&mut out, step);
+                } else {
+                    return Err(fail(format!("`{name}` is neither a param nor a var")));
+                }
+            }
+        }
+    }
+    if let Some(pi) = seen.iter().position(|s| !s) {
+        return Err(fail(format!(
+            "param `{}` does not appear in it, so two tasks would write the same path",
+            params[pi].0
+        )));
+    }
+    // Two params side by side with nothing between them cannot be told apart reliably.
+    for w in out.windows(2) {
+        if let [OutSeg::Param(a, _), OutSeg::Param(b, _)] = w
+            && (matches!(params[*a].1, ParamKind::Choice(_))
+                || matches!(params[*b].1, ParamKind::Choice(_)))
+        {
+            return Err(fail(
+                "two params stand side by side with no text between them".into(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// A strftime format in an output must keep enough of the value to recover it.
+fn check_strftime_invertible(kind: &ParamKind, fmt: &str) -> std::result::Result<(), String> {
+    let probe = match kind {
+        ParamKind::Date => "2021-11-27",
+        ParamKind::Hour => "2021-11-27T13",
+        ParamKind::Month => "2021-11",
+        ParamKind::Choice(_) => return Err("strftime on a list param".into()),
+    };
+    let v = kind.parse(probe).map_err(|e| e.to_string())?;
+    let mut rendered = String::new();
+    crate::template::strftime(probe, fmt, &mut rendered)
+        .map_err(|e| format!("strftime(\"{fmt}\"): {e}"))?;
+    match crate::graph::unformat(kind, &OutFmt::Strftime(fmt.to_string()), &rendered) {
+        Some((got, rest)) if got == v && rest.is_empty() => Ok(()),
+        _ => Err(format!(
+            "strftime(\"{fmt}\") loses part of the {}",
+            kind.name()
+        )),
+    }
+}
+
+fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
+    match s {
+        "@hourly" => return Ok(Schedule::Hourly),
+        "@daily" | "@midnight" => return Ok(Schedule::Daily),
+        "@weekly" => return Ok(Schedule::Weekly),
+        "@monthly" => return Ok(Schedule::Monthly),
+        _ => {}
+    }
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!(
+            "`{s}` is not a schedule: a cron expression has 5 fields, this has {}",
+            fields.len()
+        ));
+    }
+    let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
+    let names = ["minute", "hour", "day of month", "month", "day of week"];
+    for (i, f) in fields.iter().enumerate() {
+        for part in f.split(',') {
+            let (base, step) = match part.split_once('/') {
+                Some((b, st)) => (b, Some(st)),
+                None => (part, None),
+            };
+            if let Some(st) = step
+                && st.parse::<u32>().map_or(true, |n| n == 0)
+            {
+                return Err(format!(
+                    "bad step `/{st}` in the {} field of `{s}`",
+                    names[i]
+                ));
+            }
+            if base == "*" {
+                continue;
+            }
+            let (lo, hi) = base.split_once('-').unwrap_or((base, base));
+            for n in [lo, hi] {
+                let Ok(v) = n.parse::<u32>() else {
+                    return Err(format!(
+                        "`{n}` is not a number in the {} field of `{s}`",
+                        names[i]
+                    ));
+                };
+                if v < ranges[i].0 || v > ranges[i].1 {
+                    return Err(format!(
+                        "{v} is out of range {}-{} for the {} field of `{s}`",
+                        ranges[i].0, ranges[i].1, names[i]
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Schedule::Cron(s.to_string()))
+}
+
+/// Params that appear anywhere: used by `--param` validation.
+pub fn all_param_names(ff: &Fluxfile) -> HashSet<&str> {
+    ff.steps
+        .iter()
+        .flat_map(|s| s.params.iter().map(|(n, _)| n.as_str()))
+        .collect()
+}

@@ -1,0 +1,26 @@
+//! flux: a target-driven build tool for data pipelines.
+//!
+//! A `Fluxfile` declares steps with params, inputs, outputs and commands. flux expands the
+//! requested steps over their param values into tasks ([`graph`]), decides which tasks are
+//! stale ([`plan`]), runs them in parallel ([`builder`], [`exec`]) and keeps state and
+//! history in SQLite ([`state`]). The layers, from the bottom: [`error`], [`param`],
+//! [`template`] → [`fluxfile`] → [`graph`] → [`plan`] → [`builder`]; [`cli`] wires them up
+//! and, with [`report`], is the only code that prints.
+
+pub mod builder;
+pub mod cli;
+pub mod error;
+pub mod exec;
+pub mod fluxfile;
+pub mod graph;
+pub mod param;
+pub mod plan;
+pub mod report;
+pub mod state;
+pub mod target;
+pub mod template;
+
+/// Run flux with these arguments; returns the process exit code.
+pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    cli::run(args)
+}

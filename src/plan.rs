@@ -1,0 +1,351 @@
+//! Staleness (SPEC §5): why a task must run, decided when the task becomes ready (after
+//! its upstream finished), so that an upstream which rewrote identical bytes does not make
+//! it run (early cutoff). A decision returns the [`Reason`], not just a verdict; the same
+//! value feeds `--dry-run`, `--output json` and the state DB.
+//!
+//! The planner reads stats and digests it is given; it spawns nothing and writes nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::fluxfile::{Action, Fluxfile, Step};
+use crate::graph::{NONE, TaskGraph, interval_rfc3339};
+use crate::param::ParamValue;
+use crate::state::{Hash, Status, TaskRecord};
+use crate::target::{Digests, Meta};
+use crate::template::Context;
+
+/// Why a task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// An output does not exist.
+    MissingOutput,
+    /// `--force`, `--from` or `flux clear`.
+    Forced,
+    /// A step with no outputs and no successful run on record.
+    NeverRun,
+    /// An input's digest differs from the one recorded at the last success.
+    InputChanged,
+    /// The rendered command, env or action differs from the recorded one.
+    CommandChanged,
+    /// A dependency will run (provisional: only a dry run reports it).
+    Upstream,
+    /// The last attempt was interrupted.
+    Incomplete,
+    /// The last attempt failed.
+    Failed,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MissingOutput => "missing-output",
+            Reason::Forced => "forced",
+            Reason::NeverRun => "never-run",
+            Reason::InputChanged => "input-changed",
+            Reason::CommandChanged => "command-changed",
+            Reason::Upstream => "upstream",
+            Reason::Incomplete => "incomplete",
+            Reason::Failed => "failed",
+        }
+    }
+}
+
+/// Which reasons count (`--rerun-triggers`).
+#[derive(Debug, Clone, Copy)]
+pub struct Triggers {
+    pub missing: bool,
+    pub input: bool,
+    pub command: bool,
+}
+
+impl Default for Triggers {
+    fn default() -> Self {
+        Triggers {
+            missing: true,
+            input: true,
+            command: true,
+        }
+    }
+}
+
+/// The two parts of a task's fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub cmd: Hash,
+    pub inputs: Hash,
+}
+
+/// The outcome of a staleness check.
+#[derive(Debug)]
+pub enum Decision {
+    /// Up to date. `adopt` carries a fingerprint to record for outputs found with no record.
+    Skip { adopt: Option<Fingerprint> },
+    /// Run it, for this reason; the fingerprint is what will be recorded on success
+    /// (absent in dry runs where upstream has not produced the inputs yet).
+    Run {
+        reason: Reason,
+        fp: Option<Fingerprint>,
+    },
+    /// It cannot run: a source is missing.
+    Fail { message: String },
+}
+
+/// What commands are rendered with: everything in §2.2's context.
+pub struct CmdRender<'a> {
+    pub inputs: &'a [String],
+    pub outputs: &'a [String],
+    pub attempt: u32,
+    pub run_id: i64,
+}
+
+/// The key whose blake3 is the command half of a fingerprint.
+#[derive(Serialize)]
+struct CmdKey<'a> {
+    step: &'a str,
+    pre: Vec<String>,
+    run: Vec<String>,
+    post: Vec<String>,
+    env: Vec<(String, String)>,
+    action: Option<&'static str>,
+    stage: bool,
+}
+
+/// Reads records, stats and digests to decide; renders commands.
+pub struct Planner<'a> {
+    pub ff: &'a Fluxfile,
+    pub g: &'a TaskGraph,
+    pub records: &'a HashMap<String, TaskRecord>,
+    pub digests: &'a Digests,
+    pub forced: HashSet<u32>,
+    pub triggers: Triggers,
+}
+
+impl<'a> Planner<'a> {
+    /// The absolute path of a local target.
+    pub fn abs(&self, target: &str) -> PathBuf {
+        let p = Path::new(target);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.ff.dir.join(p)
+        }
+    }
+
+    /// Decide one task. `metas` holds the current stat of every target; `upstream_runs`
+    /// says whether a dependency will run (dry runs only; real builds decide after it ran).
+    pub fn decide(
+        &self,
+        t: u32,
+        id: &str,
+        metas: &[Option<Meta>],
+        upstream_runs: bool,
+        dry: bool,
+    ) -> Decision {
+        let task = &self.g.tasks[t as usize];
+        let step = &self.ff.steps[task.step as usize];
+        for &i in &task.inputs {
+            if self.g.producer[i as usize] == NONE && metas[i as usize].is_none() {
+                return Decision::Fail {
+                    message: format!("missing source `{}` needed by {id}", self.g.target(i)),
+                };
+            }
+        }
+        let record = self.records.get(id);
+        let forced = self.forced.contains(&t) || record.is_some_and(|r| r.forced);
+        let missing = task.outputs.iter().any(|&o| metas[o as usize].is_none());
+        let mut reason = if forced {
+            Some(Reason::Forced)
+        } else if missing && self.triggers.missing {
+            Some(Reason::MissingOutput)
+        } else if task.outputs.is_empty() && record.is_none_or(|r| r.cmd_hash.is_none()) {
+            Some(Reason::NeverRun)
+        } else {
+            match record.map(|r| r.last_status) {
+                Some(Status::Failed) => Some(Reason::Failed),
+                Some(Status::Interrupted) if !step.stage => Some(Reason::Incomplete),
+                Some(Status::Interrupted) => Some(Reason::Failed),
+                _ => None,
+            }
+        };
+        if dry && upstream_runs {
+            return Decision::Run {
+                reason: reason.unwrap_or(Reason::Upstream),
+                fp: None,
+            };
+        }
+        if dry && reason.is_some() {
+            return Decision::Run {
+                reason: reason.unwrap_or(Reason::Forced),
+                fp: None,
+            };
+        }
+        let fp = match self.fingerprint(t, id, metas) {
+            Ok(fp) => fp,
+            Err(message) => return Decision::Fail { message },
+        };
+        if let Some(r) = reason {
+            return Decision::Run {
+                reason: r,
+                fp: Some(fp),
+            };
+        }
+        match record {
+            None => Decision::Skip { adopt: Some(fp) },
+            Some(r) => {
+                if r.cmd_hash.is_some_and(|h| h != fp.cmd) && self.triggers.command {
+                    reason = Some(Reason::CommandChanged);
+                } else if r.inputs_hash.is_some_and(|h| h != fp.inputs) && self.triggers.input {
+                    reason = Some(Reason::InputChanged);
+                } else if r.cmd_hash.is_none() {
+                    // Known task with no fingerprint on record: adopt what is there.
+                    return Decision::Skip { adopt: Some(fp) };
+                }
+                match reason {
+                    Some(reason) => Decision::Run {
+                        reason,
+                        fp: Some(fp),
+                    },
+                    None => Decision::Skip { adopt: None },
+                }
+            }
+        }
+    }
+
+    /// The fingerprint of a task as its inputs are now.
+    pub fn fingerprint(
+        &self,
+        t: u32,
+        id: &str,
+        metas: &[Option<Meta>],
+    ) -> Result<Fingerprint, String> {
+        let task = &self.g.tasks[t as usize];
+        let mut h = blake3::Hasher::new();
+        for &i in &task.inputs {
+            let name = self.g.target(i);
+            let Some(meta) = metas[i as usize] else {
+                return Err(format!("input `{name}` of {id} does not exist"));
+            };
+            let d = self
+                .digests
+                .digest(name, &self.abs(name), &meta)
+                .map_err(|e| format!("cannot read input `{name}` of {id}: {e}"))?;
+            h.update(name.as_bytes());
+            h.update(&[0]);
+            h.update(&d);
+        }
+        let inputs = *h.finalize().as_bytes();
+        let ins: Vec<String> = task
+            .inputs
+            .iter()
+            .map(|&i| self.g.target(i).to_string())
+            .collect();
+        let outs: Vec<String> = task
+            .outputs
+            .iter()
+            .map(|&o| self.g.target(o).to_string())
+            .collect();
+        let cmds = self.render_commands(
+            t,
+            id,
+            &CmdRender {
+                inputs: &ins,
+                outputs: &outs,
+                attempt: 1,
+                run_id: 0,
+            },
+        )?;
+        let step = &self.ff.steps[task.step as usize];
+        let key = CmdKey {
+            step: &step.name,
+            pre: cmds.pre,
+            run: cmds.run,
+            post: cmds.post,
+            env: cmds.env,
+            action: step.action.map(|a| match a {
+                Action::Copy => "copy",
+            }),
+            stage: step.stage,
+        };
+        let bytes = serde_json::to_vec(&key).map_err(|e| e.to_string())?;
+        Ok(Fingerprint {
+            cmd: *blake3::hash(&bytes).as_bytes(),
+            inputs,
+        })
+    }
+
+    /// Render a task's commands and env with the given target paths.
+    pub fn render_commands(&self, t: u32, id: &str, r: &CmdRender<'_>) -> Result<Commands, String> {
+        let task = &self.g.tasks[t as usize];
+        let step = &self.ff.steps[task.step as usize];
+        let params = param_strings(step, &task.params);
+        let mut extra: Vec<(&str, String)> = vec![
+            ("attempt", r.attempt.to_string()),
+            ("run_id", r.run_id.to_string()),
+        ];
+        if let Some(ti) = step.time_param
+            && let Some((a, b)) = interval_rfc3339(&step.params[ti].1, task.params[ti])
+        {
+            extra.push(("interval_start", a));
+            extra.push(("interval_end", b));
+        } else {
+            extra.push(("interval_start", String::new()));
+            extra.push(("interval_end", String::new()));
+        }
+        let ctx = Context {
+            step: &step.name,
+            task: id,
+            params: &params,
+            vars: &self.ff.vars,
+            inputs: Some(r.inputs),
+            outputs: Some(r.outputs),
+            extra: &extra,
+        };
+        let render = |tpls: &[crate::fluxfile::Tpl]| -> Result<Vec<String>, String> {
+            tpls.iter()
+                .map(|tpl| {
+                    self.ff.engine.render(tpl.id, &ctx).map_err(|e| {
+                        format!(
+                            "{id}: cannot render `{}`: {e}",
+                            self.ff.engine.source(tpl.id)
+                        )
+                    })
+                })
+                .collect()
+        };
+        let mut env = Vec::with_capacity(step.env.len());
+        for (k, tpl) in &step.env {
+            let v = self
+                .ff
+                .engine
+                .render(tpl.id, &ctx)
+                .map_err(|e| format!("{id}: env {k}: {e}"))?;
+            env.push((k.clone(), v));
+        }
+        Ok(Commands {
+            pre: render(&step.pre)?,
+            run: render(&step.run)?,
+            post: render(&step.post)?,
+            env,
+        })
+    }
+}
+
+/// A task's rendered commands.
+pub struct Commands {
+    pub pre: Vec<String>,
+    pub run: Vec<String>,
+    pub post: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Param names and canonical values, in declaration order.
+pub fn param_strings<'s>(step: &'s Step, vals: &[ParamValue]) -> Vec<(&'s str, String)> {
+    step.params
+        .iter()
+        .zip(vals.iter())
+        .map(|((n, k), v)| (n.as_str(), k.format(*v)))
+        .collect()
+}

@@ -1,0 +1,1486 @@
+//! The state database (SPEC §8): `<state>/state.db`, SQLite in WAL mode.
+//!
+//! This is the only module of flux that speaks SQL. It keeps
+//!
+//! - `runs`: one row per `flux build` (or scheduler tick);
+//! - `attempts`: one row per execution of a task inside a run;
+//! - `tasks`: what flux remembers of a task across runs, above all the fingerprint parts
+//!   (command hash, inputs hash) of its last success (SPEC §5);
+//! - `digests`: the digest cache, keyed by path, validated by (size, mtime, inode);
+//! - `leases`: claims of concurrent flux processes on tasks (SPEC §6; no API yet).
+//!
+//! The schema is created and upgraded by [`MIGRATIONS`], keyed on `PRAGMA user_version`
+//! (the number of migrations applied). A database written by a newer flux is refused
+//! with [`StateError::TooNew`] and never modified.
+//!
+//! Speed: a no-op build loads everything it needs with two statements
+//! ([`StateDb::load_tasks`] and [`StateDb::load_digests`]); writes are grouped in a
+//! [`Batch`] and written in one transaction per [`StateDb::commit`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+
+/// A blake3 digest.
+pub type Hash = [u8; 32];
+
+/// File name of the database inside the state folder.
+pub const DB_FILE: &str = "state.db";
+
+/// How long a connection waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Schema migrations, applied in order; `PRAGMA user_version` = number applied.
+/// Never edit a migration that has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    r#"
+    CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY,
+        started_at  REAL NOT NULL,
+        ended_at    REAL,
+        status      TEXT NOT NULL,
+        command     TEXT NOT NULL,
+        pid         INTEGER,
+        host        TEXT
+    );
+
+    CREATE TABLE attempts (
+        id          INTEGER PRIMARY KEY,
+        run_id      INTEGER NOT NULL,
+        task_id     TEXT NOT NULL,
+        step        TEXT NOT NULL,
+        params_json TEXT NOT NULL,
+        attempt     INTEGER NOT NULL,
+        status      TEXT NOT NULL,
+        reason      TEXT,
+        started_at  REAL NOT NULL,
+        ended_at    REAL,
+        exit_code   INTEGER,
+        log_path    TEXT,
+        error       TEXT,
+        job_id      TEXT
+    );
+    CREATE INDEX attempts_task ON attempts(task_id);
+    CREATE UNIQUE INDEX attempts_run ON attempts(run_id, task_id, attempt);
+    CREATE INDEX attempts_step ON attempts(step, id);
+
+    CREATE TABLE tasks (
+        task_id     TEXT PRIMARY KEY NOT NULL,
+        last_status TEXT NOT NULL,
+        cmd_hash    BLOB,
+        inputs_hash BLOB,
+        success_at  REAL,
+        duration_s  REAL,
+        forced      INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+
+    CREATE TABLE digests (
+        path         TEXT PRIMARY KEY NOT NULL,
+        size         INTEGER NOT NULL,
+        mtime_ns     INTEGER NOT NULL,
+        inode        INTEGER NOT NULL,
+        digest       BLOB NOT NULL,
+        hashed_at_ns INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE leases (
+        task_id      TEXT PRIMARY KEY NOT NULL,
+        holder       TEXT,
+        pid          INTEGER,
+        host         TEXT,
+        heartbeat_at REAL,
+        run_id       INTEGER
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// The schema version this flux writes: the number of migrations.
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Persisted task statuses (SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Queued,
+    Waiting,
+    Running,
+    Retrying,
+    Success,
+    Failed,
+    UpstreamFailed,
+    Skipped,
+    Interrupted,
+}
+
+impl Status {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Status; 9] = [
+        Status::Queued,
+        Status::Waiting,
+        Status::Running,
+        Status::Retrying,
+        Status::Success,
+        Status::Failed,
+        Status::UpstreamFailed,
+        Status::Skipped,
+        Status::Interrupted,
+    ];
+
+    /// The name stored in the database and shown to users (`upstream_failed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Waiting => "waiting",
+            Status::Running => "running",
+            Status::Retrying => "retrying",
+            Status::Success => "success",
+            Status::Failed => "failed",
+            Status::UpstreamFailed => "upstream_failed",
+            Status::Skipped => "skipped",
+            Status::Interrupted => "interrupted",
+        }
+    }
+
+    /// Inverse of [`Status::as_str`].
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "queued" => Status::Queued,
+            "waiting" => Status::Waiting,
+            "running" => Status::Running,
+            "retrying" => Status::Retrying,
+            "success" => Status::Success,
+            "failed" => Status::Failed,
+            "upstream_failed" => Status::UpstreamFailed,
+            "skipped" => Status::Skipped,
+            "interrupted" => Status::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state database {path}: {message}")]
+    Sql { path: String, message: String },
+    #[error(
+        "state database {path} was written by a newer flux (schema {found}; this flux knows up to {supported}): upgrade flux, or point `state` at another folder"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("cannot create state folder {path}: {message}")]
+    Io { path: String, message: String },
+}
+
+/// What flux remembers of a task across runs (one row per task id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    /// Status of the last finished attempt (success, failed, interrupted...);
+    /// `queued` for a row created by `flux clear` of a task never seen before.
+    pub last_status: Status,
+    /// Fingerprint parts of the LAST SUCCESS (kept when later attempts fail).
+    /// `None` after `flux clear`, or when the stored blob is not 32 bytes.
+    pub cmd_hash: Option<Hash>,
+    pub inputs_hash: Option<Hash>,
+    /// Unix seconds of the last success (or of the adoption).
+    pub success_at: Option<f64>,
+    /// Duration of the last success (critical-path estimates); `None` when adopted.
+    pub duration_s: Option<f64>,
+    /// Set by `flux clear` ([`TaskUpdate::Clear`]); reset by the next success.
+    pub forced: bool,
+}
+
+/// The digest cache: (path) -> what the file looked like when it was hashed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CachedDigest {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+    pub digest: Hash,
+    pub hashed_at_ns: i64,
+}
+
+/// One attempt of a task, as written by the engine.
+///
+/// Attempts are keyed by `(run_id, task_id, attempt)`: committing the same key again
+/// updates the row (so an attempt may be recorded `running`, then finished).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub run_id: i64,
+    pub task_id: String,
+    pub step: String,
+    pub params_json: String,
+    pub attempt: u32,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub started_at: f64,
+    pub ended_at: Option<f64>,
+    pub exit_code: Option<i32>,
+    pub log_path: Option<String>,
+    pub error: Option<String>,
+}
+
+/// An attempt as read back, with its row id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub id: i64,
+    pub run_id: i64,
+    pub task_id: String,
+    pub step: String,
+    pub params_json: String,
+    pub attempt: u32,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub started_at: f64,
+    pub ended_at: Option<f64>,
+    pub exit_code: Option<i32>,
+    pub log_path: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A run as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub id: i64,
+    pub started_at: f64,
+    pub ended_at: Option<f64>,
+    pub status: String,
+    pub command: String,
+}
+
+/// A change to a task's record, applied in order by [`StateDb::commit`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskUpdate {
+    /// A successful attempt: store the fingerprint, last_status = success, success_at =
+    /// commit time, forced = false.
+    Success {
+        task_id: String,
+        cmd_hash: Hash,
+        inputs_hash: Hash,
+        duration_s: f64,
+    },
+    /// Outputs found on disk with no record (adopted, SPEC §5): store the fingerprint
+    /// like a success with duration NULL, unless a row exists (then nothing changes).
+    Adopt {
+        task_id: String,
+        cmd_hash: Hash,
+        inputs_hash: Hash,
+    },
+    /// A failed or interrupted attempt: set last_status only; keep the stored fingerprint.
+    Status { task_id: String, status: Status },
+    /// `flux clear`: drop the fingerprint and set `forced`, so the next build reruns it.
+    /// Creates a row (last_status = queued) when none exists, so a later Adopt cannot
+    /// undo the clear. Keeps last_status, success_at and duration_s of an existing row.
+    Clear { task_id: String },
+}
+
+/// Writes to apply together in one transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub attempts: Vec<AttemptRecord>,
+    pub tasks: Vec<TaskUpdate>,
+    pub digests: Vec<(String, CachedDigest)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.attempts.is_empty() && self.tasks.is_empty() && self.digests.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.attempts.len() + self.tasks.len() + self.digests.len()
+    }
+}
+
+/// A connection to `<state>/state.db`.
+pub struct StateDb {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl fmt::Debug for StateDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateDb").field("path", &self.path).finish()
+    }
+}
+
+/// Attaches the database path to rusqlite errors.
+trait SqlContext<T> {
+    fn at(self, path: &Path) -> Result<T, StateError>;
+}
+
+impl<T> SqlContext<T> for rusqlite::Result<T> {
+    fn at(self, path: &Path) -> Result<T, StateError> {
+        self.map_err(|e| sql_error(path, e.to_string()))
+    }
+}
+
+fn sql_error(path: &Path, message: impl Into<String>) -> StateError {
+    StateError::Sql {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The host name, if it can be read without a system call crate.
+fn hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+}
+
+/// A 32-byte blob as a hash; anything else (NULL, wrong length, other type) is `None`.
+fn hash_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Hash>> {
+    Ok(match row.get_ref(idx)? {
+        ValueRef::Blob(b) => Hash::try_from(b).ok(),
+        _ => None,
+    })
+}
+
+/// A status column; an unknown name is an error naming the value.
+fn status_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Status> {
+    // Borrowed, not copied: this runs for every row of `load_tasks`.
+    let s = row.get_ref(idx)?.as_str()?;
+    Status::parse(s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("unknown task status {s:?}").into(),
+        )
+    })
+}
+
+fn int_at<T: TryFrom<i64>>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+    let v: i64 = row.get(idx)?;
+    T::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v))
+}
+
+fn opt_int_at<T: TryFrom<i64>>(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<T>> {
+    match row.get::<_, Option<i64>>(idx)? {
+        None => Ok(None),
+        Some(v) => T::try_from(v)
+            .map(Some)
+            .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v)),
+    }
+}
+
+/// Clamps a row limit to what SQLite takes.
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The `(SELECT count(*) ...)` column of a load query, as a capacity hint.
+fn capacity_hint(row: &Row<'_>) -> usize {
+    row.get::<_, i64>(0)
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0)
+}
+
+const ATTEMPT_COLUMNS: &str = "id, run_id, task_id, step, params_json, attempt, status, reason, \
+     started_at, ended_at, exit_code, log_path, error";
+
+fn attempt_row(row: &Row<'_>) -> rusqlite::Result<AttemptRow> {
+    Ok(AttemptRow {
+        id: row.get(0)?,
+        run_id: row.get(1)?,
+        task_id: row.get(2)?,
+        step: row.get(3)?,
+        params_json: row.get(4)?,
+        attempt: int_at(row, 5)?,
+        status: status_at(row, 6)?,
+        reason: row.get(7)?,
+        started_at: row.get(8)?,
+        ended_at: row.get(9)?,
+        exit_code: opt_int_at(row, 10)?,
+        log_path: row.get(11)?,
+        error: row.get(12)?,
+    })
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+impl StateDb {
+    /// Create the folder (and parents) and the DB if needed, migrate.
+    pub fn open(state_dir: &Path) -> Result<StateDb, StateError> {
+        std::fs::create_dir_all(state_dir).map_err(|e| StateError::Io {
+            path: state_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let path = state_dir.join(DB_FILE);
+        let mut conn = Connection::open(&path).at(&path)?;
+        conn.busy_timeout(BUSY_TIMEOUT).at(&path)?;
+        // Refuse a newer schema before anything writes to the file (setting the
+        // journal mode rewrites the header).
+        check_version(&conn, &path)?;
+        // Not every file system supports WAL; SQLite then keeps its rollback journal,
+        // which is slower under concurrency but correct, so the answer is not checked.
+        let _mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .at(&path)?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;")
+            .at(&path)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        migrate(&mut conn, &path)?;
+        Ok(StateDb { conn, path })
+    }
+
+    /// Open only if `state.db` exists, read-only; never creates a file or a folder
+    /// (dry runs must write nothing). Still checks TooNew. A database with no schema
+    /// yet (an empty file) is `None`, like a missing one.
+    ///
+    /// `state.db` itself is never written. SQLite may create the `state.db-wal` and
+    /// `state.db-shm` companions of a WAL database to read it (when no other connection
+    /// has them open), and a read-only connection leaves them behind; the next writer
+    /// uses and removes them.
+    pub fn open_existing(state_dir: &Path) -> Result<Option<StateDb>, StateError> {
+        let path = state_dir.join(DB_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .at(&path)?;
+        conn.busy_timeout(BUSY_TIMEOUT).at(&path)?;
+        let version = check_version(&conn, &path)?;
+        if version == 0 {
+            return Ok(None);
+        }
+        if version < SCHEMA_VERSION {
+            return Err(sql_error(
+                &path,
+                format!(
+                    "schema {version} is older than this flux's ({SCHEMA_VERSION}) and cannot be \
+                     upgraded read-only: run a command that writes state (e.g. `flux build`) first"
+                ),
+            ));
+        }
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(Some(StateDb { conn, path }))
+    }
+
+    /// The database file, `<state>/state.db`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Insert a run row (started_at now, status "running", the command line, pid,
+    /// hostname); returns its id.
+    pub fn begin_run(&mut self, command: &str) -> Result<i64, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO runs (started_at, status, command, pid, host) \
+                 VALUES (?1, 'running', ?2, ?3, ?4)",
+            )
+            .at(&self.path)?;
+        stmt.execute(params![now_s(), command, std::process::id(), hostname()])
+            .at(&self.path)?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Set the end time and final status of a run.
+    /// status: "success" | "failed" | "interrupted"
+    pub fn end_run(&mut self, run_id: i64, status: &str) -> Result<(), StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE runs SET ended_at = ?1, status = ?2 WHERE id = ?3")
+            .at(&self.path)?;
+        let n = stmt
+            .execute(params![now_s(), status, run_id])
+            .at(&self.path)?;
+        if n == 0 {
+            return Err(sql_error(&self.path, format!("no run with id {run_id}")));
+        }
+        Ok(())
+    }
+
+    /// Every task record, by task id, in one query.
+    pub fn load_tasks(&self) -> Result<HashMap<String, TaskRecord>, StateError> {
+        // The uncorrelated count is evaluated once and sizes the map up front.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT (SELECT count(*) FROM tasks), task_id, last_status, cmd_hash, \
+                 inputs_hash, success_at, duration_s, forced FROM tasks",
+            )
+            .at(&self.path)?;
+        let mut rows = stmt.query([]).at(&self.path)?;
+        let mut map = HashMap::new();
+        while let Some(row) = rows.next().at(&self.path)? {
+            if map.capacity() == 0 {
+                map.reserve(capacity_hint(row));
+            }
+            let task_id: String = row.get(1).at(&self.path)?;
+            let record = TaskRecord {
+                last_status: status_at(row, 2).at(&self.path)?,
+                cmd_hash: hash_at(row, 3).at(&self.path)?,
+                inputs_hash: hash_at(row, 4).at(&self.path)?,
+                success_at: row.get(5).at(&self.path)?,
+                duration_s: row.get(6).at(&self.path)?,
+                forced: row.get::<_, i64>(7).at(&self.path)? != 0,
+            };
+            map.insert(task_id, record);
+        }
+        Ok(map)
+    }
+
+    /// The whole digest cache, by path, in one query. Rows whose digest is not a
+    /// 32-byte blob are skipped (the file is re-hashed).
+    pub fn load_digests(&self) -> Result<HashMap<String, CachedDigest>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT (SELECT count(*) FROM digests), path, size, mtime_ns, inode, digest, \
+                 hashed_at_ns FROM digests",
+            )
+            .at(&self.path)?;
+        let mut rows = stmt.query([]).at(&self.path)?;
+        let mut map = HashMap::new();
+        while let Some(row) = rows.next().at(&self.path)? {
+            if map.capacity() == 0 {
+                map.reserve(capacity_hint(row));
+            }
+            let Some(digest) = hash_at(row, 5).at(&self.path)? else {
+                continue;
+            };
+            let path: String = row.get(1).at(&self.path)?;
+            let cached = CachedDigest {
+                // Stored as the same 64 bits (SQLite integers are signed).
+                size: row.get::<_, i64>(2).at(&self.path)? as u64,
+                mtime_ns: row.get(3).at(&self.path)?,
+                inode: row.get::<_, i64>(4).at(&self.path)? as u64,
+                digest,
+                hashed_at_ns: row.get(6).at(&self.path)?,
+            };
+            map.insert(path, cached);
+        }
+        Ok(map)
+    }
+
+    /// Write everything in `batch` in one transaction, then clear it. On error nothing
+    /// is written and the batch is left as it was.
+    pub fn commit(&mut self, batch: &mut Batch) -> Result<(), StateError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let path = &self.path;
+        // IMMEDIATE takes the write lock up front, so the busy timeout applies (a
+        // deferred transaction upgrading to a writer can fail at once with BUSY).
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .at(path)?;
+        let now = now_s();
+
+        if !batch.attempts.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO attempts (run_id, task_id, step, params_json, attempt, status, \
+                     reason, started_at, ended_at, exit_code, log_path, error) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                     ON CONFLICT (run_id, task_id, attempt) DO UPDATE SET \
+                     step = excluded.step, params_json = excluded.params_json, \
+                     status = excluded.status, reason = excluded.reason, \
+                     started_at = excluded.started_at, ended_at = excluded.ended_at, \
+                     exit_code = excluded.exit_code, log_path = excluded.log_path, \
+                     error = excluded.error",
+                )
+                .at(path)?;
+            for a in &batch.attempts {
+                stmt.execute(params![
+                    a.run_id,
+                    a.task_id,
+                    a.step,
+                    a.params_json,
+                    a.attempt,
+                    a.status.as_str(),
+                    a.reason,
+                    a.started_at,
+                    a.ended_at,
+                    a.exit_code,
+                    a.log_path,
+                    a.error,
+                ])
+                .at(path)?;
+            }
+        }
+
+        if !batch.tasks.is_empty() {
+            let mut success = tx
+                .prepare_cached(
+                    "INSERT INTO tasks (task_id, last_status, cmd_hash, inputs_hash, success_at, \
+                     duration_s, forced) VALUES (?1, 'success', ?2, ?3, ?4, ?5, 0) \
+                     ON CONFLICT (task_id) DO UPDATE SET last_status = 'success', \
+                     cmd_hash = excluded.cmd_hash, inputs_hash = excluded.inputs_hash, \
+                     success_at = excluded.success_at, duration_s = excluded.duration_s, \
+                     forced = 0",
+                )
+                .at(path)?;
+            let mut adopt = tx
+                .prepare_cached(
+                    "INSERT INTO tasks (task_id, last_status, cmd_hash, inputs_hash, success_at, \
+                     duration_s, forced) VALUES (?1, 'success', ?2, ?3, ?4, NULL, 0) \
+                     ON CONFLICT (task_id) DO NOTHING",
+                )
+                .at(path)?;
+            let mut status = tx
+                .prepare_cached(
+                    "INSERT INTO tasks (task_id, last_status) VALUES (?1, ?2) \
+                     ON CONFLICT (task_id) DO UPDATE SET last_status = excluded.last_status",
+                )
+                .at(path)?;
+            let mut clear = tx
+                .prepare_cached(
+                    "INSERT INTO tasks (task_id, last_status, forced) VALUES (?1, 'queued', 1) \
+                     ON CONFLICT (task_id) DO UPDATE SET cmd_hash = NULL, inputs_hash = NULL, \
+                     forced = 1",
+                )
+                .at(path)?;
+            for update in &batch.tasks {
+                match update {
+                    TaskUpdate::Success {
+                        task_id,
+                        cmd_hash,
+                        inputs_hash,
+                        duration_s,
+                    } => success.execute(params![task_id, cmd_hash, inputs_hash, now, duration_s]),
+                    TaskUpdate::Adopt {
+                        task_id,
+                        cmd_hash,
+                        inputs_hash,
+                    } => adopt.execute(params![task_id, cmd_hash, inputs_hash, now]),
+                    TaskUpdate::Status { task_id, status: s } => {
+                        status.execute(params![task_id, s.as_str()])
+                    }
+                    TaskUpdate::Clear { task_id } => clear.execute(params![task_id]),
+                }
+                .at(path)?;
+            }
+        }
+
+        if !batch.digests.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO digests (path, size, mtime_ns, inode, digest, hashed_at_ns) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (path) DO UPDATE SET size = excluded.size, \
+                     mtime_ns = excluded.mtime_ns, inode = excluded.inode, \
+                     digest = excluded.digest, hashed_at_ns = excluded.hashed_at_ns",
+                )
+                .at(path)?;
+            for (file, d) in &batch.digests {
+                stmt.execute(params![
+                    file,
+                    d.size as i64,
+                    d.mtime_ns,
+                    d.inode as i64,
+                    d.digest,
+                    d.hashed_at_ns,
+                ])
+                .at(path)?;
+            }
+        }
+
+        tx.commit().at(path)?;
+        batch.attempts.clear();
+        batch.tasks.clear();
+        batch.digests.clear();
+        Ok(())
+    }
+
+    /// All attempts of one task id, oldest first (for `flux logs`).
+    pub fn attempts(&self, task_id: &str) -> Result<Vec<AttemptRow>, StateError> {
+        let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id = ?1 ORDER BY id");
+        let mut stmt = self.conn.prepare_cached(&sql).at(&self.path)?;
+        let rows = stmt.query_map([task_id], attempt_row).at(&self.path)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().at(&self.path)
+    }
+
+    /// Recent attempts, newest first, optionally of one step (for `flux history`).
+    pub fn history(&self, step: Option<&str>, limit: usize) -> Result<Vec<AttemptRow>, StateError> {
+        let limit = limit_param(limit);
+        let rows = match step {
+            Some(step) => {
+                let sql = format!(
+                    "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE step = ?1 \
+                     ORDER BY id DESC LIMIT ?2"
+                );
+                let mut stmt = self.conn.prepare_cached(&sql).at(&self.path)?;
+                stmt.query_map(params![step, limit], attempt_row)
+                    .at(&self.path)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            }
+            None => {
+                let sql =
+                    format!("SELECT {ATTEMPT_COLUMNS} FROM attempts ORDER BY id DESC LIMIT ?1");
+                let mut stmt = self.conn.prepare_cached(&sql).at(&self.path)?;
+                stmt.query_map([limit], attempt_row)
+                    .at(&self.path)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            }
+        };
+        rows.at(&self.path)
+    }
+
+    /// Recent runs, newest first.
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, started_at, ended_at, status, command FROM runs \
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .at(&self.path)?;
+        let rows = stmt
+            .query_map([limit_param(limit)], |row| {
+                Ok(RunRow {
+                    id: row.get(0)?,
+                    started_at: row.get(1)?,
+                    ended_at: row.get(2)?,
+                    status: row.get(3)?,
+                    command: row.get(4)?,
+                })
+            })
+            .at(&self.path)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().at(&self.path)
+    }
+
+    /// One run by id, if it exists.
+    pub fn run(&self, run_id: i64) -> Result<Option<RunRow>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, started_at, ended_at, status, command FROM runs WHERE id = ?1",
+            )
+            .at(&self.path)?;
+        stmt.query_row([run_id], |row| {
+            Ok(RunRow {
+                id: row.get(0)?,
+                started_at: row.get(1)?,
+                ended_at: row.get(2)?,
+                status: row.get(3)?,
+                command: row.get(4)?,
+            })
+        })
+        .optional()
+        .at(&self.path)
+    }
+}
+
+/// Reads `user_version`; a newer schema than this flux knows is [`StateError::TooNew`].
+fn check_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
+    let found = user_version(conn).at(path)?;
+    if found > SCHEMA_VERSION {
+        return Err(StateError::TooNew {
+            path: path.display().to_string(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(found)
+}
+
+/// Applies the missing migrations in one transaction. Cheap when up to date (one read,
+/// no write lock), and safe when several processes open a new database at once (the
+/// version is read again under the write lock).
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
+    if check_version(conn, path)? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .at(path)?;
+    let found = check_version(&tx, path)?;
+    let applied = usize::try_from(found).map_err(|_| {
+        sql_error(
+            path,
+            format!("invalid schema version {found} (PRAGMA user_version)"),
+        )
+    })?;
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(migration)
+            .map_err(|e| sql_error(path, format!("migration {}: {e}", i + 1)))?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .at(path)?;
+    tx.commit().at(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn h(n: u32) -> Hash {
+        let mut out = [0u8; 32];
+        out[..4].copy_from_slice(&n.to_le_bytes());
+        out[31] = 0xAB;
+        out
+    }
+
+    fn success(task: &str, n: u32) -> TaskUpdate {
+        TaskUpdate::Success {
+            task_id: task.to_string(),
+            cmd_hash: h(n),
+            inputs_hash: h(n + 1),
+            duration_s: 1.5,
+        }
+    }
+
+    fn attempt(run_id: i64, task: &str, step: &str, n: u32, status: Status) -> AttemptRecord {
+        AttemptRecord {
+            run_id,
+            task_id: task.to_string(),
+            step: step.to_string(),
+            params_json: r#"{"date":"2024-01-05"}"#.to_string(),
+            attempt: n,
+            status,
+            reason: Some("missing-output".to_string()),
+            started_at: 100.0 + f64::from(n),
+            ended_at: Some(101.0 + f64::from(n)),
+            exit_code: Some(if status == Status::Success { 0 } else { 1 }),
+            log_path: Some(format!("logs/{step}/{task}/{n}.log")),
+            error: None,
+        }
+    }
+
+    fn digest(n: u32) -> CachedDigest {
+        CachedDigest {
+            size: u64::from(n) * 10,
+            mtime_ns: 1_700_000_000_000_000_000 + i64::from(n),
+            inode: u64::MAX - u64::from(n),
+            digest: h(n),
+            hashed_at_ns: 1_700_000_000_000_000_001 + i64::from(n),
+        }
+    }
+
+    fn schema(db: &StateDb) -> Vec<String> {
+        let mut stmt = db
+            .conn
+            .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn status_round_trip() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+            assert_eq!(s.to_string(), s.as_str());
+        }
+        assert_eq!(Status::UpstreamFailed.as_str(), "upstream_failed");
+        assert_eq!(Status::parse("Success"), None);
+        assert_eq!(Status::parse(""), None);
+    }
+
+    #[test]
+    fn status_round_trips_through_db() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        let run = db.begin_run("flux build").unwrap();
+        let mut batch = Batch::default();
+        for (i, s) in Status::ALL.iter().enumerate() {
+            let t = format!("t{i}");
+            batch.tasks.push(TaskUpdate::Status {
+                task_id: t.clone(),
+                status: *s,
+            });
+            batch.attempts.push(attempt(run, &t, "s", 1, *s));
+        }
+        db.commit(&mut batch).unwrap();
+        let tasks = db.load_tasks().unwrap();
+        for (i, s) in Status::ALL.iter().enumerate() {
+            let t = format!("t{i}");
+            assert_eq!(tasks[&t].last_status, *s);
+            assert_eq!(db.attempts(&t).unwrap()[0].status, *s);
+        }
+    }
+
+    #[test]
+    fn create_and_reopen_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a/b/.flux");
+        let run;
+        {
+            let mut db = StateDb::open(&state).unwrap();
+            assert_eq!(db.path(), state.join("state.db"));
+            run = db.begin_run("flux build clean").unwrap();
+            let mut batch = Batch::default();
+            batch.tasks.push(success("clean[2024-01-05]", 7));
+            batch.digests.push(("data/x.csv".to_string(), digest(3)));
+            batch.attempts.push(attempt(
+                run,
+                "clean[2024-01-05]",
+                "clean",
+                1,
+                Status::Success,
+            ));
+            assert_eq!(batch.len(), 3);
+            db.commit(&mut batch).unwrap();
+            assert!(batch.is_empty());
+            db.end_run(run, "success").unwrap();
+        }
+        let db = StateDb::open(&state).unwrap();
+        let tasks = db.load_tasks().unwrap();
+        let t = &tasks["clean[2024-01-05]"];
+        assert_eq!(t.last_status, Status::Success);
+        assert_eq!(t.cmd_hash, Some(h(7)));
+        assert_eq!(t.inputs_hash, Some(h(8)));
+        assert_eq!(t.duration_s, Some(1.5));
+        assert!(t.success_at.is_some());
+        assert!(!t.forced);
+        assert_eq!(db.load_digests().unwrap()["data/x.csv"], digest(3));
+        let attempts = db.attempts("clean[2024-01-05]").unwrap();
+        assert_eq!(attempts.len(), 1);
+        let a = &attempts[0];
+        assert_eq!(a.run_id, run);
+        assert_eq!(a.step, "clean");
+        assert_eq!(a.exit_code, Some(0));
+        assert_eq!(
+            a.log_path.as_deref(),
+            Some("logs/clean/clean[2024-01-05]/1.log")
+        );
+        let runs = db.runs(10).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, "success");
+        assert_eq!(runs[0].command, "flux build clean");
+        assert!(runs[0].ended_at.is_some());
+        assert_eq!(db.run(run).unwrap(), Some(runs[0].clone()));
+        assert_eq!(db.run(run + 1).unwrap(), None);
+    }
+
+    #[test]
+    fn open_sets_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let mode: String = db
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = db
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 1); // NORMAL
+        let fk: i64 = db
+            .conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 0);
+        let timeout: i64 = db
+            .conn
+            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(timeout, 10_000);
+    }
+
+    #[test]
+    fn migrations_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let db = StateDb::open(dir.path()).unwrap();
+            assert_eq!(user_version(&db.conn).unwrap(), SCHEMA_VERSION);
+            schema(&db)
+        };
+        assert!(first.iter().any(|s| s.contains("CREATE TABLE leases")));
+        for name in ["attempts_task", "attempts_run", "attempts_step"] {
+            assert!(first.iter().any(|s| s.contains(name)), "{name}");
+        }
+        for _ in 0..3 {
+            let mut db = StateDb::open(dir.path()).unwrap();
+            assert_eq!(user_version(&db.conn).unwrap(), SCHEMA_VERSION);
+            assert_eq!(schema(&db), first);
+            // Migrating an up-to-date connection again is a no-op.
+            let path = db.path.clone();
+            migrate(&mut db.conn, &path).unwrap();
+            assert_eq!(schema(&db), first);
+        }
+    }
+
+    #[test]
+    fn failed_migration_rolls_back() {
+        // A database whose tables exist but whose user_version says 0 (as if a migration
+        // was interrupted outside a transaction): the migration fails, nothing changes.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("CREATE TABLE digests (x); PRAGMA user_version = 0;")
+                .unwrap();
+        }
+        let err = StateDb::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Sql { .. }), "{err}");
+        assert!(err.to_string().contains("migration 1"), "{err}");
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 0);
+        let runs: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'runs'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            runs, 0,
+            "the part of the migration before the error was rolled back"
+        );
+    }
+
+    #[test]
+    fn too_new_is_refused_and_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;")
+                .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = StateDb::open(dir.path()).unwrap_err();
+        match &err {
+            StateError::TooNew {
+                found, supported, ..
+            } => {
+                assert_eq!(*found, 99);
+                assert_eq!(*supported, SCHEMA_VERSION);
+            }
+            other => panic!("expected TooNew, got {other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains("written by a newer flux (schema 99; this flux knows up to 1)"));
+        assert!(msg.contains("upgrade flux, or point `state` at another folder"));
+        assert!(msg.contains("state.db"));
+        assert_eq!(std::fs::read(&path).unwrap(), before, "file modified");
+
+        let err = StateDb::open_existing(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::TooNew { found: 99, .. }), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "file modified");
+    }
+
+    #[test]
+    fn open_existing_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(StateDb::open_existing(dir.path()).unwrap().is_none());
+        let missing = dir.path().join("not/there");
+        assert!(StateDb::open_existing(&missing).unwrap().is_none());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // An empty file (no schema yet) is like no database, and stays empty.
+        std::fs::write(dir.path().join(DB_FILE), b"").unwrap();
+        assert!(StateDb::open_existing(dir.path()).unwrap().is_none());
+        assert_eq!(
+            std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len(),
+            0
+        );
+    }
+
+    #[test]
+    fn open_existing_reads_and_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut db = StateDb::open(dir.path()).unwrap();
+            let mut batch = Batch::default();
+            batch.tasks.push(success("a", 1));
+            db.commit(&mut batch).unwrap();
+        }
+        let before = std::fs::read(dir.path().join(DB_FILE)).unwrap();
+        let mut ro = StateDb::open_existing(dir.path()).unwrap().unwrap();
+        assert_eq!(ro.load_tasks().unwrap()["a"].cmd_hash, Some(h(1)));
+        let mut batch = Batch::default();
+        batch.tasks.push(success("b", 2));
+        let err = ro.commit(&mut batch).unwrap_err();
+        assert!(matches!(err, StateError::Sql { .. }), "{err}");
+        assert_eq!(batch.len(), 1, "a failed commit keeps the batch");
+        assert!(ro.begin_run("flux build --dry-run").is_err());
+        drop(ro);
+        assert_eq!(std::fs::read(dir.path().join(DB_FILE)).unwrap(), before);
+    }
+
+    #[test]
+    fn big_batch_commits_and_loads() {
+        const N: u32 = 100_000;
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        let mut batch = Batch::default();
+        for i in 0..N {
+            batch
+                .digests
+                .push((format!("data/raw/2024/file-{i:06}.parquet"), digest(i)));
+            batch.tasks.push(success(&format!("clean[{i:06}]"), i));
+        }
+        let t = Instant::now();
+        db.commit(&mut batch).unwrap();
+        let commit = t.elapsed();
+        assert!(batch.is_empty());
+
+        let t = Instant::now();
+        let tasks = db.load_tasks().unwrap();
+        let load_tasks = t.elapsed();
+        let t = Instant::now();
+        let digests = db.load_digests().unwrap();
+        let load_digests = t.elapsed();
+        eprintln!(
+            "{N} tasks + {N} digests: commit {commit:?}, load_tasks {load_tasks:?}, \
+             load_digests {load_digests:?}"
+        );
+        assert_eq!(tasks.len(), N as usize);
+        assert_eq!(digests.len(), N as usize);
+        for i in [0, 1, 4242, N - 1] {
+            let t = &tasks[&format!("clean[{i:06}]")];
+            assert_eq!(t.cmd_hash, Some(h(i)));
+            assert_eq!(t.inputs_hash, Some(h(i + 1)));
+            assert_eq!(
+                digests[&format!("data/raw/2024/file-{i:06}.parquet")],
+                digest(i)
+            );
+        }
+
+        // A fresh connection (what a no-op build does) loads the same.
+        drop(db);
+        let t = Instant::now();
+        let db = StateDb::open(dir.path()).unwrap();
+        let tasks = db.load_tasks().unwrap();
+        let digests = db.load_digests().unwrap();
+        eprintln!("reopen + load both: {:?}", t.elapsed());
+        assert_eq!((tasks.len(), digests.len()), (N as usize, N as usize));
+    }
+
+    #[test]
+    fn clear_sets_forced_and_success_resets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        let mut batch = Batch::default();
+        batch.tasks.push(success("a", 1));
+        db.commit(&mut batch).unwrap();
+
+        batch.tasks.push(TaskUpdate::Clear {
+            task_id: "a".to_string(),
+        });
+        // Clear of a task with no record creates one, which Adopt then leaves alone.
+        batch.tasks.push(TaskUpdate::Clear {
+            task_id: "new".to_string(),
+        });
+        batch.tasks.push(TaskUpdate::Adopt {
+            task_id: "new".to_string(),
+            cmd_hash: h(5),
+            inputs_hash: h(6),
+        });
+        db.commit(&mut batch).unwrap();
+        let tasks = db.load_tasks().unwrap();
+        let a = &tasks["a"];
+        assert!(a.forced);
+        assert_eq!((a.cmd_hash, a.inputs_hash), (None, None));
+        assert_eq!(a.last_status, Status::Success);
+        assert_eq!(a.duration_s, Some(1.5), "duration kept for estimates");
+        let new = &tasks["new"];
+        assert!(new.forced);
+        assert_eq!(new.last_status, Status::Queued);
+        assert_eq!(new.cmd_hash, None);
+
+        // A failure does not clear `forced`; a success does.
+        batch.tasks.push(TaskUpdate::Status {
+            task_id: "a".to_string(),
+            status: Status::Failed,
+        });
+        db.commit(&mut batch).unwrap();
+        assert!(db.load_tasks().unwrap()["a"].forced);
+        batch.tasks.push(success("a", 9));
+        db.commit(&mut batch).unwrap();
+        let a = &db.load_tasks().unwrap()["a"];
+        assert!(!a.forced);
+        assert_eq!(a.last_status, Status::Success);
+        assert_eq!(a.cmd_hash, Some(h(9)));
+    }
+
+    #[test]
+    fn failed_attempt_keeps_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        let mut batch = Batch::default();
+        batch.tasks.push(success("a", 1));
+        db.commit(&mut batch).unwrap();
+        let before = db.load_tasks().unwrap()["a"].clone();
+        for status in [Status::Failed, Status::Interrupted] {
+            batch.tasks.push(TaskUpdate::Status {
+                task_id: "a".to_string(),
+                status,
+            });
+            db.commit(&mut batch).unwrap();
+            let after = &db.load_tasks().unwrap()["a"];
+            assert_eq!(after.last_status, status);
+            assert_eq!(after.cmd_hash, Some(h(1)));
+            assert_eq!(after.inputs_hash, Some(h(2)));
+            assert_eq!(after.success_at, before.success_at);
+            assert_eq!(after.duration_s, before.duration_s);
+        }
+        // A status for an unknown task creates a row with no fingerprint.
+        batch.tasks.push(TaskUpdate::Status {
+            task_id: "b".to_string(),
+            status: Status::Failed,
+        });
+        db.commit(&mut batch).unwrap();
+        let b = &db.load_tasks().unwrap()["b"];
+        assert_eq!(
+            (b.last_status, b.cmd_hash, b.forced),
+            (Status::Failed, None, false)
+        );
+    }
+
+    #[test]
+    fn adopt_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        let mut batch = Batch::default();
+        batch.tasks.push(TaskUpdate::Adopt {
+            task_id: "made-by-hand".to_string(),
+            cmd_hash: h(1),
+            inputs_hash: h(2),
+        });
+        batch.tasks.push(success("a", 10));
+        batch.tasks.push(TaskUpdate::Adopt {
+            task_id: "a".to_string(),
+            cmd_hash: h(20),
+            inputs_hash: h(21),
+        });
+        batch.tasks.push(TaskUpdate::Status {
+            task_id: "f".to_string(),
+            status: Status::Failed,
+        });
+        batch.tasks.push(TaskUpdate::Adopt {
+            task_id: "f".to_string(),
+            cmd_hash: h(30),
+            inputs_hash: h(31),
+        });
+        db.commit(&mut batch).unwrap();
+        let tasks = db.load_tasks().unwrap();
+        let adopted = &tasks["made-by-hand"];
+        assert_eq!(adopted.last_status, Status::Success);
+        assert_eq!(adopted.cmd_hash, Some(h(1)));
+        assert_eq!(adopted.duration_s, None);
+        assert!(adopted.success_at.is_some());
+        assert_eq!(tasks["a"].cmd_hash, Some(h(10)));
+        assert_eq!(tasks["f"].cmd_hash, None);
+        assert_eq!(tasks["f"].last_status, Status::Failed);
+    }
+
+    #[test]
+    fn wrong_length_blobs_do_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        db.conn
+            .execute_batch(
+                "INSERT INTO tasks (task_id, last_status, cmd_hash, inputs_hash) \
+                 VALUES ('short', 'success', x'0102', 'text not blob');
+                 INSERT INTO digests VALUES ('bad', 1, 2, 3, x'01', 4);
+                 INSERT INTO digests VALUES ('null', 1, 2, 3, zeroblob(33), 4);",
+            )
+            .unwrap();
+        let tasks = db.load_tasks().unwrap();
+        assert_eq!(tasks["short"].cmd_hash, None);
+        assert_eq!(tasks["short"].inputs_hash, None);
+        assert!(db.load_digests().unwrap().is_empty());
+        // An unknown status is an error, not a panic.
+        db.conn
+            .execute_batch("INSERT INTO tasks (task_id, last_status) VALUES ('x', 'exploded')")
+            .unwrap();
+        let err = db.load_tasks().unwrap_err();
+        assert!(err.to_string().contains("exploded"), "{err}");
+    }
+
+    #[test]
+    fn digests_upsert_and_extreme_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        let extreme = CachedDigest {
+            size: u64::MAX,
+            mtime_ns: i64::MIN,
+            inode: u64::MAX,
+            digest: [0xFF; 32],
+            hashed_at_ns: i64::MAX,
+        };
+        let mut batch = Batch::default();
+        batch.digests.push(("p".to_string(), digest(1)));
+        batch.digests.push(("p".to_string(), extreme));
+        db.commit(&mut batch).unwrap();
+        let digests = db.load_digests().unwrap();
+        assert_eq!(digests.len(), 1);
+        assert_eq!(digests["p"], extreme);
+    }
+
+    #[test]
+    fn attempts_history_and_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        let r1 = db.begin_run("flux build").unwrap();
+        let mut batch = Batch::default();
+        batch
+            .attempts
+            .push(attempt(r1, "clean[1]", "clean", 1, Status::Failed));
+        batch
+            .attempts
+            .push(attempt(r1, "clean[1]", "clean", 2, Status::Success));
+        batch
+            .attempts
+            .push(attempt(r1, "load[1]", "load", 1, Status::Success));
+        db.commit(&mut batch).unwrap();
+        db.end_run(r1, "success").unwrap();
+        let r2 = db.begin_run("flux build --force").unwrap();
+        // Recorded running first, then finished: the same row is updated.
+        let mut running = attempt(r2, "clean[1]", "clean", 1, Status::Running);
+        running.ended_at = None;
+        running.exit_code = None;
+        batch.attempts.push(running);
+        db.commit(&mut batch).unwrap();
+        let running_id = db.history(None, 1).unwrap()[0].id;
+        let mut failed = attempt(r2, "clean[1]", "clean", 1, Status::Failed);
+        failed.error = Some("exit code 1".to_string());
+        batch.attempts.push(failed);
+        db.commit(&mut batch).unwrap();
+        db.end_run(r2, "failed").unwrap();
+        assert!(db.end_run(r2 + 100, "failed").is_err());
+
+        let clean = db.attempts("clean[1]").unwrap();
+        let seen: Vec<_> = clean
+            .iter()
+            .map(|a| (a.run_id, a.attempt, a.status))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (r1, 1, Status::Failed),
+                (r1, 2, Status::Success),
+                (r2, 1, Status::Failed)
+            ]
+        );
+        assert_eq!(clean[2].id, running_id);
+        assert_eq!(clean[2].error.as_deref(), Some("exit code 1"));
+        assert_eq!(clean[2].exit_code, Some(1));
+        assert!(db.attempts("nope").unwrap().is_empty());
+
+        let all = db.history(None, 10).unwrap();
+        assert_eq!(all.len(), 4);
+        assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+        let clean_hist = db.history(Some("clean"), 2).unwrap();
+        assert_eq!(clean_hist.len(), 2);
+        assert!(clean_hist.iter().all(|a| a.step == "clean"));
+        assert_eq!(clean_hist[0].id, running_id);
+        assert_eq!(db.history(Some("load"), 10).unwrap().len(), 1);
+        assert_eq!(db.history(None, usize::MAX).unwrap().len(), 4);
+
+        let runs = db.runs(10).unwrap();
+        assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![r2, r1]);
+        assert_eq!(runs[0].status, "failed");
+        assert_eq!(runs[1].status, "success");
+        assert_eq!(db.runs(1).unwrap().len(), 1);
+        let (pid, host): (i64, Option<String>) = db
+            .conn
+            .query_row("SELECT pid, host FROM runs WHERE id = ?1", [r1], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(pid, i64::from(std::process::id()));
+        eprintln!("host recorded: {host:?}");
+    }
+
+    #[test]
+    fn concurrent_connections_read_while_one_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = StateDb::open(dir.path()).unwrap();
+        let mut b = StateDb::open(dir.path()).unwrap();
+        let mut batch = Batch::default();
+        batch.tasks.push(success("t", 1));
+        a.commit(&mut batch).unwrap();
+        let ro = StateDb::open_existing(dir.path()).unwrap().unwrap();
+
+        // `a` holds the write lock with an uncommitted change.
+        a.conn
+            .execute_batch(
+                "BEGIN IMMEDIATE; UPDATE tasks SET last_status = 'failed' WHERE task_id = 't';",
+            )
+            .unwrap();
+        // Both other connections read at once, and see the last committed state.
+        let start = Instant::now();
+        assert_eq!(b.load_tasks().unwrap()["t"].last_status, Status::Success);
+        assert_eq!(ro.load_tasks().unwrap()["t"].last_status, Status::Success);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "readers were blocked"
+        );
+
+        // A second writer waits (busy timeout) instead of failing, then goes through.
+        let writer = std::thread::spawn(move || {
+            let mut batch = Batch::default();
+            batch.digests.push(("from-b".to_string(), digest(2)));
+            let t = Instant::now();
+            b.commit(&mut batch).map(|()| t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        a.conn.execute_batch("COMMIT").unwrap();
+        let waited = writer.join().unwrap().unwrap();
+        assert!(waited >= Duration::from_millis(200), "waited {waited:?}");
+
+        assert_eq!(ro.load_tasks().unwrap()["t"].last_status, Status::Failed);
+        assert_eq!(ro.load_digests().unwrap()["from-b"], digest(2));
+        assert_eq!(a.load_digests().unwrap()["from-b"], digest(2));
+    }
+
+    #[test]
+    fn empty_batch_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        let mut batch = Batch::default();
+        assert!(batch.is_empty());
+        assert_eq!(batch.len(), 0);
+        db.commit(&mut batch).unwrap();
+        assert!(db.load_tasks().unwrap().is_empty());
+        assert!(db.load_digests().unwrap().is_empty());
+    }
+
+    #[test]
+    fn open_fails_cleanly_on_garbage_and_bad_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE), vec![7u8; 4096]).unwrap();
+        let err = StateDb::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Sql { .. }), "{err}");
+        let err = StateDb::open_existing(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Sql { .. }), "{err}");
+
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = StateDb::open(&file.join("state")).unwrap_err();
+        assert!(matches!(err, StateError::Io { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with("cannot create state folder"),
+            "{err}"
+        );
+    }
+}

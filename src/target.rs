@@ -1,0 +1,271 @@
+//! Targets on local disk: existence and stat, content digests with a cache keyed by
+//! (path, size, mtime in ns, inode), directory digests over their files, and the staging
+//! of outputs (written aside, moved into place only when every command succeeded).
+//!
+//! The digest cache follows the "racy git" rule (SPEC §5): an entry is trusted only if the
+//! file's mtime is older than the moment it was hashed by more than the filesystem clock's
+//! coarseness, so an edit within the same clock tick is never missed. Remote stores
+//! (S3, HDFS) will implement the same operations behind these functions.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::state::{CachedDigest, Hash};
+
+/// What a stat says about a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+    pub is_dir: bool,
+}
+
+/// Stat a local path (following symlinks); `None` when it does not exist.
+pub fn stat(path: &Path) -> Option<Meta> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Meta {
+        size: m.size(),
+        mtime_ns: m
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(m.mtime_nsec()),
+        inode: m.ino(),
+        is_dir: m.is_dir(),
+    })
+}
+
+/// The filesystem clock may lag the system clock by a tick; entries hashed closer than
+/// this to the file's mtime are re-hashed next time.
+const RACY_MARGIN_NS: i64 = 50_000_000;
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Content digests of local targets, through the cache loaded from the state DB.
+pub struct Digests {
+    cache: HashMap<String, CachedDigest>,
+    /// Entries computed in this process, to be written back to the state DB.
+    fresh: Mutex<Vec<(String, CachedDigest)>>,
+    /// Files actually read (a no-op build reads none).
+    pub reads: std::sync::atomic::AtomicU64,
+}
+
+impl Digests {
+    pub fn new(cache: HashMap<String, CachedDigest>) -> Digests {
+        Digests {
+            cache,
+            fresh: Mutex::new(Vec::new()),
+            reads: Default::default(),
+        }
+    }
+
+    /// Take the entries computed since the last call.
+    pub fn take_fresh(&self) -> Vec<(String, CachedDigest)> {
+        std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn cached(&self, key: &str, meta: &Meta) -> Option<Hash> {
+        let c = self.cache.get(key)?;
+        (c.size == meta.size
+            && c.mtime_ns == meta.mtime_ns
+            && c.inode == meta.inode
+            && c.mtime_ns < c.hashed_at_ns - RACY_MARGIN_NS)
+            .then_some(c.digest)
+    }
+
+    /// Digest of a file (content) or a directory (its files' relative paths and digests).
+    /// `key` is the target as written (the cache key); `abs` where it is on disk.
+    pub fn digest(&self, key: &str, abs: &Path, meta: &Meta) -> std::io::Result<Hash> {
+        if meta.is_dir {
+            return self.digest_dir(key, abs);
+        }
+        self.digest_file(key, abs, meta)
+    }
+
+    fn digest_file(&self, key: &str, abs: &Path, meta: &Meta) -> std::io::Result<Hash> {
+        if let Some(d) = self.cached(key, meta) {
+            return Ok(d);
+        }
+        let hashed_at = now_ns();
+        let mut f = std::fs::File::open(abs)?;
+        let mut hasher = blake3::Hasher::new();
+        if meta.size > 1 << 20 {
+            hasher.update_reader(&mut f)?;
+        } else {
+            let mut buf = Vec::with_capacity(meta.size as usize + 1);
+            f.read_to_end(&mut buf)?;
+            hasher.update(&buf);
+        }
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let digest: Hash = *hasher.finalize().as_bytes();
+        let entry = CachedDigest {
+            size: meta.size,
+            mtime_ns: meta.mtime_ns,
+            inode: meta.inode,
+            digest,
+            hashed_at_ns: hashed_at,
+        };
+        self.fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key.to_string(), entry));
+        Ok(digest)
+    }
+
+    fn digest_dir(&self, key: &str, abs: &Path) -> std::io::Result<Hash> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"dir\0");
+        for entry in walkdir::WalkDir::new(abs)
+            .sort_by_file_name()
+            .follow_links(true)
+        {
+            let entry = entry.map_err(std::io::Error::other)?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let rel = entry.path().strip_prefix(abs).unwrap_or(entry.path());
+            let rel_s = rel.to_string_lossy();
+            let Some(meta) = stat(entry.path()) else {
+                continue;
+            };
+            let sub_key = format!("{}/{}", key.trim_end_matches('/'), rel_s);
+            let d = self.digest_file(&sub_key, entry.path(), &meta)?;
+            hasher.update(rel_s.as_bytes());
+            hasher.update(&[0]);
+            hasher.update(&d);
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+}
+
+/// Where a task's output is staged while its commands run: one flat folder beside flux's
+/// state (no folder per task: creating folders is a large share of a tiny task's cost),
+/// the name keyed by the task and output index, ending in the file's own name (tools look
+/// at extensions).
+pub fn staging_path(stage_root: &Path, task_key: &str, index: usize, final_path: &Path) -> PathBuf {
+    let name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    stage_root.join(format!("{task_key}.{index}.{name}"))
+}
+
+/// Move a staged output into place: a rename, or copy-then-rename across filesystems.
+/// A directory output replaces the old directory whole.
+pub fn commit(staged: &Path, final_path: &Path) -> std::io::Result<()> {
+    let is_dir = staged.is_dir();
+    if is_dir && final_path.exists() {
+        let trash = sibling(final_path, ".flux-old");
+        let _ = std::fs::remove_dir_all(&trash);
+        std::fs::rename(final_path, &trash)?;
+        let r = move_into_place(staged, final_path, true);
+        if r.is_err() {
+            let _ = std::fs::rename(&trash, final_path);
+        } else {
+            let _ = std::fs::remove_dir_all(&trash);
+        }
+        return r;
+    }
+    move_into_place(staged, final_path, is_dir)
+}
+
+fn move_into_place(staged: &Path, final_path: &Path, is_dir: bool) -> std::io::Result<()> {
+    match std::fs::rename(staged, final_path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            // Another filesystem: copy beside the target, then rename (still atomic for readers).
+            let tmp = sibling(final_path, ".flux-tmp");
+            if is_dir {
+                copy_dir(staged, &tmp)?;
+            } else {
+                std::fs::copy(staged, &tmp)?;
+            }
+            std::fs::rename(&tmp, final_path)?;
+            if is_dir {
+                std::fs::remove_dir_all(staged)
+            } else {
+                std::fs::remove_file(staged)
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn sibling(p: &Path, suffix: &str) -> PathBuf {
+    let mut name = p.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!("{suffix}.{}", std::process::id()));
+    p.with_file_name(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let rel = entry.path().strip_prefix(from).unwrap_or(entry.path());
+        let dest = to.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&dest)?;
+        } else {
+            std::fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// Remove a file or directory if it exists.
+pub fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_digest_is_not_reread_and_racy_entries_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        std::fs::write(&p, b"hello").unwrap();
+        let meta = stat(&p).unwrap();
+        let d = Digests::new(HashMap::new());
+        let h1 = d.digest("a.txt", &p, &meta).unwrap();
+        assert_eq!(d.reads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Fresh entry: hashed right after the write, so it is racy and re-read next time.
+        let fresh: HashMap<_, _> = d.take_fresh().into_iter().collect();
+        let d2 = Digests::new(fresh.clone());
+        assert_eq!(d2.digest("a.txt", &p, &meta).unwrap(), h1);
+        assert_eq!(d2.reads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // An entry hashed well after the mtime is trusted.
+        let mut old = fresh;
+        old.get_mut("a.txt").unwrap().hashed_at_ns = meta.mtime_ns + 10 * RACY_MARGIN_NS;
+        let d3 = Digests::new(old);
+        assert_eq!(d3.digest("a.txt", &p, &meta).unwrap(), h1);
+        assert_eq!(d3.reads.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn directory_digest_changes_with_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = dir.path().join("out");
+        std::fs::create_dir_all(o.join("sub")).unwrap();
+        std::fs::write(o.join("sub/x"), b"1").unwrap();
+        let d = Digests::new(HashMap::new());
+        let a = d.digest("out/", &o, &stat(&o).unwrap()).unwrap();
+        std::fs::write(o.join("sub/x"), b"2").unwrap();
+        let b = d.digest("out/", &o, &stat(&o).unwrap()).unwrap();
+        assert_ne!(a, b);
+    }
+}
