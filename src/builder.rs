@@ -16,8 +16,9 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::exec::{Job, LocalExecutor, Outcome};
-use crate::fluxfile::{Action, Fluxfile};
+use crate::fluxfile::{Action, Fluxfile, Step};
 use crate::graph::{NONE, TaskGraph, task_key};
+use crate::hooks::{Hooks, TaskEvent};
 use crate::plan::{CmdRender, Decision, Fingerprint, Planner, Reason, Triggers};
 use crate::report::{Event, Reporter};
 use crate::state::{AttemptRecord, Batch, StateDb, Status, TaskRecord, TaskUpdate};
@@ -34,6 +35,13 @@ pub struct Options {
     pub fail_fast: bool,
     /// The command line, for the run record.
     pub command: String,
+    /// `--only`: run these tasks alone; the rest of the graph counts as done.
+    pub only: Option<HashSet<u32>>,
+    /// `--wait`: how long to wait for missing sources, overriding each step's `wait`.
+    pub wait: Option<Duration>,
+    /// What `cpus` and `mem` are budgeted against (this machine's).
+    pub cpu_budget: u32,
+    pub mem_budget: u64,
 }
 
 /// What happened to one task (or would, in a dry run).
@@ -65,11 +73,7 @@ impl Report {
     pub fn exit_code(&self) -> i32 {
         if self.interrupted {
             130
-        } else if self
-            .results
-            .iter()
-            .any(|r| r.status == "failed" || r.status == "upstream_failed")
-        {
+        } else if self.results.iter().any(|r| r.status == "failed" || r.status == "upstream_failed") {
             1
         } else {
             0
@@ -103,9 +107,6 @@ enum St {
 }
 
 impl St {
-    fn finished_ok(self) -> bool {
-        matches!(self, St::Ran | St::Skipped)
-    }
     fn finished_bad(self) -> bool {
         matches!(self, St::Failed | St::UpstreamFailed | St::Interrupted)
     }
@@ -118,24 +119,33 @@ pub struct Build<'a> {
     pub records: &'a HashMap<String, TaskRecord>,
     pub digests: &'a Digests,
     pub opts: &'a Options,
+    planner: Planner<'a>,
 }
 
-impl Build<'_> {
-    pub fn ids(&self) -> Vec<String> {
-        (0..self.g.tasks.len() as u32)
-            .map(|t| self.g.task_id(self.ff, t))
-            .collect()
+impl<'a> Build<'a> {
+    pub fn new(
+        ff: &'a Fluxfile,
+        g: &'a TaskGraph,
+        records: &'a HashMap<String, TaskRecord>,
+        digests: &'a Digests,
+        opts: &'a Options,
+    ) -> Build<'a> {
+        let planner = Planner {
+            ff,
+            g,
+            records,
+            digests,
+            forced: opts.forced.clone(),
+            triggers: opts.triggers,
+            // Taken before any stat, so quick keys recorded now are conservative.
+            stat_ns: target::now_ns(),
+            step_keys: crate::plan::step_keys(ff),
+        };
+        Build { ff, g, records, digests, opts, planner }
     }
 
-    fn planner(&self) -> Planner<'_> {
-        Planner {
-            ff: self.ff,
-            g: self.g,
-            records: self.records,
-            digests: self.digests,
-            forced: self.opts.forced.clone(),
-            triggers: self.opts.triggers,
-        }
+    pub fn ids(&self) -> Vec<String> {
+        (0..self.g.tasks.len() as u32).map(|t| self.g.task_id(self.ff, t)).collect()
     }
 
     /// Stat every target at once, in parallel.
@@ -153,11 +163,7 @@ impl Build<'_> {
             .with_min_len(256)
             .map(|t| {
                 let p = Path::new(&**t);
-                if p.is_absolute() {
-                    target::stat(p)
-                } else {
-                    target::stat(&dir.join(p))
-                }
+                if p.is_absolute() { target::stat(p) } else { target::stat(&dir.join(p)) }
             })
             .collect())
     }
@@ -166,39 +172,28 @@ impl Build<'_> {
     pub fn dry_run(&self, rep: &mut dyn Reporter) -> Result<Report> {
         let ids = self.ids();
         let metas = self.stat_all()?;
-        let planner = self.planner();
+        let planner = &self.planner;
         let n = self.g.tasks.len();
         let mut results = vec![TaskResult::default(); n];
         let mut runs = vec![false; n];
         for &t in &self.g.order {
             let ti = t as usize;
+            if self.opts.only.as_ref().is_some_and(|o| !o.contains(&t)) {
+                results[ti] = TaskResult { status: "skipped", ..Default::default() };
+                continue;
+            }
             let up = self.g.tasks[ti].deps.iter().any(|&d| runs[d as usize]);
             match planner.decide(t, &ids[ti], &metas, up, true) {
-                Decision::Skip { .. } => {
-                    results[ti] = TaskResult {
-                        status: "skipped",
-                        ..Default::default()
-                    }
-                }
+                Decision::Skip { .. } => results[ti] = TaskResult { status: "skipped", ..Default::default() },
                 Decision::Run { reason, .. } => {
                     runs[ti] = true;
-                    results[ti] = TaskResult {
-                        status: "would-run",
-                        reason: Some(reason),
-                        ..Default::default()
-                    };
+                    results[ti] = TaskResult { status: "would-run", reason: Some(reason), ..Default::default() };
                 }
                 Decision::Fail { message } => {
-                    rep.event(Event::Warning(&format!(
-                        "{message}: the build would fail here"
-                    )));
+                    rep.event(Event::Warning(&format!("{message}: the build would fail here")));
                     runs[ti] = true;
-                    results[ti] = TaskResult {
-                        status: "would-run",
-                        reason: None,
-                        message: Some(message),
-                        ..Default::default()
-                    };
+                    results[ti] =
+                        TaskResult { status: "would-run", reason: None, message: Some(message), ..Default::default() };
                 }
             }
         }
@@ -208,417 +203,102 @@ impl Build<'_> {
             results,
             interrupted: false,
             run_id: None,
-            digest_reads: self
-                .digests
-                .reads
-                .load(std::sync::atomic::Ordering::Relaxed),
+            digest_reads: self.digests.reads.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 
     /// Build for real.
     pub fn run(&self, db: &mut StateDb, rep: &mut dyn Reporter) -> Result<Report> {
         let ids = self.ids();
-        let mut metas = self.stat_all()?;
-        let planner = self.planner();
-        let ff = self.ff;
+        let metas = self.stat_all()?;
         let g = self.g;
         let n = g.tasks.len();
         let run_id = db.begin_run(&self.opts.command)?;
         rep.event(Event::Planned { total: n });
-
         let dependents = g.dependents();
-        let mut pending: Vec<u32> = g.tasks.iter().map(|t| t.deps.len() as u32).collect();
-        let mut st = vec![St::Waiting; n];
-        let mut results = vec![TaskResult::default(); n];
-        let mut fps: Vec<Option<Fingerprint>> = vec![None; n];
-        let cp = critical_path(g, &ids, self.records, &dependents);
-
-        let mut ready: Vec<u32> = (0..n as u32)
-            .filter(|&t| pending[t as usize] == 0)
-            .collect();
+        let pending: Vec<u32> = g.tasks.iter().map(|t| t.deps.len() as u32).collect();
+        let mut ready: Vec<u32> = (0..n as u32).filter(|&t| pending[t as usize] == 0).collect();
         ready.reverse();
-        let mut queue: BinaryHeap<(i64, u64, std::cmp::Reverse<u32>)> = BinaryHeap::new();
-        let mut retry_at: Vec<(Instant, u32)> = Vec::new();
-        let mut pool_busy = vec![0usize; ff.pools.len()];
-        let mut batch = Batch::default();
-        let mut last_flush = Instant::now();
+        let mut r = Runner {
+            b: self,
+            planner: &self.planner,
+            cp: critical_path(g, &ids, self.records, &dependents),
+            ids,
+            metas,
+            dependents,
+            pending,
+            st: vec![St::Waiting; n],
+            results: vec![TaskResult::default(); n],
+                        fps: vec![None; n],
+            quicks: vec![None; n],
+            ready,
+            queue: BinaryHeap::new(),
+            retry_at: Vec::new(),
+            waiting: Vec::new(),
+            sensor_since: HashMap::new(),
+            pool_busy: vec![0; self.ff.pools.len()],
+            cpus_busy: 0,
+            mem_busy: 0,
+            batch: Batch::default(),
+            last_flush: Instant::now(),
+            running: HashMap::new(),
+            in_flight: 0,
+            any_failed: false,
+            seen_interrupts: 0,
+            run_id,
+            made_dirs: HashSet::new(),
+            stage_root: self.ff.state_dir.join("stage"),
+            hooks: Hooks::new(self.ff.dir.clone(), self.ff.notify.clone()),
+        };
         let exec = LocalExecutor::new();
-        let mut running_started: HashMap<u32, (SystemTime, Reason)> = HashMap::new();
-        let mut seen_interrupts = 0usize;
-        let mut any_failed = false;
-        // Jobs started and not yet received back (the executor's own count drops a moment
-        // before its result arrives, so the loop keeps its own).
-        let mut in_flight = 0usize;
-        let stage_root = ff.state_dir.join("stage");
-        let mut made_dirs: HashSet<PathBuf> = HashSet::new();
-
         loop {
-            // 1. Decide every task whose deps are all finished.
-            while let Some(t) = ready.pop() {
-                let ti = t as usize;
-                let task = &g.tasks[ti];
-                if task.deps.iter().any(|&d| st[d as usize].finished_bad()) {
-                    st[ti] = St::UpstreamFailed;
-                    results[ti] = TaskResult {
-                        status: "upstream_failed",
-                        ..Default::default()
-                    };
-                    rep.event(Event::UpstreamFailed { id: &ids[ti] });
-                    release(t, &dependents, &mut pending, &mut ready);
-                    continue;
-                }
-                match planner.decide(t, &ids[ti], &metas, false, false) {
-                    Decision::Skip { adopt } => {
-                        if let Some(fp) = adopt {
-                            batch.tasks.push(TaskUpdate::Adopt {
-                                task_id: ids[ti].clone(),
-                                cmd_hash: fp.cmd,
-                                inputs_hash: fp.inputs,
-                            });
-                        }
-                        st[ti] = St::Skipped;
-                        results[ti] = TaskResult {
-                            status: "skipped",
-                            ..Default::default()
-                        };
-                        rep.event(Event::Skipped { id: &ids[ti] });
-                        release(t, &dependents, &mut pending, &mut ready);
-                    }
-                    Decision::Run { reason, fp } => {
-                        fps[ti] = fp;
-                        st[ti] = St::Queued;
-                        results[ti].reason = Some(reason);
-                        let prio = ff.steps[task.step as usize].priority;
-                        queue.push((prio, cp[ti], std::cmp::Reverse(t)));
-                    }
-                    Decision::Fail { message } => {
-                        any_failed = true;
-                        st[ti] = St::Failed;
-                        let now = unix_now();
-                        batch.attempts.push(self.attempt(
-                            run_id,
-                            t,
-                            &ids[ti],
-                            1,
-                            Status::Failed,
-                            None,
-                            now,
-                            now,
-                            None,
-                            None,
-                            Some(&message),
-                        ));
-                        batch.tasks.push(TaskUpdate::Status {
-                            task_id: ids[ti].clone(),
-                            status: Status::Failed,
-                        });
-                        rep.event(Event::Failed {
-                            id: &ids[ti],
-                            message: &message,
-                            log: None,
-                        });
-                        results[ti] = TaskResult {
-                            status: "failed",
-                            attempts: 0,
-                            message: Some(message),
-                            ..Default::default()
-                        };
-                        release(t, &dependents, &mut pending, &mut ready);
-                    }
-                }
-            }
-
-            // 2. Interrupts.
+            r.decide_ready(rep);
             let ints = interrupts();
-            if ints > seen_interrupts {
-                if seen_interrupts == 0 {
+            if ints > r.seen_interrupts {
+                if r.seen_interrupts == 0 {
                     rep.event(Event::Interrupting);
                 }
                 exec.interrupt_all(ints >= 2);
-                seen_interrupts = ints;
+                r.seen_interrupts = ints;
             }
-            let stop_launching = seen_interrupts > 0 || (self.opts.fail_fast && any_failed);
-
-            // 3. Retries whose delay is over go back in the queue.
-            let now = Instant::now();
-            retry_at.retain(|&(at, t)| {
-                if at <= now && !stop_launching {
-                    let prio = ff.steps[g.tasks[t as usize].step as usize].priority;
-                    queue.push((prio, cp[t as usize], std::cmp::Reverse(t)));
-                    false
-                } else {
-                    true
-                }
-            });
-
-            // 4. Launch.
-            let mut deferred = Vec::new();
-            while !stop_launching && in_flight < self.opts.jobs {
-                let Some(item) = queue.pop() else { break };
-                let t = item.2.0;
-                let ti = t as usize;
-                let step = &ff.steps[g.tasks[ti].step as usize];
-                if let Some(p) = step.pool
-                    && pool_busy[p] >= ff.pools[p].1
-                {
-                    deferred.push(item);
-                    continue;
-                }
-                results[ti].attempts += 1;
-                let attempt = results[ti].attempts;
-                match self.prepare(t, &ids[ti], attempt, run_id, &stage_root, &mut made_dirs) {
-                    Ok(job) => {
-                        if let Some(p) = step.pool {
-                            pool_busy[p] += 1;
-                        }
-                        if !step.stage {
-                            // A crash while this runs must be visible next time (`incomplete`).
-                            batch.tasks.push(TaskUpdate::Status {
-                                task_id: ids[ti].clone(),
-                                status: Status::Running,
-                            });
-                            db.commit(&mut batch)?;
-                        }
-                        let reason = results[ti].reason.unwrap_or(Reason::Forced);
-                        rep.event(Event::Started {
-                            id: &ids[ti],
-                            reason: reason.as_str(),
-                            attempt,
-                        });
-                        running_started.insert(t, (SystemTime::now(), reason));
-                        st[ti] = St::Running;
-                        in_flight += 1;
-                        exec.start(job);
-                    }
-                    Err(message) => {
-                        any_failed = true;
-                        st[ti] = St::Failed;
-                        let now = unix_now();
-                        batch.attempts.push(self.attempt(
-                            run_id,
-                            t,
-                            &ids[ti],
-                            attempt,
-                            Status::Failed,
-                            results[ti].reason,
-                            now,
-                            now,
-                            None,
-                            None,
-                            Some(&message),
-                        ));
-                        batch.tasks.push(TaskUpdate::Status {
-                            task_id: ids[ti].clone(),
-                            status: Status::Failed,
-                        });
-                        rep.event(Event::Failed {
-                            id: &ids[ti],
-                            message: &message,
-                            log: None,
-                        });
-                        results[ti].status = "failed";
-                        results[ti].message = Some(message);
-                        release(t, &dependents, &mut pending, &mut ready);
-                    }
-                }
+            let stop = r.seen_interrupts > 0 || (self.opts.fail_fast && r.any_failed);
+            r.check_waiting(stop, rep);
+            if !stop {
+                r.requeue_retries();
+                r.launch(db, &exec, rep)?;
             }
-            queue.extend(deferred);
-
-            // 5. Done?
-            if in_flight == 0
-                && ready.is_empty()
-                && (queue.is_empty() || stop_launching)
-                && (retry_at.is_empty() || stop_launching)
-            {
+            for w in r.hooks.warnings() {
+                rep.event(Event::Warning(&w));
+            }
+            let idle =
+                r.ready.is_empty() && (stop || (r.queue.is_empty() && r.retry_at.is_empty() && r.waiting.is_empty()));
+            if r.in_flight == 0 && idle {
                 break;
             }
-            if !ready.is_empty() {
+            if !r.ready.is_empty() {
                 continue;
             }
-
-            // 6. Wait for a job (briefly, to notice signals, timeouts and retry times).
-            let Some(fin) = exec.wait(Duration::from_millis(50)) else {
-                if !batch.is_empty() && last_flush.elapsed() >= BATCH_INTERVAL {
-                    db.commit(&mut batch)?;
-                    last_flush = Instant::now();
-                }
-                continue;
-            };
-            in_flight -= 1;
-            let t = fin.id;
-            let ti = t as usize;
-            let step = &ff.steps[g.tasks[ti].step as usize];
-            if let Some(p) = step.pool {
-                pool_busy[p] -= 1;
+            // Wait briefly for a job, to notice signals, timeouts, retries and late sources.
+            if let Some(fin) = exec.wait(Duration::from_millis(50)) {
+                r.finished(fin, rep);
             }
-            let (started, reason) = running_started
-                .remove(&t)
-                .unwrap_or((SystemTime::now(), Reason::Forced));
-            let attempt = results[ti].attempts;
-            let log_s = fin.logged.then(|| {
-                self.log_path(t, &ids[ti], attempt)
-                    .to_string_lossy()
-                    .into_owned()
-            });
-            let log_s = log_s.as_deref();
-            let started_s = started
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            let ended_s = unix_now();
-            let mut outcome = fin.outcome;
-            if outcome == Outcome::Success
-                && let Err(message) = self.commit_outputs(t, &ids[ti], &stage_root, &mut metas)
-            {
-                outcome = Outcome::Failed {
-                    exit_code: Some(0),
-                    message,
-                };
-            }
-            let dur = fin.duration.as_secs_f64();
-            match outcome {
-                Outcome::Success => {
-                    st[ti] = St::Ran;
-                    results[ti].status = "success";
-                    results[ti].duration_s = Some(dur);
-                    batch.attempts.push(self.attempt(
-                        run_id,
-                        t,
-                        &ids[ti],
-                        attempt,
-                        Status::Success,
-                        Some(reason),
-                        started_s,
-                        ended_s,
-                        Some(0),
-                        log_s,
-                        None,
-                    ));
-                    let fp = match fps[ti] {
-                        Some(fp) => Some(fp),
-                        None => planner.fingerprint(t, &ids[ti], &metas).ok(),
-                    };
-                    if let Some(fp) = fp {
-                        batch.tasks.push(TaskUpdate::Success {
-                            task_id: ids[ti].clone(),
-                            cmd_hash: fp.cmd,
-                            inputs_hash: fp.inputs,
-                            duration_s: dur,
-                        });
-                    }
-                    rep.event(Event::Succeeded {
-                        id: &ids[ti],
-                        duration: fin.duration,
-                    });
-                    release(t, &dependents, &mut pending, &mut ready);
-                }
-                other => {
-                    self.cleanup_failed(t, &ids[ti], &stage_root);
-                    let (status, exit_code, message) = match other {
-                        Outcome::Failed { exit_code, message } => {
-                            (Status::Failed, exit_code, message)
-                        }
-                        Outcome::TimedOut => (
-                            Status::Failed,
-                            None,
-                            format!(
-                                "timed out after {}",
-                                humantime(step.timeout.unwrap_or_default())
-                            ),
-                        ),
-                        _ => (Status::Interrupted, None, "interrupted".to_string()),
-                    };
-                    let can_retry =
-                        status == Status::Failed && attempt <= step.retries && seen_interrupts == 0;
-                    if can_retry {
-                        let delay = step
-                            .retry_delay
-                            .mul_f64(step.retry_backoff.powi(attempt as i32 - 1));
-                        batch.attempts.push(self.attempt(
-                            run_id,
-                            t,
-                            &ids[ti],
-                            attempt,
-                            Status::Retrying,
-                            Some(reason),
-                            started_s,
-                            ended_s,
-                            exit_code,
-                            log_s,
-                            Some(&message),
-                        ));
-                        rep.event(Event::Retrying {
-                            id: &ids[ti],
-                            attempt: attempt + 1,
-                            delay,
-                            message: &message,
-                        });
-                        st[ti] = St::Queued;
-                        retry_at.push((Instant::now() + delay, t));
-                    } else {
-                        if status == Status::Failed {
-                            any_failed = true;
-                        }
-                        st[ti] = if status == Status::Interrupted {
-                            St::Interrupted
-                        } else {
-                            St::Failed
-                        };
-                        results[ti].status = status.as_str();
-                        results[ti].duration_s = Some(dur);
-                        results[ti].message = Some(message.clone());
-                        batch.attempts.push(self.attempt(
-                            run_id,
-                            t,
-                            &ids[ti],
-                            attempt,
-                            status,
-                            Some(reason),
-                            started_s,
-                            ended_s,
-                            exit_code,
-                            log_s,
-                            Some(&message),
-                        ));
-                        batch.tasks.push(TaskUpdate::Status {
-                            task_id: ids[ti].clone(),
-                            status,
-                        });
-                        if status == Status::Interrupted {
-                            rep.event(Event::Warning(&format!("{} interrupted", ids[ti])));
-                        } else {
-                            rep.event(Event::Failed {
-                                id: &ids[ti],
-                                message: &message,
-                                log: log_s,
-                            });
-                        }
-                        release(t, &dependents, &mut pending, &mut ready);
-                    }
-                }
-            }
-            if batch.len() >= BATCH_RECORDS || last_flush.elapsed() >= BATCH_INTERVAL {
-                batch.digests.extend(self.digests.take_fresh());
-                db.commit(&mut batch)?;
-                last_flush = Instant::now();
+            if r.batch.len() >= BATCH_RECORDS || (!r.batch.is_empty() && r.last_flush.elapsed() >= BATCH_INTERVAL) {
+                r.flush(db)?;
             }
         }
-
-        // Tasks never started (fail-fast, interrupt) keep their queued state in the report.
-        for ti in 0..n {
-            if results[ti].status.is_empty() {
-                results[ti].status = match st[ti] {
-                    St::Queued | St::Waiting if seen_interrupts > 0 => "interrupted",
-                    _ => "queued",
-                };
+        // Tasks never started (fail-fast, interrupt) keep what they were.
+        let interrupted = r.seen_interrupts > 0;
+        for (ti, res) in r.results.iter_mut().enumerate() {
+            if res.status.is_empty() {
+                res.status =
+                    if interrupted && matches!(r.st[ti], St::Queued | St::Waiting) { "interrupted" } else { "queued" };
             }
         }
-        batch.digests.extend(self.digests.take_fresh());
-        db.commit(&mut batch)?;
-        let interrupted = seen_interrupts > 0;
-        let failed = st
-            .iter()
-            .any(|s| matches!(s, St::Failed | St::UpstreamFailed));
+        for w in r.hooks.finish() {
+            rep.event(Event::Warning(&w));
+        }
+        r.flush(db)?;
+        let failed = r.st.iter().any(|s| matches!(s, St::Failed | St::UpstreamFailed));
         db.end_run(
             run_id,
             if interrupted {
@@ -630,27 +310,18 @@ impl Build<'_> {
             },
         )?;
         rep.finish();
-        let _ = st.iter().filter(|s| s.finished_ok()).count();
         Ok(Report {
-            ids,
-            results,
+            ids: r.ids,
+            results: r.results,
             interrupted,
             run_id: Some(run_id),
-            digest_reads: self
-                .digests
-                .reads
-                .load(std::sync::atomic::Ordering::Relaxed),
+            digest_reads: self.digests.reads.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 
     fn log_path(&self, t: u32, id: &str, attempt: u32) -> PathBuf {
         let step = &self.ff.steps[self.g.tasks[t as usize].step as usize];
-        self.ff
-            .state_dir
-            .join("logs")
-            .join(&step.name)
-            .join(task_key(id))
-            .join(format!("{attempt}.log"))
+        self.ff.state_dir.join("logs").join(&step.name).join(task_key(id)).join(format!("{attempt}.log"))
     }
 
     /// A path as commands see it: relative to the Fluxfile's folder when inside it.
@@ -674,14 +345,13 @@ impl Build<'_> {
         let g = self.g;
         let task = &g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
-        let planner = self.planner();
+        let planner = &self.planner;
         let key = task_key(id);
         let mut mkdir = |d: &Path| -> std::result::Result<(), String> {
             if made.contains(d) {
                 return Ok(());
             }
-            std::fs::create_dir_all(d)
-                .map_err(|e| format!("cannot create folder {}: {e}", d.display()))?;
+            std::fs::create_dir_all(d).map_err(|e| format!("cannot create folder {}: {e}", d.display()))?;
             made.insert(d.to_path_buf());
             Ok(())
         };
@@ -700,9 +370,8 @@ impl Build<'_> {
                 // Leftovers of an earlier, killed attempt.
                 let _ = target::remove(&staged);
                 if step.outputs[i].dir {
-                    std::fs::create_dir_all(&staged).map_err(|e| {
-                        format!("cannot create staging folder {}: {e}", staged.display())
-                    })?;
+                    std::fs::create_dir_all(&staged)
+                        .map_err(|e| format!("cannot create staging folder {}: {e}", staged.display()))?;
                 }
                 staged
             } else {
@@ -717,22 +386,9 @@ impl Build<'_> {
                 }
             }
         }
-        let ins: Vec<String> = task
-            .inputs
-            .iter()
-            .map(|&i| g.target(i).to_string())
-            .collect();
+        let ins: Vec<String> = task.inputs.iter().map(|&i| g.target(i).to_string()).collect();
         let out_strs: Vec<String> = outs.iter().map(|p| self.cmd_path(p)).collect();
-        let cmds = planner.render_commands(
-            t,
-            id,
-            &CmdRender {
-                inputs: &ins,
-                outputs: &out_strs,
-                attempt,
-                run_id,
-            },
-        )?;
+        let cmds = planner.render_commands(t, id, &CmdRender { inputs: &ins, outputs: &out_strs, attempt, run_id })?;
         let mut commands = cmds.pre;
         commands.extend(cmds.run);
         commands.extend(cmds.post);
@@ -758,27 +414,21 @@ impl Build<'_> {
         let g = self.g;
         let task = &g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
-        let planner = self.planner();
+        let planner = &self.planner;
         let key = task_key(id);
         for (i, &o) in task.outputs.iter().enumerate() {
             let fin = planner.abs(g.target(o));
             if step.stage {
                 let staged = target::staging_path(stage_root, &key, i, &fin);
                 if std::fs::symlink_metadata(&staged).is_err() {
-                    return Err(format!(
-                        "the command succeeded but did not write output `{}`",
-                        g.target(o)
-                    ));
+                    return Err(format!("the command succeeded but did not write output `{}`", g.target(o)));
                 }
                 target::commit(&staged, &fin)
                     .map_err(|e| format!("cannot move output `{}` into place: {e}", g.target(o)))?;
             }
             let m = target::stat(&fin);
             if m.is_none() {
-                return Err(format!(
-                    "the command succeeded but output `{}` does not exist",
-                    g.target(o)
-                ));
+                return Err(format!("the command succeeded but output `{}` does not exist", g.target(o)));
             }
             metas[o as usize] = m;
         }
@@ -789,15 +439,11 @@ impl Build<'_> {
     fn cleanup_failed(&self, t: u32, id: &str, stage_root: &Path) {
         let task = &self.g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
-        let planner = self.planner();
+        let planner = &self.planner;
         let key = task_key(id);
         for (i, &o) in task.outputs.iter().enumerate() {
             let fin = planner.abs(self.g.target(o));
-            let _ = target::remove(&if step.stage {
-                target::staging_path(stage_root, &key, i, &fin)
-            } else {
-                fin
-            });
+            let _ = target::remove(&if step.stage { target::staging_path(stage_root, &key, i, &fin) } else { fin });
         }
     }
 
@@ -818,11 +464,10 @@ impl Build<'_> {
     ) -> AttemptRecord {
         let task = &self.g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
-        let params: serde_json::Map<String, serde_json::Value> =
-            crate::plan::param_strings(step, &task.params)
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
-                .collect();
+        let params: serde_json::Map<String, serde_json::Value> = crate::plan::param_strings(step, &task.params)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+            .collect();
         AttemptRecord {
             run_id,
             task_id: id.to_string(),
@@ -838,6 +483,446 @@ impl Build<'_> {
             error: error.map(str::to_string),
         }
     }
+}
+
+/// A task waiting for its missing sources.
+struct Waiting {
+    t: u32,
+    deadline: Instant,
+    next_check: Instant,
+}
+
+/// The state of one real build: what `Build::run` drives, one method per concern.
+struct Runner<'b, 'a> {
+    b: &'b Build<'a>,
+        planner: &'b Planner<'a>,
+    ids: Vec<String>,
+    /// Current stat of every target (outputs are re-stated after their task ran).
+    metas: Vec<Option<Meta>>,
+    dependents: Vec<Vec<u32>>,
+    /// Unfinished deps per task.
+    pending: Vec<u32>,
+    st: Vec<St>,
+    results: Vec<TaskResult>,
+        fps: Vec<Option<Fingerprint>>,
+    quicks: Vec<Option<crate::state::Hash>>,
+    cp: Vec<u64>,
+    /// Tasks whose deps are finished, to be decided.
+    ready: Vec<u32>,
+    /// Stale tasks: priority, critical path, then the earliest created.
+    queue: BinaryHeap<(i64, u64, std::cmp::Reverse<u32>)>,
+    retry_at: Vec<(Instant, u32)>,
+    waiting: Vec<Waiting>,
+    /// When each sensor first probed.
+    sensor_since: HashMap<u32, Instant>,
+    pool_busy: Vec<usize>,
+    cpus_busy: u32,
+    mem_busy: u64,
+    batch: Batch,
+    last_flush: Instant,
+    running: HashMap<u32, (SystemTime, Reason)>,
+    /// Jobs started and not yet received back (the executor's own count drops a moment
+    /// before its result arrives, so the loop keeps its own).
+    in_flight: usize,
+    any_failed: bool,
+    seen_interrupts: usize,
+    run_id: i64,
+    made_dirs: HashSet<PathBuf>,
+    stage_root: PathBuf,
+    hooks: Hooks,
+}
+
+impl Runner<'_, '_> {
+    fn step(&self, t: u32) -> &Step {
+        &self.b.ff.steps[self.b.g.tasks[t as usize].step as usize]
+    }
+
+        /// Remember that the fingerprint holds for these input stats (see `Planner::decide`).
+    fn record_quick(&mut self, t: u32, quick: Option<crate::state::Hash>) {
+        if let Some(key) = quick {
+            let verified_ns = self.planner.stat_ns;
+            self.batch.tasks.push(TaskUpdate::Quick { task_id: self.ids[t as usize].clone(), key, verified_ns });
+        }
+    }
+
+    fn flush(&mut self, db: &mut StateDb) -> Result<()> {
+        self.batch.digests.extend(self.b.digests.take_fresh());
+        db.commit(&mut self.batch)?;
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    fn done(&mut self, t: u32, st: St, status: &'static str) {
+        self.st[t as usize] = st;
+        self.results[t as usize].status = status;
+        release(t, &self.dependents, &mut self.pending, &mut self.ready);
+    }
+
+    fn enqueue(&mut self, t: u32) {
+        let prio = self.step(t).priority;
+        self.queue.push((prio, self.cp[t as usize], std::cmp::Reverse(t)));
+    }
+
+    /// Decide every task whose deps are all finished.
+    fn decide_ready(&mut self, rep: &mut dyn Reporter) {
+        while let Some(t) = self.ready.pop() {
+            let ti = t as usize;
+            if self.b.opts.only.as_ref().is_some_and(|o| !o.contains(&t)) {
+                // --only: the rest of the graph is taken as it is (its outputs were checked).
+                self.done(t, St::Skipped, "skipped");
+                continue;
+            }
+            if self.b.g.tasks[ti].deps.iter().any(|&d| self.st[d as usize].finished_bad()) {
+                rep.event(Event::UpstreamFailed { id: &self.ids[ti] });
+                self.done(t, St::UpstreamFailed, "upstream_failed");
+                continue;
+            }
+            match self.planner.decide(t, &self.ids[ti], &self.metas, false, false) {
+                                Decision::Skip { adopt, quick } => {
+                    if let Some(fp) = adopt {
+                        self.batch.tasks.push(TaskUpdate::Adopt {
+                            task_id: self.ids[ti].clone(),
+                            cmd_hash: fp.cmd,
+                            inputs_hash: fp.inputs,
+                        });
+                    }
+                    self.record_quick(t, quick);
+                    rep.event(Event::Skipped { id: &self.ids[ti] });
+                    self.done(t, St::Skipped, "skipped");
+                }
+                                Decision::Run { reason, fp, quick } => {
+                    self.fps[ti] = fp;
+                    self.quicks[ti] = quick;
+                    self.st[ti] = St::Queued;
+                    self.results[ti].reason = Some(reason);
+                    self.enqueue(t);
+                }
+                Decision::Fail { message } => {
+                    let wait = self.b.opts.wait.unwrap_or(self.step(t).wait);
+                    if !wait.is_zero() && self.waiting.iter().all(|w| w.t != t) {
+                        let now = Instant::now();
+                        rep.event(Event::Waiting { id: &self.ids[ti], message: &message });
+                        self.st[ti] = St::Waiting;
+                        let poll = self.step(t).poll.min(wait);
+                        self.waiting.push(Waiting { t, deadline: now + wait, next_check: now + poll });
+                        self.batch
+                            .tasks
+                            .push(TaskUpdate::Status { task_id: self.ids[ti].clone(), status: Status::Waiting });
+                    } else {
+                        self.fail(t, FailInfo { message, ..Default::default() }, rep);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Look again for the sources of waiting tasks; give up past their deadline.
+    fn check_waiting(&mut self, stop: bool, rep: &mut dyn Reporter) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut still = Vec::new();
+        for w in std::mem::take(&mut self.waiting) {
+            if stop {
+                self.done(w.t, St::Interrupted, "interrupted");
+                continue;
+            }
+            if now < w.next_check {
+                still.push(w);
+                continue;
+            }
+            let task = &self.b.g.tasks[w.t as usize];
+            for &i in &task.inputs {
+                if self.b.g.producer[i as usize] == NONE {
+                    self.metas[i as usize] = target::stat(&self.planner.abs(self.b.g.target(i)));
+                }
+            }
+            let missing = task
+                .inputs
+                .iter()
+                .find(|&&i| self.b.g.producer[i as usize] == NONE && self.metas[i as usize].is_none());
+            match missing {
+                None => self.ready.push(w.t),
+                Some(&i) if now >= w.deadline => {
+                    let waited = humantime(self.b.opts.wait.unwrap_or(self.step(w.t).wait));
+                    let message = format!(
+                        "missing source `{}` needed by {} (waited {waited})",
+                        self.b.g.target(i),
+                        self.ids[w.t as usize]
+                    );
+                    self.fail(w.t, FailInfo { message, ..Default::default() }, rep);
+                }
+                Some(_) => {
+                    let poll = self.step(w.t).poll;
+                    still.push(Waiting { next_check: now + poll, ..w });
+                }
+            }
+        }
+        self.waiting.extend(still);
+    }
+
+    fn requeue_retries(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u32> = self.retry_at.iter().filter(|(at, _)| *at <= now).map(|&(_, t)| t).collect();
+        self.retry_at.retain(|(at, _)| *at > now);
+        for t in due {
+            self.enqueue(t);
+        }
+    }
+
+    /// Start queued tasks while there are slots, pool places, CPUs and memory.
+    fn launch(&mut self, db: &mut StateDb, exec: &LocalExecutor, rep: &mut dyn Reporter) -> Result<()> {
+        let opts = self.b.opts;
+        let mut deferred = Vec::new();
+        while self.in_flight < opts.jobs {
+            let Some(item) = self.queue.pop() else { break };
+            let t = item.2.0;
+            let ti = t as usize;
+            let step = self.step(t);
+            let (pool, cpus, mem, stage) = (step.pool, step.cpus, step.mem.unwrap_or(0), step.stage);
+            let pool_full = pool.is_some_and(|p| self.pool_busy[p] >= self.b.ff.pools[p].1);
+            // A task asking for more than the machine has runs alone rather than never.
+            let over = self.in_flight > 0
+                && (self.cpus_busy + cpus > opts.cpu_budget || (mem > 0 && self.mem_busy + mem > opts.mem_budget));
+            if pool_full || over {
+                deferred.push(item);
+                continue;
+            }
+            self.results[ti].attempts += 1;
+            let attempt = self.results[ti].attempts;
+            match self.b.prepare(t, &self.ids[ti], attempt, self.run_id, &self.stage_root, &mut self.made_dirs) {
+                Ok(job) => {
+                    if let Some(p) = pool {
+                        self.pool_busy[p] += 1;
+                    }
+                    self.cpus_busy += cpus;
+                    self.mem_busy += mem;
+                    if !stage {
+                        // A crash while this runs must be visible next time (`incomplete`).
+                        self.batch
+                            .tasks
+                            .push(TaskUpdate::Status { task_id: self.ids[ti].clone(), status: Status::Running });
+                        self.flush(db)?;
+                    }
+                    let reason = self.results[ti].reason.unwrap_or(Reason::Forced);
+                    rep.event(Event::Started { id: &self.ids[ti], reason: reason.as_str(), attempt });
+                    self.running.insert(t, (SystemTime::now(), reason));
+                    self.st[ti] = St::Running;
+                    self.in_flight += 1;
+                    exec.start(job);
+                }
+                Err(message) => self.fail(t, FailInfo { message, attempt, ..Default::default() }, rep),
+            }
+        }
+        self.queue.extend(deferred);
+        Ok(())
+    }
+
+    /// A job came back: commit its outputs, record it, retry or fail it.
+    fn finished(&mut self, fin: crate::exec::Finished, rep: &mut dyn Reporter) {
+        self.in_flight -= 1;
+        let t = fin.id;
+        let ti = t as usize;
+        let step = self.step(t);
+        let (pool, cpus, mem) = (step.pool, step.cpus, step.mem.unwrap_or(0));
+        let (sensor, retries, retry_delay, retry_backoff, poll, wait, timeout) =
+            (step.sensor, step.retries, step.retry_delay, step.retry_backoff, step.poll, step.wait, step.timeout);
+        if let Some(p) = pool {
+            self.pool_busy[p] -= 1;
+        }
+        self.cpus_busy -= cpus;
+        self.mem_busy -= mem;
+        let (started, reason) = self.running.remove(&t).unwrap_or((SystemTime::now(), Reason::Forced));
+        let attempt = self.results[ti].attempts;
+        let log = fin.logged.then(|| self.b.log_path(t, &self.ids[ti], attempt).to_string_lossy().into_owned());
+        let started_s = started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let mut outcome = fin.outcome;
+        if outcome == Outcome::Success
+            && let Err(message) = self.b.commit_outputs(t, &self.ids[ti], &self.stage_root, &mut self.metas)
+        {
+            outcome = Outcome::Failed { exit_code: Some(0), message };
+        }
+        let dur = fin.duration.as_secs_f64();
+        self.results[ti].duration_s = Some(dur);
+        if outcome == Outcome::Success {
+            self.sensor_since.remove(&t);
+            self.batch.attempts.push(self.b.attempt(
+                self.run_id,
+                t,
+                &self.ids[ti],
+                attempt,
+                Status::Success,
+                Some(reason),
+                started_s,
+                unix_now(),
+                Some(0),
+                log.as_deref(),
+                None,
+            ));
+            let fp = self.fps[ti].or_else(|| self.planner.fingerprint(t, &self.ids[ti], &self.metas).ok());
+            if let Some(fp) = fp {
+                self.batch.tasks.push(TaskUpdate::Success {
+                    task_id: self.ids[ti].clone(),
+                    cmd_hash: fp.cmd,
+                    inputs_hash: fp.inputs,
+                                        duration_s: dur,
+                });
+                self.record_quick(t, self.quicks[ti]);
+            }
+            rep.event(Event::Succeeded { id: &self.ids[ti], duration: fin.duration });
+            self.hook(t, "success", "success", attempt, log.clone(), None);
+            self.done(t, St::Ran, "success");
+            return;
+        }
+        self.b.cleanup_failed(t, &self.ids[ti], &self.stage_root);
+        let (status, exit_code, message) = match outcome {
+            Outcome::Failed { exit_code, message } => (Status::Failed, exit_code, message),
+            Outcome::TimedOut => {
+                (Status::Failed, None, format!("timed out after {}", humantime(timeout.unwrap_or_default())))
+            }
+            _ => (Status::Interrupted, None, "interrupted".to_string()),
+        };
+        let live = status == Status::Failed && self.seen_interrupts == 0;
+        // A sensor's probe failing means "not yet": probe again every `poll` until `wait` is over.
+        if live && sensor {
+            let since = *self.sensor_since.entry(t).or_insert_with(|| Instant::now() - fin.duration);
+            let wait = self.b.opts.wait.unwrap_or(wait);
+            if since.elapsed() + poll <= wait {
+                self.results[ti].attempts -= 1;
+                self.st[ti] = St::Waiting;
+                rep.event(Event::Waiting { id: &self.ids[ti], message: "sensor not ready" });
+                self.retry_at.push((Instant::now() + poll, t));
+                return;
+            }
+        }
+        if live && attempt <= retries {
+            let delay = retry_delay.mul_f64(retry_backoff.powi(attempt as i32 - 1));
+            self.batch.attempts.push(self.b.attempt(
+                self.run_id,
+                t,
+                &self.ids[ti],
+                attempt,
+                Status::Retrying,
+                Some(reason),
+                started_s,
+                unix_now(),
+                exit_code,
+                log.as_deref(),
+                Some(&message),
+            ));
+            rep.event(Event::Retrying { id: &self.ids[ti], attempt: attempt + 1, delay, message: &message });
+            self.hook(t, "retry", "retrying", attempt, log, Some(message));
+            self.st[ti] = St::Queued;
+            self.retry_at.push((Instant::now() + delay, t));
+            return;
+        }
+        let info = FailInfo {
+            message,
+            attempt,
+            exit_code,
+            log,
+            reason: Some(reason),
+            started_s: Some(started_s),
+            interrupted: status == Status::Interrupted,
+        };
+        self.fail(t, info, rep);
+    }
+
+    /// Record a task as failed (or interrupted) and let its dependents know.
+    fn fail(&mut self, t: u32, f: FailInfo, rep: &mut dyn Reporter) {
+        let ti = t as usize;
+        let status = if f.interrupted { Status::Interrupted } else { Status::Failed };
+        let now = unix_now();
+        let attempt = f.attempt.max(1);
+        self.batch.attempts.push(self.b.attempt(
+            self.run_id,
+            t,
+            &self.ids[ti],
+            attempt,
+            status,
+            f.reason.or(self.results[ti].reason),
+            f.started_s.unwrap_or(now),
+            now,
+            f.exit_code,
+            f.log.as_deref(),
+            Some(&f.message),
+        ));
+        self.batch.tasks.push(TaskUpdate::Status { task_id: self.ids[ti].clone(), status });
+        self.results[ti].message = Some(f.message.clone());
+        if f.interrupted {
+            rep.event(Event::Warning(&format!("{} interrupted", self.ids[ti])));
+            self.done(t, St::Interrupted, "interrupted");
+        } else {
+            self.any_failed = true;
+            rep.event(Event::Failed { id: &self.ids[ti], message: &f.message, log: f.log.as_deref() });
+            self.hook(t, "failure", "failed", attempt, f.log, Some(f.message));
+            self.done(t, St::Failed, "failed");
+        }
+    }
+
+    /// Fire `on_<event>` (if the step has it) and the webhook.
+    fn hook(
+        &mut self,
+        t: u32,
+        event: &'static str,
+        status: &str,
+        attempt: u32,
+        log: Option<String>,
+        error: Option<String>,
+    ) {
+        let step = self.step(t);
+        let tpl = match event {
+            "success" => step.on_success.as_ref(),
+            "failure" => step.on_failure.as_ref(),
+            _ => step.on_retry.as_ref(),
+        };
+        if tpl.is_none() && self.b.ff.notify.is_none() {
+            return;
+        }
+        let ti = t as usize;
+        let id = &self.ids[ti];
+        let command = tpl.and_then(|tpl| {
+            let task = &self.b.g.tasks[ti];
+            let ins: Vec<String> = task.inputs.iter().map(|&i| self.b.g.target(i).to_string()).collect();
+            let outs: Vec<String> = task.outputs.iter().map(|&o| self.b.g.target(o).to_string()).collect();
+            let r = CmdRender { inputs: &ins, outputs: &outs, attempt, run_id: self.run_id };
+            let cmd = self.planner.render_one(t, id, tpl.id, &r).ok()?;
+            let hook_log = self.b.log_path(t, id, attempt).with_extension(format!("on_{event}.log"));
+            Some((cmd, hook_log))
+        });
+        let step = self.step(t);
+        let params: serde_json::Map<String, serde_json::Value> =
+            crate::plan::param_strings(step, &self.b.g.tasks[ti].params)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+                .collect();
+        let ev = TaskEvent {
+            event,
+            step: step.name.clone(),
+            task: id.clone(),
+            params: serde_json::Value::Object(params),
+            status: status.to_string(),
+            attempt,
+            log,
+            run_id: self.run_id,
+            error,
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        self.hooks.fire(command, ev);
+    }
+}
+
+/// What is known about a failure.
+#[derive(Default)]
+struct FailInfo {
+    message: String,
+    attempt: u32,
+    exit_code: Option<i32>,
+    log: Option<String>,
+    reason: Option<Reason>,
+    started_s: Option<f64>,
+    interrupted: bool,
 }
 
 fn release(t: u32, dependents: &[Vec<u32>], pending: &mut [u32], ready: &mut Vec<u32>) {
@@ -860,16 +945,9 @@ fn critical_path(
     let mut cp = vec![0u64; g.tasks.len()];
     for &t in g.order.iter().rev() {
         let ti = t as usize;
-        let own = records
-            .get(&ids[ti])
-            .and_then(|r| r.duration_s)
-            .unwrap_or(DEFAULT_DURATION_S);
+        let own = records.get(&ids[ti]).and_then(|r| r.duration_s).unwrap_or(DEFAULT_DURATION_S);
         let own_ms = (own * 1000.0).max(1.0) as u64;
-        let after = dependents[ti]
-            .iter()
-            .map(|&d| cp[d as usize])
-            .max()
-            .unwrap_or(0);
+        let after = dependents[ti].iter().map(|&d| cp[d as usize]).max().unwrap_or(0);
         cp[ti] = own_ms + after;
     }
     let _ = NONE;
@@ -877,10 +955,7 @@ fn critical_path(
 }
 
 fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 fn humantime(d: Duration) -> String {

@@ -171,6 +171,15 @@ struct BuildArgs {
     /// Which reasons make a task run: any of missing,input,command (default: all).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     rerun_triggers: Vec<String>,
+    /// Run the named tasks alone, not their upstream (their inputs must exist).
+    #[arg(long)]
+    only: bool,
+    /// Wait up to DUR for missing sources (every step), checking every `poll`.
+    #[arg(long, value_name = "DUR")]
+    wait: Option<String>,
+    /// Where tasks run: only `local` in this version.
+    #[arg(long, value_name = "EXECUTOR", default_value = "local")]
+    executor: String,
     /// text: progress on stderr and a summary; json: one JSON object on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
@@ -200,9 +209,7 @@ fn color_on(c: ColorChoice) -> bool {
     match c {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
-        }
+        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal(),
     }
 }
 
@@ -216,16 +223,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Cmd::List { output } => cmd_list(cli, *output),
         Cmd::Graph { sel, tasks, format } => cmd_graph(cli, sel, *tasks, *format),
-        Cmd::Logs {
-            task,
-            attempt,
-            follow,
-        } => cmd_logs(cli, task, *attempt, *follow),
-        Cmd::History {
-            step,
-            limit,
-            output,
-        } => cmd_history(cli, step.as_deref(), *limit, *output),
+        Cmd::Logs { task, attempt, follow } => cmd_logs(cli, task, *attempt, *follow),
+        Cmd::History { step, limit, output } => cmd_history(cli, step.as_deref(), *limit, *output),
         Cmd::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "flux", &mut std::io::stdout());
@@ -242,25 +241,15 @@ fn kv(s: &str, flag: &str) -> Result<(String, String)> {
 }
 
 fn load(cli: &Cli, sel: &Selection) -> Result<Fluxfile> {
-    let vars = sel
-        .vars
-        .iter()
-        .map(|v| kv(v, "--var"))
-        .collect::<Result<Vec<_>>>()?;
-    Fluxfile::load(&LoadOptions {
-        file: cli.file.clone(),
-        vars,
-        profile: sel.profile.clone(),
-    })
+    let vars = sel.vars.iter().map(|v| kv(v, "--var")).collect::<Result<Vec<_>>>()?;
+    Fluxfile::load(&LoadOptions { file: cli.file.clone(), vars, profile: sel.profile.clone() })
 }
 
 fn request(sel: &Selection) -> Result<Request> {
     let date = match &sel.date {
         None => None,
         Some(d) => Some(NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
-            Error::Usage(format!(
-                "--date {d}: not a valid date (expected YYYY-MM-DD, e.g. 2024-03-01)"
-            ))
+            Error::Usage(format!("--date {d}: not a valid date (expected YYYY-MM-DD, e.g. 2024-03-01)"))
         })?),
     };
     let range = match &sel.date_range {
@@ -268,20 +257,14 @@ fn request(sel: &Selection) -> Result<Request> {
         Some(r) => match r.split_once("..") {
             Some((a, b)) if !a.is_empty() && !b.is_empty() => Some((a.to_string(), b.to_string())),
             _ => {
-                return Err(Error::Usage(format!(
-                    "--date-range {r}: expected A..B, e.g. 2024-01-01..2024-01-31"
-                )));
+                return Err(Error::Usage(format!("--date-range {r}: expected A..B, e.g. 2024-01-01..2024-01-31")));
             }
         },
     };
     let mut params: Vec<(String, Vec<String>)> = Vec::new();
     for p in &sel.params {
         let (k, v) = kv(p, "--param")?;
-        let vals: Vec<String> = v
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let vals: Vec<String> = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         if vals.is_empty() {
             return Err(Error::Usage(format!("--param {p}: no value")));
         }
@@ -290,13 +273,7 @@ fn request(sel: &Selection) -> Result<Request> {
             None => params.push((k, vals)),
         }
     }
-    Ok(Request {
-        targets: sel.targets.clone(),
-        date,
-        range,
-        params,
-        now: Some(chrono::Utc::now().naive_utc()),
-    })
+    Ok(Request { targets: sel.targets.clone(), date, range, params, now: Some(chrono::Utc::now().naive_utc()) })
 }
 
 fn timing(cli: &Cli, what: &str, since: Instant) {
@@ -316,11 +293,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
 
     let mut triggers = Triggers::default();
     if !b.rerun_triggers.is_empty() {
-        triggers = Triggers {
-            missing: false,
-            input: false,
-            command: false,
-        };
+        triggers = Triggers { missing: false, input: false, command: false };
         for t in &b.rerun_triggers {
             match t.trim() {
                 "missing" => triggers.missing = true,
@@ -347,11 +320,22 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         };
         forced.extend(downstream_of(&g, si as u32));
     }
-    let jobs = b
-        .jobs
-        .or(ff.jobs)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    if b.executor != "local" {
+        return Err(Error::Usage(format!(
+            "--executor {}: this version runs tasks locally only (`local`); the Slurm executor is not supported yet",
+            b.executor
+        )));
+    }
+    let only = if b.only {
+        if b.sel.targets.is_empty() {
+            return Err(Error::Usage("--only needs targets: the tasks to run alone".into()));
+        }
+        check_only_inputs(&ff, &g)?;
+        Some(g.roots.iter().copied().collect::<HashSet<u32>>())
+    } else {
+        None
+    };
+    let jobs = b.jobs.or(ff.jobs).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let opts = Options {
         jobs,
         dry_run: b.dry_run,
@@ -359,57 +343,34 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         triggers,
         fail_fast: b.fail_fast,
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        only,
+        wait: b.wait.as_deref().map(parse_wait).transpose()?,
+        cpu_budget: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        mem_budget: machine_memory(),
     };
 
     let t2 = Instant::now();
-    let mut db = if b.dry_run {
-        StateDb::open_existing(&ff.state_dir)?
-    } else {
-        Some(StateDb::open(&ff.state_dir)?)
-    };
+    let mut db = if b.dry_run { StateDb::open_existing(&ff.state_dir)? } else { Some(StateDb::open(&ff.state_dir)?) };
     let records = match &db {
         Some(d) => d.load_tasks()?,
         None => Default::default(),
     };
-    let digests = Digests::new(match &db {
-        Some(d) => d.load_digests()?,
-        None => Default::default(),
-    });
-    timing(
-        cli,
-        &format!(
-            "load state ({} tasks, {} digests on record)",
-            records.len(),
-            digests_len(&db)
-        ),
-        t2,
-    );
+        let digests = Digests::lazy(ff.state_dir.clone());
+    timing(cli, &format!("load state ({} tasks, {} digests on record)", records.len(), digests_len(&db)), t2);
 
-    let build = Build {
-        ff: &ff,
-        g: &g,
-        records: &records,
-        digests: &digests,
-        opts: &opts,
-    };
+    let build = Build::new(&ff, &g, &records, &digests, &opts);
     let mut rep = crate::report::for_stderr(cli.quiet, color_on(cli.color));
     let t3 = Instant::now();
     let report = if b.dry_run {
         build.dry_run(rep.as_mut())?
     } else {
         install_signal_handlers();
-        let db = db
-            .as_mut()
-            .ok_or_else(|| Error::Internal("no state database".into()))?;
+        let db = db.as_mut().ok_or_else(|| Error::Internal("no state database".into()))?;
         build.run(db, rep.as_mut())?
     };
     timing(
         cli,
-        &format!(
-            "{} ({} files read for digests)",
-            if b.dry_run { "decide" } else { "build" },
-            report.digest_reads
-        ),
+        &format!("{} ({} files read for digests)", if b.dry_run { "decide" } else { "build" }, report.digest_reads),
         t3,
     );
 
@@ -417,24 +378,57 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         OutputFormat::Json => print_json(&ff, &g, &report, b.dry_run),
         OutputFormat::Text => print_text(&g, &report, b.dry_run, t0),
     }
-    Ok(report.exit_code())
+    let code = report.exit_code();
+    // The process ends now: freeing a large graph piece by piece would only cost time
+    // (ninja does the same).
+    std::mem::forget((g, records, digests, report, ff));
+    Ok(code)
+}
+
+fn parse_wait(s: &str) -> Result<std::time::Duration> {
+    crate::param::parse_duration(s).map_err(|e| Error::Usage(format!("--wait {s}: {e}")))
+}
+
+/// Total memory of this machine, for `mem` budgets (unlimited if unknown).
+fn machine_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(u64::MAX, |kb| kb * 1024)
+}
+
+/// `--only`: every input of the named tasks must already exist.
+fn check_only_inputs(ff: &Fluxfile, g: &TaskGraph) -> Result<()> {
+    for &t in &g.roots {
+        for &i in &g.tasks[t as usize].inputs {
+            let name = g.target(i);
+            let p = std::path::Path::new(name);
+            let abs = if p.is_absolute() { p.to_path_buf() } else { ff.dir.join(p) };
+            if !abs.exists() {
+                return Err(Error::Usage(format!(
+                    "--only: input `{name}` of {} does not exist, and --only builds no upstream; build it first, or drop --only",
+                    g.task_id(ff, t)
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn digests_len(db: &Option<StateDb>) -> String {
-    if db.is_some() {
-        "some".into()
-    } else {
-        "no state yet".into()
-    }
+    if db.is_some() { "some".into() } else { "no state yet".into() }
 }
 
 /// Tasks of a step and everything downstream of them.
 fn downstream_of(g: &TaskGraph, step: u32) -> Vec<u32> {
     let dependents = g.dependents();
     let mut seen = vec![false; g.tasks.len()];
-    let mut stack: Vec<u32> = (0..g.tasks.len() as u32)
-        .filter(|&t| g.tasks[t as usize].step == step)
-        .collect();
+    let mut stack: Vec<u32> = (0..g.tasks.len() as u32).filter(|&t| g.tasks[t as usize].step == step).collect();
     let mut out = Vec::new();
     while let Some(t) = stack.pop() {
         if std::mem::replace(&mut seen[t as usize], true) {
@@ -459,22 +453,11 @@ fn print_text(g: &TaskGraph, r: &Report, dry: bool, t0: Instant) {
                 let _ = writeln!(o, "would run {} ({why})", r.ids[t as usize]);
             }
         }
-        let _ = writeln!(
-            o,
-            "dry run: {n} tasks would run, {} up to date",
-            r.count("skipped")
-        );
+        let _ = writeln!(o, "dry run: {n} tasks would run, {} up to date", r.count("skipped"));
     } else {
-        let mut line = format!(
-            "{} ran, {} up to date",
-            r.count("success"),
-            r.count("skipped")
-        );
-        for (s, word) in [
-            ("failed", "failed"),
-            ("upstream_failed", "upstream failed"),
-            ("interrupted", "interrupted"),
-        ] {
+        let mut line = format!("{} ran, {} up to date", r.count("success"), r.count("skipped"));
+        for (s, word) in [("failed", "failed"), ("upstream_failed", "upstream failed"), ("interrupted", "interrupted")]
+        {
             let c = r.count(s);
             if c > 0 {
                 line.push_str(&format!(", {c} {word}"));
@@ -554,11 +537,7 @@ fn cmd_list(cli: &Cli, output: OutputFormat) -> Result<i32> {
         }
         OutputFormat::Text => {
             for s in &ff.steps {
-                let params: Vec<String> = s
-                    .params
-                    .iter()
-                    .map(|(n, k)| format!("{n}: {}", kind_text(k)))
-                    .collect();
+                let params: Vec<String> = s.params.iter().map(|(n, k)| format!("{n}: {}", kind_text(k))).collect();
                 let mut line = s.name.to_string();
                 if !params.is_empty() {
                     line.push_str(&format!(" [{}]", params.join(", ")));
@@ -627,13 +606,7 @@ fn step_edges(ff: &Fluxfile) -> Result<Vec<(usize, usize)>> {
         }
         targets.push(graph::task_id(s, &vals));
     }
-    let g = graph::build(
-        ff,
-        &Request {
-            targets,
-            ..Default::default()
-        },
-    )?;
+    let g = graph::build(ff, &Request { targets, ..Default::default() })?;
     let mut edges: Vec<(usize, usize)> = Vec::new();
     for t in &g.tasks {
         for &d in &t.deps {
@@ -651,9 +624,7 @@ fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Re
     let ff = load(cli, sel)?;
     let (nodes, edges): (Vec<String>, Vec<(usize, usize)>) = if tasks {
         let g = graph::build(&ff, &request(sel)?)?;
-        let nodes = (0..g.tasks.len() as u32)
-            .map(|t| g.task_id(&ff, t))
-            .collect();
+        let nodes = (0..g.tasks.len() as u32).map(|t| g.task_id(&ff, t)).collect();
         let mut edges = Vec::new();
         for (i, t) in g.tasks.iter().enumerate() {
             for &d in &t.deps {
@@ -662,20 +633,13 @@ fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Re
         }
         (nodes, edges)
     } else {
-        (
-            ff.steps.iter().map(|s| s.name.clone()).collect(),
-            step_edges(&ff)?,
-        )
+        (ff.steps.iter().map(|s| s.name.clone()).collect(), step_edges(&ff)?)
     };
     let mut o = std::io::stdout().lock();
     match format {
         GraphFormat::Text => {
             for (i, n) in nodes.iter().enumerate() {
-                let ups: Vec<&str> = edges
-                    .iter()
-                    .filter(|e| e.1 == i)
-                    .map(|e| nodes[e.0].as_str())
-                    .collect();
+                let ups: Vec<&str> = edges.iter().filter(|e| e.1 == i).map(|e| nodes[e.0].as_str()).collect();
                 if ups.is_empty() {
                     let _ = writeln!(o, "{n}");
                 } else {
@@ -689,12 +653,8 @@ fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Re
                 let _ = writeln!(o, "  \"{}\";", n.replace('"', "\\\""));
             }
             for (a, b) in &edges {
-                let _ = writeln!(
-                    o,
-                    "  \"{}\" -> \"{}\";",
-                    nodes[*a].replace('"', "\\\""),
-                    nodes[*b].replace('"', "\\\"")
-                );
+                let _ =
+                    writeln!(o, "  \"{}\" -> \"{}\";", nodes[*a].replace('"', "\\\""), nodes[*b].replace('"', "\\\""));
             }
             let _ = writeln!(o, "}}");
         }
@@ -719,12 +679,8 @@ fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Re
 }
 
 fn open_for_reading(ff: &Fluxfile) -> Result<StateDb> {
-    StateDb::open_existing(&ff.state_dir)?.ok_or_else(|| {
-        Error::Usage(format!(
-            "no state in {} yet: run `flux build` first",
-            ff.state_dir.display()
-        ))
-    })
+    StateDb::open_existing(&ff.state_dir)?
+        .ok_or_else(|| Error::Usage(format!("no state in {} yet: run `flux build` first", ff.state_dir.display())))
 }
 
 fn cmd_logs(cli: &Cli, task: &str, attempt: Option<u32>, follow: bool) -> Result<i32> {
@@ -743,12 +699,7 @@ fn cmd_logs(cli: &Cli, task: &str, attempt: Option<u32>, follow: bool) -> Result
         }));
     };
     let Some(log) = &a.log_path else {
-        println!(
-            "{id} attempt {}: {} ({})",
-            a.attempt,
-            a.status.as_str(),
-            a.error.as_deref().unwrap_or("no log")
-        );
+        println!("{id} attempt {}: {} ({})", a.attempt, a.status.as_str(), a.error.as_deref().unwrap_or("no log"));
         return Ok(0);
     };
     let path = PathBuf::from(log);
@@ -765,13 +716,8 @@ fn cmd_logs(cli: &Cli, task: &str, attempt: Option<u32>, follow: bool) -> Result
         if !follow {
             return Ok(0);
         }
-        let fresh = StateDb::open_existing(&ff.state_dir)?
-            .map(|d| d.attempts(&id))
-            .transpose()?
-            .unwrap_or_default();
-        let done = fresh
-            .iter()
-            .any(|x| x.run_id == a.run_id && x.attempt == a.attempt && x.ended_at.is_some());
+        let fresh = StateDb::open_existing(&ff.state_dir)?.map(|d| d.attempts(&id)).transpose()?.unwrap_or_default();
+        let done = fresh.iter().any(|x| x.run_id == a.run_id && x.attempt == a.attempt && x.ended_at.is_some());
         let run_done = db.run(a.run_id)?.is_none_or(|r| r.ended_at.is_some());
         if done || run_done {
             if let Ok(bytes) = std::fs::read(&path) {
@@ -818,10 +764,7 @@ fn cmd_history(cli: &Cli, step: Option<&str>, limit: usize, output: OutputFormat
                 let when = chrono::DateTime::from_timestamp(a.started_at as i64, 0)
                     .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
                     .unwrap_or_default();
-                let dur = a
-                    .ended_at
-                    .map(|e| format!("{:.2}s", e - a.started_at))
-                    .unwrap_or_else(|| "-".into());
+                let dur = a.ended_at.map(|e| format!("{:.2}s", e - a.started_at)).unwrap_or_else(|| "-".into());
                 let _ = writeln!(
                     o,
                     "{when}  run {:<4} {:<15} {:<32} attempt {} {:>8}  {}{}",
@@ -831,10 +774,7 @@ fn cmd_history(cli: &Cli, step: Option<&str>, limit: usize, output: OutputFormat
                     a.attempt,
                     dur,
                     a.reason.as_deref().unwrap_or(""),
-                    a.error
-                        .as_deref()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default(),
+                    a.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
                 );
             }
         }

@@ -30,22 +30,14 @@ pub struct Span {
 
 impl Span {
     pub fn new(source: &Arc<Source>, range: std::ops::Range<usize>) -> Span {
-        Span {
-            source: source.clone(),
-            start: range.start,
-            end: range.end,
-        }
+        Span { source: source.clone(), start: range.start, end: range.end }
     }
 
     /// A span inside this one (for a position within a string value), clamped to it.
     pub fn sub(&self, start: usize, end: usize) -> Span {
         let s = (self.start + start).min(self.end);
         let e = (self.start + end).clamp(s, self.end.max(s));
-        Span {
-            source: self.source.clone(),
-            start: s,
-            end: e,
-        }
+        Span { source: self.source.clone(), start: s, end: e }
     }
 
     /// 1-based line and column (in characters) of the start.
@@ -77,11 +69,7 @@ pub struct Diag {
 
 impl Diag {
     pub fn new(message: impl Into<String>, span: Option<Span>) -> Diag {
-        Diag {
-            message: message.into(),
-            span,
-            help: None,
-        }
+        Diag { message: message.into(), span, help: None }
     }
     pub fn help(mut self, help: impl Into<String>) -> Diag {
         self.help = Some(help.into());
@@ -156,9 +144,7 @@ pub fn render_diag(d: &Diag) -> String {
         let text = &span.source.text;
         let start = floor_boundary(text, span.start.min(text.len()));
         let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = text[line_start..]
-            .find('\n')
-            .map_or(text.len(), |i| line_start + i);
+        let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
         let line_text = text[line_start..line_end].trim_end_matches('\r');
         let end = floor_boundary(text, span.end.clamp(start, line_start + line_text.len()));
         let width = text[start..end].chars().count().max(1);
@@ -166,12 +152,7 @@ pub fn render_diag(d: &Diag) -> String {
         let pad = " ".repeat(lno.len());
         let _ = write!(out, "\n{pad}--> {}:{line}:{col}", span.source.name);
         let _ = write!(out, "\n{pad} |\n{lno} | {}", line_text.replace('\t', " "));
-        let _ = write!(
-            out,
-            "\n{pad} | {}{}",
-            " ".repeat(col - 1),
-            "^".repeat(width)
-        );
+        let _ = write!(out, "\n{pad} | {}{}", " ".repeat(col - 1), "^".repeat(width));
         if let Some(h) = &d.help {
             let _ = write!(out, "\n{pad} = help: {h}");
         }
@@ -182,10 +163,7 @@ pub fn render_diag(d: &Diag) -> String {
 }
 
 /// "did you mean" for a misspelt name: the closest candidate within a small edit distance.
-pub fn did_you_mean<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
         let d = edit_distance(name, c);
@@ -219,16 +197,9 @@ mod tests {
 
     #[test]
     fn renders_line_caret_and_help() {
-        let src = Arc::new(Source {
-            name: "Fluxfile".into(),
-            path: None,
-            text: "[step.a]\ninptus = []\n".into(),
-        });
-        let d = Diag::new(
-            "unknown key `inptus` in [step.a]",
-            Some(Span::new(&src, 9..15)),
-        )
-        .help("did you mean `inputs`?");
+        let src = Arc::new(Source { name: "Fluxfile".into(), path: None, text: "[step.a]\ninptus = []\n".into() });
+        let d =
+            Diag::new("unknown key `inptus` in [step.a]", Some(Span::new(&src, 9..15))).help("did you mean `inputs`?");
         assert_eq!(
             render_diag(&d),
             "error: unknown key `inptus` in [step.a]\n --> Fluxfile:2:1\n  |\n2 | inptus = []\n  | ^^^^^^\n  = help: did you mean `inputs`?"
@@ -237,10 +208,7 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(
-            did_you_mean("inptus", ["inputs", "outputs"]),
-            Some("inputs")
-        );
+        assert_eq!(did_you_mean("inptus", ["inputs", "outputs"]), Some("inputs"));
         assert_eq!(did_you_mean("zzzzzz", ["inputs", "outputs"]), None);
     }
 }

@@ -87,11 +87,7 @@ impl Default for LocalExecutor {
 impl LocalExecutor {
     pub fn new() -> LocalExecutor {
         let (tx, rx) = channel();
-        LocalExecutor {
-            tx,
-            rx,
-            running: Arc::new(Mutex::new(HashMap::new())),
-        }
+        LocalExecutor { tx, rx, running: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     /// Start a job on a thread of its own.
@@ -100,26 +96,14 @@ impl LocalExecutor {
         let running = self.running.clone();
         let deadline = job.timeout.map(|t| Instant::now() + t);
         if let Ok(mut m) = running.lock() {
-            m.insert(
-                job.id,
-                Running {
-                    pgid: None,
-                    deadline,
-                    killed: None,
-                    hard_killed: false,
-                },
-            );
+            m.insert(job.id, Running { pgid: None, deadline, killed: None, hard_killed: false });
         }
         std::thread::spawn(move || {
             let started = Instant::now();
             let id = job.id;
             let mut log = LogSink::new(job.log.clone());
             let mut outcome = run_job(&job, &running, &mut log);
-            let killed = running
-                .lock()
-                .ok()
-                .and_then(|mut m| m.remove(&id))
-                .and_then(|r| r.killed);
+            let killed = running.lock().ok().and_then(|mut m| m.remove(&id)).and_then(|r| r.killed);
             if outcome != Outcome::Success {
                 match killed {
                     Some((Kill::Timeout, _)) => outcome = Outcome::TimedOut,
@@ -135,12 +119,7 @@ impl LocalExecutor {
                 log.write(msg.as_bytes());
             }
             let logged = log.finish();
-            let _ = tx.send(Finished {
-                id,
-                outcome,
-                duration: started.elapsed(),
-                logged,
-            });
+            let _ = tx.send(Finished { id, outcome, duration: started.elapsed(), logged });
         });
     }
 
@@ -219,12 +198,7 @@ const LOG_BUFFER: usize = 64 * 1024;
 
 impl LogSink {
     fn new(path: PathBuf) -> LogSink {
-        LogSink {
-            path,
-            file: None,
-            buf: Vec::new(),
-            failed: false,
-        }
+        LogSink { path, file: None, buf: Vec::new(), failed: false }
     }
 
     fn open(&mut self) {
@@ -268,48 +242,28 @@ fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut Log
         if let Err(e) = std::fs::copy(from, to) {
             let message = format!("cannot copy {} to {}: {e}", from.display(), to.display());
             log.write(format!("flux: {message}\n").as_bytes());
-            return Outcome::Failed {
-                exit_code: None,
-                message,
-            };
+            return Outcome::Failed { exit_code: None, message };
         }
     }
     for cmd in &job.commands {
         // Stop before starting the next command if the job was killed meanwhile.
-        if running
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&job.id).map(|r| r.killed.is_some()))
-            .unwrap_or(false)
-        {
+        if running.lock().ok().and_then(|m| m.get(&job.id).map(|r| r.killed.is_some())).unwrap_or(false) {
             return Outcome::Interrupted;
         }
         let (reader, writer) = match std::io::pipe() {
             Ok(p) => p,
             Err(e) => {
-                return Outcome::Failed {
-                    exit_code: None,
-                    message: format!("cannot make a pipe: {e}"),
-                };
+                return Outcome::Failed { exit_code: None, message: format!("cannot make a pipe: {e}") };
             }
         };
         let writer2 = match writer.try_clone() {
             Ok(w) => w,
             Err(e) => {
-                return Outcome::Failed {
-                    exit_code: None,
-                    message: format!("cannot make a pipe: {e}"),
-                };
+                return Outcome::Failed { exit_code: None, message: format!("cannot make a pipe: {e}") };
             }
         };
         let mut c = Command::new("/bin/sh");
-        c.arg("-c")
-            .arg(cmd)
-            .current_dir(&job.cwd)
-            .stdin(Stdio::null())
-            .stdout(writer)
-            .stderr(writer2)
-            .process_group(0);
+        c.arg("-c").arg(cmd).current_dir(&job.cwd).stdin(Stdio::null()).stdout(writer).stderr(writer2).process_group(0);
         for (k, v) in &job.env {
             c.env(k, v);
         }
@@ -318,10 +272,7 @@ fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut Log
         let mut child = match spawned {
             Ok(ch) => ch,
             Err(e) => {
-                return Outcome::Failed {
-                    exit_code: None,
-                    message: format!("cannot start /bin/sh: {e}"),
-                };
+                return Outcome::Failed { exit_code: None, message: format!("cannot start /bin/sh: {e}") };
             }
         };
         let pid = child.id() as i32;
@@ -336,10 +287,7 @@ fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut Log
         let status = match pump(reader, &mut child, log) {
             Ok(s) => s,
             Err(e) => {
-                return Outcome::Failed {
-                    exit_code: None,
-                    message: format!("waiting for the command: {e}"),
-                };
+                return Outcome::Failed { exit_code: None, message: format!("waiting for the command: {e}") };
             }
         };
         if !status.success() {
@@ -348,10 +296,7 @@ fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut Log
                 (None, Some(s)) => format!("command killed by signal {s}"),
                 _ => "command failed".into(),
             };
-            return Outcome::Failed {
-                exit_code: status.code(),
-                message,
-            };
+            return Outcome::Failed { exit_code: status.code(), message };
         }
     }
     Outcome::Success
@@ -371,11 +316,7 @@ fn pump(
     let mut reader = reader;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd for the duration of the call.
         let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
         if ready > 0 {

@@ -20,18 +20,8 @@ use crate::param::{self, ParamKind, ParamValue};
 use crate::template::{Engine, Filter, Mode, Segment, TemplateId};
 
 /// Names a template can read besides params and vars; params may not use them.
-pub const RESERVED: &[&str] = &[
-    "inputs",
-    "outputs",
-    "params",
-    "vars",
-    "step",
-    "task",
-    "attempt",
-    "run_id",
-    "interval_start",
-    "interval_end",
-];
+pub const RESERVED: &[&str] =
+    &["inputs", "outputs", "params", "vars", "step", "task", "attempt", "run_id", "interval_start", "interval_end"];
 
 /// What the command line adds to the Fluxfile before validation.
 #[derive(Debug, Default, Clone)]
@@ -127,6 +117,17 @@ pub struct Step {
     pub pool: Option<usize>,
     pub priority: i64,
     pub stage: bool,
+    /// CPUs and memory (bytes) the task needs; the local scheduler budgets them.
+    pub cpus: u32,
+    pub mem: Option<u64>,
+    /// The step's `run` is a probe: exit 0 means ready (SPEC §2.1).
+    pub sensor: bool,
+    /// How long to wait for missing sources (or for a sensor), and how often to look.
+    pub wait: Duration,
+    pub poll: Duration,
+    pub on_success: Option<Tpl>,
+    pub on_failure: Option<Tpl>,
+    pub on_retry: Option<Tpl>,
 }
 
 /// The validated Fluxfile: immutable once loaded.
@@ -144,14 +145,20 @@ pub struct Fluxfile {
     pub engine: Engine,
     /// Digest of every source text (for caching derived data).
     pub digest: blake3::Hash,
+    pub notify: Option<Notify>,
+}
+
+/// `[notify]`: where failure, retry and SLA events are POSTed.
+#[derive(Debug, Clone)]
+pub struct Notify {
+    pub webhook: String,
+    pub timeout: Duration,
+    pub retries: u32,
 }
 
 impl std::fmt::Debug for Fluxfile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fluxfile")
-            .field("path", &self.path)
-            .field("steps", &self.steps)
-            .finish_non_exhaustive()
+        f.debug_struct("Fluxfile").field("path", &self.path).field("steps", &self.steps).finish_non_exhaustive()
     }
 }
 
@@ -171,25 +178,15 @@ impl Fluxfile {
             }
             None => find_fluxfile()?,
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
         let dir = path
             .parent()
-            .map(|p| {
-                if p.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    p
-                }
-            })
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-        let source = Arc::new(Source {
-            name: display_name(&path),
-            path: Some(path.clone()),
-            text,
-        });
+        let source = Arc::new(Source { name: display_name(&path), path: Some(path.clone()), text });
         Loader::new(path, dir, opts).load(source)
     }
 }
@@ -205,8 +202,7 @@ fn display_name(path: &Path) -> String {
 }
 
 fn find_fluxfile() -> Result<PathBuf> {
-    let cwd = std::env::current_dir()
-        .map_err(|e| Error::Io(format!("cannot read the current folder: {e}")))?;
+    let cwd = std::env::current_dir().map_err(|e| Error::Io(format!("cannot read the current folder: {e}")))?;
     let mut dir: Option<&Path> = Some(&cwd);
     while let Some(d) = dir {
         for name in ["Fluxfile", "Fluxfile.toml"] {
@@ -239,10 +235,7 @@ fn parse_doc(source: Arc<Source>) -> Result<Doc> {
     // text is leaked once to give the spanned tree a 'static lifetime.
     let text: &'static str = Box::leak(source.text.clone().into_boxed_str());
     match DeTable::parse(text) {
-        Ok(t) => Ok(Doc {
-            source,
-            table: t.into_inner(),
-        }),
+        Ok(t) => Ok(Doc { source, table: t.into_inner() }),
         Err(e) => {
             let span = e.span().map(|r| Span::new(&source, r));
             let msg = e.message().trim().to_string();
@@ -295,12 +288,7 @@ struct Keys<'a> {
 }
 
 impl<'a> Keys<'a> {
-    fn check(
-        doc: &'a Arc<Source>,
-        table: &'a Table<'static>,
-        what: &str,
-        allowed: &[&str],
-    ) -> Result<Keys<'a>> {
+    fn check(doc: &'a Arc<Source>, table: &'a Table<'static>, what: &str, allowed: &[&str]) -> Result<Keys<'a>> {
         for (k, _) in table.iter() {
             if !allowed.contains(&k.get_ref().as_ref()) {
                 let name: &str = k.get_ref();
@@ -313,37 +301,23 @@ impl<'a> Keys<'a> {
                 return Err(Error::Fluxfile(Box::new(d)));
             }
         }
-        Ok(Keys {
-            doc,
-            table,
-            what: what.to_string(),
-        })
+        Ok(Keys { doc, table, what: what.to_string() })
     }
 
     fn get(&self, key: &str) -> Option<(&'a DeValue<'static>, Span)> {
-        self.table
-            .iter()
-            .find(|(k, _)| k.get_ref().as_ref() == key)
-            .map(|(k, v)| {
-                let _ = k;
-                (v.get_ref(), Span::new(self.doc, v.span()))
-            })
+        self.table.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(k, v)| {
+            let _ = k;
+            (v.get_ref(), Span::new(self.doc, v.span()))
+        })
     }
 
     fn key_span(&self, key: &str) -> Option<Span> {
-        self.table
-            .iter()
-            .find(|(k, _)| k.get_ref().as_ref() == key)
-            .map(|(k, _)| Span::new(self.doc, k.span()))
+        self.table.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(k, _)| Span::new(self.doc, k.span()))
     }
 
     fn wrong(&self, key: &str, span: &Span, want: &str, got: &DeValue<'_>) -> Error {
         Error::at_help(
-            format!(
-                "`{key}` in {} must be {want}, not {}",
-                self.what,
-                type_name(got)
-            ),
+            format!("`{key}` in {} must be {want}, not {}", self.what, type_name(got)),
             span,
             format!("write `{key}` as {want}"),
         )
@@ -399,32 +373,19 @@ impl<'a> Keys<'a> {
                         match as_plain_str(item.get_ref()) {
                             Some(x) => out.push((x.to_string(), s)),
                             None => {
-                                return Err(self.wrong(
-                                    key,
-                                    &s,
-                                    "a list of strings",
-                                    item.get_ref(),
-                                ));
+                                return Err(self.wrong(key, &s, "a list of strings", item.get_ref()));
                             }
                         }
                     }
                     Ok(Some((out, span)))
                 }
-                _ if one_ok && as_plain_str(v).is_some() => Ok(Some((
-                    vec![(
-                        as_plain_str(v).unwrap_or_default().to_string(),
-                        span.clone(),
-                    )],
-                    span,
-                ))),
+                _ if one_ok && as_plain_str(v).is_some() => {
+                    Ok(Some((vec![(as_plain_str(v).unwrap_or_default().to_string(), span.clone())], span)))
+                }
                 _ => Err(self.wrong(
                     key,
                     &span,
-                    if one_ok {
-                        "a string or a list of strings"
-                    } else {
-                        "a list of strings"
-                    },
+                    if one_ok { "a string or a list of strings" } else { "a list of strings" },
                     v,
                 )),
             },
@@ -443,9 +404,7 @@ impl<'a> Keys<'a> {
 // ---------------------------------------------------------------------------------------
 // Loading and validation.
 
-const TOP_KEYS: &[&str] = &[
-    "flux", "vars", "profile", "pools", "step", "store", "notify",
-];
+const TOP_KEYS: &[&str] = &["flux", "vars", "profile", "pools", "step", "store", "notify"];
 const INCLUDED_KEYS: &[&str] = &["vars", "pools", "step"];
 const FLUX_KEYS: &[&str] = &["start", "state", "jobs", "include", "generate", "timezone"];
 const STEP_KEYS: &[&str] = &[
@@ -483,18 +442,7 @@ const STEP_KEYS: &[&str] = &[
 ];
 /// Step keys parsed and validated, but not acted on by this version: using one is an error
 /// that says so rather than a silently ignored setting.
-const NOT_YET: &[(&str, &str)] = &[
-    ("sensor", "sensors"),
-    ("wait", "waiting for late sources"),
-    ("poll", "waiting for late sources"),
-    ("cpus", "cpu budgeting"),
-    ("mem", "memory budgeting"),
-    ("on_success", "hooks"),
-    ("on_failure", "hooks"),
-    ("on_retry", "hooks"),
-    ("on_sla_miss", "SLAs"),
-    ("sla", "SLAs"),
-];
+const NOT_YET: &[(&str, &str)] = &[("on_sla_miss", "SLAs (the scheduler)"), ("sla", "SLAs (the scheduler)")];
 
 struct RawStep {
     name: String,
@@ -512,12 +460,7 @@ struct Loader<'o> {
 
 impl<'o> Loader<'o> {
     fn new(path: PathBuf, dir: PathBuf, opts: &'o LoadOptions) -> Loader<'o> {
-        Loader {
-            path,
-            dir,
-            opts,
-            docs: Vec::new(),
-        }
+        Loader { path, dir, opts, docs: Vec::new() }
     }
 
     fn add_doc(&mut self, source: Arc<Source>) -> Result<&'static Doc> {
@@ -531,10 +474,7 @@ impl<'o> Loader<'o> {
     fn load(mut self, source: Arc<Source>) -> Result<Fluxfile> {
         let main = self.add_doc(source)?;
         let top = Keys::check(&main.source, &main.table, "the Fluxfile", TOP_KEYS)?;
-        for (key, what) in [
-            ("store", "store settings ([store.\"s3://…\"])"),
-            ("notify", "webhook alerts ([notify])"),
-        ] {
+        for (key, what) in [("store", "store settings ([store.\"s3://…\"])")] {
             if let Some(span) = top.key_span(key) {
                 return Err(not_yet(key, what, &span));
             }
@@ -555,11 +495,7 @@ impl<'o> Loader<'o> {
             }
             if let Some((n, span)) = k.int("jobs")? {
                 if n < 1 {
-                    return Err(Error::at_help(
-                        "`jobs` must be at least 1",
-                        &span,
-                        "write e.g. `jobs = 4`",
-                    ));
+                    return Err(Error::at_help("`jobs` must be at least 1", &span, "write e.g. `jobs = 4`"));
                 }
                 jobs = Some(n as usize);
             }
@@ -570,16 +506,9 @@ impl<'o> Loader<'o> {
                 for (pat, span) in pats {
                     for file in self.glob(&pat, &span)? {
                         let text = std::fs::read_to_string(&file).map_err(|e| {
-                            Error::at(
-                                format!("cannot read included file {}: {e}", file.display()),
-                                &span,
-                            )
+                            Error::at(format!("cannot read included file {}: {e}", file.display()), &span)
                         })?;
-                        let src = Arc::new(Source {
-                            name: display_name(&file),
-                            path: Some(file),
-                            text,
-                        });
+                        let src = Arc::new(Source { name: display_name(&file), path: Some(file), text });
                         extra_docs.push(self.add_doc(src)?);
                     }
                 }
@@ -587,13 +516,40 @@ impl<'o> Loader<'o> {
             if let Some((cmds, _)) = k.strs("generate", false)? {
                 for (cmd, span) in cmds {
                     let text = self.generate(&cmd, &span)?;
-                    let src = Arc::new(Source {
-                        name: format!("generate: {cmd}"),
-                        path: None,
-                        text,
-                    });
+                    let src = Arc::new(Source { name: format!("generate: {cmd}"), path: None, text });
                     extra_docs.push(self.add_doc(src)?);
                 }
+            }
+        }
+
+        // [notify]
+        let mut notify = None;
+        if let Some((t, _)) = top.table("notify")? {
+            let k = Keys::check(&main.source, t, "[notify]", &["webhook", "timeout", "retries"])?;
+            if let Some((url, span)) = k.str("webhook")? {
+                if url.starts_with("https://") {
+                    return Err(Error::at_help(
+                        "https webhooks are not supported yet: this flux speaks plain HTTP only",
+                        &span,
+                        "point the webhook at an http:// relay, or remove [notify]",
+                    ));
+                }
+                if !url.starts_with("http://") {
+                    return Err(Error::at_help(
+                        format!("`{url}` is not an http:// URL"),
+                        &span,
+                        "write e.g. webhook = \"http://127.0.0.1:9000/flux\"",
+                    ));
+                }
+                let timeout = match k.str("timeout")? {
+                    None => Duration::from_secs(10),
+                    Some((s, span)) => param::parse_duration(&s).map_err(|e| Error::at(e, &span))?,
+                };
+                let retries = match k.int("retries")? {
+                    None => 3,
+                    Some((n, span)) => u32::try_from(n).map_err(|_| Error::at("`retries` must be 0 or more", &span))?,
+                };
+                notify = Some(Notify { webhook: url, timeout, retries });
             }
         }
 
@@ -601,32 +557,19 @@ impl<'o> Loader<'o> {
         let mut vars: Vec<(String, String)> = Vec::new();
         let mut var_spans: HashMap<String, Span> = HashMap::new();
         for doc in std::iter::once(main).chain(extra_docs.iter().copied()) {
-            let k = Keys {
-                doc: &doc.source,
-                table: &doc.table,
-                what: "the Fluxfile".into(),
-            };
+            let k = Keys { doc: &doc.source, table: &doc.table, what: "the Fluxfile".into() };
             if let Some((t, _)) = k.table("vars")? {
                 for (name, v) in t.iter() {
                     let span = Span::new(&doc.source, v.span());
                     let value = scalar_string(v.get_ref()).ok_or_else(|| {
                         Error::at_help(
-                            format!(
-                                "var `{}` must be a string, number or boolean",
-                                name.get_ref()
-                            ),
+                            format!("var `{}` must be a string, number or boolean", name.get_ref()),
                             &span,
                             "write it as a string",
                         )
                     })?;
-                    if var_spans
-                        .insert(name.get_ref().to_string(), span.clone())
-                        .is_some()
-                    {
-                        return Err(Error::at(
-                            format!("var `{}` is defined twice", name.get_ref()),
-                            &span,
-                        ));
+                    if var_spans.insert(name.get_ref().to_string(), span.clone()).is_some() {
+                        return Err(Error::at(format!("var `{}` is defined twice", name.get_ref()), &span));
                     }
                     vars.push((name.get_ref().to_string(), value));
                 }
@@ -639,36 +582,24 @@ impl<'o> Loader<'o> {
                 .map(|(t, _)| t.iter().map(|(k, _)| k.get_ref().as_ref()).collect())
                 .unwrap_or_default();
             let Some((ptable, _)) = profiles.and_then(|(t, _)| {
-                t.iter()
-                    .find(|(k, _)| k.get_ref().as_ref() == profile)
-                    .and_then(|(_, v)| match v.get_ref() {
-                        DeValue::Table(t) => Some((t, v.span())),
-                        _ => None,
-                    })
+                t.iter().find(|(k, _)| k.get_ref().as_ref() == profile).and_then(|(_, v)| match v.get_ref() {
+                    DeValue::Table(t) => Some((t, v.span())),
+                    _ => None,
+                })
             }) else {
                 let hint = match did_you_mean(profile, names.iter().copied()) {
                     Some(s) => format!("; did you mean `{s}`?"),
-                    None if names.is_empty() => {
-                        "; the Fluxfile defines no [profile.NAME.vars]".into()
-                    }
+                    None if names.is_empty() => "; the Fluxfile defines no [profile.NAME.vars]".into(),
                     None => format!("; profiles: {}", names.join(", ")),
                 };
-                return Err(Error::Usage(format!(
-                    "no profile `{profile}` in the Fluxfile{hint}"
-                )));
+                return Err(Error::Usage(format!("no profile `{profile}` in the Fluxfile{hint}")));
             };
-            let pk = Keys::check(
-                &main.source,
-                ptable,
-                &format!("[profile.{profile}]"),
-                &["vars"],
-            )?;
+            let pk = Keys::check(&main.source, ptable, &format!("[profile.{profile}]"), &["vars"])?;
             if let Some((t, _)) = pk.table("vars")? {
                 for (name, v) in t.iter() {
                     let span = Span::new(&main.source, v.span());
-                    let value = scalar_string(v.get_ref()).ok_or_else(|| {
-                        Error::at(format!("var `{}` must be a string", name.get_ref()), &span)
-                    })?;
+                    let value = scalar_string(v.get_ref())
+                        .ok_or_else(|| Error::at(format!("var `{}` must be a string", name.get_ref()), &span))?;
                     set_var(&mut vars, name.get_ref(), value);
                 }
             }
@@ -680,11 +611,7 @@ impl<'o> Loader<'o> {
         // pools
         let mut pools: Vec<(String, usize)> = Vec::new();
         for doc in std::iter::once(main).chain(extra_docs.iter().copied()) {
-            let k = Keys {
-                doc: &doc.source,
-                table: &doc.table,
-                what: "the Fluxfile".into(),
-            };
+            let k = Keys { doc: &doc.source, table: &doc.table, what: "the Fluxfile".into() };
             if let Some((t, _)) = k.table("pools")? {
                 for (name, v) in t.iter() {
                     let span = Span::new(&doc.source, v.span());
@@ -705,11 +632,7 @@ impl<'o> Loader<'o> {
         // steps: collect raw tables first so `requires` can name any step.
         let mut raw: Vec<RawStep> = Vec::new();
         for doc in std::iter::once(main).chain(extra_docs.iter().copied()) {
-            let allowed = if std::ptr::eq(doc, main) {
-                TOP_KEYS
-            } else {
-                INCLUDED_KEYS
-            };
+            let allowed = if std::ptr::eq(doc, main) { TOP_KEYS } else { INCLUDED_KEYS };
             let k = Keys::check(&doc.source, &doc.table, &doc.source.name, allowed)?;
             if let Some((t, _)) = k.table("step")? {
                 for (name, v) in t.iter() {
@@ -757,12 +680,7 @@ impl<'o> Loader<'o> {
         // First pass: params (requires needs every step's params).
         let mut all_params: Vec<Vec<(String, ParamKind)>> = Vec::new();
         for r in &raw {
-            let k = Keys::check(
-                &r.keys_doc,
-                r.table,
-                &format!("[step.{}]", r.name),
-                STEP_KEYS,
-            )?;
+            let k = Keys::check(&r.keys_doc, r.table, &format!("[step.{}]", r.name), STEP_KEYS)?;
             all_params.push(parse_params(&k, &vars)?);
         }
         for (i, r) in raw.iter().enumerate() {
@@ -803,6 +721,7 @@ impl<'o> Loader<'o> {
             steps,
             engine,
             digest: hasher.finalize(),
+            notify,
         })
     }
 
@@ -810,12 +729,8 @@ impl<'o> Loader<'o> {
     fn glob(&self, pattern: &str, span: &Span) -> Result<Vec<PathBuf>> {
         let full = self.dir.join(pattern);
         let pat = full.to_string_lossy().to_string();
-        let paths =
-            glob::glob(&pat).map_err(|e| Error::at(format!("bad include pattern: {e}"), span))?;
-        let mut out: Vec<PathBuf> = paths
-            .filter_map(|p| p.ok())
-            .filter(|p| p.is_file())
-            .collect();
+        let paths = glob::glob(&pat).map_err(|e| Error::at(format!("bad include pattern: {e}"), span))?;
+        let mut out: Vec<PathBuf> = paths.filter_map(|p| p.ok()).filter(|p| p.is_file()).collect();
         out.sort();
         if out.is_empty() && !pattern.contains(['*', '?', '[']) {
             return Err(Error::at_help(
@@ -844,12 +759,8 @@ impl<'o> Loader<'o> {
                 "run the command by hand to see why; its stdout must be Fluxfile TOML",
             ));
         }
-        String::from_utf8(out.stdout).map_err(|_| {
-            Error::at(
-                format!("generator `{cmd}` printed bytes that are not UTF-8"),
-                span,
-            )
-        })
+        String::from_utf8(out.stdout)
+            .map_err(|_| Error::at(format!("generator `{cmd}` printed bytes that are not UTF-8"), span))
     }
 }
 
@@ -886,13 +797,8 @@ fn not_yet(key: &str, what: &str, span: &Span) -> Error {
 
 fn check_name(name: &str, span: &Span, what: &str) -> Result<()> {
     let ok = !name.is_empty()
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
@@ -944,10 +850,7 @@ fn parse_params(k: &Keys<'_>, vars: &[(String, String)]) -> Result<Vec<(String, 
                     let Some(s) = scalar_string(item.get_ref()) else {
                         return Err(Error::at("allowed values must be strings", &ispan));
                     };
-                    if s.is_empty()
-                        || s.contains([',', '=', '[', ']', '/'])
-                        || s.chars().any(char::is_whitespace)
-                    {
+                    if s.is_empty() || s.contains([',', '=', '[', ']', '/']) || s.chars().any(char::is_whitespace) {
                         return Err(Error::at_help(
                             format!("`{s}` cannot be a param value"),
                             &ispan,
@@ -975,26 +878,25 @@ fn parse_params(k: &Keys<'_>, vars: &[(String, String)]) -> Result<Vec<(String, 
                 Some(s) => {
                     let hint = did_you_mean(s, ["date", "hour", "month"])
                         .map(|d| format!("did you mean `{d}`?"))
-                        .unwrap_or_else(|| {
-                            "use \"date\", \"hour\", \"month\" or a list of allowed values".into()
-                        });
-                    return Err(Error::at_help(
-                        format!("unknown param kind `{s}`"),
-                        &vspan,
-                        hint,
-                    ));
+                        .unwrap_or_else(|| "use \"date\", \"hour\", \"month\" or a list of allowed values".into());
+                    return Err(Error::at_help(format!("unknown param kind `{s}`"), &vspan, hint));
                 }
                 None => {
                     return Err(Error::at_help(
-                        format!(
-                            "param `{name}` must be \"date\", \"hour\", \"month\" or a list of values"
-                        ),
+                        format!("param `{name}` must be \"date\", \"hour\", \"month\" or a list of values"),
                         &vspan,
                         "e.g. params = { date = \"date\", region = [\"eu\", \"us\"] }",
                     ));
                 }
             },
         };
+        if out.len() == crate::graph::MAX_PARAMS {
+            return Err(Error::at_help(
+                format!("a step has at most {} params", crate::graph::MAX_PARAMS),
+                &nspan,
+                "split the step, or combine values into one list param",
+            ));
+        }
         if kind.is_time() {
             if let Some(prev) = &time {
                 return Err(Error::at_help(
@@ -1018,23 +920,13 @@ struct StepCtx<'a> {
     flux_start: Option<&'a (String, Span)>,
 }
 
-fn compile(
-    engine: &mut Engine,
-    src: &str,
-    span: &Span,
-    mode: Mode,
-    allowed: &dyn Fn(&str) -> bool,
-) -> Result<Tpl> {
+fn compile(engine: &mut Engine, src: &str, span: &Span, mode: Mode, allowed: &dyn Fn(&str) -> bool) -> Result<Tpl> {
     let id = engine.compile(src, mode).map_err(|e| {
         let sp = match e.offset {
             Some(off) if span_is_plain(span, src) => span.sub(1 + off, 2 + off),
             _ => span.clone(),
         };
-        Error::at_help(
-            format!("bad template: {}", e.message),
-            &sp,
-            "see docs/fluxfile.md#templates",
-        )
+        Error::at_help(format!("bad template: {}", e.message), &sp, "see docs/fluxfile.md#templates")
     })?;
     for name in engine.names(id) {
         if !allowed(&name) {
@@ -1045,10 +937,7 @@ fn compile(
             ));
         }
     }
-    Ok(Tpl {
-        id,
-        span: span.clone(),
-    })
+    Ok(Tpl { id, span: span.clone() })
 }
 
 /// Whether the span's text is the template wrapped in plain quotes (so offsets map 1:1).
@@ -1057,21 +946,9 @@ fn span_is_plain(span: &Span, src: &str) -> bool {
     text.len() == src.len() + 2 && text.get(1..text.len() - 1) == Some(src)
 }
 
-const CMD_NAMES: &[&str] = &[
-    "inputs",
-    "outputs",
-    "attempt",
-    "run_id",
-    "interval_start",
-    "interval_end",
-];
+const CMD_NAMES: &[&str] = &["inputs", "outputs", "attempt", "run_id", "interval_start", "interval_end"];
 
-fn build_step(
-    r: &RawStep,
-    params: Vec<(String, ParamKind)>,
-    cx: &StepCtx<'_>,
-    engine: &mut Engine,
-) -> Result<Step> {
+fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, engine: &mut Engine) -> Result<Step> {
     let what = format!("[step.{}]", r.name);
     let k = Keys::check(&r.keys_doc, r.table, &what, STEP_KEYS)?;
     for (key, feature) in NOT_YET {
@@ -1111,11 +988,7 @@ fn build_step(
         let mut out = Vec::new();
         if let Some((list, span)) = k.strs(key, key == "run")? {
             if list.is_empty() && key == "run" {
-                return Err(Error::at_help(
-                    "`run` is empty",
-                    &span,
-                    "give at least one command",
-                ));
+                return Err(Error::at_help("`run` is empty", &span, "give at least one command"));
             }
             for (src, span) in list {
                 out.push(compile(engine, &src, &span, Mode::Command, &cmd_ok)?);
@@ -1131,11 +1004,7 @@ fn build_step(
         None => None,
         Some((s, span)) if s == "copy" => {
             if !run.is_empty() {
-                return Err(Error::at_help(
-                    "a step has either `run` or `action`, not both",
-                    &span,
-                    "remove one",
-                ));
+                return Err(Error::at_help("a step has either `run` or `action`, not both", &span, "remove one"));
             }
             if inputs.len() != outputs.len() {
                 return Err(Error::at_help(
@@ -1147,11 +1016,7 @@ fn build_step(
             Some(Action::Copy)
         }
         Some((s, span)) => {
-            return Err(Error::at_help(
-                format!("unknown action `{s}`"),
-                &span,
-                "the only action is \"copy\"",
-            ));
+            return Err(Error::at_help(format!("unknown action `{s}`"), &span, "the only action is \"copy\""));
         }
     };
     if run.is_empty() && action.is_none() {
@@ -1168,15 +1033,9 @@ fn build_step(
         for (name, v) in t.iter() {
             let span = Span::new(&r.keys_doc, v.span());
             let Some(s) = as_plain_str(v.get_ref()) else {
-                return Err(Error::at(
-                    format!("env `{}` must be a string", name.get_ref()),
-                    &span,
-                ));
+                return Err(Error::at(format!("env `{}` must be a string", name.get_ref()), &span));
             };
-            env.push((
-                name.get_ref().to_string(),
-                compile(engine, s, &span, Mode::Path, &cmd_ok)?,
-            ));
+            env.push((name.get_ref().to_string(), compile(engine, s, &span, Mode::Path, &cmd_ok)?));
         }
     }
 
@@ -1215,10 +1074,7 @@ fn build_step(
                 other => match as_plain_str(other) {
                     Some(s) => (s.to_string(), Vec::new()),
                     None => {
-                        return Err(Error::at(
-                            "`requires` entries are step names or tables",
-                            &ispan,
-                        ));
+                        return Err(Error::at("`requires` entries are step names or tables", &ispan));
                     }
                 },
             };
@@ -1226,20 +1082,13 @@ fn build_step(
                 let hint = did_you_mean(&target, cx.step_names.iter().map(String::as_str))
                     .map(|s| format!("did you mean `{s}`?"))
                     .unwrap_or_else(|| "name a step of this Fluxfile".into());
-                return Err(Error::at_help(
-                    format!("`requires` names unknown step `{target}`"),
-                    &ispan,
-                    hint,
-                ));
+                return Err(Error::at_help(format!("`requires` names unknown step `{target}`"), &ispan, hint));
             };
             let tparams = &cx.all_params[si];
             let mut req_params = Vec::new();
             for (pname, src, vspan) in named {
                 let Some(pi) = tparams.iter().position(|(n, _)| *n == pname) else {
-                    return Err(Error::at(
-                        format!("step `{target}` has no param `{pname}`"),
-                        &vspan,
-                    ));
+                    return Err(Error::at(format!("step `{target}` has no param `{pname}`"), &vspan));
                 };
                 req_params.push((pi, compile(engine, &src, &vspan, Mode::Path, &path_ok)?));
             }
@@ -1255,11 +1104,7 @@ fn build_step(
                     ));
                 }
             }
-            requires.push(Require {
-                step: si,
-                params: req_params,
-                span: ispan,
-            });
+            requires.push(Require { step: si, params: req_params, span: ispan });
         }
     }
 
@@ -1296,17 +1141,11 @@ fn build_step(
     let schedule = match k.str("schedule")? {
         None => None,
         Some((s, span)) => Some(parse_schedule(&s).map_err(|e| {
-            Error::at_help(
-                e,
-                &span,
-                "use @hourly, @daily, @weekly, @monthly or a 5-field cron expression",
-            )
+            Error::at_help(e, &span, "use @hourly, @daily, @weekly, @monthly or a 5-field cron expression")
         })?),
     };
     if schedule.is_some() && time_param.is_none() {
-        let span = k
-            .key_span("schedule")
-            .unwrap_or_else(|| r.name_span.clone());
+        let span = k.key_span("schedule").unwrap_or_else(|| r.name_span.clone());
         return Err(Error::at_help(
             "a scheduled step needs a time param",
             &span,
@@ -1316,16 +1155,14 @@ fn build_step(
 
     let retries = match k.int("retries")? {
         None => 0,
-        Some((n, span)) => {
-            u32::try_from(n).map_err(|_| Error::at("`retries` must be 0 or more", &span))?
-        }
+        Some((n, span)) => u32::try_from(n).map_err(|_| Error::at("`retries` must be 0 or more", &span))?,
     };
     let duration = |key: &str| -> Result<Option<Duration>> {
         match k.str(key)? {
             None => Ok(None),
-            Some((s, span)) => param::parse_duration(&s).map(Some).map_err(|e| {
-                Error::at_help(e, &span, "write e.g. \"90s\", \"5m\", \"2h\" or \"1d\"")
-            }),
+            Some((s, span)) => param::parse_duration(&s)
+                .map(Some)
+                .map_err(|e| Error::at_help(e, &span, "write e.g. \"90s\", \"5m\", \"2h\" or \"1d\"")),
         }
     };
     let retry_delay = duration("retry_delay")?.unwrap_or(Duration::from_secs(5));
@@ -1337,10 +1174,7 @@ fn build_step(
             f
         }
         Some((_, span)) => {
-            return Err(Error::at(
-                "`retry_backoff` must be a number of at least 1",
-                &span,
-            ));
+            return Err(Error::at("`retry_backoff` must be a number of at least 1", &span));
         }
     };
     let pool = match k.str("pool")? {
@@ -1362,15 +1196,45 @@ fn build_step(
             "local" => {}
             "slurm" => return Err(not_yet("executor = \"slurm\"", "the Slurm executor", &span)),
             _ => {
-                return Err(Error::at_help(
-                    format!("unknown executor `{s}`"),
-                    &span,
-                    "use \"local\" or \"slurm\"",
-                ));
+                return Err(Error::at_help(format!("unknown executor `{s}`"), &span, "use \"local\" or \"slurm\""));
             }
         }
     }
     let description = k.str("description")?.map(|(s, _)| s);
+    let cpus = match k.int("cpus")? {
+        None => 1,
+        Some((n, span)) if n >= 1 => u32::try_from(n).map_err(|_| Error::at("`cpus` is too large", &span))?,
+        Some((_, span)) => return Err(Error::at_help("`cpus` must be at least 1", &span, "write e.g. `cpus = 2`")),
+    };
+    let mem = match k.str("mem")? {
+        None => None,
+        Some((s, span)) => {
+            Some(param::parse_size(&s).map_err(|e| Error::at_help(e, &span, "write e.g. \"512M\" or \"4G\""))?)
+        }
+    };
+    let sensor = k.bool("sensor")?.is_some_and(|(b, _)| b);
+    if sensor && run.is_empty() {
+        return Err(Error::at_help(
+            "a sensor needs `run`: the probe command",
+            &r.name_span,
+            "e.g. run = \"test -e {{ inputs[0] }}\"",
+        ));
+    }
+    let wait = duration("wait")?.unwrap_or(if sensor { Duration::from_secs(3600) } else { Duration::ZERO });
+    let poll = duration("poll")?.unwrap_or(Duration::from_secs(30));
+    if poll.is_zero() {
+        let span = k.key_span("poll").unwrap_or_else(|| r.name_span.clone());
+        return Err(Error::at("`poll` must be longer than 0s", &span));
+    }
+    let hook = |key: &str, engine: &mut Engine| -> Result<Option<Tpl>> {
+        match k.str(key)? {
+            None => Ok(None),
+            Some((src, span)) => compile(engine, &src, &span, Mode::Command, &cmd_ok).map(Some),
+        }
+    };
+    let on_success = hook("on_success", engine)?;
+    let on_failure = hook("on_failure", engine)?;
+    let on_retry = hook("on_retry", engine)?;
 
     Ok(Step {
         name: r.name.clone(),
@@ -1396,6 +1260,14 @@ fn build_step(
         pool,
         priority,
         stage,
+        cpus,
+        mem,
+        sensor,
+        wait,
+        poll,
+        on_success,
+        on_failure,
+        on_retry,
     })
 }
 
@@ -1412,17 +1284,13 @@ fn invertible(
     let src = engine.source(tpl.id);
     let fail = |why: String| {
         Error::at_help(
-            format!(
-                "output template `{src}` of step `{step}` cannot be matched back to its task: {why}"
-            ),
+            format!("output template `{src}` of step `{step}` cannot be matched back to its task: {why}"),
             &tpl.span,
             "in outputs, write each param only as {{ p }}, {{ p | strftime(\"…\") }} or {{ p | ds_nodash }}, and use every param",
         )
     };
     let Some(segments) = engine.segments(tpl.id) else {
-        return Err(fail(
-            "it uses template features beyond plain substitution".into(),
-        ));
+        return Err(fail("it uses template features beyond plain substitution".into()));
     };
     let mut out: Vec<OutSeg> = Vec::new();
     let push_lit = |out: &mut Vec<OutSeg>, s: &str| {
@@ -1436,11 +1304,7 @@ fn invertible(
     for seg in segments {
         match seg {
             Segment::Lit(s) => push_lit(&mut out, s),
-            Segment::Expr {
-                name,
-                index,
-                filters,
-            } => {
+            Segment::Expr { name, index, filters } => {
                 if index.is_some() {
                     return Err(fail(format!("`{name}` is indexed")));
                 }
@@ -1454,9 +1318,7 @@ fn invertible(
                             OutFmt::Strftime(f.clone())
                         }
                         _ => {
-                            return Err(fail(format!(
-                                "param `{name}` goes through a filter that cannot be undone"
-                            )));
+                            return Err(fail(format!("param `{name}` goes through a filter that cannot be undone")));
                         }
                     };
                     seen[pi] = true;
@@ -1483,12 +1345,9 @@ fn invertible(
     // Two params side by side with nothing between them cannot be told apart reliably.
     for w in out.windows(2) {
         if let [OutSeg::Param(a, _), OutSeg::Param(b, _)] = w
-            && (matches!(params[*a].1, ParamKind::Choice(_))
-                || matches!(params[*b].1, ParamKind::Choice(_)))
+            && (matches!(params[*a].1, ParamKind::Choice(_)) || matches!(params[*b].1, ParamKind::Choice(_)))
         {
-            return Err(fail(
-                "two params stand side by side with no text between them".into(),
-            ));
+            return Err(fail("two params stand side by side with no text between them".into()));
         }
     }
     Ok(out)
@@ -1504,14 +1363,10 @@ fn check_strftime_invertible(kind: &ParamKind, fmt: &str) -> std::result::Result
     };
     let v = kind.parse(probe).map_err(|e| e.to_string())?;
     let mut rendered = String::new();
-    crate::template::strftime(probe, fmt, &mut rendered)
-        .map_err(|e| format!("strftime(\"{fmt}\"): {e}"))?;
+    crate::template::strftime(probe, fmt, &mut rendered).map_err(|e| format!("strftime(\"{fmt}\"): {e}"))?;
     match crate::graph::unformat(kind, &OutFmt::Strftime(fmt.to_string()), &rendered) {
         Some((got, rest)) if got == v && rest.is_empty() => Ok(()),
-        _ => Err(format!(
-            "strftime(\"{fmt}\") loses part of the {}",
-            kind.name()
-        )),
+        _ => Err(format!("strftime(\"{fmt}\") loses part of the {}", kind.name())),
     }
 }
 
@@ -1525,10 +1380,7 @@ fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
     }
     let fields: Vec<&str> = s.split_whitespace().collect();
     if fields.len() != 5 {
-        return Err(format!(
-            "`{s}` is not a schedule: a cron expression has 5 fields, this has {}",
-            fields.len()
-        ));
+        return Err(format!("`{s}` is not a schedule: a cron expression has 5 fields, this has {}", fields.len()));
     }
     let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
     let names = ["minute", "hour", "day of month", "month", "day of week"];
@@ -1541,10 +1393,7 @@ fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
             if let Some(st) = step
                 && st.parse::<u32>().map_or(true, |n| n == 0)
             {
-                return Err(format!(
-                    "bad step `/{st}` in the {} field of `{s}`",
-                    names[i]
-                ));
+                return Err(format!("bad step `/{st}` in the {} field of `{s}`", names[i]));
             }
             if base == "*" {
                 continue;
@@ -1552,10 +1401,7 @@ fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
             let (lo, hi) = base.split_once('-').unwrap_or((base, base));
             for n in [lo, hi] {
                 let Ok(v) = n.parse::<u32>() else {
-                    return Err(format!(
-                        "`{n}` is not a number in the {} field of `{s}`",
-                        names[i]
-                    ));
+                    return Err(format!("`{n}` is not a number in the {} field of `{s}`", names[i]));
                 };
                 if v < ranges[i].0 || v > ranges[i].1 {
                     return Err(format!(
@@ -1571,8 +1417,5 @@ fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
 
 /// Params that appear anywhere: used by `--param` validation.
 pub fn all_param_names(ff: &Fluxfile) -> HashSet<&str> {
-    ff.steps
-        .iter()
-        .flat_map(|s| s.params.iter().map(|(n, _)| n.as_str()))
-        .collect()
+    ff.steps.iter().flat_map(|s| s.params.iter().map(|(n, _)| n.as_str())).collect()
 }

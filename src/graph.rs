@@ -8,7 +8,11 @@
 //! literal-prefix length, then a parse of the param segments: O(inputs), not
 //! O(inputs × steps). No I/O happens here: staleness lives in `plan`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+use indexmap::IndexSet;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 
@@ -110,28 +114,23 @@ pub fn task_id(step: &Step, params: &[ParamValue]) -> String {
 
 /// A task id made safe for a folder name (log folders).
 pub fn task_key(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.=,".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.=,".contains(c) { c } else { '_' }).collect()
 }
 
 /// Normalise a rendered target: `file://` and leading `./` removed, duplicate `/` squeezed
 /// in local paths. URIs are kept as written.
-pub fn normalize(s: &str) -> String {
+pub fn normalize(s: &str) -> Cow<'_, str> {
     let s = s.trim();
     let s = s.strip_prefix("file://").unwrap_or(s);
     if s.contains("://") {
-        return s.to_string();
+        return Cow::Borrowed(s);
     }
     let mut s = s;
     while let Some(rest) = s.strip_prefix("./") {
         s = rest;
+    }
+    if !s.contains("//") {
+        return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
     let mut prev_slash = false;
@@ -142,16 +141,15 @@ pub fn normalize(s: &str) -> String {
         prev_slash = c == '/';
         out.push(c);
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Parse one param segment written as `fmt` at the start of `s`: the value and the rest.
 pub fn unformat<'a>(kind: &ParamKind, fmt: &OutFmt, s: &'a str) -> Option<(ParamValue, &'a str)> {
-    let fixed =
-        |n: usize, f: &dyn Fn(&str) -> Option<ParamValue>| -> Option<(ParamValue, &'a str)> {
-            let head = s.get(..n)?;
-            Some((f(head)?, &s[n..]))
-        };
+    let fixed = |n: usize, f: &dyn Fn(&str) -> Option<ParamValue>| -> Option<(ParamValue, &'a str)> {
+        let head = s.get(..n)?;
+        Some((f(head)?, &s[n..]))
+    };
     match (fmt, kind) {
         (_, ParamKind::Choice(_)) => None,
         (OutFmt::Canonical, ParamKind::Date) => fixed(10, &|h| kind.parse(h).ok()),
@@ -159,19 +157,11 @@ pub fn unformat<'a>(kind: &ParamKind, fmt: &OutFmt, s: &'a str) -> Option<(Param
         (OutFmt::Canonical, ParamKind::Month) => fixed(7, &|h| kind.parse(h).ok()),
         (OutFmt::DsNodash, ParamKind::Date) => fixed(8, &|h| {
             digits(h)?;
-            kind.parse(&format!("{}-{}-{}", &h[..4], &h[4..6], &h[6..8]))
-                .ok()
+            kind.parse(&format!("{}-{}-{}", &h[..4], &h[4..6], &h[6..8])).ok()
         }),
         (OutFmt::DsNodash, ParamKind::Hour) => fixed(10, &|h| {
             digits(h)?;
-            kind.parse(&format!(
-                "{}-{}-{}T{}",
-                &h[..4],
-                &h[4..6],
-                &h[6..8],
-                &h[8..10]
-            ))
-            .ok()
+            kind.parse(&format!("{}-{}-{}T{}", &h[..4], &h[4..6], &h[6..8], &h[8..10])).ok()
         }),
         (OutFmt::DsNodash, ParamKind::Month) => fixed(6, &|h| {
             digits(h)?;
@@ -179,12 +169,8 @@ pub fn unformat<'a>(kind: &ParamKind, fmt: &OutFmt, s: &'a str) -> Option<(Param
         }),
         (OutFmt::Strftime(f), _) => {
             let mut parsed = chrono::format::Parsed::new();
-            let rest = chrono::format::parse_and_remainder(
-                &mut parsed,
-                s,
-                chrono::format::StrftimeItems::new(f),
-            )
-            .ok()?;
+            let rest =
+                chrono::format::parse_and_remainder(&mut parsed, s, chrono::format::StrftimeItems::new(f)).ok()?;
             let v = match kind {
                 ParamKind::Date => {
                     let d = parsed.to_naive_date().ok()?;
@@ -193,12 +179,9 @@ pub fn unformat<'a>(kind: &ParamKind, fmt: &OutFmt, s: &'a str) -> Option<(Param
                 ParamKind::Hour => {
                     let d = parsed.to_naive_date().ok()?;
                     let h = parsed.hour_div_12()? * 12 + parsed.hour_mod_12()?;
-                    kind.parse(&format!("{}T{h:02}", d.format("%Y-%m-%d")))
-                        .ok()?
+                    kind.parse(&format!("{}T{h:02}", d.format("%Y-%m-%d"))).ok()?
                 }
-                ParamKind::Month => kind
-                    .parse(&format!("{:04}-{:02}", parsed.year()?, parsed.month()?))
-                    .ok()?,
+                ParamKind::Month => kind.parse(&format!("{:04}-{:02}", parsed.year()?, parsed.month()?)).ok()?,
                 ParamKind::Choice(_) => return None,
             };
             Some((v, rest))
@@ -225,12 +208,8 @@ fn render_segs(step: &Step, segs: &[OutSeg], vals: &[ParamValue], out: &mut Stri
                     }
                     OutFmt::Strftime(f) => {
                         let c = kind.format(vals[*pi]);
-                        crate::template::strftime(&c, f, out).map_err(|e| {
-                            Error::Plan(format!(
-                                "step `{}`: strftime(\"{f}\") on {c}: {e}",
-                                step.name
-                            ))
-                        })?;
+                        crate::template::strftime(&c, f, out)
+                            .map_err(|e| Error::Plan(format!("step `{}`: strftime(\"{f}\") on {c}: {e}", step.name)))?;
                     }
                 }
             }
@@ -241,29 +220,39 @@ fn render_segs(step: &Step, segs: &[OutSeg], vals: &[ParamValue], out: &mut Stri
 
 /// Index of output patterns by their literal prefix.
 struct Matcher {
-    by_prefix: HashMap<String, Vec<(u32, u32)>>,
+    by_prefix: FxHashMap<String, Vec<(u32, u32)>>,
     lens: Vec<usize>,
+    /// Per (step, output): whether a strftime segment needs the match confirmed by rendering
+    /// (chrono's parser is lenient); canonical and ds_nodash parses are exact.
+    lenient: Vec<Vec<bool>>,
 }
 
 impl Matcher {
     fn new(ff: &Fluxfile) -> Matcher {
-        let mut by_prefix: HashMap<String, Vec<(u32, u32)>> = HashMap::new();
+        let mut by_prefix: FxHashMap<String, Vec<(u32, u32)>> = FxHashMap::default();
+        let lenient = ff
+            .steps
+            .iter()
+            .map(|s| {
+                s.outputs
+                    .iter()
+                    .map(|o| o.segs.iter().any(|g| matches!(g, OutSeg::Param(_, OutFmt::Strftime(_)))))
+                    .collect()
+            })
+            .collect();
         for (si, step) in ff.steps.iter().enumerate() {
             for (oi, out) in step.outputs.iter().enumerate() {
                 let prefix = match out.segs.first() {
                     Some(OutSeg::Lit(s)) => normalize_prefix(s),
                     _ => String::new(),
                 };
-                by_prefix
-                    .entry(prefix)
-                    .or_default()
-                    .push((si as u32, oi as u32));
+                by_prefix.entry(prefix).or_default().push((si as u32, oi as u32));
             }
         }
         let mut lens: Vec<usize> = by_prefix.keys().map(String::len).collect();
         lens.sort_unstable();
         lens.dedup();
-        Matcher { by_prefix, lens }
+        Matcher { by_prefix, lens, lenient }
     }
 
     /// Every (step, params) whose output renders to `target`.
@@ -288,13 +277,17 @@ impl Matcher {
                 let mut vals = vec![None; step.params.len()];
                 let mut found = Vec::new();
                 match_segs(step, segs, rest, &mut vals, &mut found);
+                let lenient = self.lenient[si as usize][oi as usize];
                 for vals in found {
-                    // Confirm by rendering: strftime parsing may be lenient.
-                    let mut check = String::with_capacity(target.len());
-                    if render_segs(step, &step.outputs[oi as usize].segs, &vals, &mut check).is_ok()
-                        && normalize(&check) == target
-                        && !out.iter().any(|(s, v)| *s == si && **v == *vals)
-                    {
+                    if lenient {
+                        let mut check = String::with_capacity(target.len());
+                        if render_segs(step, &step.outputs[oi as usize].segs, &vals, &mut check).is_err()
+                            || normalize(&check) != target
+                        {
+                            continue;
+                        }
+                    }
+                    if !out.iter().any(|(s, v)| *s == si && **v == *vals) {
                         out.push((si, vals.into_boxed_slice()));
                     }
                 }
@@ -305,12 +298,8 @@ impl Matcher {
 
 fn normalize_prefix(s: &str) -> String {
     // The prefix of a pattern is normalised like a whole target, keeping a trailing '/'.
-    let n = normalize(s);
-    if s.ends_with('/') && !n.ends_with('/') {
-        format!("{n}/")
-    } else {
-        n
-    }
+    let n = normalize(s).into_owned();
+    if s.ends_with('/') && !n.ends_with('/') { format!("{n}/") } else { n }
 }
 
 fn match_segs(
@@ -322,11 +311,7 @@ fn match_segs(
 ) {
     let Some((first, rest)) = segs.split_first() else {
         if s.is_empty() && vals.iter().all(Option::is_some) {
-            found.push(
-                vals.iter()
-                    .map(|v| v.unwrap_or(ParamValue::Choice(0)))
-                    .collect(),
-            );
+            found.push(vals.iter().map(|v| v.unwrap_or(ParamValue::Choice(0))).collect());
         }
         return;
     };
@@ -374,13 +359,34 @@ fn in_domain(step: &Step, params: &[ParamValue]) -> bool {
     step.start.is_none_or(|s| v >= s) && step.end.is_none_or(|e| v <= e)
 }
 
+/// Params inline, for hashing without allocating.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ParamKey {
+    step: u32,
+    len: u8,
+    vals: [ParamValue; MAX_PARAMS],
+}
+
+/// Params per step (checked when the Fluxfile is loaded).
+pub const MAX_PARAMS: usize = 6;
+
+impl ParamKey {
+    fn new(step: u32, params: &[ParamValue]) -> ParamKey {
+        let mut vals = [ParamValue::Choice(0); MAX_PARAMS];
+        vals[..params.len()].copy_from_slice(params);
+        ParamKey { step, len: params.len() as u8, vals }
+    }
+}
+
 struct Builder<'a> {
     ff: &'a Fluxfile,
     matcher: Matcher,
     g: TaskGraph,
-    index: HashMap<(u32, Box<[ParamValue]>), u32>,
-    target_ids: HashMap<Box<str>, u32>,
+    index: FxHashMap<ParamKey, u32>,
+    target_ids: IndexSet<Box<str>, FxBuildHasher>,
     work: Vec<u32>,
+    /// Per step: whether its input or requires templates read `task` (else no id is made).
+    needs_id: Vec<bool>,
 }
 
 /// Expand, infer and check: the graph for one request.
@@ -389,9 +395,19 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
         ff,
         matcher: Matcher::new(ff),
         g: TaskGraph::default(),
-        index: HashMap::new(),
-        target_ids: HashMap::new(),
+        index: FxHashMap::default(),
+        target_ids: IndexSet::default(),
         work: Vec::new(),
+        needs_id: ff
+            .steps
+            .iter()
+            .map(|s| {
+                s.inputs
+                    .iter()
+                    .chain(s.requires.iter().flat_map(|r| r.params.iter().map(|(_, t)| t)))
+                    .any(|t| ff.engine.names(t.id).iter().any(|n| n == "task"))
+            })
+            .collect(),
     };
     // --param names must exist somewhere.
     let known = crate::fluxfile::all_param_names(ff);
@@ -400,9 +416,7 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
             let hint = crate::error::did_you_mean(k, known.iter().copied())
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
-            return Err(Error::Usage(format!(
-                "--param {k}: no step has a param named `{k}`{hint}"
-            )));
+            return Err(Error::Usage(format!("--param {k}: no step has a param named `{k}`{hint}")));
         }
     }
 
@@ -423,6 +437,7 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
         b.expand(t)?;
     }
     let mut g = b.g;
+    g.targets = b.target_ids.into_iter().collect();
     if all_steps {
         // Every step that no other step depends on, and what those need.
         let mut depended = vec![false; ff.steps.len()];
@@ -473,11 +488,7 @@ fn prune(g: TaskGraph, roots: &[u32]) -> TaskGraph {
             tasks.push(t);
         }
     }
-    let producer = g
-        .producer
-        .iter()
-        .map(|&p| if p == NONE { NONE } else { remap[p as usize] })
-        .collect();
+    let producer = g.producer.iter().map(|&p| if p == NONE { NONE } else { remap[p as usize] }).collect();
     TaskGraph {
         tasks,
         targets: g.targets,
@@ -488,25 +499,21 @@ fn prune(g: TaskGraph, roots: &[u32]) -> TaskGraph {
 }
 
 impl Builder<'_> {
-    fn intern(&mut self, s: String) -> u32 {
-        if let Some(&id) = self.target_ids.get(s.as_str()) {
-            return id;
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(id) = self.target_ids.get_index_of(s) {
+            return id as u32;
         }
-        let id = self.g.targets.len() as u32;
-        let b: Box<str> = s.into_boxed_str();
-        self.g.targets.push(b.clone());
+        let (id, _) = self.target_ids.insert_full(Box::from(s));
         self.g.producer.push(NONE);
-        self.target_ids.insert(b, id);
-        id
+        id as u32
     }
 
     /// The task for (step, params), created (with its outputs) if new.
     fn task(&mut self, step: u32, params: Box<[ParamValue]>) -> Result<u32> {
-        let key = (step, params);
+        let key = ParamKey::new(step, &params);
         if let Some(&t) = self.index.get(&key) {
             return Ok(t);
         }
-        let (step, params) = key;
         let id = self.g.tasks.len() as u32;
         let st = &self.ff.steps[step as usize];
         let mut outputs = Vec::with_capacity(st.outputs.len());
@@ -514,7 +521,7 @@ impl Builder<'_> {
         for o in &st.outputs {
             buf.clear();
             render_segs(st, &o.segs, &params, &mut buf)?;
-            let tid = self.intern(normalize(&buf));
+            let tid = self.intern(&normalize(&buf));
             let prev = self.g.producer[tid as usize];
             if prev != NONE {
                 let a = task_id(
@@ -523,21 +530,15 @@ impl Builder<'_> {
                 );
                 return Err(Error::Plan(format!(
                     "two tasks write `{}`: {a} and {}; give each task its own output path",
-                    self.g.target(tid),
+                    self.target_ids[tid as usize],
                     task_id(st, &params)
                 )));
             }
             self.g.producer[tid as usize] = id;
             outputs.push(tid);
         }
-        self.g.tasks.push(Task {
-            step,
-            params: params.clone(),
-            inputs: Vec::new(),
-            outputs,
-            deps: Vec::new(),
-        });
-        self.index.insert((step, params), id);
+        self.g.tasks.push(Task { step, params, inputs: Vec::new(), outputs, deps: Vec::new() });
+        self.index.insert(key, id);
         self.work.push(id);
         Ok(id)
     }
@@ -548,13 +549,9 @@ impl Builder<'_> {
         let task = &self.g.tasks[t as usize];
         let st = &ff.steps[task.step as usize];
         let params = task.params.clone();
-        let tid = task_id(st, &params);
-        let pstrs: Vec<(&str, String)> = st
-            .params
-            .iter()
-            .zip(params.iter())
-            .map(|((n, k), v)| (n.as_str(), k.format(*v)))
-            .collect();
+        let tid = if self.needs_id[task.step as usize] { task_id(st, &params) } else { String::new() };
+        let pstrs: Vec<(&str, String)> =
+            st.params.iter().zip(params.iter()).map(|((n, k), v)| (n.as_str(), k.format(*v))).collect();
         let ctx = Context {
             step: &st.name,
             task: &tid,
@@ -570,7 +567,8 @@ impl Builder<'_> {
         for tpl in &st.inputs {
             let text = ff.engine.render(tpl.id, &ctx).map_err(|e| {
                 Error::Plan(format!(
-                    "{tid}: cannot render input `{}`: {e}",
+                    "{}: cannot render input `{}`: {e}",
+                    task_id(st, &params),
                     ff.engine.source(tpl.id)
                 ))
             })?;
@@ -582,23 +580,22 @@ impl Builder<'_> {
                 found.clear();
                 self.matcher.find(ff, &line, &mut found);
                 match found.len() {
-                    0 => inputs.push(self.intern(line)),
+                    0 => inputs.push(self.intern(&line)),
                     1 => {
                         let (ps, pv) = found.pop().unwrap_or_else(|| unreachable!());
                         if !in_domain(&ff.steps[ps as usize], &pv) {
                             continue; // before the producer's start: no yesterday (§3.3)
                         }
                         let p = self.task(ps, pv)?;
-                        inputs.push(self.intern(line));
+                        inputs.push(self.intern(&line));
                         deps.push(p);
                     }
                     _ => {
-                        let names: Vec<String> = found
-                            .iter()
-                            .map(|(s, v)| task_id(&ff.steps[*s as usize], v))
-                            .collect();
+                        let names: Vec<String> =
+                            found.iter().map(|(s, v)| task_id(&ff.steps[*s as usize], v)).collect();
                         return Err(Error::Plan(format!(
-                            "{tid}: input `{line}` could be written by several tasks: {}; make the output templates distinct",
+                            "{}: input `{line}` could be written by several tasks: {}; make the output templates distinct",
+                            task_id(st, &params),
                             names.join(", ")
                         )));
                     }
@@ -613,15 +610,15 @@ impl Builder<'_> {
                     let s = ff
                         .engine
                         .render(tpl.id, &ctx)
-                        .map_err(|e| Error::Plan(format!("{tid}: requires {}: {e}", rs.name)))?;
+                        .map_err(|e| Error::Plan(format!("{}: requires {}: {e}", task_id(st, &params), rs.name)))?;
                     kind.parse(s.trim()).map_err(|e| {
-                        Error::Plan(format!("{tid}: requires {}: {pname}: {e}", rs.name))
+                        Error::Plan(format!("{}: requires {}: {pname}: {e}", task_id(st, &params), rs.name))
                     })?
                 } else {
                     let i = st.params.iter().position(|(n, _)| n == pname).unwrap_or(0);
                     let s = &pstrs[i].1;
                     kind.parse(s).map_err(|e| {
-                        Error::Plan(format!("{tid}: requires {}: {pname}: {e}", rs.name))
+                        Error::Plan(format!("{}: requires {}: {pname}: {e}", task_id(st, &params), rs.name))
                     })?
                 };
                 vals.push(v);
@@ -662,14 +659,13 @@ impl Builder<'_> {
         self.matcher.find(ff, &norm, &mut found);
         if found.is_empty() {
             // A path given relative to the current folder, inside the project.
-            if let Ok(abs) = std::fs::canonicalize(
-                std::path::Path::new(t)
-                    .parent()
-                    .unwrap_or(std::path::Path::new(".")),
-            ) && let Ok(rel) = abs.strip_prefix(&ff.dir)
+            if let Ok(abs) =
+                std::fs::canonicalize(std::path::Path::new(t).parent().unwrap_or(std::path::Path::new(".")))
+                && let Ok(rel) = abs.strip_prefix(&ff.dir)
                 && let Some(name) = std::path::Path::new(t).file_name()
             {
-                let cand = normalize(&rel.join(name).to_string_lossy());
+                let joined = rel.join(name).to_string_lossy().into_owned();
+                let cand = normalize(&joined);
                 self.matcher.find(ff, &cand, &mut found);
             }
         }
@@ -679,23 +675,15 @@ impl Builder<'_> {
                 let hint = crate::error::did_you_mean(t, names.iter().copied())
                     .map(|s| format!("did you mean the step `{s}`?"))
                     .unwrap_or_else(|| format!("steps: {}", names.join(", ")));
-                Err(Error::Usage(format!(
-                    "`{t}` is not a step, a task id, or a path any step writes; {hint}"
-                )))
+                Err(Error::Usage(format!("`{t}` is not a step, a task id, or a path any step writes; {hint}")))
             }
             1 => {
                 let (si, vals) = found.pop().unwrap_or_else(|| unreachable!());
                 Ok(vec![self.task(si, vals)?])
             }
             _ => {
-                let names: Vec<String> = found
-                    .iter()
-                    .map(|(s, v)| task_id(&ff.steps[*s as usize], v))
-                    .collect();
-                Err(Error::Plan(format!(
-                    "`{t}` could be written by several tasks: {}",
-                    names.join(", ")
-                )))
+                let names: Vec<String> = found.iter().map(|(s, v)| task_id(&ff.steps[*s as usize], v)).collect();
+                Err(Error::Plan(format!("`{t}` could be written by several tasks: {}", names.join(", "))))
             }
         }
     }
@@ -704,10 +692,7 @@ impl Builder<'_> {
 /// `v` (one param) or `k=v,k2=v2` (any order) for a step.
 fn parse_task_params(step: &Step, inner: &str) -> std::result::Result<Box<[ParamValue]>, String> {
     if step.params.is_empty() {
-        return Err(format!(
-            "step `{}` has no params; name it without brackets",
-            step.name
-        ));
+        return Err(format!("step `{}` has no params; name it without brackets", step.name));
     }
     let mut vals: Vec<Option<ParamValue>> = vec![None; step.params.len()];
     if step.params.len() == 1 && !inner.contains('=') {
@@ -744,21 +729,12 @@ fn step_values(ff: &Fluxfile, si: usize, req: &Request) -> Result<Vec<Box<[Param
             for v in vs {
                 if kind.is_time() && v.contains("..") {
                     let (a, b) = v.split_once("..").unwrap_or((v, v));
-                    out.extend(
-                        kind.expand_range(a, b)
-                            .map_err(|e| Error::Usage(format!("--param {name}={v}: {e}")))?,
-                    );
+                    out.extend(kind.expand_range(a, b).map_err(|e| Error::Usage(format!("--param {name}={v}: {e}")))?);
                 } else if kind.is_time() && kind.parse(v).is_err() {
                     // a coarser or finer time (a date for an hour param…): expand like a range
-                    out.extend(
-                        kind.expand_range(v, v)
-                            .map_err(|e| Error::Usage(format!("--param {name}={v}: {e}")))?,
-                    );
+                    out.extend(kind.expand_range(v, v).map_err(|e| Error::Usage(format!("--param {name}={v}: {e}")))?);
                 } else {
-                    out.push(
-                        kind.parse(v)
-                            .map_err(|e| Error::Usage(format!("--param {name}={v}: {e}")))?,
-                    );
+                    out.push(kind.parse(v).map_err(|e| Error::Usage(format!("--param {name}={v}: {e}")))?);
                 }
             }
             out
@@ -766,8 +742,7 @@ fn step_values(ff: &Fluxfile, si: usize, req: &Request) -> Result<Vec<Box<[Param
             if let Some(d) = req.date {
                 kind.expand_date(d)
             } else if let Some((a, b)) = &req.range {
-                kind.expand_range(a, b)
-                    .map_err(|e| Error::Usage(format!("--date-range {a}..{b}: {e}")))?
+                kind.expand_range(a, b).map_err(|e| Error::Usage(format!("--date-range {a}..{b}: {e}")))?
             } else if let (Some(s), Some(e)) = (step.start, step.end) {
                 kind.values_between(s, e)
             } else if let (Some(s), Some(_), Some(now)) = (step.start, &step.schedule, req.now) {
@@ -817,8 +792,7 @@ fn topo_order(ff: &Fluxfile, g: &TaskGraph) -> Result<Vec<u32>> {
     let dependents = g.dependents();
     let mut order = Vec::with_capacity(n);
     // FIFO in creation order: steps in declaration order, dates ascending.
-    let mut queue: std::collections::VecDeque<u32> =
-        (0..n as u32).filter(|&i| indeg[i as usize] == 0).collect();
+    let mut queue: std::collections::VecDeque<u32> = (0..n as u32).filter(|&i| indeg[i as usize] == 0).collect();
     while let Some(t) = queue.pop_front() {
         order.push(t);
         for &d in &dependents[t as usize] {
@@ -837,12 +811,7 @@ fn topo_order(ff: &Fluxfile, g: &TaskGraph) -> Result<Vec<u32>> {
     let mut seen: HashMap<u32, usize> = HashMap::from([(start, 0)]);
     let mut cur = start;
     loop {
-        let next = g.tasks[cur as usize]
-            .deps
-            .iter()
-            .copied()
-            .find(|&d| indeg[d as usize] > 0)
-            .unwrap_or(start);
+        let next = g.tasks[cur as usize].deps.iter().copied().find(|&d| indeg[d as usize] > 0).unwrap_or(start);
         if let Some(&i) = seen.get(&next) {
             let mut cyc: Vec<String> = path[i..].iter().rev().map(|&t| g.task_id(ff, t)).collect();
             cyc.push(cyc[0].clone());
@@ -858,15 +827,7 @@ fn topo_order(ff: &Fluxfile, g: &TaskGraph) -> Result<Vec<u32>> {
 pub fn interval_rfc3339(kind: &ParamKind, v: ParamValue) -> Option<(String, String)> {
     let (a, b) = kind.interval(v)?;
     let f = |t: NaiveDateTime| {
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        )
+        format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", t.year(), t.month(), t.day(), t.hour(), t.minute(), t.second())
     };
     Some((f(a), f(b)))
 }
@@ -884,11 +845,7 @@ pub fn canonical_task_id(ff: &Fluxfile, s: &str) -> Result<String> {
     }
     match ff.step_index(s) {
         Some(si) if ff.steps[si].params.is_empty() => Ok(s.to_string()),
-        Some(_) => Err(Error::Usage(format!(
-            "`{s}` has params: name one task, e.g. {s}[2024-01-05]"
-        ))),
-        None => Err(Error::Usage(format!(
-            "`{s}` is not a task id of this Fluxfile"
-        ))),
+        Some(_) => Err(Error::Usage(format!("`{s}` has params: name one task, e.g. {s}[2024-01-05]"))),
+        None => Err(Error::Usage(format!("`{s}` is not a task id of this Fluxfile"))),
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod exec;
 pub mod fluxfile;
 pub mod graph;
+pub mod hooks;
 pub mod param;
 pub mod plan;
 pub mod report;

@@ -205,9 +205,7 @@ impl ParamValue {
         match b.len() {
             10 => parse_date_days(b).ok().map(|d| ParamValue::Date(d as i32)),
             13 => parse_hour_hours(b).ok().map(ParamValue::Hour),
-            7 => parse_month_parts(b)
-                .ok()
-                .map(|(y, m)| ParamValue::Month(month_index(y, m) as i32)),
+            7 => parse_month_parts(b).ok().map(|(y, m)| ParamValue::Month(month_index(y, m) as i32)),
             _ => None,
         }
     }
@@ -275,13 +273,7 @@ impl ParamValue {
         const BEFORE: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
         let leap_day = u32::from(month > 2 && is_leap(year));
         let ordinal = BEFORE[month.saturating_sub(1) as usize % 12] + day + leap_day;
-        Some(Civil {
-            year,
-            month,
-            day,
-            hour,
-            ordinal,
-        })
+        Some(Civil { year, month, day, hour, ordinal })
     }
 
     /// True for a time value whose year is within 0000..=9999, the years canonical
@@ -302,16 +294,10 @@ impl ParamValue {
     /// or `None` on overflow. The result may be out of [`in_range`](Self::in_range).
     pub fn checked_add(self, n: i64) -> Option<ParamValue> {
         Some(match self {
-            ParamValue::Date(d) => {
-                ParamValue::Date(i32::try_from(i64::from(d).checked_add(n)?).ok()?)
-            }
+            ParamValue::Date(d) => ParamValue::Date(i32::try_from(i64::from(d).checked_add(n)?).ok()?),
             ParamValue::Hour(h) => ParamValue::Hour(h.checked_add(n)?),
-            ParamValue::Month(m) => {
-                ParamValue::Month(i32::try_from(i64::from(m).checked_add(n)?).ok()?)
-            }
-            ParamValue::Choice(c) => {
-                ParamValue::Choice(u32::try_from(i64::from(c).checked_add(n)?).ok()?)
-            }
+            ParamValue::Month(m) => ParamValue::Month(i32::try_from(i64::from(m).checked_add(n)?).ok()?),
+            ParamValue::Choice(c) => ParamValue::Choice(u32::try_from(i64::from(c).checked_add(n)?).ok()?),
         })
     }
 
@@ -330,9 +316,7 @@ impl ParamValue {
         Some(match self {
             ParamValue::Month(_) => return self.checked_add(n),
             ParamValue::Date(d) => ParamValue::Date(i32::try_from(shift_day(i64::from(d))?).ok()?),
-            ParamValue::Hour(h) => {
-                ParamValue::Hour(shift_day(h.div_euclid(24))? * 24 + h.rem_euclid(24))
-            }
+            ParamValue::Hour(h) => ParamValue::Hour(shift_day(h.div_euclid(24))? * 24 + h.rem_euclid(24)),
             ParamValue::Choice(_) => return None,
         })
     }
@@ -457,24 +441,19 @@ impl ParamKind {
     pub fn parse(&self, s: &str) -> Result<ParamValue, String> {
         let b = s.as_bytes();
         match self {
-            ParamKind::Date => parse_date_days(b)
-                .map(|d| ParamValue::Date(d as i32))
-                .map_err(|e| date_error(s, e, "date", DATE_FORM)),
-            ParamKind::Hour => parse_hour_hours(b)
-                .map(ParamValue::Hour)
-                .map_err(|e| date_error(s, e, "hour", HOUR_FORM)),
+            ParamKind::Date => {
+                parse_date_days(b).map(|d| ParamValue::Date(d as i32)).map_err(|e| date_error(s, e, "date", DATE_FORM))
+            }
+            ParamKind::Hour => {
+                parse_hour_hours(b).map(ParamValue::Hour).map_err(|e| date_error(s, e, "hour", HOUR_FORM))
+            }
             ParamKind::Month => parse_month_parts(b)
                 .map(|(y, m)| ParamValue::Month(month_index(y, m) as i32))
                 .map_err(|e| date_error(s, e, "month", MONTH_FORM)),
             ParamKind::Choice(list) => match list.iter().position(|x| x == s) {
                 Some(i) => Ok(ParamValue::Choice(u32::try_from(i).unwrap_or(u32::MAX))),
-                None if list.is_empty() => Err(format!(
-                    "`{s}` is not allowed: the param's list of values is empty"
-                )),
-                None => Err(format!(
-                    "`{s}` is not one of the allowed values: {}",
-                    list.join(", ")
-                )),
+                None if list.is_empty() => Err(format!("`{s}` is not allowed: the param's list of values is empty")),
+                None => Err(format!("`{s}` is not one of the allowed values: {}", list.join(", "))),
             },
         }
     }
@@ -489,20 +468,14 @@ impl ParamKind {
             match (self, v) {
                 (ParamKind::Date, ParamValue::Month(m)) => {
                     let first = month_first_day(i64::from(m));
-                    let d = if is_end {
-                        month_first_day(i64::from(m) + 1) - 1
-                    } else {
-                        first
-                    };
+                    let d = if is_end { month_first_day(i64::from(m) + 1) - 1 } else { first };
                     ParamValue::Date(d as i32)
                 }
                 (ParamKind::Hour, ParamValue::Date(_) | ParamValue::Month(_)) => {
                     let (lo, hi) = hour_span(v).unwrap_or((0, 0));
                     ParamValue::Hour(if is_end { hi } else { lo })
                 }
-                (ParamKind::Month, ParamValue::Date(d)) => {
-                    ParamValue::Month(month_of_day(i64::from(d)) as i32)
-                }
+                (ParamKind::Month, ParamValue::Date(d)) => ParamValue::Month(month_of_day(i64::from(d)) as i32),
                 _ => v,
             }
         };
@@ -520,10 +493,7 @@ impl ParamKind {
                     ParamKind::Hour => "YYYY-MM-DDTHH, YYYY-MM-DD or YYYY-MM",
                     _ => "YYYY-MM or YYYY-MM-DD",
                 };
-                Err(format!(
-                    "`{s}` is not a valid {which} for a {} param (expected {forms})",
-                    self.name()
-                ))
+                Err(format!("`{s}` is not a valid {which} for a {} param (expected {forms})", self.name()))
             }
         }
     }
@@ -577,31 +547,21 @@ impl ParamKind {
             ));
         }
         if va > vb {
-            return Err(format!(
-                "`{a}..{b}` is empty: `{b}` comes before `{a}`; write the earlier end first"
-            ));
+            return Err(format!("`{a}..{b}` is empty: `{b}` comes before `{a}`; write the earlier end first"));
         }
         let (lo, _) = hour_span(va).unwrap_or((0, 0));
         let (_, hi) = hour_span(vb).unwrap_or((0, 0));
         let (first, last, unit) = match self {
             ParamKind::Hour => (lo, hi, "hours"),
             ParamKind::Date => (lo.div_euclid(24), hi.div_euclid(24), "dates"),
-            ParamKind::Month => (
-                month_of_day(lo.div_euclid(24)),
-                month_of_day(hi.div_euclid(24)),
-                "months",
-            ),
+            ParamKind::Month => (month_of_day(lo.div_euclid(24)), month_of_day(hi.div_euclid(24)), "months"),
             ParamKind::Choice(_) => {
-                return Err(format!(
-                    "a date range (`{a}..{b}`) cannot set a list param; pass its values with --param"
-                ));
+                return Err(format!("a date range (`{a}..{b}`) cannot set a list param; pass its values with --param"));
             }
         };
         let count = (i128::from(last) - i128::from(first) + 1).max(0) as u128;
         if count > u128::from(MAX_EXPANSION) {
-            return Err(format!(
-                "`{a}..{b}` expands to {count} {unit}, more than the limit of {MAX_EXPANSION}"
-            ));
+            return Err(format!("`{a}..{b}` expands to {count} {unit}, more than the limit of {MAX_EXPANSION}"));
         }
         let make = |x: i64| -> Option<ParamValue> {
             Some(match self {
@@ -619,16 +579,10 @@ impl ParamKind {
     pub fn values_between(&self, a: ParamValue, b: ParamValue) -> Vec<ParamValue> {
         use ParamValue as V;
         match (a, b) {
-            (V::Date(x), V::Date(y)) => {
-                collect_range(i64::from(x), i64::from(y), |v| Some(V::Date(v as i32)))
-            }
+            (V::Date(x), V::Date(y)) => collect_range(i64::from(x), i64::from(y), |v| Some(V::Date(v as i32))),
             (V::Hour(x), V::Hour(y)) => collect_range(x, y, |v| Some(V::Hour(v))),
-            (V::Month(x), V::Month(y)) => {
-                collect_range(i64::from(x), i64::from(y), |v| Some(V::Month(v as i32)))
-            }
-            (V::Choice(x), V::Choice(y)) => {
-                collect_range(i64::from(x), i64::from(y), |v| Some(V::Choice(v as u32)))
-            }
+            (V::Month(x), V::Month(y)) => collect_range(i64::from(x), i64::from(y), |v| Some(V::Month(v as i32))),
+            (V::Choice(x), V::Choice(y)) => collect_range(i64::from(x), i64::from(y), |v| Some(V::Choice(v as u32))),
             _ => Vec::new(),
         }
     }
@@ -671,10 +625,7 @@ impl ParamKind {
 
 /// Splits `s` into (leading digits as a number, rest); `None` without digits or on overflow.
 fn leading_number(s: &str) -> Option<(u64, &str)> {
-    let end = s
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(s.len());
+    let end = s.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(s.len());
     if end == 0 {
         return None;
     }
@@ -699,31 +650,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(err());
     }
     // (suffix, milliseconds), from the largest unit down; each unit at most once, in order.
-    const UNITS: [(&str, u128); 5] = [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("ms", 1),
-        ("m", 60_000),
-        ("s", 1_000),
-    ];
+    const UNITS: [(&str, u128); 5] = [("d", 86_400_000), ("h", 3_600_000), ("ms", 1), ("m", 60_000), ("s", 1_000)];
     const RANK: [usize; 5] = [0, 1, 4, 2, 3];
     let mut rest = t;
     let mut total: u128 = 0;
     let mut last_rank: Option<usize> = None;
     while !rest.is_empty() {
         let (n, after) = leading_number(rest).ok_or_else(err)?;
-        let (i, (unit, ms)) = UNITS
-            .iter()
-            .enumerate()
-            .find(|(_, (u, _))| after.starts_with(u))
-            .ok_or_else(err)?;
+        let (i, (unit, ms)) = UNITS.iter().enumerate().find(|(_, (u, _))| after.starts_with(u)).ok_or_else(err)?;
         if last_rank.is_some_and(|r| r >= RANK[i]) {
             return Err(err());
         }
         last_rank = Some(RANK[i]);
-        total = total
-            .checked_add(u128::from(n).checked_mul(*ms).ok_or_else(err)?)
-            .ok_or_else(err)?;
+        total = total.checked_add(u128::from(n).checked_mul(*ms).ok_or_else(err)?).ok_or_else(err)?;
         rest = after[unit.len()..].trim_start();
     }
     let secs = u64::try_from(total / 1000).map_err(|_| err())?;
@@ -735,18 +674,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `512MiB`); `B` alone means bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let err = || {
-        format!(
-            "`{s}` is not a valid size (expected a whole number of bytes or one with a unit: 100K, 512M, 4G, 1T)"
-        )
+        format!("`{s}` is not a valid size (expected a whole number of bytes or one with a unit: 100K, 512M, 4G, 1T)")
     };
     let t = s.trim();
     let (n, unit) = leading_number(t).ok_or_else(err)?;
     let unit = unit.trim_start().to_ascii_lowercase();
-    let unit = unit
-        .strip_suffix("ib")
-        .filter(|u| !u.is_empty())
-        .or_else(|| unit.strip_suffix('b'))
-        .unwrap_or(&unit);
+    let unit = unit.strip_suffix("ib").filter(|u| !u.is_empty()).or_else(|| unit.strip_suffix('b')).unwrap_or(&unit);
     let shift = match unit {
         "" => 0,
         "k" => 10,
@@ -756,8 +689,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "p" => 50,
         _ => return Err(err()),
     };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("`{s}` is too large a size (the limit is 16 EiB)"))
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("`{s}` is too large a size (the limit is 16 EiB)"))
 }
 
 #[cfg(test)]
@@ -805,10 +737,7 @@ mod tests {
             let expected = (date - epoch).num_days();
             assert_eq!(days_of(date), expected, "{date}");
             let (y, mo, da) = civil_from_days(expected);
-            assert_eq!(
-                (y, mo, da),
-                (i64::from(date.year()), date.month(), date.day())
-            );
+            assert_eq!((y, mo, da), (i64::from(date.year()), date.month(), date.day()));
             date += chrono::Duration::days(37);
             n += 1;
         }
@@ -820,11 +749,7 @@ mod tests {
         for k in [ParamKind::Date, ParamKind::Hour, ParamKind::Month] {
             let (lo, hi, step): (i64, i64, i64) = match k {
                 ParamKind::Date => (days_from_civil(0, 1, 1), days_from_civil(9999, 12, 31), 13),
-                ParamKind::Hour => (
-                    days_from_civil(0, 1, 1) * 24,
-                    days_from_civil(9999, 12, 31) * 24 + 23,
-                    311,
-                ),
+                ParamKind::Hour => (days_from_civil(0, 1, 1) * 24, days_from_civil(9999, 12, 31) * 24 + 23, 311),
                 _ => (0, 9999 * 12 + 11, 1),
             };
             let mut x = lo;
@@ -857,15 +782,9 @@ mod tests {
         m("2024-02").write_nodash(&mut s);
         assert_eq!(s, "202401052024030102202402");
         let c = h("2024-12-31T23").civil().unwrap();
-        assert_eq!(
-            (c.year, c.month, c.day, c.hour, c.ordinal),
-            (2024, 12, 31, 23, 366)
-        );
+        assert_eq!((c.year, c.month, c.day, c.hour, c.ordinal), (2024, 12, 31, 23, 366));
         let c = m("2023-03").civil().unwrap();
-        assert_eq!(
-            (c.year, c.month, c.day, c.hour, c.ordinal),
-            (2023, 3, 1, 0, 60)
-        );
+        assert_eq!((c.year, c.month, c.day, c.hour, c.ordinal), (2023, 3, 1, 0, 60));
         assert_eq!(ParamValue::Choice(1).civil(), None);
     }
 
@@ -874,10 +793,7 @@ mod tests {
         let k = ParamKind::Choice(vec!["eu".into(), "us".into()]);
         assert_eq!(k.parse("us"), Ok(ParamValue::Choice(1)));
         assert_eq!(k.format(ParamValue::Choice(0)), "eu");
-        assert_eq!(
-            k.parse("fr"),
-            Err("`fr` is not one of the allowed values: eu, us".to_string())
-        );
+        assert_eq!(k.parse("fr"), Err("`fr` is not one of the allowed values: eu, us".to_string()));
         assert_eq!(k.format(ParamValue::Choice(9)), "#9");
         assert!(ParamKind::Choice(vec![]).parse("x").is_err());
         assert!(!k.is_time());
@@ -900,10 +816,7 @@ mod tests {
         assert!(ParamKind::Date.parse("2024-12-31").is_ok());
         assert!(ParamKind::Date.parse("2024-01-00").is_err());
         assert_eq!(d("2024-02-29").checked_add(1), Some(d("2024-03-01")));
-        assert_eq!(
-            ParamKind::Date.format(d("2023-02-28").checked_add(1).unwrap()),
-            "2023-03-01"
-        );
+        assert_eq!(ParamKind::Date.format(d("2023-02-28").checked_add(1).unwrap()), "2023-03-01");
         // add_months clamps to the month end.
         let f = |s: &str, n| ParamKind::Date.format(d(s).add_months(n).unwrap());
         assert_eq!(f("2024-01-31", 1), "2024-02-29");
@@ -914,10 +827,7 @@ mod tests {
         assert_eq!(f("2024-01-15", -13), "2022-12-15");
         let hm = ParamKind::Hour.format(h("2024-01-31T05").add_months(1).unwrap());
         assert_eq!(hm, "2024-02-29T05");
-        assert_eq!(
-            ParamKind::Month.format(m("2024-01").add_months(-1).unwrap()),
-            "2023-12"
-        );
+        assert_eq!(ParamKind::Month.format(m("2024-01").add_months(-1).unwrap()), "2023-12");
     }
 
     #[test]
@@ -932,10 +842,7 @@ mod tests {
         );
         assert_eq!(
             ParamKind::Hour.parse("2024-03-01"),
-            Err(
-                "`2024-03-01` is not a valid hour (expected YYYY-MM-DDTHH, e.g. 2024-03-01T02)"
-                    .to_string()
-            )
+            Err("`2024-03-01` is not a valid hour (expected YYYY-MM-DDTHH, e.g. 2024-03-01T02)".to_string())
         );
         assert_eq!(
             ParamKind::Month.parse("2024-2"),
@@ -992,12 +899,7 @@ mod tests {
             "1e9",
         ];
         for s in odd {
-            for k in [
-                ParamKind::Date,
-                ParamKind::Hour,
-                ParamKind::Month,
-                ParamKind::Choice(vec!["a".into()]),
-            ] {
+            for k in [ParamKind::Date, ParamKind::Hour, ParamKind::Month, ParamKind::Choice(vec!["a".into()])] {
                 let _ = k.parse(s);
                 let _ = k.parse_bound(s, true);
                 let _ = k.parse_bound(s, false);
@@ -1029,14 +931,8 @@ mod tests {
             let _ = v.start();
         }
         let k = ParamKind::Hour;
-        assert_eq!(
-            k.count_between(ParamValue::Hour(i64::MIN), ParamValue::Hour(i64::MAX)),
-            u64::MAX
-        );
-        assert!(
-            k.values_between(ParamValue::Hour(5), ParamValue::Hour(4))
-                .is_empty()
-        );
+        assert_eq!(k.count_between(ParamValue::Hour(i64::MIN), ParamValue::Hour(i64::MAX)), u64::MAX);
+        assert!(k.values_between(ParamValue::Hour(5), ParamValue::Hour(4)).is_empty());
     }
 
     #[test]
@@ -1046,10 +942,7 @@ mod tests {
         assert_eq!(hk.parse_bound("2024-01-05", true), Ok(h("2024-01-05T23")));
         assert_eq!(hk.parse_bound("2024-02", false), Ok(h("2024-02-01T00")));
         assert_eq!(hk.parse_bound("2024-02", true), Ok(h("2024-02-29T23")));
-        assert_eq!(
-            hk.parse_bound("2024-02-03T04", true),
-            Ok(h("2024-02-03T04"))
-        );
+        assert_eq!(hk.parse_bound("2024-02-03T04", true), Ok(h("2024-02-03T04")));
         assert_eq!(mk.parse_bound("2024-02-17", false), Ok(m("2024-02")));
         assert_eq!(mk.parse_bound("2024-02-17", true), Ok(m("2024-02")));
         assert_eq!(mk.parse_bound("2024-03", true), Ok(m("2024-03")));
@@ -1074,21 +967,14 @@ mod tests {
         assert_eq!(ParamKind::Hour.format(hours[0]), "2024-03-01T00");
         assert_eq!(ParamKind::Hour.format(hours[23]), "2024-03-01T23");
         assert_eq!(ParamKind::Month.expand_date(day), vec![m("2024-03")]);
-        assert!(
-            ParamKind::Choice(vec!["a".into()])
-                .expand_date(day)
-                .is_empty()
-        );
+        assert!(ParamKind::Choice(vec!["a".into()]).expand_date(day).is_empty());
     }
 
     #[test]
     fn expand_range_per_kind() {
         let (dk, hk, mk) = (ParamKind::Date, ParamKind::Hour, ParamKind::Month);
         let r = dk.expand_range("2024-02-27", "2024-03-01").unwrap();
-        assert_eq!(
-            fmt_all(&dk, &r),
-            ["2024-02-27", "2024-02-28", "2024-02-29", "2024-03-01"]
-        );
+        assert_eq!(fmt_all(&dk, &r), ["2024-02-27", "2024-02-28", "2024-02-29", "2024-03-01"]);
         let r = hk.expand_range("2024-02-28", "2024-02-29").unwrap();
         assert_eq!(r.len(), 48);
         assert_eq!(hk.format(r[0]), "2024-02-28T00");
@@ -1104,27 +990,13 @@ mod tests {
         let r = hk.expand_range("2023-02", "2023-02").unwrap();
         assert_eq!(r.len(), 28 * 24);
         let r = mk.expand_range("2023-11", "2024-02").unwrap();
-        assert_eq!(
-            fmt_all(&mk, &r),
-            ["2023-11", "2023-12", "2024-01", "2024-02"]
-        );
+        assert_eq!(fmt_all(&mk, &r), ["2023-11", "2023-12", "2024-01", "2024-02"]);
         let r = hk.expand_range("2024-01-01T22", "2024-01-02T01").unwrap();
-        assert_eq!(
-            fmt_all(&hk, &r),
-            [
-                "2024-01-01T22",
-                "2024-01-01T23",
-                "2024-01-02T00",
-                "2024-01-02T01"
-            ]
-        );
+        assert_eq!(fmt_all(&hk, &r), ["2024-01-01T22", "2024-01-01T23", "2024-01-02T00", "2024-01-02T01"]);
         let r = mk.expand_range("2024-01-31T23", "2024-02-01T00").unwrap();
         assert_eq!(fmt_all(&mk, &r), ["2024-01", "2024-02"]);
         // Single value.
-        assert_eq!(
-            dk.expand_range("2024-01-05", "2024-01-05").unwrap(),
-            vec![d("2024-01-05")]
-        );
+        assert_eq!(dk.expand_range("2024-01-05", "2024-01-05").unwrap(), vec![d("2024-01-05")]);
         // Errors.
         assert_eq!(
             dk.expand_range("2024-01-05", "2024-01-04"),
@@ -1135,17 +1007,10 @@ mod tests {
             Err("`2024-01-05..2024-02` mixes a date and a month; write both ends the same way (both dates, both hours or both months)".to_string())
         );
         assert!(dk.expand_range("2024-01-05", "nope").is_err());
-        assert!(
-            ParamKind::Choice(vec![])
-                .expand_range("2024-01-05", "2024-01-06")
-                .is_err()
-        );
+        assert!(ParamKind::Choice(vec![]).expand_range("2024-01-05", "2024-01-06").is_err());
         let e = hk.expand_range("0000-01", "9999-12").unwrap_err();
         assert!(e.contains("more than the limit"), "{e}");
-        assert_eq!(
-            dk.expand_range("0000-01", "9999-12").unwrap().len(),
-            3_652_425
-        );
+        assert_eq!(dk.expand_range("0000-01", "9999-12").unwrap().len(), 3_652_425);
     }
 
     #[test]
@@ -1154,10 +1019,7 @@ mod tests {
         let v = k.values_between(d("2024-02-28"), d("2024-03-01"));
         assert_eq!(fmt_all(&k, &v), ["2024-02-28", "2024-02-29", "2024-03-01"]);
         assert_eq!(k.count_between(d("2024-02-28"), d("2024-03-01")), 3);
-        assert!(
-            k.values_between(d("2024-03-01"), d("2024-02-28"))
-                .is_empty()
-        );
+        assert!(k.values_between(d("2024-03-01"), d("2024-02-28")).is_empty());
         assert_eq!(k.count_between(d("2024-03-01"), d("2024-02-28")), 0);
         assert!(k.values_between(d("2024-03-01"), m("2024-03")).is_empty());
         let mk = ParamKind::Month;
@@ -1171,28 +1033,13 @@ mod tests {
     #[test]
     fn intervals() {
         let k = ParamKind::Date;
-        assert_eq!(
-            k.interval(d("2024-02-29")),
-            Some((ndt(2024, 2, 29, 0), ndt(2024, 3, 1, 0)))
-        );
+        assert_eq!(k.interval(d("2024-02-29")), Some((ndt(2024, 2, 29, 0), ndt(2024, 3, 1, 0))));
         let k = ParamKind::Hour;
-        assert_eq!(
-            k.interval(h("2024-12-31T23")),
-            Some((ndt(2024, 12, 31, 23), ndt(2025, 1, 1, 0)))
-        );
+        assert_eq!(k.interval(h("2024-12-31T23")), Some((ndt(2024, 12, 31, 23), ndt(2025, 1, 1, 0))));
         let k = ParamKind::Month;
-        assert_eq!(
-            k.interval(m("2024-02")),
-            Some((ndt(2024, 2, 1, 0), ndt(2024, 3, 1, 0)))
-        );
-        assert_eq!(
-            k.interval(m("2024-12")),
-            Some((ndt(2024, 12, 1, 0), ndt(2025, 1, 1, 0)))
-        );
-        assert_eq!(
-            ParamKind::Choice(vec![]).interval(ParamValue::Choice(0)),
-            None
-        );
+        assert_eq!(k.interval(m("2024-02")), Some((ndt(2024, 2, 1, 0), ndt(2024, 3, 1, 0))));
+        assert_eq!(k.interval(m("2024-12")), Some((ndt(2024, 12, 1, 0), ndt(2025, 1, 1, 0))));
+        assert_eq!(ParamKind::Choice(vec![]).interval(ParamValue::Choice(0)), None);
     }
 
     #[test]
@@ -1225,10 +1072,7 @@ mod tests {
         assert_eq!(parse_duration("1d"), Ok(s(86400)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1h30m"), Ok(s(5400)));
-        assert_eq!(
-            parse_duration("1d 2h 3m 4s 5ms"),
-            Ok(Duration::from_millis(93_784_005))
-        );
+        assert_eq!(parse_duration("1d 2h 3m 4s 5ms"), Ok(Duration::from_millis(93_784_005)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_duration(" 10s "), Ok(s(10)));
@@ -1268,22 +1112,13 @@ mod tests {
         assert_eq!(parse_size("1T"), Ok(1 << 40));
         assert_eq!(parse_size("7B"), Ok(7));
         assert_eq!(parse_size("0"), Ok(0));
-        for bad in [
-            "",
-            "M",
-            "1.5G",
-            "-1",
-            "1X",
-            "1 GG",
-            "16384P",
-            "99999999999999999999",
-            "1iB",
-        ] {
+        for bad in ["", "M", "1.5G", "-1", "1X", "1 GG", "16384P", "99999999999999999999", "1iB"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
         assert_eq!(
             parse_size("1X"),
-            Err("`1X` is not a valid size (expected a whole number of bytes or one with a unit: 100K, 512M, 4G, 1T)".to_string())
+            Err("`1X` is not a valid size (expected a whole number of bytes or one with a unit: 100K, 512M, 4G, 1T)"
+                .to_string())
         );
     }
 }

@@ -63,11 +63,7 @@ pub struct Triggers {
 
 impl Default for Triggers {
     fn default() -> Self {
-        Triggers {
-            missing: true,
-            input: true,
-            command: true,
-        }
+        Triggers { missing: true, input: true, command: true }
     }
 }
 
@@ -81,14 +77,12 @@ pub struct Fingerprint {
 /// The outcome of a staleness check.
 #[derive(Debug)]
 pub enum Decision {
-    /// Up to date. `adopt` carries a fingerprint to record for outputs found with no record.
-    Skip { adopt: Option<Fingerprint> },
+    /// Up to date. `adopt` carries a fingerprint to record for outputs found with no record;
+    /// `quick` a quick key to record because the fingerprint was confirmed the slow way.
+    Skip { adopt: Option<Fingerprint>, quick: Option<Hash> },
     /// Run it, for this reason; the fingerprint is what will be recorded on success
-    /// (absent in dry runs where upstream has not produced the inputs yet).
-    Run {
-        reason: Reason,
-        fp: Option<Fingerprint>,
-    },
+    /// (absent in dry runs where upstream has not produced the inputs yet), with its quick key.
+    Run { reason: Reason, fp: Option<Fingerprint>, quick: Option<Hash> },
     /// It cannot run: a source is missing.
     Fail { message: String },
 }
@@ -121,36 +115,62 @@ pub struct Planner<'a> {
     pub digests: &'a Digests,
     pub forced: HashSet<u32>,
     pub triggers: Triggers,
+    /// When the targets were stat'ed (ns since the epoch): quick keys are trusted only for
+    /// inputs whose mtime is older than the stats by the racy margin.
+    pub stat_ns: i64,
+    /// Per step: a digest of everything its commands are rendered from besides the task.
+    pub step_keys: Vec<Hash>,
+}
+
+/// What a step's commands are rendered from, besides the task's own values.
+pub fn step_keys(ff: &Fluxfile) -> Vec<Hash> {
+    ff.steps
+        .iter()
+        .map(|s| {
+            let mut h = blake3::Hasher::new();
+            h.update(env!("CARGO_PKG_VERSION").as_bytes());
+            h.update(&[0]);
+            h.update(s.name.as_bytes());
+            for (label, tpls) in [("pre", &s.pre), ("run", &s.run), ("post", &s.post)] {
+                h.update(label.as_bytes());
+                for t in tpls {
+                    h.update(&[0]);
+                    h.update(ff.engine.source(t.id).as_bytes());
+                }
+            }
+            for (k, t) in &s.env {
+                h.update(b"\0env\0");
+                h.update(k.as_bytes());
+                h.update(&[0]);
+                h.update(ff.engine.source(t.id).as_bytes());
+            }
+            for (k, v) in &ff.vars {
+                h.update(b"\0var\0");
+                h.update(k.as_bytes());
+                h.update(&[0]);
+                h.update(v.as_bytes());
+            }
+            h.update(&[u8::from(s.stage), u8::from(s.action.is_some())]);
+            *h.finalize().as_bytes()
+        })
+        .collect()
 }
 
 impl<'a> Planner<'a> {
     /// The absolute path of a local target.
     pub fn abs(&self, target: &str) -> PathBuf {
         let p = Path::new(target);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.ff.dir.join(p)
-        }
+        if p.is_absolute() { p.to_path_buf() } else { self.ff.dir.join(p) }
     }
 
     /// Decide one task. `metas` holds the current stat of every target; `upstream_runs`
     /// says whether a dependency will run (dry runs only; real builds decide after it ran).
-    pub fn decide(
-        &self,
-        t: u32,
-        id: &str,
-        metas: &[Option<Meta>],
-        upstream_runs: bool,
-        dry: bool,
-    ) -> Decision {
+    pub fn decide(&self, t: u32, id: &str, metas: &[Option<Meta>], upstream_runs: bool, dry: bool) -> Decision {
         let task = &self.g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
         for &i in &task.inputs {
             if self.g.producer[i as usize] == NONE && metas[i as usize].is_none() {
-                return Decision::Fail {
-                    message: format!("missing source `{}` needed by {id}", self.g.target(i)),
-                };
+                return Decision::Fail { message: format!("missing source `{}` needed by {id}", self.g.target(i)) };
             }
         }
         let record = self.records.get(id);
@@ -171,29 +191,32 @@ impl<'a> Planner<'a> {
             }
         };
         if dry && upstream_runs {
-            return Decision::Run {
-                reason: reason.unwrap_or(Reason::Upstream),
-                fp: None,
-            };
+            return Decision::Run { reason: reason.unwrap_or(Reason::Upstream), fp: None, quick: None };
         }
         if dry && reason.is_some() {
-            return Decision::Run {
-                reason: reason.unwrap_or(Reason::Forced),
-                fp: None,
-            };
+            return Decision::Run { reason: reason.unwrap_or(Reason::Forced), fp: None, quick: None };
         }
+        // Quick check: inputs with the very same stats and commands rendered from the very
+        // same sources and values cannot have changed: no digest, no rendering.
+        let quick = self.quick_key(t, id, metas);
+        if reason.is_none()
+            && let (Some(r), Some((key, newest))) = (record, quick)
+            && r.cmd_hash.is_some()
+            && r.quick_key == Some(key)
+            && newest < r.verified_ns - crate::target::RACY_MARGIN_NS
+        {
+            return Decision::Skip { adopt: None, quick: None };
+        }
+        let quick = quick.map(|(k, _)| k);
         let fp = match self.fingerprint(t, id, metas) {
             Ok(fp) => fp,
             Err(message) => return Decision::Fail { message },
         };
         if let Some(r) = reason {
-            return Decision::Run {
-                reason: r,
-                fp: Some(fp),
-            };
+            return Decision::Run { reason: r, fp: Some(fp), quick };
         }
         match record {
-            None => Decision::Skip { adopt: Some(fp) },
+            None => Decision::Skip { adopt: Some(fp), quick },
             Some(r) => {
                 if r.cmd_hash.is_some_and(|h| h != fp.cmd) && self.triggers.command {
                     reason = Some(Reason::CommandChanged);
@@ -201,26 +224,46 @@ impl<'a> Planner<'a> {
                     reason = Some(Reason::InputChanged);
                 } else if r.cmd_hash.is_none() {
                     // Known task with no fingerprint on record: adopt what is there.
-                    return Decision::Skip { adopt: Some(fp) };
+                    return Decision::Skip { adopt: Some(fp), quick };
                 }
                 match reason {
-                    Some(reason) => Decision::Run {
-                        reason,
-                        fp: Some(fp),
-                    },
-                    None => Decision::Skip { adopt: None },
+                    Some(reason) => Decision::Run { reason, fp: Some(fp), quick },
+                    None => Decision::Skip { adopt: None, quick },
                 }
             }
         }
     }
 
+    /// The quick key of a task (its step's key, its id, its targets and its inputs' stats)
+    /// and the newest input mtime; `None` when an input is a directory (its own stat does
+    /// not change with its files) or is missing.
+    fn quick_key(&self, t: u32, id: &str, metas: &[Option<Meta>]) -> Option<(Hash, i64)> {
+        let task = &self.g.tasks[t as usize];
+        let mut h = blake3::Hasher::new();
+        h.update(&self.step_keys[task.step as usize]);
+        h.update(id.as_bytes());
+        let mut newest = i64::MIN;
+        for &i in &task.inputs {
+            let m = metas[i as usize]?;
+            if m.is_dir {
+                return None;
+            }
+            newest = newest.max(m.mtime_ns);
+            h.update(b"\0i");
+            h.update(self.g.target(i).as_bytes());
+            h.update(&m.size.to_le_bytes());
+            h.update(&m.mtime_ns.to_le_bytes());
+            h.update(&m.inode.to_le_bytes());
+        }
+        for &o in &task.outputs {
+            h.update(b"\0o");
+            h.update(self.g.target(o).as_bytes());
+        }
+        Some((*h.finalize().as_bytes(), newest))
+    }
+
     /// The fingerprint of a task as its inputs are now.
-    pub fn fingerprint(
-        &self,
-        t: u32,
-        id: &str,
-        metas: &[Option<Meta>],
-    ) -> Result<Fingerprint, String> {
+    pub fn fingerprint(&self, t: u32, id: &str, metas: &[Option<Meta>]) -> Result<Fingerprint, String> {
         let task = &self.g.tasks[t as usize];
         let mut h = blake3::Hasher::new();
         for &i in &task.inputs {
@@ -237,26 +280,9 @@ impl<'a> Planner<'a> {
             h.update(&d);
         }
         let inputs = *h.finalize().as_bytes();
-        let ins: Vec<String> = task
-            .inputs
-            .iter()
-            .map(|&i| self.g.target(i).to_string())
-            .collect();
-        let outs: Vec<String> = task
-            .outputs
-            .iter()
-            .map(|&o| self.g.target(o).to_string())
-            .collect();
-        let cmds = self.render_commands(
-            t,
-            id,
-            &CmdRender {
-                inputs: &ins,
-                outputs: &outs,
-                attempt: 1,
-                run_id: 0,
-            },
-        )?;
+        let ins: Vec<String> = task.inputs.iter().map(|&i| self.g.target(i).to_string()).collect();
+        let outs: Vec<String> = task.outputs.iter().map(|&o| self.g.target(o).to_string()).collect();
+        let cmds = self.render_commands(t, id, &CmdRender { inputs: &ins, outputs: &outs, attempt: 1, run_id: 0 })?;
         let step = &self.ff.steps[task.step as usize];
         let key = CmdKey {
             step: &step.name,
@@ -270,30 +296,56 @@ impl<'a> Planner<'a> {
             stage: step.stage,
         };
         let bytes = serde_json::to_vec(&key).map_err(|e| e.to_string())?;
-        Ok(Fingerprint {
-            cmd: *blake3::hash(&bytes).as_bytes(),
-            inputs,
-        })
+        Ok(Fingerprint { cmd: *blake3::hash(&bytes).as_bytes(), inputs })
+    }
+
+    /// Render one command template (a hook) in a task's context.
+    pub fn render_one(
+        &self,
+        t: u32,
+        id: &str,
+        tpl: crate::template::TemplateId,
+        r: &CmdRender<'_>,
+    ) -> Result<String, String> {
+        self.with_context(t, id, r, |ctx| self.ff.engine.render(tpl, ctx).map_err(|e| format!("{id}: {e}")))
     }
 
     /// Render a task's commands and env with the given target paths.
     pub fn render_commands(&self, t: u32, id: &str, r: &CmdRender<'_>) -> Result<Commands, String> {
+        let step = &self.ff.steps[self.g.tasks[t as usize].step as usize];
+        self.with_context(t, id, r, |ctx| {
+            let render = |tpls: &[crate::fluxfile::Tpl]| -> Result<Vec<String>, String> {
+                tpls.iter()
+                    .map(|tpl| {
+                        self.ff
+                            .engine
+                            .render(tpl.id, ctx)
+                            .map_err(|e| format!("{id}: cannot render `{}`: {e}", self.ff.engine.source(tpl.id)))
+                    })
+                    .collect()
+            };
+            let mut env = Vec::with_capacity(step.env.len());
+            for (k, tpl) in &step.env {
+                let v = self.ff.engine.render(tpl.id, ctx).map_err(|e| format!("{id}: env {k}: {e}"))?;
+                env.push((k.clone(), v));
+            }
+            Ok(Commands { pre: render(&step.pre)?, run: render(&step.run)?, post: render(&step.post)?, env })
+        })
+    }
+
+    /// Call `f` with the template context of a task's commands (SPEC §2.2).
+    fn with_context<T>(&self, t: u32, id: &str, r: &CmdRender<'_>, f: impl FnOnce(&Context<'_>) -> T) -> T {
         let task = &self.g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
         let params = param_strings(step, &task.params);
-        let mut extra: Vec<(&str, String)> = vec![
+        let (start, end) =
+            step.time_param.and_then(|ti| interval_rfc3339(&step.params[ti].1, task.params[ti])).unwrap_or_default();
+        let extra: [(&str, String); 4] = [
             ("attempt", r.attempt.to_string()),
             ("run_id", r.run_id.to_string()),
+            ("interval_start", start),
+            ("interval_end", end),
         ];
-        if let Some(ti) = step.time_param
-            && let Some((a, b)) = interval_rfc3339(&step.params[ti].1, task.params[ti])
-        {
-            extra.push(("interval_start", a));
-            extra.push(("interval_end", b));
-        } else {
-            extra.push(("interval_start", String::new()));
-            extra.push(("interval_end", String::new()));
-        }
         let ctx = Context {
             step: &step.name,
             task: id,
@@ -303,33 +355,7 @@ impl<'a> Planner<'a> {
             outputs: Some(r.outputs),
             extra: &extra,
         };
-        let render = |tpls: &[crate::fluxfile::Tpl]| -> Result<Vec<String>, String> {
-            tpls.iter()
-                .map(|tpl| {
-                    self.ff.engine.render(tpl.id, &ctx).map_err(|e| {
-                        format!(
-                            "{id}: cannot render `{}`: {e}",
-                            self.ff.engine.source(tpl.id)
-                        )
-                    })
-                })
-                .collect()
-        };
-        let mut env = Vec::with_capacity(step.env.len());
-        for (k, tpl) in &step.env {
-            let v = self
-                .ff
-                .engine
-                .render(tpl.id, &ctx)
-                .map_err(|e| format!("{id}: env {k}: {e}"))?;
-            env.push((k.clone(), v));
-        }
-        Ok(Commands {
-            pre: render(&step.pre)?,
-            run: render(&step.run)?,
-            post: render(&step.post)?,
-            env,
-        })
+        f(&ctx)
     }
 }
 
@@ -343,9 +369,5 @@ pub struct Commands {
 
 /// Param names and canonical values, in declaration order.
 pub fn param_strings<'s>(step: &'s Step, vals: &[ParamValue]) -> Vec<(&'s str, String)> {
-    step.params
-        .iter()
-        .zip(vals.iter())
-        .map(|((n, k), v)| (n.as_str(), k.format(*v)))
-        .collect()
+    step.params.iter().zip(vals.iter()).map(|((n, k), v)| (n.as_str(), k.format(*v))).collect()
 }

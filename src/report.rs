@@ -28,6 +28,11 @@ pub enum Event<'a> {
         message: &'a str,
         log: Option<&'a str>,
     },
+    /// Waiting for a missing source or a sensor.
+    Waiting {
+        id: &'a str,
+        message: &'a str,
+    },
     Retrying {
         id: &'a str,
         attempt: u32,
@@ -59,11 +64,7 @@ pub fn for_stderr(quiet: bool, color: bool) -> Box<dyn Reporter> {
     if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() {
         Box::new(Bar::new(color))
     } else {
-        Box::new(Plain {
-            out: std::io::BufWriter::new(std::io::stderr()),
-            done: 0,
-            total: 0,
-        })
+        Box::new(Plain { out: std::io::BufWriter::new(std::io::stderr()), done: 0, total: 0 })
     }
 }
 
@@ -73,10 +74,7 @@ pub struct Quiet;
 impl Reporter for Quiet {
     fn event(&mut self, e: Event<'_>) {
         if let Event::Failed { id, message, log } = e {
-            eprintln!(
-                "FAILED {id}: {message}{}",
-                log.map(|l| format!(" (log: {l})")).unwrap_or_default()
-            );
+            eprintln!("FAILED {id}: {message}{}", log.map(|l| format!(" (log: {l})")).unwrap_or_default());
         }
     }
 }
@@ -96,11 +94,7 @@ impl Reporter for Plain {
                 self.total = total;
                 Ok(())
             }
-            Event::Started {
-                id,
-                reason,
-                attempt,
-            } => {
+            Event::Started { id, reason, attempt } => {
                 if attempt > 1 {
                     writeln!(o, "run  {id} (attempt {attempt})")
                 } else {
@@ -109,53 +103,29 @@ impl Reporter for Plain {
             }
             Event::Succeeded { id, duration } => {
                 self.done += 1;
-                writeln!(
-                    o,
-                    "ok   {id} {:.2}s [{}/{}]",
-                    duration.as_secs_f64(),
-                    self.done,
-                    self.total
-                )
+                writeln!(o, "ok   {id} {:.2}s [{}/{}]", duration.as_secs_f64(), self.done, self.total)
             }
             Event::Failed { id, message, log } => {
                 self.done += 1;
-                writeln!(
-                    o,
-                    "FAIL {id}: {message}{}",
-                    log.map(|l| format!(" (log: {l})")).unwrap_or_default()
-                )
+                writeln!(o, "FAIL {id}: {message}{}", log.map(|l| format!(" (log: {l})")).unwrap_or_default())
             }
-            Event::Retrying {
-                id,
-                attempt,
-                delay,
-                message,
-            } => {
-                writeln!(
-                    o,
-                    "retry {id}: {message}; attempt {attempt} in {:.0}s",
-                    delay.as_secs_f64()
-                )
+            Event::Retrying { id, attempt, delay, message } => {
+                writeln!(o, "retry {id}: {message}; attempt {attempt} in {:.0}s", delay.as_secs_f64())
             }
             Event::Skipped { .. } => {
                 self.done += 1;
                 Ok(())
             }
+            Event::Waiting { id, message } => writeln!(o, "wait {id}: {message}"),
             Event::UpstreamFailed { id } => {
                 self.done += 1;
                 writeln!(o, "skip {id}: upstream failed")
             }
-            Event::Interrupting => writeln!(
-                o,
-                "interrupted: stopping running tasks (press Ctrl-C again to kill them)"
-            ),
+            Event::Interrupting => writeln!(o, "interrupted: stopping running tasks (press Ctrl-C again to kill them)"),
             Event::Warning(w) => writeln!(o, "warning: {w}"),
         };
         // Failures and warnings appear at once; routine lines may wait for the buffer.
-        if matches!(
-            e,
-            Event::Failed { .. } | Event::Interrupting | Event::Warning(_) | Event::Retrying { .. }
-        ) {
+        if matches!(e, Event::Failed { .. } | Event::Interrupting | Event::Warning(_) | Event::Retrying { .. }) {
             let _ = o.flush();
         }
     }
@@ -183,11 +153,7 @@ impl Bar {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.enable_steady_tick(Duration::from_millis(100));
-        Bar {
-            bar,
-            running: Vec::new(),
-            failed: 0,
-        }
+        Bar { bar, running: Vec::new(), failed: 0 }
     }
     fn update(&self) {
         let mut msg = format!("running {}", self.running.len());
@@ -226,27 +192,24 @@ impl Reporter for Bar {
                 ));
                 self.update();
             }
-            Event::Retrying {
-                id,
-                attempt,
-                delay,
-                message,
-            } => {
+            Event::Retrying { id, attempt, delay, message } => {
                 self.running.retain(|r| r != id);
-                self.bar.println(format!(
-                    "retry {id}: {message}; attempt {attempt} in {:.0}s",
-                    delay.as_secs_f64()
-                ));
+                self.bar.println(format!("retry {id}: {message}; attempt {attempt} in {:.0}s", delay.as_secs_f64()));
                 self.update();
             }
             Event::Skipped { .. } => self.bar.inc(1),
+            Event::Waiting { id, message } => {
+                self.running.retain(|r| r != id);
+                self.bar.println(format!("wait {id}: {message}"));
+                self.update();
+            }
             Event::UpstreamFailed { id } => {
                 self.bar.inc(1);
                 self.bar.println(format!("skip {id}: upstream failed"));
             }
-            Event::Interrupting => self
-                .bar
-                .println("interrupted: stopping running tasks (press Ctrl-C again to kill them)"),
+            Event::Interrupting => {
+                self.bar.println("interrupted: stopping running tasks (press Ctrl-C again to kill them)")
+            }
             Event::Warning(w) => self.bar.println(format!("warning: {w}")),
         }
     }

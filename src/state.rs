@@ -76,7 +76,9 @@ const MIGRATIONS: &[&str] = &[
         inputs_hash BLOB,
         success_at  REAL,
         duration_s  REAL,
-        forced      INTEGER NOT NULL DEFAULT 0
+        forced      INTEGER NOT NULL DEFAULT 0,
+        quick_key   BLOB,
+        verified_ns INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
 
     CREATE TABLE digests (
@@ -175,11 +177,7 @@ pub enum StateError {
     #[error(
         "state database {path} was written by a newer flux (schema {found}; this flux knows up to {supported}): upgrade flux, or point `state` at another folder"
     )]
-    TooNew {
-        path: String,
-        found: i64,
-        supported: i64,
-    },
+    TooNew { path: String, found: i64, supported: i64 },
     #[error("cannot create state folder {path}: {message}")]
     Io { path: String, message: String },
 }
@@ -200,6 +198,12 @@ pub struct TaskRecord {
     pub duration_s: Option<f64>,
     /// Set by `flux clear` ([`TaskUpdate::Clear`]); reset by the next success.
     pub forced: bool,
+    /// A digest of the inputs' stats and of what the commands are rendered from, as they
+    /// were when the fingerprint was last confirmed ([`TaskUpdate::Quick`]); lets a no-op
+    /// build skip fingerprinting. Cleared by every other update of the fingerprint.
+    pub quick_key: Option<Hash>,
+    /// When those stats were taken (ns since the epoch), for the racy-git rule.
+    pub verified_ns: i64,
 }
 
 /// The digest cache: (path) -> what the file looked like when it was hashed.
@@ -265,25 +269,19 @@ pub struct RunRow {
 pub enum TaskUpdate {
     /// A successful attempt: store the fingerprint, last_status = success, success_at =
     /// commit time, forced = false.
-    Success {
-        task_id: String,
-        cmd_hash: Hash,
-        inputs_hash: Hash,
-        duration_s: f64,
-    },
+    Success { task_id: String, cmd_hash: Hash, inputs_hash: Hash, duration_s: f64 },
     /// Outputs found on disk with no record (adopted, SPEC §5): store the fingerprint
     /// like a success with duration NULL, unless a row exists (then nothing changes).
-    Adopt {
-        task_id: String,
-        cmd_hash: Hash,
-        inputs_hash: Hash,
-    },
+    Adopt { task_id: String, cmd_hash: Hash, inputs_hash: Hash },
     /// A failed or interrupted attempt: set last_status only; keep the stored fingerprint.
     Status { task_id: String, status: Status },
     /// `flux clear`: drop the fingerprint and set `forced`, so the next build reruns it.
     /// Creates a row (last_status = queued) when none exists, so a later Adopt cannot
     /// undo the clear. Keeps last_status, success_at and duration_s of an existing row.
     Clear { task_id: String },
+    /// The fingerprint was confirmed for these input stats and command sources: store the
+    /// quick key (the row must exist; apply after the Success or Adopt that made it).
+    Quick { task_id: String, key: Hash, verified_ns: i64 },
 }
 
 /// Writes to apply together in one transaction.
@@ -328,17 +326,11 @@ impl<T> SqlContext<T> for rusqlite::Result<T> {
 }
 
 fn sql_error(path: &Path, message: impl Into<String>) -> StateError {
-    StateError::Sql {
-        path: path.display().to_string(),
-        message: message.into(),
-    }
+    StateError::Sql { path: path.display().to_string(), message: message.into() }
 }
 
 fn now_s() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// The host name, if it can be read without a system call crate.
@@ -379,9 +371,7 @@ fn int_at<T: TryFrom<i64>>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
 fn opt_int_at<T: TryFrom<i64>>(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<T>> {
     match row.get::<_, Option<i64>>(idx)? {
         None => Ok(None),
-        Some(v) => T::try_from(v)
-            .map(Some)
-            .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v)),
+        Some(v) => T::try_from(v).map(Some).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v)),
     }
 }
 
@@ -392,10 +382,7 @@ fn limit_param(limit: usize) -> i64 {
 
 /// The `(SELECT count(*) ...)` column of a load query, as a capacity hint.
 fn capacity_hint(row: &Row<'_>) -> usize {
-    row.get::<_, i64>(0)
-        .ok()
-        .and_then(|n| usize::try_from(n).ok())
-        .unwrap_or(0)
+    row.get::<_, i64>(0).ok().and_then(|n| usize::try_from(n).ok()).unwrap_or(0)
 }
 
 const ATTEMPT_COLUMNS: &str = "id, run_id, task_id, step, params_json, attempt, status, reason, \
@@ -426,10 +413,8 @@ fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
 impl StateDb {
     /// Create the folder (and parents) and the DB if needed, migrate.
     pub fn open(state_dir: &Path) -> Result<StateDb, StateError> {
-        std::fs::create_dir_all(state_dir).map_err(|e| StateError::Io {
-            path: state_dir.display().to_string(),
-            message: e.to_string(),
-        })?;
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| StateError::Io { path: state_dir.display().to_string(), message: e.to_string() })?;
         let path = state_dir.join(DB_FILE);
         let mut conn = Connection::open(&path).at(&path)?;
         conn.busy_timeout(BUSY_TIMEOUT).at(&path)?;
@@ -438,11 +423,8 @@ impl StateDb {
         check_version(&conn, &path)?;
         // Not every file system supports WAL; SQLite then keeps its rollback journal,
         // which is slower under concurrency but correct, so the answer is not checked.
-        let _mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .at(&path)?;
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;")
-            .at(&path)?;
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).at(&path)?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;").at(&path)?;
         conn.set_prepared_statement_cache_capacity(32);
         migrate(&mut conn, &path)?;
         Ok(StateDb { conn, path })
@@ -461,11 +443,9 @@ impl StateDb {
         if !path.is_file() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .at(&path)?;
+        let conn =
+            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .at(&path)?;
         conn.busy_timeout(BUSY_TIMEOUT).at(&path)?;
         let version = check_version(&conn, &path)?;
         if version == 0 {
@@ -499,21 +479,16 @@ impl StateDb {
                  VALUES (?1, 'running', ?2, ?3, ?4)",
             )
             .at(&self.path)?;
-        stmt.execute(params![now_s(), command, std::process::id(), hostname()])
-            .at(&self.path)?;
+        stmt.execute(params![now_s(), command, std::process::id(), hostname()]).at(&self.path)?;
         Ok(self.conn.last_insert_rowid())
     }
 
     /// Set the end time and final status of a run.
     /// status: "success" | "failed" | "interrupted"
     pub fn end_run(&mut self, run_id: i64, status: &str) -> Result<(), StateError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("UPDATE runs SET ended_at = ?1, status = ?2 WHERE id = ?3")
-            .at(&self.path)?;
-        let n = stmt
-            .execute(params![now_s(), status, run_id])
-            .at(&self.path)?;
+        let mut stmt =
+            self.conn.prepare_cached("UPDATE runs SET ended_at = ?1, status = ?2 WHERE id = ?3").at(&self.path)?;
+        let n = stmt.execute(params![now_s(), status, run_id]).at(&self.path)?;
         if n == 0 {
             return Err(sql_error(&self.path, format!("no run with id {run_id}")));
         }
@@ -527,7 +502,7 @@ impl StateDb {
             .conn
             .prepare_cached(
                 "SELECT (SELECT count(*) FROM tasks), task_id, last_status, cmd_hash, \
-                 inputs_hash, success_at, duration_s, forced FROM tasks",
+                 inputs_hash, success_at, duration_s, forced, quick_key, verified_ns FROM tasks",
             )
             .at(&self.path)?;
         let mut rows = stmt.query([]).at(&self.path)?;
@@ -544,6 +519,8 @@ impl StateDb {
                 success_at: row.get(5).at(&self.path)?,
                 duration_s: row.get(6).at(&self.path)?,
                 forced: row.get::<_, i64>(7).at(&self.path)? != 0,
+                quick_key: hash_at(row, 8).at(&self.path)?,
+                verified_ns: row.get(9).at(&self.path)?,
             };
             map.insert(task_id, record);
         }
@@ -592,10 +569,7 @@ impl StateDb {
         let path = &self.path;
         // IMMEDIATE takes the write lock up front, so the busy timeout applies (a
         // deferred transaction upgrading to a writer can fail at once with BUSY).
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .at(path)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).at(path)?;
         let now = now_s();
 
         if !batch.attempts.is_empty() {
@@ -639,7 +613,7 @@ impl StateDb {
                      ON CONFLICT (task_id) DO UPDATE SET last_status = 'success', \
                      cmd_hash = excluded.cmd_hash, inputs_hash = excluded.inputs_hash, \
                      success_at = excluded.success_at, duration_s = excluded.duration_s, \
-                     forced = 0",
+                     forced = 0, quick_key = NULL",
                 )
                 .at(path)?;
             let mut adopt = tx
@@ -659,26 +633,24 @@ impl StateDb {
                 .prepare_cached(
                     "INSERT INTO tasks (task_id, last_status, forced) VALUES (?1, 'queued', 1) \
                      ON CONFLICT (task_id) DO UPDATE SET cmd_hash = NULL, inputs_hash = NULL, \
-                     forced = 1",
+                     forced = 1, quick_key = NULL",
                 )
                 .at(path)?;
+            let mut quick =
+                tx.prepare_cached("UPDATE tasks SET quick_key = ?2, verified_ns = ?3 WHERE task_id = ?1").at(path)?;
             for update in &batch.tasks {
                 match update {
-                    TaskUpdate::Success {
-                        task_id,
-                        cmd_hash,
-                        inputs_hash,
-                        duration_s,
-                    } => success.execute(params![task_id, cmd_hash, inputs_hash, now, duration_s]),
-                    TaskUpdate::Adopt {
-                        task_id,
-                        cmd_hash,
-                        inputs_hash,
-                    } => adopt.execute(params![task_id, cmd_hash, inputs_hash, now]),
-                    TaskUpdate::Status { task_id, status: s } => {
-                        status.execute(params![task_id, s.as_str()])
+                    TaskUpdate::Success { task_id, cmd_hash, inputs_hash, duration_s } => {
+                        success.execute(params![task_id, cmd_hash, inputs_hash, now, duration_s])
                     }
+                    TaskUpdate::Adopt { task_id, cmd_hash, inputs_hash } => {
+                        adopt.execute(params![task_id, cmd_hash, inputs_hash, now])
+                    }
+                    TaskUpdate::Status { task_id, status: s } => status.execute(params![task_id, s.as_str()]),
                     TaskUpdate::Clear { task_id } => clear.execute(params![task_id]),
+                    TaskUpdate::Quick { task_id, key, verified_ns } => {
+                        quick.execute(params![task_id, key, verified_ns])
+                    }
                 }
                 .at(path)?;
             }
@@ -695,15 +667,8 @@ impl StateDb {
                 )
                 .at(path)?;
             for (file, d) in &batch.digests {
-                stmt.execute(params![
-                    file,
-                    d.size as i64,
-                    d.mtime_ns,
-                    d.inode as i64,
-                    d.digest,
-                    d.hashed_at_ns,
-                ])
-                .at(path)?;
+                stmt.execute(params![file, d.size as i64, d.mtime_ns, d.inode as i64, d.digest, d.hashed_at_ns,])
+                    .at(path)?;
             }
         }
 
@@ -732,17 +697,12 @@ impl StateDb {
                      ORDER BY id DESC LIMIT ?2"
                 );
                 let mut stmt = self.conn.prepare_cached(&sql).at(&self.path)?;
-                stmt.query_map(params![step, limit], attempt_row)
-                    .at(&self.path)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
+                stmt.query_map(params![step, limit], attempt_row).at(&self.path)?.collect::<rusqlite::Result<Vec<_>>>()
             }
             None => {
-                let sql =
-                    format!("SELECT {ATTEMPT_COLUMNS} FROM attempts ORDER BY id DESC LIMIT ?1");
+                let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts ORDER BY id DESC LIMIT ?1");
                 let mut stmt = self.conn.prepare_cached(&sql).at(&self.path)?;
-                stmt.query_map([limit], attempt_row)
-                    .at(&self.path)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
+                stmt.query_map([limit], attempt_row).at(&self.path)?.collect::<rusqlite::Result<Vec<_>>>()
             }
         };
         rows.at(&self.path)
@@ -775,9 +735,7 @@ impl StateDb {
     pub fn run(&self, run_id: i64) -> Result<Option<RunRow>, StateError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT id, started_at, ended_at, status, command FROM runs WHERE id = ?1",
-            )
+            .prepare_cached("SELECT id, started_at, ended_at, status, command FROM runs WHERE id = ?1")
             .at(&self.path)?;
         stmt.query_row([run_id], |row| {
             Ok(RunRow {
@@ -797,11 +755,7 @@ impl StateDb {
 fn check_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
     let found = user_version(conn).at(path)?;
     if found > SCHEMA_VERSION {
-        return Err(StateError::TooNew {
-            path: path.display().to_string(),
-            found,
-            supported: SCHEMA_VERSION,
-        });
+        return Err(StateError::TooNew { path: path.display().to_string(), found, supported: SCHEMA_VERSION });
     }
     Ok(found)
 }
@@ -813,22 +767,14 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
     if check_version(conn, path)? == SCHEMA_VERSION {
         return Ok(());
     }
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .at(path)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).at(path)?;
     let found = check_version(&tx, path)?;
-    let applied = usize::try_from(found).map_err(|_| {
-        sql_error(
-            path,
-            format!("invalid schema version {found} (PRAGMA user_version)"),
-        )
-    })?;
+    let applied = usize::try_from(found)
+        .map_err(|_| sql_error(path, format!("invalid schema version {found} (PRAGMA user_version)")))?;
     for (i, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-        tx.execute_batch(migration)
-            .map_err(|e| sql_error(path, format!("migration {}: {e}", i + 1)))?;
+        tx.execute_batch(migration).map_err(|e| sql_error(path, format!("migration {}: {e}", i + 1)))?;
     }
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .at(path)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION).at(path)?;
     tx.commit().at(path)
 }
 
@@ -845,12 +791,7 @@ mod tests {
     }
 
     fn success(task: &str, n: u32) -> TaskUpdate {
-        TaskUpdate::Success {
-            task_id: task.to_string(),
-            cmd_hash: h(n),
-            inputs_hash: h(n + 1),
-            duration_s: 1.5,
-        }
+        TaskUpdate::Success { task_id: task.to_string(), cmd_hash: h(n), inputs_hash: h(n + 1), duration_s: 1.5 }
     }
 
     fn attempt(run_id: i64, task: &str, step: &str, n: u32, status: Status) -> AttemptRecord {
@@ -881,14 +822,8 @@ mod tests {
     }
 
     fn schema(db: &StateDb) -> Vec<String> {
-        let mut stmt = db
-            .conn
-            .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
-            .unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<Vec<String>>>()
-            .unwrap()
+        let mut stmt = db.conn.prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<Vec<String>>>().unwrap()
     }
 
     #[test]
@@ -910,10 +845,7 @@ mod tests {
         let mut batch = Batch::default();
         for (i, s) in Status::ALL.iter().enumerate() {
             let t = format!("t{i}");
-            batch.tasks.push(TaskUpdate::Status {
-                task_id: t.clone(),
-                status: *s,
-            });
+            batch.tasks.push(TaskUpdate::Status { task_id: t.clone(), status: *s });
             batch.attempts.push(attempt(run, &t, "s", 1, *s));
         }
         db.commit(&mut batch).unwrap();
@@ -937,13 +869,7 @@ mod tests {
             let mut batch = Batch::default();
             batch.tasks.push(success("clean[2024-01-05]", 7));
             batch.digests.push(("data/x.csv".to_string(), digest(3)));
-            batch.attempts.push(attempt(
-                run,
-                "clean[2024-01-05]",
-                "clean",
-                1,
-                Status::Success,
-            ));
+            batch.attempts.push(attempt(run, "clean[2024-01-05]", "clean", 1, Status::Success));
             assert_eq!(batch.len(), 3);
             db.commit(&mut batch).unwrap();
             assert!(batch.is_empty());
@@ -965,10 +891,7 @@ mod tests {
         assert_eq!(a.run_id, run);
         assert_eq!(a.step, "clean");
         assert_eq!(a.exit_code, Some(0));
-        assert_eq!(
-            a.log_path.as_deref(),
-            Some("logs/clean/clean[2024-01-05]/1.log")
-        );
+        assert_eq!(a.log_path.as_deref(), Some("logs/clean/clean[2024-01-05]/1.log"));
         let runs = db.runs(10).unwrap();
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].status, "success");
@@ -982,25 +905,13 @@ mod tests {
     fn open_sets_pragmas() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path()).unwrap();
-        let mode: String = db
-            .conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
+        let mode: String = db.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
-        let sync: i64 = db
-            .conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
+        let sync: i64 = db.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 1); // NORMAL
-        let fk: i64 = db
-            .conn
-            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
-            .unwrap();
+        let fk: i64 = db.conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
         assert_eq!(fk, 0);
-        let timeout: i64 = db
-            .conn
-            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
-            .unwrap();
+        let timeout: i64 = db.conn.query_row("PRAGMA busy_timeout", [], |r| r.get(0)).unwrap();
         assert_eq!(timeout, 10_000);
     }
 
@@ -1035,25 +946,16 @@ mod tests {
         let path = dir.path().join(DB_FILE);
         {
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch("CREATE TABLE digests (x); PRAGMA user_version = 0;")
-                .unwrap();
+            conn.execute_batch("CREATE TABLE digests (x); PRAGMA user_version = 0;").unwrap();
         }
         let err = StateDb::open(dir.path()).unwrap_err();
         assert!(matches!(err, StateError::Sql { .. }), "{err}");
         assert!(err.to_string().contains("migration 1"), "{err}");
         let conn = Connection::open(&path).unwrap();
         assert_eq!(user_version(&conn).unwrap(), 0);
-        let runs: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'runs'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(
-            runs, 0,
-            "the part of the migration before the error was rolled back"
-        );
+        let runs: i64 =
+            conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'runs'", [], |r| r.get(0)).unwrap();
+        assert_eq!(runs, 0, "the part of the migration before the error was rolled back");
     }
 
     #[test]
@@ -1062,15 +964,12 @@ mod tests {
         let path = dir.path().join(DB_FILE);
         {
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;")
-                .unwrap();
+            conn.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;").unwrap();
         }
         let before = std::fs::read(&path).unwrap();
         let err = StateDb::open(dir.path()).unwrap_err();
         match &err {
-            StateError::TooNew {
-                found, supported, ..
-            } => {
+            StateError::TooNew { found, supported, .. } => {
                 assert_eq!(*found, 99);
                 assert_eq!(*supported, SCHEMA_VERSION);
             }
@@ -1097,10 +996,7 @@ mod tests {
         // An empty file (no schema yet) is like no database, and stays empty.
         std::fs::write(dir.path().join(DB_FILE), b"").unwrap();
         assert!(StateDb::open_existing(dir.path()).unwrap().is_none());
-        assert_eq!(
-            std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len(),
-            0
-        );
+        assert_eq!(std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len(), 0);
     }
 
     #[test]
@@ -1132,9 +1028,7 @@ mod tests {
         let mut db = StateDb::open(dir.path()).unwrap();
         let mut batch = Batch::default();
         for i in 0..N {
-            batch
-                .digests
-                .push((format!("data/raw/2024/file-{i:06}.parquet"), digest(i)));
+            batch.digests.push((format!("data/raw/2024/file-{i:06}.parquet"), digest(i)));
             batch.tasks.push(success(&format!("clean[{i:06}]"), i));
         }
         let t = Instant::now();
@@ -1158,10 +1052,7 @@ mod tests {
             let t = &tasks[&format!("clean[{i:06}]")];
             assert_eq!(t.cmd_hash, Some(h(i)));
             assert_eq!(t.inputs_hash, Some(h(i + 1)));
-            assert_eq!(
-                digests[&format!("data/raw/2024/file-{i:06}.parquet")],
-                digest(i)
-            );
+            assert_eq!(digests[&format!("data/raw/2024/file-{i:06}.parquet")], digest(i));
         }
 
         // A fresh connection (what a no-op build does) loads the same.
@@ -1182,18 +1073,10 @@ mod tests {
         batch.tasks.push(success("a", 1));
         db.commit(&mut batch).unwrap();
 
-        batch.tasks.push(TaskUpdate::Clear {
-            task_id: "a".to_string(),
-        });
+        batch.tasks.push(TaskUpdate::Clear { task_id: "a".to_string() });
         // Clear of a task with no record creates one, which Adopt then leaves alone.
-        batch.tasks.push(TaskUpdate::Clear {
-            task_id: "new".to_string(),
-        });
-        batch.tasks.push(TaskUpdate::Adopt {
-            task_id: "new".to_string(),
-            cmd_hash: h(5),
-            inputs_hash: h(6),
-        });
+        batch.tasks.push(TaskUpdate::Clear { task_id: "new".to_string() });
+        batch.tasks.push(TaskUpdate::Adopt { task_id: "new".to_string(), cmd_hash: h(5), inputs_hash: h(6) });
         db.commit(&mut batch).unwrap();
         let tasks = db.load_tasks().unwrap();
         let a = &tasks["a"];
@@ -1207,10 +1090,7 @@ mod tests {
         assert_eq!(new.cmd_hash, None);
 
         // A failure does not clear `forced`; a success does.
-        batch.tasks.push(TaskUpdate::Status {
-            task_id: "a".to_string(),
-            status: Status::Failed,
-        });
+        batch.tasks.push(TaskUpdate::Status { task_id: "a".to_string(), status: Status::Failed });
         db.commit(&mut batch).unwrap();
         assert!(db.load_tasks().unwrap()["a"].forced);
         batch.tasks.push(success("a", 9));
@@ -1230,10 +1110,7 @@ mod tests {
         db.commit(&mut batch).unwrap();
         let before = db.load_tasks().unwrap()["a"].clone();
         for status in [Status::Failed, Status::Interrupted] {
-            batch.tasks.push(TaskUpdate::Status {
-                task_id: "a".to_string(),
-                status,
-            });
+            batch.tasks.push(TaskUpdate::Status { task_id: "a".to_string(), status });
             db.commit(&mut batch).unwrap();
             let after = &db.load_tasks().unwrap()["a"];
             assert_eq!(after.last_status, status);
@@ -1243,16 +1120,10 @@ mod tests {
             assert_eq!(after.duration_s, before.duration_s);
         }
         // A status for an unknown task creates a row with no fingerprint.
-        batch.tasks.push(TaskUpdate::Status {
-            task_id: "b".to_string(),
-            status: Status::Failed,
-        });
+        batch.tasks.push(TaskUpdate::Status { task_id: "b".to_string(), status: Status::Failed });
         db.commit(&mut batch).unwrap();
         let b = &db.load_tasks().unwrap()["b"];
-        assert_eq!(
-            (b.last_status, b.cmd_hash, b.forced),
-            (Status::Failed, None, false)
-        );
+        assert_eq!((b.last_status, b.cmd_hash, b.forced), (Status::Failed, None, false));
     }
 
     #[test]
@@ -1260,26 +1131,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut db = StateDb::open(dir.path()).unwrap();
         let mut batch = Batch::default();
-        batch.tasks.push(TaskUpdate::Adopt {
-            task_id: "made-by-hand".to_string(),
-            cmd_hash: h(1),
-            inputs_hash: h(2),
-        });
+        batch.tasks.push(TaskUpdate::Adopt { task_id: "made-by-hand".to_string(), cmd_hash: h(1), inputs_hash: h(2) });
         batch.tasks.push(success("a", 10));
-        batch.tasks.push(TaskUpdate::Adopt {
-            task_id: "a".to_string(),
-            cmd_hash: h(20),
-            inputs_hash: h(21),
-        });
-        batch.tasks.push(TaskUpdate::Status {
-            task_id: "f".to_string(),
-            status: Status::Failed,
-        });
-        batch.tasks.push(TaskUpdate::Adopt {
-            task_id: "f".to_string(),
-            cmd_hash: h(30),
-            inputs_hash: h(31),
-        });
+        batch.tasks.push(TaskUpdate::Adopt { task_id: "a".to_string(), cmd_hash: h(20), inputs_hash: h(21) });
+        batch.tasks.push(TaskUpdate::Status { task_id: "f".to_string(), status: Status::Failed });
+        batch.tasks.push(TaskUpdate::Adopt { task_id: "f".to_string(), cmd_hash: h(30), inputs_hash: h(31) });
         db.commit(&mut batch).unwrap();
         let tasks = db.load_tasks().unwrap();
         let adopted = &tasks["made-by-hand"];
@@ -1309,9 +1165,7 @@ mod tests {
         assert_eq!(tasks["short"].inputs_hash, None);
         assert!(db.load_digests().unwrap().is_empty());
         // An unknown status is an error, not a panic.
-        db.conn
-            .execute_batch("INSERT INTO tasks (task_id, last_status) VALUES ('x', 'exploded')")
-            .unwrap();
+        db.conn.execute_batch("INSERT INTO tasks (task_id, last_status) VALUES ('x', 'exploded')").unwrap();
         let err = db.load_tasks().unwrap_err();
         assert!(err.to_string().contains("exploded"), "{err}");
     }
@@ -1342,15 +1196,9 @@ mod tests {
         let mut db = StateDb::open(dir.path()).unwrap();
         let r1 = db.begin_run("flux build").unwrap();
         let mut batch = Batch::default();
-        batch
-            .attempts
-            .push(attempt(r1, "clean[1]", "clean", 1, Status::Failed));
-        batch
-            .attempts
-            .push(attempt(r1, "clean[1]", "clean", 2, Status::Success));
-        batch
-            .attempts
-            .push(attempt(r1, "load[1]", "load", 1, Status::Success));
+        batch.attempts.push(attempt(r1, "clean[1]", "clean", 1, Status::Failed));
+        batch.attempts.push(attempt(r1, "clean[1]", "clean", 2, Status::Success));
+        batch.attempts.push(attempt(r1, "load[1]", "load", 1, Status::Success));
         db.commit(&mut batch).unwrap();
         db.end_run(r1, "success").unwrap();
         let r2 = db.begin_run("flux build --force").unwrap();
@@ -1369,18 +1217,8 @@ mod tests {
         assert!(db.end_run(r2 + 100, "failed").is_err());
 
         let clean = db.attempts("clean[1]").unwrap();
-        let seen: Vec<_> = clean
-            .iter()
-            .map(|a| (a.run_id, a.attempt, a.status))
-            .collect();
-        assert_eq!(
-            seen,
-            vec![
-                (r1, 1, Status::Failed),
-                (r1, 2, Status::Success),
-                (r2, 1, Status::Failed)
-            ]
-        );
+        let seen: Vec<_> = clean.iter().map(|a| (a.run_id, a.attempt, a.status)).collect();
+        assert_eq!(seen, vec![(r1, 1, Status::Failed), (r1, 2, Status::Success), (r2, 1, Status::Failed)]);
         assert_eq!(clean[2].id, running_id);
         assert_eq!(clean[2].error.as_deref(), Some("exit code 1"));
         assert_eq!(clean[2].exit_code, Some(1));
@@ -1403,9 +1241,7 @@ mod tests {
         assert_eq!(db.runs(1).unwrap().len(), 1);
         let (pid, host): (i64, Option<String>) = db
             .conn
-            .query_row("SELECT pid, host FROM runs WHERE id = ?1", [r1], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row("SELECT pid, host FROM runs WHERE id = ?1", [r1], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap();
         assert_eq!(pid, i64::from(std::process::id()));
         eprintln!("host recorded: {host:?}");
@@ -1422,19 +1258,12 @@ mod tests {
         let ro = StateDb::open_existing(dir.path()).unwrap().unwrap();
 
         // `a` holds the write lock with an uncommitted change.
-        a.conn
-            .execute_batch(
-                "BEGIN IMMEDIATE; UPDATE tasks SET last_status = 'failed' WHERE task_id = 't';",
-            )
-            .unwrap();
+        a.conn.execute_batch("BEGIN IMMEDIATE; UPDATE tasks SET last_status = 'failed' WHERE task_id = 't';").unwrap();
         // Both other connections read at once, and see the last committed state.
         let start = Instant::now();
         assert_eq!(b.load_tasks().unwrap()["t"].last_status, Status::Success);
         assert_eq!(ro.load_tasks().unwrap()["t"].last_status, Status::Success);
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "readers were blocked"
-        );
+        assert!(start.elapsed() < Duration::from_secs(2), "readers were blocked");
 
         // A second writer waits (busy timeout) instead of failing, then goes through.
         let writer = std::thread::spawn(move || {
@@ -1478,9 +1307,6 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         let err = StateDb::open(&file.join("state")).unwrap_err();
         assert!(matches!(err, StateError::Io { .. }), "{err}");
-        assert!(
-            err.to_string().starts_with("cannot create state folder"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("cannot create state folder"), "{err}");
     }
 }

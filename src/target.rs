@@ -29,10 +29,7 @@ pub fn stat(path: &Path) -> Option<Meta> {
     let m = std::fs::metadata(path).ok()?;
     Some(Meta {
         size: m.size(),
-        mtime_ns: m
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(m.mtime_nsec()),
+        mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
         inode: m.ino(),
         is_dir: m.is_dir(),
     })
@@ -40,18 +37,19 @@ pub fn stat(path: &Path) -> Option<Meta> {
 
 /// The filesystem clock may lag the system clock by a tick; entries hashed closer than
 /// this to the file's mtime are re-hashed next time.
-const RACY_MARGIN_NS: i64 = 50_000_000;
+pub const RACY_MARGIN_NS: i64 = 50_000_000;
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 /// Content digests of local targets, through the cache loaded from the state DB.
 pub struct Digests {
-    cache: HashMap<String, CachedDigest>,
+    /// Loaded from the state DB on first use: a no-op build whose tasks all pass the
+    /// quick check never needs it.
+    cache: std::sync::OnceLock<HashMap<String, CachedDigest>>,
+    state_dir: Option<PathBuf>,
     /// Entries computed in this process, to be written back to the state DB.
     fresh: Mutex<Vec<(String, CachedDigest)>>,
     /// Files actually read (a no-op build reads none).
@@ -61,10 +59,32 @@ pub struct Digests {
 impl Digests {
     pub fn new(cache: HashMap<String, CachedDigest>) -> Digests {
         Digests {
-            cache,
+            cache: std::sync::OnceLock::from(cache),
+            state_dir: None,
             fresh: Mutex::new(Vec::new()),
             reads: Default::default(),
         }
+    }
+
+    /// A cache read from `<state_dir>/state.db` when first needed (empty if there is none).
+    pub fn lazy(state_dir: PathBuf) -> Digests {
+        Digests {
+            cache: std::sync::OnceLock::new(),
+            state_dir: Some(state_dir),
+            fresh: Mutex::new(Vec::new()),
+            reads: Default::default(),
+        }
+    }
+
+    fn cache(&self) -> &HashMap<String, CachedDigest> {
+        self.cache.get_or_init(|| {
+            // An unreadable cache only costs re-hashing; the state DB was opened already.
+            self.state_dir
+                .as_ref()
+                .and_then(|d| crate::state::StateDb::open_existing(d).ok().flatten())
+                .and_then(|db| db.load_digests().ok())
+                .unwrap_or_default()
+        })
     }
 
     /// Take the entries computed since the last call.
@@ -73,7 +93,7 @@ impl Digests {
     }
 
     fn cached(&self, key: &str, meta: &Meta) -> Option<Hash> {
-        let c = self.cache.get(key)?;
+        let c = self.cache().get(key)?;
         (c.size == meta.size
             && c.mtime_ns == meta.mtime_ns
             && c.inode == meta.inode
@@ -104,8 +124,7 @@ impl Digests {
             f.read_to_end(&mut buf)?;
             hasher.update(&buf);
         }
-        self.reads
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let digest: Hash = *hasher.finalize().as_bytes();
         let entry = CachedDigest {
             size: meta.size,
@@ -114,20 +133,14 @@ impl Digests {
             digest,
             hashed_at_ns: hashed_at,
         };
-        self.fresh
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((key.to_string(), entry));
+        self.fresh.lock().unwrap_or_else(|e| e.into_inner()).push((key.to_string(), entry));
         Ok(digest)
     }
 
     fn digest_dir(&self, key: &str, abs: &Path) -> std::io::Result<Hash> {
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"dir\0");
-        for entry in walkdir::WalkDir::new(abs)
-            .sort_by_file_name()
-            .follow_links(true)
-        {
+        for entry in walkdir::WalkDir::new(abs).sort_by_file_name().follow_links(true) {
             let entry = entry.map_err(std::io::Error::other)?;
             if !entry.file_type().is_file() {
                 continue;
@@ -152,10 +165,7 @@ impl Digests {
 /// the name keyed by the task and output index, ending in the file's own name (tools look
 /// at extensions).
 pub fn staging_path(stage_root: &Path, task_key: &str, index: usize, final_path: &Path) -> PathBuf {
-    let name = final_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
+    let name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     stage_root.join(format!("{task_key}.{index}.{name}"))
 }
 
@@ -190,11 +200,7 @@ fn move_into_place(staged: &Path, final_path: &Path, is_dir: bool) -> std::io::R
                 std::fs::copy(staged, &tmp)?;
             }
             std::fs::rename(&tmp, final_path)?;
-            if is_dir {
-                std::fs::remove_dir_all(staged)
-            } else {
-                std::fs::remove_file(staged)
-            }
+            if is_dir { std::fs::remove_dir_all(staged) } else { std::fs::remove_file(staged) }
         }
         Err(e) => Err(e),
     }

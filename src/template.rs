@@ -146,11 +146,7 @@ impl Engine {
             env.set_syntax(syntax);
         }
         env.set_auto_escape_callback(|name| {
-            if name.starts_with("sh:") {
-                AutoEscape::Custom(Cow::Borrowed(SHELL))
-            } else {
-                AutoEscape::None
-            }
+            if name.starts_with("sh:") { AutoEscape::Custom(Cow::Borrowed(SHELL)) } else { AutoEscape::None }
         });
         env.set_formatter(format_value);
         env.add_filter("add_days", |v: &Value, n: i64| {
@@ -168,29 +164,20 @@ impl Engine {
                 strftime(s, f, &mut out).map(|()| out)
             })
         });
-        env.add_filter("ds_nodash", |v: &Value| {
-            time_filter(v, "ds_nodash", ds_nodash)
-        });
+        env.add_filter("ds_nodash", |v: &Value| time_filter(v, "ds_nodash", ds_nodash));
         env.add_filter("basename", |v: &Value| path_filter(v, "basename", basename));
         env.add_filter("dirname", |v: &Value| path_filter(v, "dirname", dirname));
         env.add_filter("raw", raw_filter);
         env.add_filter("days", days_filter);
         env.add_filter("hours", hours_filter);
-        env.add_function("date_range", |a: &str, b: &str| {
-            date_range(a, b).map(Value::from).map_err(invalid)
-        });
-        Engine {
-            env,
-            templates: Vec::new(),
-        }
+        env.add_function("date_range", |a: &str, b: &str| date_range(a, b).map(Value::from).map_err(invalid));
+        Engine { env, templates: Vec::new() }
     }
 
     /// Compiles `source`. Syntax errors carry their byte offset into `source` when known.
     pub fn compile(&mut self, source: &str, mode: Mode) -> Result<TemplateId, CompileError> {
-        let id = u32::try_from(self.templates.len()).map_err(|_| CompileError {
-            message: "too many templates".into(),
-            offset: None,
-        })?;
+        let id = u32::try_from(self.templates.len())
+            .map_err(|_| CompileError { message: "too many templates".into(), offset: None })?;
         let name = match mode {
             Mode::Command => format!("sh:{id}"),
             Mode::Path => format!("path:{id}"),
@@ -229,15 +216,8 @@ impl Engine {
 
     /// Renders a template, appending to `out`. On error `out` is left as it was, and the
     /// message names what went wrong (an undefined variable, a filter's bad input, …).
-    pub fn render_into(
-        &self,
-        id: TemplateId,
-        ctx: &Context<'_>,
-        out: &mut String,
-    ) -> Result<(), String> {
-        let entry = self
-            .entry(id)
-            .ok_or_else(|| format!("unknown template id {}", id.0))?;
+    pub fn render_into(&self, id: TemplateId, ctx: &Context<'_>, out: &mut String) -> Result<(), String> {
+        let entry = self.entry(id).ok_or_else(|| format!("unknown template id {}", id.0))?;
         let start = out.len();
         if let Some(segs) = &entry.segments {
             if render_fast(segs, &entry.formats, entry.mode, ctx, out).is_some() {
@@ -305,8 +285,7 @@ impl Engine {
             .env
             .get_template(&entry.name)
             .map_err(|e| format!("internal error: template {} is missing: {e}", entry.name))?;
-        tmpl.render(context_value(ctx))
-            .map_err(|e| render_error(&e, entry, ctx, &tmpl))
+        tmpl.render(context_value(ctx)).map_err(|e| render_error(&e, entry, ctx, &tmpl))
     }
 }
 
@@ -336,21 +315,13 @@ fn compile_error(e: &Error, source: &str) -> CompileError {
     CompileError { message, offset }
 }
 
-fn render_error(
-    e: &Error,
-    entry: &Entry,
-    ctx: &Context<'_>,
-    tmpl: &minijinja::Template<'_, '_>,
-) -> String {
+fn render_error(e: &Error, entry: &Entry, ctx: &Context<'_>, tmpl: &minijinja::Template<'_, '_>) -> String {
     let mut msg = match e.kind() {
         ErrorKind::UndefinedError => match e.detail() {
             Some(d) if d.contains("is undefined") => d.to_owned(),
             detail => {
-                let mut missing: Vec<String> = tmpl
-                    .undeclared_variables(true)
-                    .into_iter()
-                    .filter(|n| is_missing(ctx, n))
-                    .collect();
+                let mut missing: Vec<String> =
+                    tmpl.undeclared_variables(true).into_iter().filter(|n| is_missing(ctx, n)).collect();
                 missing.sort();
                 match (missing.as_slice(), detail) {
                     ([one], _) => format!("`{one}` is undefined"),
@@ -414,10 +385,7 @@ fn invalid(msg: String) -> Error {
 }
 
 fn undefined_arg(filter: &str) -> Error {
-    Error::new(
-        ErrorKind::UndefinedError,
-        format!("{filter} got an undefined value"),
-    )
+    Error::new(ErrorKind::UndefinedError, format!("{filter} got an undefined value"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -428,10 +396,7 @@ fn is_shell_safe(s: &str) -> bool {
     !s.is_empty()
         && s.bytes().all(|b| {
             b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'_' | b'.' | b'/' | b':' | b'=' | b'@' | b'%' | b'+' | b',' | b'-'
-                )
+                || matches!(b, b'_' | b'.' | b'/' | b':' | b'=' | b'@' | b'%' | b'+' | b',' | b'-')
         })
 }
 
@@ -481,10 +446,7 @@ fn format_value(out: &mut Output, state: &mut State, value: &Value) -> Result<()
 
 fn write_scalar(out: &mut Output, value: &Value, shell: bool) -> Result<(), Error> {
     if value.is_undefined() {
-        return Err(Error::new(
-            ErrorKind::UndefinedError,
-            "a list holds an undefined value",
-        ));
+        return Err(Error::new(ErrorKind::UndefinedError, "a list holds an undefined value"));
     }
     let written = match (value.as_str(), value.kind()) {
         (Some(s), _) if value.is_safe() || !shell => out.write_str(s),
@@ -512,10 +474,7 @@ impl Object for OrderedMap {
 
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         let key = key.as_str()?;
-        self.0
-            .iter()
-            .find(|(k, _)| &**k == key)
-            .map(|(_, v)| v.clone())
+        self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| v.clone())
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
@@ -535,38 +494,22 @@ fn extra_value(s: &str) -> Value {
 }
 
 fn context_value(ctx: &Context<'_>) -> Value {
-    let params: Vec<(Arc<str>, Value)> = ctx
-        .params
-        .iter()
-        .map(|(k, v)| (Arc::from(*k), Value::from(v.as_str())))
-        .collect();
-    let vars: Vec<(Arc<str>, Value)> = ctx
-        .vars
-        .iter()
-        .map(|(k, v)| (Arc::from(k.as_str()), Value::from(v.as_str())))
-        .collect();
-    let mut root: Vec<(Arc<str>, Value)> =
-        Vec::with_capacity(8 + ctx.extra.len() + params.len() + vars.len());
+    let params: Vec<(Arc<str>, Value)> =
+        ctx.params.iter().map(|(k, v)| (Arc::from(*k), Value::from(v.as_str()))).collect();
+    let vars: Vec<(Arc<str>, Value)> =
+        ctx.vars.iter().map(|(k, v)| (Arc::from(k.as_str()), Value::from(v.as_str()))).collect();
+    let mut root: Vec<(Arc<str>, Value)> = Vec::with_capacity(8 + ctx.extra.len() + params.len() + vars.len());
     root.push((Arc::from("step"), Value::from(ctx.step)));
     root.push((Arc::from("task"), Value::from(ctx.task)));
-    root.push((
-        Arc::from("params"),
-        Value::from_object(OrderedMap(params.clone())),
-    ));
-    root.push((
-        Arc::from("vars"),
-        Value::from_object(OrderedMap(vars.clone())),
-    ));
+    root.push((Arc::from("params"), Value::from_object(OrderedMap(params.clone()))));
+    root.push((Arc::from("vars"), Value::from_object(OrderedMap(vars.clone()))));
     if let Some(inputs) = ctx.inputs {
         root.push((Arc::from("inputs"), Value::from(inputs.to_vec())));
     }
     if let Some(outputs) = ctx.outputs {
         root.push((Arc::from("outputs"), Value::from(outputs.to_vec())));
     }
-    let extra = ctx
-        .extra
-        .iter()
-        .map(|(k, v)| (Arc::from(*k), extra_value(v)));
+    let extra = ctx.extra.iter().map(|(k, v)| (Arc::from(*k), extra_value(v)));
     for (k, v) in extra.chain(params).chain(vars) {
         if !root.iter().any(|(n, _)| *n == k) {
             root.push((k, v));
@@ -595,14 +538,9 @@ enum ShiftError {
 fn shift(f: &Filter, v: ParamValue) -> Result<ParamValue, ShiftError> {
     let r = match (f, v) {
         (Filter::AddDays(n), ParamValue::Date(_)) => v.checked_add(*n),
-        (Filter::AddDays(n), ParamValue::Hour(_)) => {
-            n.checked_mul(24).and_then(|h| v.checked_add(h))
-        }
+        (Filter::AddDays(n), ParamValue::Hour(_)) => n.checked_mul(24).and_then(|h| v.checked_add(h)),
         (Filter::AddHours(n), ParamValue::Hour(_)) => v.checked_add(*n),
-        (
-            Filter::AddMonths(n),
-            ParamValue::Date(_) | ParamValue::Hour(_) | ParamValue::Month(_),
-        ) => v.add_months(*n),
+        (Filter::AddMonths(n), ParamValue::Date(_) | ParamValue::Hour(_) | ParamValue::Month(_)) => v.add_months(*n),
         _ => return Err(ShiftError::Shape),
     };
     r.filter(|v| v.in_range()).ok_or(ShiftError::Range)
@@ -623,9 +561,7 @@ fn shift_str(f: &Filter, s: &str) -> Result<String, String> {
             v.write_time(&mut out);
             Ok(out)
         }
-        Err(ShiftError::Range) => Err(format!(
-            "{name}({n}) on `{s}` goes outside the years 0000 to 9999"
-        )),
+        Err(ShiftError::Range) => Err(format!("{name}({n}) on `{s}` goes outside the years 0000 to 9999")),
         Err(ShiftError::Shape) => Err(match (name, v) {
             ("add_days", _) => format!("add_days: `{s}` is a month; use add_months"),
             (_, ParamValue::Date(_)) => {
@@ -721,15 +657,11 @@ impl TimeFormat {
     /// Appends `v` formatted; on error `out` is unchanged.
     fn write(&self, v: ParamValue, out: &mut String) -> Result<(), String> {
         let bad = |fmt: &str| {
-            format!(
-                "strftime: `{fmt}` is not a valid format (use chrono's specifiers such as %Y, %m, %d, %H)"
-            )
+            format!("strftime: `{fmt}` is not a valid format (use chrono's specifiers such as %Y, %m, %d, %H)")
         };
         match self {
             TimeFormat::Fast(items) => {
-                let c = v
-                    .civil()
-                    .ok_or_else(|| "strftime: not a time value".to_owned())?;
+                let c = v.civil().ok_or_else(|| "strftime: not a time value".to_owned())?;
                 if !(0..=9999).contains(&c.year) {
                     return Err("strftime: the year is outside 0000 to 9999".to_owned());
                 }
@@ -818,9 +750,9 @@ fn dirname(s: &str) -> &str {
 fn days_of(s: &str) -> Result<Vec<String>, String> {
     match ParamValue::parse_time(s) {
         Some(ParamValue::Month(_)) => Ok(expand(&ParamKind::Date, s, s)?),
-        Some(_) => Err(format!(
-            "days: `{s}` is not a month (YYYY-MM); days lists the dates of a month or of date_range(a, b)"
-        )),
+        Some(_) => {
+            Err(format!("days: `{s}` is not a month (YYYY-MM); days lists the dates of a month or of date_range(a, b)"))
+        }
         None => Err(format!("days: `{s}` is not a month (YYYY-MM)")),
     }
 }
@@ -828,9 +760,7 @@ fn days_of(s: &str) -> Result<Vec<String>, String> {
 fn hours_of(s: &str) -> Result<Vec<String>, String> {
     match ParamValue::parse_time(s) {
         Some(ParamValue::Date(_) | ParamValue::Month(_)) => expand(&ParamKind::Hour, s, s),
-        _ => Err(format!(
-            "hours: `{s}` is not a date (YYYY-MM-DD) or a month (YYYY-MM)"
-        )),
+        _ => Err(format!("hours: `{s}` is not a date (YYYY-MM-DD) or a month (YYYY-MM)")),
     }
 }
 
@@ -839,11 +769,7 @@ fn date_range(a: &str, b: &str) -> Result<Vec<String>, String> {
 }
 
 fn expand(kind: &ParamKind, a: &str, b: &str) -> Result<Vec<String>, String> {
-    Ok(kind
-        .expand_range(a, b)?
-        .into_iter()
-        .map(|v| kind.format(v))
-        .collect())
+    Ok(kind.expand_range(a, b)?.into_iter().map(|v| kind.format(v)).collect())
 }
 
 /// The string a filter works on, or the error for anything else.
@@ -854,18 +780,11 @@ fn string_arg<'v>(v: &'v Value, filter: &str, what: &str) -> Result<Cow<'v, str>
     match v.as_str() {
         Some(s) => Ok(Cow::Borrowed(s)),
         None if matches!(v.kind(), ValueKind::Number) => Ok(Cow::Owned(v.to_string())),
-        None => Err(invalid(format!(
-            "{filter} takes {what}, not a {}",
-            v.kind()
-        ))),
+        None => Err(invalid(format!("{filter} takes {what}, not a {}", v.kind()))),
     }
 }
 
-fn time_filter(
-    v: &Value,
-    filter: &str,
-    f: impl FnOnce(&str) -> Result<String, String>,
-) -> Result<Value, Error> {
+fn time_filter(v: &Value, filter: &str, f: impl FnOnce(&str) -> Result<String, String>) -> Result<Value, Error> {
     let s = string_arg(v, filter, TIME_FORMS)?;
     f(&s).map(Value::from).map_err(invalid)
 }
@@ -882,11 +801,7 @@ fn path_filter(v: &Value, filter: &str, f: fn(&str) -> &str) -> Result<Value, Er
         }
         return Ok(Value::from(items));
     }
-    Ok(Value::from(f(&string_arg(
-        v,
-        filter,
-        "a path or a list of paths",
-    )?)))
+    Ok(Value::from(f(&string_arg(v, filter, "a path or a list of paths")?)))
 }
 
 fn raw_filter(v: &Value) -> Result<Value, Error> {
@@ -932,12 +847,7 @@ fn hours_filter(v: &Value) -> Result<Value, Error> {
             out.extend(hours_of(&string_arg(&item, "hours", "dates")?).map_err(invalid)?);
         }
     } else {
-        out = hours_of(&string_arg(
-            v,
-            "hours",
-            "a date (YYYY-MM-DD) or a list of dates",
-        )?)
-        .map_err(invalid)?;
+        out = hours_of(&string_arg(v, "hours", "a date (YYYY-MM-DD) or a list of dates")?).map_err(invalid)?;
     }
     Ok(Value::from(out))
 }
@@ -1140,11 +1050,7 @@ impl<'s> Parser<'s> {
         if !(self.eat(b'}') && self.eat(b'}')) {
             return None;
         }
-        Some(Segment::Expr {
-            name: name.to_owned(),
-            index,
-            filters,
-        })
+        Some(Segment::Expr { name: name.to_owned(), index, filters })
     }
 }
 
@@ -1258,11 +1164,7 @@ fn render_fast(
                 out.push_str(s);
                 continue;
             }
-            Segment::Expr {
-                name,
-                index,
-                filters,
-            } => (name, index, filters),
+            Segment::Expr { name, index, filters } => (name, index, filters),
         };
         let mut cur = match lookup_kind(ctx, name)? {
             Found::Str(s) => Cur::Str(Cow::Borrowed(s)),
@@ -1274,8 +1176,7 @@ fn render_fast(
                 return None;
             };
             let idx = if i < 0 {
-                l.len()
-                    .checked_sub(usize::try_from(i.unsigned_abs()).ok()?)?
+                l.len().checked_sub(usize::try_from(i.unsigned_abs()).ok()?)?
             } else {
                 usize::try_from(i).ok()?
             };
@@ -1291,15 +1192,9 @@ fn render_fast(
             cur = match f {
                 Filter::Raw => cur, // only ever last; handled above
                 Filter::Basename | Filter::Dirname => {
-                    let g = if *f == Filter::Basename {
-                        basename
-                    } else {
-                        dirname
-                    };
+                    let g = if *f == Filter::Basename { basename } else { dirname };
                     match cur {
-                        Cur::List(l) => {
-                            Cur::List(Cow::Owned(l.iter().map(|x| g(x).to_owned()).collect()))
-                        }
+                        Cur::List(l) => Cur::List(Cow::Owned(l.iter().map(|x| g(x).to_owned()).collect())),
                         other => Cur::Str(map_str(other.into_str()?, g)),
                     }
                 }
@@ -1419,10 +1314,7 @@ mod tests {
 
     #[test]
     fn quoting_rules() {
-        assert_eq!(
-            q("plain-word_1.2/x:y=z@a%b+c,d"),
-            "plain-word_1.2/x:y=z@a%b+c,d"
-        );
+        assert_eq!(q("plain-word_1.2/x:y=z@a%b+c,d"), "plain-word_1.2/x:y=z@a%b+c,d");
         assert_eq!(q(""), "''");
         assert_eq!(q("hi; touch pwned"), "'hi; touch pwned'");
         assert_eq!(q("$(rm -rf /)"), "'$(rm -rf /)'");
@@ -1437,26 +1329,11 @@ mod tests {
 
     #[test]
     fn quoting_survives_a_real_shell() {
-        let nasty = [
-            "hi; touch pwned",
-            "$(rm -rf /)",
-            "a'b",
-            "",
-            "''",
-            "\\",
-            "a\"b",
-            "x\ny",
-            "$HOME",
-            "!x",
-            "-n",
-        ];
+        let nasty = ["hi; touch pwned", "$(rm -rf /)", "a'b", "", "''", "\\", "a\"b", "x\ny", "$HOME", "!x", "-n"];
         for s in nasty {
             let mut script = String::from("printf '%s' ");
             shell_quote(s, &mut script);
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(&script)
-                .output();
+            let out = std::process::Command::new("sh").arg("-c").arg(&script).output();
             if let Ok(out) = out {
                 assert_eq!(String::from_utf8_lossy(&out.stdout), s, "{script}");
             }
@@ -1473,46 +1350,25 @@ mod tests {
         assert_eq!(cmd("echo {{ params['date'] }}"), "echo 2024-01-05");
         assert_eq!(cmd("echo {{ evil ~ '!' }}"), "echo 'hi; touch pwned!'");
         assert_eq!(cmd("echo {{ evil | upper }}"), "echo 'HI; TOUCH PWNED'");
-        assert_eq!(
-            cmd("cat {{ inputs }}"),
-            "cat a.txt 'b c.txt' 'dir/x'\\''y.csv'"
-        );
-        assert_eq!(
-            cmd("cat {{ inputs[1] }} > {{ outputs[0] }}"),
-            "cat 'b c.txt' > out/r.csv"
-        );
+        assert_eq!(cmd("cat {{ inputs }}"), "cat a.txt 'b c.txt' 'dir/x'\\''y.csv'");
+        assert_eq!(cmd("cat {{ inputs[1] }} > {{ outputs[0] }}"), "cat 'b c.txt' > out/r.csv");
         assert_eq!(cmd("cat {{ inputs[-1] }}"), "cat 'dir/x'\\''y.csv'");
         assert_eq!(cmd("n={{ inputs | length }}"), "n=3");
         assert_eq!(cmd("n={{ 1 + 2 }} {{ 1.5 }} {{ true }}"), "n=3 1.5 True");
-        assert_eq!(
-            cmd("a={{ attempt }} {{ attempt + 1 }} {{ run_id }}"),
-            "a=2 3 r-7"
-        );
-        assert_eq!(
-            cmd("{% for i in inputs %}[{{ i }}]{% endfor %}"),
-            "[a.txt]['b c.txt']['dir/x'\\''y.csv']"
-        );
-        assert_eq!(
-            cmd("{{ inputs | join(' ') }}"),
-            "'a.txt b c.txt dir/x'\\''y.csv'"
-        );
+        assert_eq!(cmd("a={{ attempt }} {{ attempt + 1 }} {{ run_id }}"), "a=2 3 r-7");
+        assert_eq!(cmd("{% for i in inputs %}[{{ i }}]{% endfor %}"), "[a.txt]['b c.txt']['dir/x'\\''y.csv']");
+        assert_eq!(cmd("{{ inputs | join(' ') }}"), "'a.txt b c.txt dir/x'\\''y.csv'");
         assert_eq!(cmd("{{ [] }}x"), "x");
     }
 
     #[test]
     fn raw_opts_out() {
         assert_eq!(cmd("echo {{ evil | raw }}"), "echo hi; touch pwned");
-        assert_eq!(
-            cmd("cat {{ inputs | raw }}"),
-            "cat a.txt b c.txt dir/x'y.csv"
-        );
+        assert_eq!(cmd("cat {{ inputs | raw }}"), "cat a.txt b c.txt dir/x'y.csv");
         assert_eq!(cmd("echo {{ vars.sub | raw }}"), "echo $(rm -rf /)");
         assert_eq!(path("{{ inputs | raw }}"), "a.txt b c.txt dir/x'y.csv");
         assert_eq!(path("{{ evil | raw }}"), "hi; touch pwned");
-        assert_eq!(
-            cmd("{{ inputs | basename | raw }}"),
-            "a.txt b c.txt x'y.csv"
-        );
+        assert_eq!(cmd("{{ inputs | basename | raw }}"), "a.txt b c.txt x'y.csv");
     }
 
     #[test]
@@ -1522,12 +1378,7 @@ mod tests {
         assert_eq!(path("{{ month | days }}").lines().count(), 29);
         assert_eq!(path("{{ step }} {{ task }}"), "rollup rollup[2024-01-05]");
         assert_eq!(path("line1\n{{ date }}\n"), "line1\n2024-01-05\n");
-        assert_eq!(
-            path("{% for d in month | days %}{{ root }}/{{ d }}.csv\n{% endfor %}")
-                .lines()
-                .count(),
-            29
-        );
+        assert_eq!(path("{% for d in month | days %}{{ root }}/{{ d }}.csv\n{% endfor %}").lines().count(), 29);
     }
 
     #[test]
@@ -1573,18 +1424,12 @@ mod tests {
                 "{{ evil | add_days(1) }}",
                 "add_days: `hi; touch pwned` is not a date (YYYY-MM-DD), an hour (YYYY-MM-DDTHH) or a month (YYYY-MM)",
             ),
-            (
-                "{{ month | add_days(1) }}",
-                "add_days: `2024-02` is a month; use add_months",
-            ),
+            ("{{ month | add_days(1) }}", "add_days: `2024-02` is a month; use add_months"),
             (
                 "{{ date | add_hours(1) }}",
                 "add_hours: `2024-01-05` is a date, not an hour (YYYY-MM-DDTHH); use add_days",
             ),
-            (
-                "{{ '9999-12-31' | add_days(1) }}",
-                "add_days(1) on `9999-12-31` goes outside the years 0000 to 9999",
-            ),
+            ("{{ '9999-12-31' | add_days(1) }}", "add_days(1) on `9999-12-31` goes outside the years 0000 to 9999"),
             (
                 "{{ date | add_days(9223372036854775807) }}",
                 "add_days(9223372036854775807) on `2024-01-05` goes outside the years 0000 to 9999",
@@ -1625,10 +1470,7 @@ mod tests {
                 "{{ date_range('2024-01-05', '2024-01-01') }}",
                 "date_range: `2024-01-05..2024-01-01` is empty: `2024-01-01` comes before `2024-01-05`; write the earlier end first",
             ),
-            (
-                "{{ hour | hours }}",
-                "hours: `2024-03-01T02` is not a date (YYYY-MM-DD) or a month (YYYY-MM)",
-            ),
+            ("{{ hour | hours }}", "hours: `2024-03-01T02` is not a date (YYYY-MM-DD) or a month (YYYY-MM)"),
         ];
         for (src, want) in cases {
             let got = err(src);
@@ -1643,18 +1485,13 @@ mod tests {
             err("a\n{{ date | strftime('%Q') }}"),
             "strftime: `%Q` is not a valid format (use chrono's specifiers such as %Y, %m, %d, %H) (line 2, in `strftime('%Q')`)"
         );
-        assert_eq!(
-            err("{{ date | nofilter }}"),
-            "unknown filter: filter nofilter is unknown (in `nofilter`)"
-        );
+        assert_eq!(err("{{ date | nofilter }}"), "unknown filter: filter nofilter is unknown (in `nofilter`)");
     }
 
     #[test]
     fn days_hours_and_date_range() {
         assert_eq!(
-            path(
-                "{{ month | days | first }} {{ month | days | last }} {{ month | days | length }}"
-            ),
+            path("{{ month | days | first }} {{ month | days | last }} {{ month | days | length }}"),
             "2024-02-01 2024-02-29 29"
         );
         assert_eq!(path("{{ '2023-02' | days | length }}"), "28");
@@ -1663,24 +1500,13 @@ mod tests {
             path("{{ date_range('2024-02-27', '2024-03-01') }}"),
             "2024-02-27\n2024-02-28\n2024-02-29\n2024-03-01"
         );
+        assert_eq!(cmd("{{ date_range('2024-02-28', '2024-03-01') | days }}"), "2024-02-28 2024-02-29 2024-03-01");
+        assert_eq!(path("{{ date_range(date, date | add_days(1)) | join(',') }}"), "2024-01-05,2024-01-06");
         assert_eq!(
-            cmd("{{ date_range('2024-02-28', '2024-03-01') | days }}"),
-            "2024-02-28 2024-02-29 2024-03-01"
-        );
-        assert_eq!(
-            path("{{ date_range(date, date | add_days(1)) | join(',') }}"),
-            "2024-01-05,2024-01-06"
-        );
-        assert_eq!(
-            path(
-                "{{ date | hours | length }} {{ date | hours | first }} {{ date | hours | last }}"
-            ),
+            path("{{ date | hours | length }} {{ date | hours | first }} {{ date | hours | last }}"),
             "24 2024-01-05T00 2024-01-05T23"
         );
-        assert_eq!(
-            path("{{ date_range('2024-01-01', '2024-01-02') | hours | length }}"),
-            "48"
-        );
+        assert_eq!(path("{{ date_range('2024-01-01', '2024-01-02') | hours | length }}"), "48");
         assert_eq!(path("{{ '2024-02' | hours | length }}"), "696");
         assert_eq!(
             path(
@@ -1692,25 +1518,13 @@ mod tests {
 
     #[test]
     fn path_filters() {
-        assert_eq!(
-            path("{{ 'a/b/c.csv' | basename }}|{{ 'a/b/c.csv' | dirname }}"),
-            "c.csv|a/b"
-        );
-        assert_eq!(
-            path("{{ 'c.csv' | basename }}|{{ 'c.csv' | dirname }}"),
-            "c.csv|."
-        );
-        assert_eq!(
-            path("{{ 'out/dir/' | basename }}|{{ 'out/dir/' | dirname }}"),
-            "dir|out"
-        );
+        assert_eq!(path("{{ 'a/b/c.csv' | basename }}|{{ 'a/b/c.csv' | dirname }}"), "c.csv|a/b");
+        assert_eq!(path("{{ 'c.csv' | basename }}|{{ 'c.csv' | dirname }}"), "c.csv|.");
+        assert_eq!(path("{{ 'out/dir/' | basename }}|{{ 'out/dir/' | dirname }}"), "dir|out");
         assert_eq!(path("{{ '/x' | basename }}|{{ '/x' | dirname }}"), "x|/");
         assert_eq!(path("{{ '/' | basename }}|{{ '/' | dirname }}"), "/|/");
         assert_eq!(path("{{ '' | basename }}|{{ '' | dirname }}"), "|.");
-        assert_eq!(
-            path("{{ 's3://bkt/k/v.csv' | basename }}|{{ 's3://bkt/k/v.csv' | dirname }}"),
-            "v.csv|s3://bkt/k"
-        );
+        assert_eq!(path("{{ 's3://bkt/k/v.csv' | basename }}|{{ 's3://bkt/k/v.csv' | dirname }}"), "v.csv|s3://bkt/k");
         assert_eq!(path("{{ inputs | basename }}"), "a.txt\nb c.txt\nx'y.csv");
         assert_eq!(cmd("{{ inputs | dirname }}"), ". . dir");
         assert_eq!(cmd("{{ spaced | dirname }}"), "'my dir'");
@@ -1725,24 +1539,14 @@ mod tests {
         assert!(err("{{ params.nope }}").contains("params.nope"));
         assert!(err("{{ vars.nope | raw }}").contains("vars.nope"));
         assert!(err("{% if nope %}x{% endif %}").contains("nope"));
-        assert!(
-            err("{{ inputs[7] }}").contains("inputs[7]"),
-            "{}",
-            err("{{ inputs[7] }}")
-        );
+        assert!(err("{{ inputs[7] }}").contains("inputs[7]"), "{}", err("{{ inputs[7] }}"));
         // Inputs are only there for commands.
         let c = Ctx::new();
         let mut e = Engine::new();
         let id = e.compile("{{ inputs[0] }}", Mode::Path).unwrap();
-        assert_eq!(
-            e.render(id, &c.ctx(false)),
-            Err("`inputs` is undefined".to_string())
-        );
+        assert_eq!(e.render(id, &c.ctx(false)), Err("`inputs` is undefined".to_string()));
         let id = e.compile("a\n{{ date }}\n{{ nope }}", Mode::Path).unwrap();
-        assert_eq!(
-            e.render(id, &c.ctx(false)),
-            Err("`nope` is undefined (line 3)".to_string())
-        );
+        assert_eq!(e.render(id, &c.ctx(false)), Err("`nope` is undefined (line 3)".to_string()));
         let mut out = String::from("keep");
         assert!(e.render_into(id, &c.ctx(false), &mut out).is_err());
         assert_eq!(out, "keep");
@@ -1774,42 +1578,28 @@ mod tests {
     #[test]
     fn segments_of_an_output_template() {
         let mut e = Engine::new();
-        let id = e
-            .compile(
-                "out/{{ date | strftime(\"%Y/%m\") }}/x-{{ region }}.csv",
-                Mode::Path,
-            )
-            .unwrap();
+        let id = e.compile("out/{{ date | strftime(\"%Y/%m\") }}/x-{{ region }}.csv", Mode::Path).unwrap();
         assert_eq!(
             e.segments(id).unwrap(),
             &[
                 Segment::Lit("out/".into()),
-                Segment::Expr {
-                    name: "date".into(),
-                    index: None,
-                    filters: vec![Filter::Strftime("%Y/%m".into())],
-                },
+                Segment::Expr { name: "date".into(), index: None, filters: vec![Filter::Strftime("%Y/%m".into())] },
                 Segment::Lit("/x-".into()),
-                Segment::Expr {
-                    name: "region".into(),
-                    index: None,
-                    filters: vec![],
-                },
+                Segment::Expr { name: "region".into(), index: None, filters: vec![] },
                 Segment::Lit(".csv".into()),
             ]
         );
         assert_eq!(e.names(id), ["date", "region"]);
         let id = e
-            .compile("{{inputs[-2]|basename|raw}} {{ d|add_days( -1 )|add_months(2)|add_hours(0)|ds_nodash()|dirname }}", Mode::Command)
+            .compile(
+                "{{inputs[-2]|basename|raw}} {{ d|add_days( -1 )|add_months(2)|add_hours(0)|ds_nodash()|dirname }}",
+                Mode::Command,
+            )
             .unwrap();
         assert_eq!(
             e.segments(id).unwrap(),
             &[
-                Segment::Expr {
-                    name: "inputs".into(),
-                    index: Some(-2),
-                    filters: vec![Filter::Basename, Filter::Raw],
-                },
+                Segment::Expr { name: "inputs".into(), index: Some(-2), filters: vec![Filter::Basename, Filter::Raw] },
                 Segment::Lit(" ".into()),
                 Segment::Expr {
                     name: "d".into(),
@@ -1859,9 +1649,7 @@ mod tests {
         ];
         let mut e = Engine::new();
         for src in slow {
-            let id = e
-                .compile(src, Mode::Path)
-                .unwrap_or_else(|err| panic!("{src}: {err}"));
+            let id = e.compile(src, Mode::Path).unwrap_or_else(|err| panic!("{src}: {err}"));
             assert!(e.segments(id).is_none(), "{src} should not be fast");
         }
         let fast = [
@@ -1879,9 +1667,7 @@ mod tests {
             "ends with {",
         ];
         for src in fast {
-            let id = e
-                .compile(src, Mode::Path)
-                .unwrap_or_else(|err| panic!("{src}: {err}"));
+            let id = e.compile(src, Mode::Path).unwrap_or_else(|err| panic!("{src}: {err}"));
             assert!(e.segments(id).is_some(), "{src} should be fast");
         }
     }
@@ -1894,9 +1680,7 @@ mod tests {
             .unwrap();
         assert!(e.segments(id).is_none());
         assert_eq!(e.names(id), ["a", "b", "date", "inputs", "root"]);
-        let id = e
-            .compile("{{ b }}{{ a }}{{ b | raw }}", Mode::Command)
-            .unwrap();
+        let id = e.compile("{{ b }}{{ a }}{{ b | raw }}", Mode::Command).unwrap();
         assert_eq!(e.names(id), ["a", "b"]);
         assert!(e.names(TemplateId(999)).is_empty());
     }
@@ -1904,24 +1688,11 @@ mod tests {
     #[test]
     fn name_precedence_agrees() {
         // A var named like a param loses to the param; extras and built-ins win over both.
-        let params = [
-            ("date", "2024-01-05".to_string()),
-            ("step", "p".to_string()),
-        ];
-        let vars = [
-            ("date".to_string(), "var".to_string()),
-            ("v".to_string(), "x".to_string()),
-        ];
+        let params = [("date", "2024-01-05".to_string()), ("step", "p".to_string())];
+        let vars = [("date".to_string(), "var".to_string()), ("v".to_string(), "x".to_string())];
         let extra = [("attempt", "1".to_string()), ("v", "extra".to_string())];
-        let ctx = Context {
-            step: "s",
-            task: "t",
-            params: &params,
-            vars: &vars,
-            inputs: None,
-            outputs: None,
-            extra: &extra,
-        };
+        let ctx =
+            Context { step: "s", task: "t", params: &params, vars: &vars, inputs: None, outputs: None, extra: &extra };
         let mut e = Engine::new();
         let src = "{{ date }} {{ step }} {{ v }} {{ attempt }} {{ vars.date }} {{ params.step }}";
         let id = e.compile(src, Mode::Path).unwrap();
@@ -1929,12 +1700,7 @@ mod tests {
         assert_eq!(fast, "2024-01-05 s extra 1 var p");
         let slow = e.render_slow(&e.templates[id.0 as usize], &ctx).unwrap();
         assert_eq!(fast, slow);
-        let id = e
-            .compile(
-                "{% for k in params %}{{ k }}={{ params[k] }};{% endfor %}",
-                Mode::Path,
-            )
-            .unwrap();
+        let id = e.compile("{% for k in params %}{{ k }}={{ params[k] }};{% endfor %}", Mode::Path).unwrap();
         assert_eq!(e.render(id, &ctx).unwrap(), "date=2024-01-05;step=p;");
     }
 
@@ -1987,9 +1753,7 @@ mod tests {
             for mode in [Mode::Path, Mode::Command] {
                 let mut e = Engine::new();
                 for src in templates {
-                    let id = e
-                        .compile(src, mode)
-                        .unwrap_or_else(|err| panic!("{src}: {err}"));
+                    let id = e.compile(src, mode).unwrap_or_else(|err| panic!("{src}: {err}"));
                     let entry = &e.templates[id.0 as usize];
                     let mut fast_out = String::new();
                     let fast = entry
@@ -1999,11 +1763,7 @@ mod tests {
                         .map(|()| fast_out);
                     let slow = e.render_slow(entry, &ctx);
                     if let Some(f) = &fast {
-                        assert_eq!(
-                            Ok(f),
-                            slow.as_ref(),
-                            "{src} ({mode:?}, lists: {with_lists})"
-                        );
+                        assert_eq!(Ok(f), slow.as_ref(), "{src} ({mode:?}, lists: {with_lists})");
                     }
                     assert_eq!(e.render(id, &ctx), slow, "{src}");
                 }
@@ -2016,10 +1776,7 @@ mod tests {
             let segs = e.segments(id).unwrap_or_else(|| panic!("{src} not fast"));
             let formats = compile_formats(segs);
             let mut out = String::new();
-            assert!(
-                render_fast(segs, &formats, Mode::Command, &c.ctx(true), &mut out).is_some(),
-                "{src}"
-            );
+            assert!(render_fast(segs, &formats, Mode::Command, &c.ctx(true), &mut out).is_some(), "{src}");
         }
     }
 
@@ -2086,8 +1843,7 @@ mod tests {
                         let entry = &e.templates[id.0 as usize];
                         let segs = entry.segments.as_ref().unwrap_or_else(|| panic!("{src}"));
                         let mut out = String::new();
-                        let fast =
-                            render_fast(segs, &entry.formats, mode, &ctx, &mut out).map(|()| out);
+                        let fast = render_fast(segs, &entry.formats, mode, &ctx, &mut out).map(|()| out);
                         let slow = e.render_slow(entry, &ctx);
                         if let Some(fast) = fast {
                             assert_eq!(Ok(fast), slow, "{src} with {v:?} ({mode:?})");
@@ -2120,24 +1876,18 @@ mod tests {
             "%%",
             "ünï %Y",
         ];
-        let values: Vec<ParamValue> = [
-            "0000-01-01",
-            "0099-12-31",
-            "1900-02-28",
-            "2000-02-29",
-            "2024-12-31",
-            "9999-12-31",
-        ]
-        .iter()
-        .flat_map(|d| {
-            [
-                ParamKind::Date.parse(d).unwrap(),
-                ParamKind::Hour.parse(&format!("{d}T07")).unwrap(),
-                ParamKind::Month.parse(&d[..7]).unwrap(),
-            ]
-        })
-        .chain((0..3000).map(|i| ParamValue::Hour(i * 997 - 900_000)))
-        .collect();
+        let values: Vec<ParamValue> =
+            ["0000-01-01", "0099-12-31", "1900-02-28", "2000-02-29", "2024-12-31", "9999-12-31"]
+                .iter()
+                .flat_map(|d| {
+                    [
+                        ParamKind::Date.parse(d).unwrap(),
+                        ParamKind::Hour.parse(&format!("{d}T07")).unwrap(),
+                        ParamKind::Month.parse(&d[..7]).unwrap(),
+                    ]
+                })
+                .chain((0..3000).map(|i| ParamValue::Hour(i * 997 - 900_000)))
+                .collect();
         for fmt in formats {
             let fast = TimeFormat::compile(fmt);
             assert!(matches!(fast, TimeFormat::Fast(_)), "{fmt}");
@@ -2178,10 +1928,7 @@ mod tests {
         let per = start.elapsed() / n;
         assert_eq!(total, 19 * n as usize);
         // Generous even for an unoptimised test build on a busy machine.
-        assert!(
-            per < std::time::Duration::from_micros(5),
-            "{per:?} per render"
-        );
+        assert!(per < std::time::Duration::from_micros(5), "{per:?} per render");
     }
 
     #[test]

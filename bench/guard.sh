@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Performance regression guard for CI (about a minute on 2 cores): on the shared workload at
+# 11,000 tasks, flux's no-op build and dry run must stay within 2x of ninja's, measured
+# side by side in this run (a ratio, never an absolute time). Exit 1 past the limit.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+shared=${FLUX_SHARED:-$root/../shared}
+limit=${FLUX_GUARD_LIMIT:-2.0}
+command -v ninja >/dev/null || { echo "guard: ninja is missing (.ci/run installs ninja-build)" >&2; exit 2; }
+(cd "$root" && cargo build --release --quiet)
+flux=$root/target/release/flux
+work=$here/work/guard; rm -rf "$work"; mkdir -p "$work"
+python3 "$shared/bench/gen.py" -S 10 -D 1000 --tool flux --out "$work/flux" >/dev/null
+python3 "$shared/bench/gen.py" -S 10 -D 1000 --tool ninja --out "$work/ninja" >/dev/null
+range=2000-01-01..2002-09-26
+export NO_COLOR=1
+t() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 )); }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# dry runs from a clean tree
+fd=(); nd=()
+for _ in 1 2 3 4 5; do
+  fd+=("$(cd "$work/flux" && t "$flux" build -n --date-range "$range")")
+  nd+=("$(cd "$work/ninja" && t ninja -n)")
+done
+# full builds, then no-ops (the first flux no-op settles the digest cache of fresh files)
+(cd "$work/flux" && "$flux" build -j 2 -q --date-range "$range" >/dev/null)
+(cd "$work/ninja" && ninja -j 2 >/dev/null)
+sleep 1
+(cd "$work/flux" && "$flux" build -j 2 -q --date-range "$range" >/dev/null)
+fn=(); nn=()
+for _ in 1 2 3 4 5; do
+  fn+=("$(cd "$work/flux" && t "$flux" build -j 2 --date-range "$range")")
+  nn+=("$(cd "$work/ninja" && t ninja -j 2)")
+done
+fail=0
+for pair in "dry-run:${fd[*]}:${nd[*]}" "no-op:${fn[*]}:${nn[*]}"; do
+  IFS=: read -r what f n <<< "$pair"
+  fm=$(tr ' ' '\n' <<< "$f" | median); nm=$(tr ' ' '\n' <<< "$n" | median)
+  ratio=$(awk -v a="$fm" -v b="$nm" 'BEGIN {printf "%.2f", a / b}')
+  verdict=ok; awk -v r="$ratio" -v l="$limit" 'BEGIN {exit !(r > l)}' && { verdict="TOO SLOW (limit ${limit}x)"; fail=1; }
+  printf 'guard %-8s flux %6.3fs  ninja %6.3fs  ratio %sx  %s\n' "$what" "$(awk -v a="$fm" 'BEGIN{print a/1e6}')" "$(awk -v a="$nm" 'BEGIN{print a/1e6}')" "$ratio" "$verdict"
+done
+rm -rf "$work"
+exit $fail
