@@ -12,8 +12,6 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
 use crate::exec::{Job, LocalExecutor, Outcome};
 use crate::fluxfile::{Action, Fluxfile, Step};
@@ -21,7 +19,7 @@ use crate::graph::{NONE, TaskGraph, task_key};
 use crate::hooks::{Hooks, TaskEvent};
 use crate::plan::{CmdRender, Decision, Fingerprint, Planner, Reason, Triggers};
 use crate::report::{Event, Reporter};
-use crate::state::{AttemptRecord, Batch, StateDb, Status, TaskRecord, TaskUpdate};
+use crate::state::{AttemptRecord, Batch, Records, StateDb, Status, TaskUpdate};
 use crate::target::{self, Digests, Meta};
 
 /// How to build.
@@ -88,6 +86,12 @@ fn interrupts() -> usize {
     INTERRUPTS.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// A lease whose holder has not been heard of for this long is taken over (SPEC §6).
+const LEASE_STALE_S: f64 = 30.0;
+/// How often holders renew their leases, and waiters look at them.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+const FOREIGN_POLL: Duration = Duration::from_millis(300);
+
 /// Flush records after this many, or this often.
 const BATCH_RECORDS: usize = 512;
 const BATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -116,7 +120,7 @@ impl St {
 pub struct Build<'a> {
     pub ff: &'a Fluxfile,
     pub g: &'a TaskGraph,
-    pub records: &'a HashMap<String, TaskRecord>,
+    pub records: &'a Records,
     pub digests: &'a Digests,
     pub opts: &'a Options,
     planner: Planner<'a>,
@@ -126,7 +130,7 @@ impl<'a> Build<'a> {
     pub fn new(
         ff: &'a Fluxfile,
         g: &'a TaskGraph,
-        records: &'a HashMap<String, TaskRecord>,
+        records: &'a Records,
         digests: &'a Digests,
         opts: &'a Options,
     ) -> Build<'a> {
@@ -155,17 +159,7 @@ impl<'a> Build<'a> {
                 "`{t}`: remote targets (s3://, hdfs://, gs://, az://) are not supported yet by this flux"
             )));
         }
-        let dir = &self.ff.dir;
-        Ok(self
-            .g
-            .targets
-            .par_iter()
-            .with_min_len(256)
-            .map(|t| {
-                let p = Path::new(&**t);
-                if p.is_absolute() { target::stat(p) } else { target::stat(&dir.join(p)) }
-            })
-            .collect())
+        Ok(target::stat_many(&self.ff.dir, &self.g.targets))
     }
 
     /// Plan without running or writing anything.
@@ -213,6 +207,7 @@ impl<'a> Build<'a> {
         let metas = self.stat_all()?;
         let g = self.g;
         let n = g.tasks.len();
+        db.set_holder(crate::state::Holder::this_process());
         let run_id = db.begin_run(&self.opts.command)?;
         rep.event(Event::Planned { total: n });
         let dependents = g.dependents();
@@ -229,12 +224,13 @@ impl<'a> Build<'a> {
             pending,
             st: vec![St::Waiting; n],
             results: vec![TaskResult::default(); n],
-                        fps: vec![None; n],
+            fps: vec![None; n],
             quicks: vec![None; n],
             ready,
             queue: BinaryHeap::new(),
             retry_at: Vec::new(),
             waiting: Vec::new(),
+            foreign: Vec::new(),
             sensor_since: HashMap::new(),
             pool_busy: vec![0; self.ff.pools.len()],
             cpus_busy: 0,
@@ -247,10 +243,13 @@ impl<'a> Build<'a> {
             seen_interrupts: 0,
             run_id,
             made_dirs: HashSet::new(),
-            stage_root: self.ff.state_dir.join("stage"),
+            // Per run, so that a task's orphans after a kill -9 of flux never share a staging
+            // path with a later attempt.
+            stage_root: stage_dir(&self.ff.state_dir, run_id),
             hooks: Hooks::new(self.ff.dir.clone(), self.ff.notify.clone()),
         };
         let exec = LocalExecutor::new();
+        let mut last_beat = Instant::now();
         loop {
             r.decide_ready(rep);
             let ints = interrupts();
@@ -263,15 +262,25 @@ impl<'a> Build<'a> {
             }
             let stop = r.seen_interrupts > 0 || (self.opts.fail_fast && r.any_failed);
             r.check_waiting(stop, rep);
-            if !stop {
+            if stop {
+                for (t, _) in std::mem::take(&mut r.foreign) {
+                    r.done(t, St::Interrupted, "interrupted");
+                }
+            } else {
+                r.check_foreign(db, rep)?;
                 r.requeue_retries();
                 r.launch(db, &exec, rep)?;
+            }
+            if last_beat.elapsed() >= HEARTBEAT {
+                db.heartbeat()?;
+                last_beat = Instant::now();
             }
             for w in r.hooks.warnings() {
                 rep.event(Event::Warning(&w));
             }
-            let idle =
-                r.ready.is_empty() && (stop || (r.queue.is_empty() && r.retry_at.is_empty() && r.waiting.is_empty()));
+            let idle = r.ready.is_empty()
+                && (stop
+                    || (r.queue.is_empty() && r.retry_at.is_empty() && r.waiting.is_empty() && r.foreign.is_empty()));
             if r.in_flight == 0 && idle {
                 break;
             }
@@ -298,6 +307,7 @@ impl<'a> Build<'a> {
             rep.event(Event::Warning(&w));
         }
         r.flush(db)?;
+        let _ = std::fs::remove_dir_all(&r.stage_root);
         let failed = r.st.iter().any(|s| matches!(s, St::Failed | St::UpstreamFailed));
         db.end_run(
             run_id,
@@ -495,7 +505,7 @@ struct Waiting {
 /// The state of one real build: what `Build::run` drives, one method per concern.
 struct Runner<'b, 'a> {
     b: &'b Build<'a>,
-        planner: &'b Planner<'a>,
+    planner: &'b Planner<'a>,
     ids: Vec<String>,
     /// Current stat of every target (outputs are re-stated after their task ran).
     metas: Vec<Option<Meta>>,
@@ -504,7 +514,7 @@ struct Runner<'b, 'a> {
     pending: Vec<u32>,
     st: Vec<St>,
     results: Vec<TaskResult>,
-        fps: Vec<Option<Fingerprint>>,
+    fps: Vec<Option<Fingerprint>>,
     quicks: Vec<Option<crate::state::Hash>>,
     cp: Vec<u64>,
     /// Tasks whose deps are finished, to be decided.
@@ -513,6 +523,8 @@ struct Runner<'b, 'a> {
     queue: BinaryHeap<(i64, u64, std::cmp::Reverse<u32>)>,
     retry_at: Vec<(Instant, u32)>,
     waiting: Vec<Waiting>,
+    /// Tasks claimed by another live flux process, and when to look again.
+    foreign: Vec<(u32, Instant)>,
     /// When each sensor first probed.
     sensor_since: HashMap<u32, Instant>,
     pool_busy: Vec<usize>,
@@ -537,7 +549,7 @@ impl Runner<'_, '_> {
         &self.b.ff.steps[self.b.g.tasks[t as usize].step as usize]
     }
 
-        /// Remember that the fingerprint holds for these input stats (see `Planner::decide`).
+    /// Remember that the fingerprint holds for these input stats (see `Planner::decide`).
     fn record_quick(&mut self, t: u32, quick: Option<crate::state::Hash>) {
         if let Some(key) = quick {
             let verified_ns = self.planner.stat_ns;
@@ -553,6 +565,10 @@ impl Runner<'_, '_> {
     }
 
     fn done(&mut self, t: u32, st: St, status: &'static str) {
+        if matches!(st, St::Ran | St::Failed | St::Interrupted) {
+            // Give the lease back with the task's record (they are committed together).
+            self.batch.releases.push(self.ids[t as usize].clone());
+        }
         self.st[t as usize] = st;
         self.results[t as usize].status = status;
         release(t, &self.dependents, &mut self.pending, &mut self.ready);
@@ -578,7 +594,7 @@ impl Runner<'_, '_> {
                 continue;
             }
             match self.planner.decide(t, &self.ids[ti], &self.metas, false, false) {
-                                Decision::Skip { adopt, quick } => {
+                Decision::Skip { adopt, quick } => {
                     if let Some(fp) = adopt {
                         self.batch.tasks.push(TaskUpdate::Adopt {
                             task_id: self.ids[ti].clone(),
@@ -590,7 +606,7 @@ impl Runner<'_, '_> {
                     rep.event(Event::Skipped { id: &self.ids[ti] });
                     self.done(t, St::Skipped, "skipped");
                 }
-                                Decision::Run { reason, fp, quick } => {
+                Decision::Run { reason, fp, quick } => {
                     self.fps[ti] = fp;
                     self.quicks[ti] = quick;
                     self.st[ti] = St::Queued;
@@ -671,51 +687,127 @@ impl Runner<'_, '_> {
         }
     }
 
-    /// Start queued tasks while there are slots, pool places, CPUs and memory.
+    /// Start queued tasks while there are slots, pool places, CPUs and memory. The tasks
+    /// of one round are claimed in the state DB in one transaction before any is spawned
+    /// (SPEC §6); a task another live flux holds is waited for, holding no slot.
     fn launch(&mut self, db: &mut StateDb, exec: &LocalExecutor, rep: &mut dyn Reporter) -> Result<()> {
         let opts = self.b.opts;
+        let (mut pool_busy, mut cpus_busy, mut mem_busy) = (self.pool_busy.clone(), self.cpus_busy, self.mem_busy);
+        let mut picked: Vec<u32> = Vec::new();
         let mut deferred = Vec::new();
-        while self.in_flight < opts.jobs {
+        while self.in_flight + picked.len() < opts.jobs {
             let Some(item) = self.queue.pop() else { break };
             let t = item.2.0;
-            let ti = t as usize;
             let step = self.step(t);
-            let (pool, cpus, mem, stage) = (step.pool, step.cpus, step.mem.unwrap_or(0), step.stage);
-            let pool_full = pool.is_some_and(|p| self.pool_busy[p] >= self.b.ff.pools[p].1);
+            let (pool, cpus, mem) = (step.pool, step.cpus, step.mem.unwrap_or(0));
+            let pool_full = pool.is_some_and(|p| pool_busy[p] >= self.b.ff.pools[p].1);
             // A task asking for more than the machine has runs alone rather than never.
-            let over = self.in_flight > 0
-                && (self.cpus_busy + cpus > opts.cpu_budget || (mem > 0 && self.mem_busy + mem > opts.mem_budget));
+            let busy = self.in_flight + picked.len() > 0;
+            let over = busy && (cpus_busy + cpus > opts.cpu_budget || (mem > 0 && mem_busy + mem > opts.mem_budget));
             if pool_full || over {
                 deferred.push(item);
                 continue;
             }
-            self.results[ti].attempts += 1;
-            let attempt = self.results[ti].attempts;
-            match self.b.prepare(t, &self.ids[ti], attempt, self.run_id, &self.stage_root, &mut self.made_dirs) {
-                Ok(job) => {
-                    if let Some(p) = pool {
-                        self.pool_busy[p] += 1;
-                    }
-                    self.cpus_busy += cpus;
-                    self.mem_busy += mem;
-                    if !stage {
-                        // A crash while this runs must be visible next time (`incomplete`).
-                        self.batch
-                            .tasks
-                            .push(TaskUpdate::Status { task_id: self.ids[ti].clone(), status: Status::Running });
-                        self.flush(db)?;
-                    }
-                    let reason = self.results[ti].reason.unwrap_or(Reason::Forced);
-                    rep.event(Event::Started { id: &self.ids[ti], reason: reason.as_str(), attempt });
-                    self.running.insert(t, (SystemTime::now(), reason));
-                    self.st[ti] = St::Running;
-                    self.in_flight += 1;
-                    exec.start(job);
-                }
-                Err(message) => self.fail(t, FailInfo { message, attempt, ..Default::default() }, rep),
+            if let Some(p) = pool {
+                pool_busy[p] += 1;
             }
+            cpus_busy += cpus;
+            mem_busy += mem;
+            picked.push(t);
         }
         self.queue.extend(deferred);
+        if picked.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = picked.iter().map(|&t| self.ids[t as usize].as_str()).collect();
+        let claims = db.claim(&names, self.run_id, LEASE_STALE_S)?;
+        for (t, mine) in picked.into_iter().zip(claims) {
+            let ti = t as usize;
+            if !mine {
+                rep.event(Event::Waiting { id: &self.ids[ti], message: "another flux process is running it" });
+                self.st[ti] = St::Waiting;
+                self.foreign.push((t, Instant::now() + FOREIGN_POLL));
+                continue;
+            }
+            if self.done_elsewhere(db, t)? {
+                self.batch.releases.push(self.ids[ti].clone());
+                rep.event(Event::Skipped { id: &self.ids[ti] });
+                self.done(t, St::Skipped, "skipped");
+                continue;
+            }
+            self.start(t, db, exec, rep)?;
+        }
+        Ok(())
+    }
+
+    /// Whether another process has completed this task since our records were loaded
+    /// (checked after claiming it, and after waiting for another holder).
+    fn done_elsewhere(&mut self, db: &StateDb, t: u32) -> Result<bool> {
+        let ti = t as usize;
+        let Some(fresh) = db.task_record(&self.ids[ti])? else { return Ok(false) };
+        let loaded = self.b.records.get(&self.ids[ti]).and_then(|r| r.success_at);
+        if fresh.last_status != Status::Success || fresh.success_at.is_none() || fresh.success_at == loaded {
+            return Ok(false);
+        }
+        let Some(fp) = self.fps[ti] else { return Ok(false) };
+        for &o in &self.b.g.tasks[ti].outputs {
+            self.metas[o as usize] = target::stat(&self.planner.abs(self.b.g.target(o)));
+            if self.metas[o as usize].is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(fresh.cmd_hash == Some(fp.cmd) && fresh.inputs_hash == Some(fp.inputs))
+    }
+
+    /// Tasks held by another live process: once its lease is gone, take the result or run.
+    fn check_foreign(&mut self, db: &StateDb, rep: &mut dyn Reporter) -> Result<()> {
+        let now = Instant::now();
+        let mut still = Vec::new();
+        for (t, next) in std::mem::take(&mut self.foreign) {
+            if next > now || db.held_by_other(&self.ids[t as usize], LEASE_STALE_S)? {
+                still.push((t, if next > now { next } else { now + FOREIGN_POLL }));
+            } else if self.done_elsewhere(db, t)? {
+                rep.event(Event::Skipped { id: &self.ids[t as usize] });
+                self.done(t, St::Skipped, "skipped");
+            } else {
+                self.st[t as usize] = St::Queued;
+                self.enqueue(t);
+            }
+        }
+        self.foreign = still;
+        Ok(())
+    }
+
+    /// Spawn a claimed task.
+    fn start(&mut self, t: u32, db: &mut StateDb, exec: &LocalExecutor, rep: &mut dyn Reporter) -> Result<()> {
+        let ti = t as usize;
+        let step = self.step(t);
+        let (pool, cpus, mem, stage) = (step.pool, step.cpus, step.mem.unwrap_or(0), step.stage);
+        self.results[ti].attempts += 1;
+        let attempt = self.results[ti].attempts;
+        match self.b.prepare(t, &self.ids[ti], attempt, self.run_id, &self.stage_root, &mut self.made_dirs) {
+            Ok(job) => {
+                if let Some(p) = pool {
+                    self.pool_busy[p] += 1;
+                }
+                self.cpus_busy += cpus;
+                self.mem_busy += mem;
+                if !stage {
+                    // A crash while this runs must be visible next time (`incomplete`).
+                    self.batch
+                        .tasks
+                        .push(TaskUpdate::Status { task_id: self.ids[ti].clone(), status: Status::Running });
+                    self.flush(db)?;
+                }
+                let reason = self.results[ti].reason.unwrap_or(Reason::Forced);
+                rep.event(Event::Started { id: &self.ids[ti], reason: reason.as_str(), attempt });
+                self.running.insert(t, (SystemTime::now(), reason));
+                self.st[ti] = St::Running;
+                self.in_flight += 1;
+                exec.start(job);
+            }
+            Err(message) => self.fail(t, FailInfo { message, attempt, ..Default::default() }, rep),
+        }
         Ok(())
     }
 
@@ -766,7 +858,7 @@ impl Runner<'_, '_> {
                     task_id: self.ids[ti].clone(),
                     cmd_hash: fp.cmd,
                     inputs_hash: fp.inputs,
-                                        duration_s: dur,
+                    duration_s: dur,
                 });
                 self.record_quick(t, self.quicks[ti]);
             }
@@ -925,6 +1017,22 @@ struct FailInfo {
     interrupted: bool,
 }
 
+/// `<state>/stage/<run id>/`, after removing what runs killed more than a day ago left.
+fn stage_dir(state_dir: &Path, run_id: i64) -> PathBuf {
+    let root = state_dir.join("stage");
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        let day = std::time::Duration::from_secs(86_400);
+        for e in entries.flatten() {
+            let old =
+                e.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok()).is_some_and(|a| a > day);
+            if old {
+                let _ = target::remove(&e.path());
+            }
+        }
+    }
+    root.join(run_id.to_string())
+}
+
 fn release(t: u32, dependents: &[Vec<u32>], pending: &mut [u32], ready: &mut Vec<u32>) {
     for &d in &dependents[t as usize] {
         let p = &mut pending[d as usize];
@@ -936,12 +1044,7 @@ fn release(t: u32, dependents: &[Vec<u32>], pending: &mut [u32], ready: &mut Vec
 }
 
 /// Longest remaining path (in estimated milliseconds) from each task to the end.
-fn critical_path(
-    g: &TaskGraph,
-    ids: &[String],
-    records: &HashMap<String, TaskRecord>,
-    dependents: &[Vec<u32>],
-) -> Vec<u64> {
+fn critical_path(g: &TaskGraph, ids: &[String], records: &Records, dependents: &[Vec<u32>]) -> Vec<u64> {
     let mut cp = vec![0u64; g.tasks.len()];
     for &t in g.order.iter().rev() {
         let ti = t as usize;

@@ -3,7 +3,7 @@
 //! only module that reads the environment (`NO_COLOR`, `CI`) and wires the concrete state
 //! DB, executor and reporter together, and, with `report`, the only one that prints.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::fluxfile::{Fluxfile, LoadOptions};
 use crate::graph::{self, Request, TaskGraph};
 use crate::plan::Triggers;
-use crate::state::StateDb;
+use crate::state::{Records, StateDb};
 use crate::target::Digests;
 
 const ABOUT: &str = "flux builds data pipelines the way make builds code.
@@ -108,6 +108,21 @@ enum Cmd {
         /// Keep printing as the log grows, until the attempt ends.
         #[arg(long)]
         follow: bool,
+    },
+    /// The step x interval grid: each task's last status, or whether its outputs exist.
+    Status {
+        #[command(flatten)]
+        sel: Selection,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Forget tasks' success so the next build reruns them (reason `forced`).
+    Clear {
+        #[command(flatten)]
+        sel: Selection,
+        /// Also delete their outputs.
+        #[arg(long)]
+        delete_outputs: bool,
     },
     /// Recent task attempts, newest first.
     History {
@@ -225,6 +240,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Cmd::Graph { sel, tasks, format } => cmd_graph(cli, sel, *tasks, *format),
         Cmd::Logs { task, attempt, follow } => cmd_logs(cli, task, *attempt, *follow),
         Cmd::History { step, limit, output } => cmd_history(cli, step.as_deref(), *limit, *output),
+        Cmd::Status { sel, output } => cmd_status(cli, sel, *output),
+        Cmd::Clear { sel, delete_outputs } => cmd_clear(cli, sel, *delete_outputs),
         Cmd::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "flux", &mut std::io::stdout());
@@ -288,8 +305,18 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     timing(cli, "load Fluxfile", t0);
     let t1 = Instant::now();
     let req = request(&b.sel)?;
-    let g = graph::build(&ff, &req)?;
-    timing(cli, &format!("plan {} tasks", g.tasks.len()), t1);
+    let key = crate::plancache::key(&ff, &req);
+    let (g, cached) = match crate::plancache::load(&ff.state_dir, &key).filter(|g| crate::plancache::fits(&ff, g)) {
+        Some(g) => (g, true),
+        None => {
+            let g = graph::build(&ff, &req)?;
+            if !b.dry_run {
+                crate::plancache::store(&ff.state_dir, &key, &g);
+            }
+            (g, false)
+        }
+    };
+    timing(cli, &format!("plan {} tasks{}", g.tasks.len(), if cached { " (cached)" } else { "" }), t1);
 
     let mut triggers = Triggers::default();
     if !b.rerun_triggers.is_empty() {
@@ -355,7 +382,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         Some(d) => d.load_tasks()?,
         None => Default::default(),
     };
-        let digests = Digests::lazy(ff.state_dir.clone());
+    let digests = Digests::lazy(ff.state_dir.clone());
     timing(cli, &format!("load state ({} tasks, {} digests on record)", records.len(), digests_len(&db)), t2);
 
     let build = Build::new(&ff, &g, &records, &digests, &opts);
@@ -675,6 +702,192 @@ fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Re
             let _ = writeln!(o, "{doc}");
         }
     }
+    Ok(0)
+}
+
+/// A task's status for `flux status`: its last attempt, or what its outputs say.
+fn task_status(ff: &Fluxfile, g: &TaskGraph, t: u32, id: &str, records: &Records) -> &'static str {
+    use crate::state::Status;
+    let outputs_exist = || {
+        g.tasks[t as usize].outputs.iter().all(|&o| {
+            let p = std::path::Path::new(g.target(o));
+            if p.is_absolute() { p.exists() } else { ff.dir.join(p).exists() }
+        })
+    };
+    match records.get(id) {
+        Some(r) if r.forced => "cleared",
+        Some(r) => match r.last_status {
+            Status::Success | Status::Skipped if g.tasks[t as usize].outputs.is_empty() || outputs_exist() => "success",
+            Status::Success | Status::Skipped => "missing",
+            other => other.as_str(),
+        },
+        None if !g.tasks[t as usize].outputs.is_empty() && outputs_exist() => "up to date",
+        None => "missing",
+    }
+}
+
+/// One cell of the status grid: its column (time value), task id and status.
+type Cell = (Option<usize>, String, &'static str);
+
+fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
+    let ff = load(cli, sel)?;
+    let g = graph::build(&ff, &request(sel)?)?;
+    let records = match StateDb::open_existing(&ff.state_dir)? {
+        Some(db) => db.load_tasks()?,
+        None => Records::default(),
+    };
+    // Rows: a step with its non-time params; columns: time values.
+    let mut intervals: Vec<(crate::param::ParamValue, String)> = Vec::new();
+    let mut rows: Vec<(String, Vec<Cell>)> = Vec::new();
+    let mut row_of: HashMap<String, usize> = HashMap::new();
+    let mut order: Vec<u32> = (0..g.tasks.len() as u32).collect();
+    order.sort_by_key(|&t| (g.tasks[t as usize].step, g.tasks[t as usize].params.clone()));
+    for &t in &order {
+        let task = &g.tasks[t as usize];
+        let step = &ff.steps[task.step as usize];
+        let id = g.task_id(&ff, t);
+        let others: Vec<String> = step
+            .params
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != step.time_param)
+            .map(|(i, (n, k))| format!("{n}={}", k.format(task.params[i])))
+            .collect();
+        let row_name =
+            if others.is_empty() { step.name.clone() } else { format!("{}[{}]", step.name, others.join(",")) };
+        let col = step.time_param.map(|ti| {
+            let v = task.params[ti];
+            let label = step.params[ti].1.format(v);
+            match intervals.iter().position(|(_, l)| *l == label) {
+                Some(i) => i,
+                None => {
+                    intervals.push((v, label));
+                    intervals.len() - 1
+                }
+            }
+        });
+        let status = task_status(&ff, &g, t, &id, &records);
+        let r = *row_of.entry(row_name.clone()).or_insert_with(|| {
+            rows.push((row_name.clone(), Vec::new()));
+            rows.len() - 1
+        });
+        rows[r].1.push((col, id, status));
+    }
+    // Columns in time order.
+    let mut col_order: Vec<usize> = (0..intervals.len()).collect();
+    col_order.sort_by(|&a, &b| intervals[a].1.cmp(&intervals[b].1));
+    let mut o = std::io::stdout().lock();
+    if output == OutputFormat::Json {
+        let doc = serde_json::json!({
+            "intervals": col_order.iter().map(|&c| intervals[c].1.clone()).collect::<Vec<_>>(),
+            "rows": rows.iter().map(|(name, cells)| serde_json::json!({
+                "row": name,
+                "cells": cells.iter().map(|(c, id, st)| serde_json::json!({
+                    "task": id,
+                    "interval": c.map(|c| intervals[c].1.clone()),
+                    "status": st,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        });
+        let _ = writeln!(o, "{doc}");
+        return Ok(0);
+    }
+    let color = color_on_stdout(cli.color);
+    let symbol = |st: &str| -> String {
+        let (ch, code) = match st {
+            "success" => ('#', "32"),
+            "up to date" => ('=', "32"),
+            "failed" => ('X', "31"),
+            "upstream_failed" => ('^', "33"),
+            "interrupted" => ('!', "33"),
+            "running" | "retrying" | "waiting" | "queued" => ('~', "36"),
+            "cleared" => ('c', "35"),
+            _ => ('.', "2"),
+        };
+        if color { format!("\x1b[{code}m{ch}\x1b[0m") } else { ch.to_string() }
+    };
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
+    if let (Some(&first), Some(&last)) = (col_order.first(), col_order.last()) {
+        let _ = writeln!(
+            o,
+            "{:width$}  {} .. {} ({} intervals)",
+            "",
+            intervals[first].1,
+            intervals[last].1,
+            intervals.len()
+        );
+    }
+    for (name, cells) in &rows {
+        let mut line = format!("{name:width$}  ");
+        if cells.iter().all(|(c, _, _)| c.is_none()) {
+            for (_, _, st) in cells {
+                line.push_str(&symbol(st));
+                line.push(' ');
+                line.push_str(st);
+            }
+        } else {
+            for &c in &col_order {
+                match cells.iter().find(|(cc, _, _)| *cc == Some(c)) {
+                    Some((_, _, st)) => line.push_str(&symbol(st)),
+                    None => line.push(' '),
+                }
+            }
+        }
+        let _ = writeln!(o, "{line}");
+    }
+    let _ = writeln!(
+        o,
+        "\n{} success  {} up to date (no record)  {} failed  {} upstream failed  {} interrupted  {} running/waiting  {} cleared  {} missing",
+        symbol("success"),
+        symbol("up to date"),
+        symbol("failed"),
+        symbol("upstream_failed"),
+        symbol("interrupted"),
+        symbol("running"),
+        symbol("cleared"),
+        symbol("missing")
+    );
+    Ok(0)
+}
+
+fn color_on_stdout(c: ColorChoice) -> bool {
+    use std::io::IsTerminal;
+    match c {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
+    }
+}
+
+fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool) -> Result<i32> {
+    if sel.targets.is_empty() {
+        return Err(Error::Usage("flux clear needs targets: step names, task ids or output paths".into()));
+    }
+    let ff = load(cli, sel)?;
+    let g = graph::build(&ff, &request(sel)?)?;
+    let mut db = StateDb::open(&ff.state_dir)?;
+    let mut batch = crate::state::Batch::default();
+    let mut deleted = 0;
+    for &t in &g.roots {
+        batch.tasks.push(crate::state::TaskUpdate::Clear { task_id: g.task_id(&ff, t) });
+        if delete_outputs {
+            for &o in &g.tasks[t as usize].outputs {
+                let p = std::path::Path::new(g.target(o));
+                let abs = if p.is_absolute() { p.to_path_buf() } else { ff.dir.join(p) };
+                if abs.exists() {
+                    crate::target::remove(&abs)
+                        .map_err(|e| Error::Io(format!("cannot delete {}: {e}", abs.display())))?;
+                    deleted += 1;
+                }
+            }
+        }
+    }
+    db.commit(&mut batch)?;
+    let mut line = format!("cleared {} tasks", g.roots.len());
+    if delete_outputs {
+        line.push_str(&format!(", deleted {deleted} outputs"));
+    }
+    println!("{line}; the next build reruns them");
     Ok(0)
 }
 

@@ -117,7 +117,8 @@ pub struct Step {
     pub pool: Option<usize>,
     pub priority: i64,
     pub stage: bool,
-    /// CPUs and memory (bytes) the task needs; the local scheduler budgets them.
+    /// CPUs and memory (bytes) the task needs; the local scheduler budgets them. 0: not
+    /// declared, so not budgeted (`-j` alone bounds such tasks, as in make).
     pub cpus: u32,
     pub mem: Option<u64>,
     /// The step's `run` is a probe: exit 0 means ready (SPEC §2.1).
@@ -1202,7 +1203,7 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
     }
     let description = k.str("description")?.map(|(s, _)| s);
     let cpus = match k.int("cpus")? {
-        None => 1,
+        None => 0,
         Some((n, span)) if n >= 1 => u32::try_from(n).map_err(|_| Error::at("`cpus` is too large", &span))?,
         Some((_, span)) => return Err(Error::at_help("`cpus` must be at least 1", &span, "write e.g. `cpus = 2`")),
     };

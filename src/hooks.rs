@@ -157,7 +157,9 @@ fn post(url: &str, body: &[u8], timeout: Duration) -> Result<u16, String> {
         env!("CARGO_PKG_VERSION"),
         body.len()
     );
-    s.write_all(head.as_bytes()).and_then(|_| s.write_all(body)).map_err(|e| e.to_string())?;
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    s.write_all(&request).map_err(|e| e.to_string())?;
     let mut resp = Vec::new();
     let mut buf = [0u8; 1024];
     while !resp.windows(2).any(|w| w == b"\r\n") {
@@ -192,9 +194,28 @@ mod tests {
             let mut bodies = Vec::new();
             for (i, conn) in l.incoming().take(2).enumerate() {
                 let mut c = conn.unwrap();
-                let mut buf = vec![0u8; 4096];
-                let n = c.read(&mut buf).unwrap();
-                bodies.push(String::from_utf8_lossy(&buf[..n]).to_string());
+                // Read the whole request: headers, then Content-Length bytes of body.
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = c.read(&mut buf).unwrap();
+                    req.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&req).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if body.len() >= len || n == 0 {
+                            break;
+                        }
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                }
+                bodies.push(String::from_utf8_lossy(&req).to_string());
                 let answer = if i == 0 { "HTTP/1.1 503 Busy\r\n\r\n" } else { "HTTP/1.1 204 No Content\r\n\r\n" };
                 c.write_all(answer.as_bytes()).unwrap();
             }

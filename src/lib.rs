@@ -16,6 +16,7 @@ pub mod graph;
 pub mod hooks;
 pub mod param;
 pub mod plan;
+pub mod plancache;
 pub mod report;
 pub mod state;
 pub mod target;

@@ -5,7 +5,7 @@
 //!
 //! The planner reads stats and digests it is given; it spawns nothing and writes nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::fluxfile::{Action, Fluxfile, Step};
 use crate::graph::{NONE, TaskGraph, interval_rfc3339};
 use crate::param::ParamValue;
-use crate::state::{Hash, Status, TaskRecord};
+use crate::state::{Hash, Records, Status};
 use crate::target::{Digests, Meta};
 use crate::template::Context;
 
@@ -111,7 +111,7 @@ struct CmdKey<'a> {
 pub struct Planner<'a> {
     pub ff: &'a Fluxfile,
     pub g: &'a TaskGraph,
-    pub records: &'a HashMap<String, TaskRecord>,
+    pub records: &'a Records,
     pub digests: &'a Digests,
     pub forced: HashSet<u32>,
     pub triggers: Triggers,

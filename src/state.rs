@@ -28,6 +28,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 /// A blake3 digest.
 pub type Hash = [u8; 32];
 
+/// Task records by task id (FxHash: ids are not attacker-chosen, and there can be a million).
+pub type Records = HashMap<String, TaskRecord, rustc_hash::FxBuildHasher>;
+
 /// File name of the database inside the state folder.
 pub const DB_FILE: &str = "state.db";
 
@@ -290,22 +293,67 @@ pub struct Batch {
     pub attempts: Vec<AttemptRecord>,
     pub tasks: Vec<TaskUpdate>,
     pub digests: Vec<(String, CachedDigest)>,
+    /// Leases to give back (task ids held by this process's [`Holder`]), in the same
+    /// transaction as the records of those tasks.
+    pub releases: Vec<String>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.attempts.is_empty() && self.tasks.is_empty() && self.digests.is_empty()
+        self.attempts.is_empty() && self.tasks.is_empty() && self.digests.is_empty() && self.releases.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.attempts.len() + self.tasks.len() + self.digests.len()
+        self.attempts.len() + self.tasks.len() + self.digests.len() + self.releases.len()
     }
 }
 
 /// A connection to `<state>/state.db`.
+/// This process, as the holder of task leases.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    /// Unique per process and run: `host:pid:start-time`.
+    pub id: String,
+    pub pid: u32,
+    pub host: String,
+}
+
+impl Holder {
+    pub fn this_process() -> Holder {
+        let host =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        let pid = std::process::id();
+        Holder { id: format!("{host}:{pid}:{}", now_s()), pid, host }
+    }
+}
+
+/// Whether a process with this pid exists on this machine.
+fn pid_alive(pid: i64) -> bool {
+    if pid <= 0 || pid > i64::from(i32::MAX) {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid as i32, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn task_record_at(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+    Ok(TaskRecord {
+        last_status: status_at(row, 2)?,
+        cmd_hash: hash_at(row, 3)?,
+        inputs_hash: hash_at(row, 4)?,
+        success_at: row.get(5)?,
+        duration_s: row.get(6)?,
+        forced: row.get::<_, i64>(7)? != 0,
+        quick_key: hash_at(row, 8)?,
+        verified_ns: row.get(9)?,
+    })
+}
+
 pub struct StateDb {
     conn: Connection,
     path: PathBuf,
+    holder: Option<Holder>,
 }
 
 impl fmt::Debug for StateDb {
@@ -427,7 +475,7 @@ impl StateDb {
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;").at(&path)?;
         conn.set_prepared_statement_cache_capacity(32);
         migrate(&mut conn, &path)?;
-        Ok(StateDb { conn, path })
+        Ok(StateDb { conn, path, holder: None })
     }
 
     /// Open only if `state.db` exists, read-only; never creates a file or a folder
@@ -461,7 +509,7 @@ impl StateDb {
             ));
         }
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(Some(StateDb { conn, path }))
+        Ok(Some(StateDb { conn, path, holder: None }))
     }
 
     /// The database file, `<state>/state.db`.
@@ -496,7 +544,7 @@ impl StateDb {
     }
 
     /// Every task record, by task id, in one query.
-    pub fn load_tasks(&self) -> Result<HashMap<String, TaskRecord>, StateError> {
+    pub fn load_tasks(&self) -> Result<Records, StateError> {
         // The uncorrelated count is evaluated once and sizes the map up front.
         let mut stmt = self
             .conn
@@ -506,22 +554,13 @@ impl StateDb {
             )
             .at(&self.path)?;
         let mut rows = stmt.query([]).at(&self.path)?;
-        let mut map = HashMap::new();
+        let mut map = Records::default();
         while let Some(row) = rows.next().at(&self.path)? {
             if map.capacity() == 0 {
                 map.reserve(capacity_hint(row));
             }
             let task_id: String = row.get(1).at(&self.path)?;
-            let record = TaskRecord {
-                last_status: status_at(row, 2).at(&self.path)?,
-                cmd_hash: hash_at(row, 3).at(&self.path)?,
-                inputs_hash: hash_at(row, 4).at(&self.path)?,
-                success_at: row.get(5).at(&self.path)?,
-                duration_s: row.get(6).at(&self.path)?,
-                forced: row.get::<_, i64>(7).at(&self.path)? != 0,
-                quick_key: hash_at(row, 8).at(&self.path)?,
-                verified_ns: row.get(9).at(&self.path)?,
-            };
+            let record = task_record_at(row).at(&self.path)?;
             map.insert(task_id, record);
         }
         Ok(map)
@@ -672,11 +711,129 @@ impl StateDb {
             }
         }
 
+        if !batch.releases.is_empty() {
+            let holder = self.holder.as_ref().map(|h| h.id.clone()).unwrap_or_default();
+            let mut stmt = tx.prepare_cached("DELETE FROM leases WHERE task_id = ?1 AND holder = ?2").at(path)?;
+            for task in &batch.releases {
+                stmt.execute(params![task, holder]).at(path)?;
+            }
+        }
+
         tx.commit().at(path)?;
         batch.attempts.clear();
         batch.tasks.clear();
         batch.digests.clear();
+        batch.releases.clear();
         Ok(())
+    }
+
+    /// Who this process is when it claims tasks (SPEC §6).
+    pub fn set_holder(&mut self, holder: Holder) {
+        self.holder = Some(holder);
+    }
+
+    /// Claim tasks before running them, in one transaction: a task is ours when nobody
+    /// holds it, when its holder is this process, or when its holder is dead (same host,
+    /// no such pid) or silent for longer than `stale_after`. Returns, per task, whether
+    /// it is ours now.
+    pub fn claim(&mut self, tasks: &[&str], run_id: i64, stale_after: f64) -> Result<Vec<bool>, StateError> {
+        let path = &self.path;
+        let Some(me) = self.holder.clone() else {
+            return Err(StateError::Sql { path: path.display().to_string(), message: "claim without a holder".into() });
+        };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).at(path)?;
+        let now = now_s();
+        let mut out = Vec::with_capacity(tasks.len());
+        {
+            let mut get =
+                tx.prepare_cached("SELECT holder, pid, host, heartbeat_at FROM leases WHERE task_id = ?1").at(path)?;
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT INTO leases (task_id, holder, pid, host, heartbeat_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (task_id) DO UPDATE SET holder = excluded.holder, pid = excluded.pid, \
+                     host = excluded.host, heartbeat_at = excluded.heartbeat_at, run_id = excluded.run_id",
+                )
+                .at(path)?;
+            for &task in tasks {
+                let current: Option<(String, i64, String, f64)> = get
+                    .query_row([task], |r| {
+                        Ok((
+                            r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                            r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                            r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                            r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+                        ))
+                    })
+                    .optional()
+                    .at(path)?;
+                let free = match &current {
+                    None => true,
+                    Some((holder, pid, host, beat)) => {
+                        *holder == me.id || now - beat > stale_after || (*host == me.host && !pid_alive(*pid))
+                    }
+                };
+                if free {
+                    put.execute(params![task, me.id, me.pid, me.host, now, run_id]).at(path)?;
+                }
+                out.push(free);
+            }
+        }
+        tx.commit().at(path)?;
+        Ok(out)
+    }
+
+    /// Whether another live holder still has a lease on `task` (for a process waiting for
+    /// that holder's result).
+    pub fn held_by_other(&self, task: &str, stale_after: f64) -> Result<bool, StateError> {
+        let me = self.holder.as_ref().map(|h| h.id.as_str()).unwrap_or("");
+        let row: Option<(String, i64, String, f64)> = self
+            .conn
+            .prepare_cached("SELECT holder, pid, host, heartbeat_at FROM leases WHERE task_id = ?1")
+            .at(&self.path)?
+            .query_row([task], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                    r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+                ))
+            })
+            .optional()
+            .at(&self.path)?;
+        let my_host = self.holder.as_ref().map(|h| h.host.as_str()).unwrap_or("");
+        Ok(match row {
+            None => false,
+            Some((holder, pid, host, beat)) => {
+                holder != me && now_s() - beat <= stale_after && (host != my_host || pid_alive(pid))
+            }
+        })
+    }
+
+    /// Keep this holder's leases alive.
+    pub fn heartbeat(&mut self) -> Result<(), StateError> {
+        let Some(me) = &self.holder else { return Ok(()) };
+        self.conn
+            .prepare_cached("UPDATE leases SET heartbeat_at = ?2 WHERE holder = ?1")
+            .at(&self.path)?
+            .execute(params![me.id, now_s()])
+            .at(&self.path)?;
+        Ok(())
+    }
+
+    /// One task's record, read afresh (after a claim, another process may have run it).
+    pub fn task_record(&self, task_id: &str) -> Result<Option<TaskRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT 0, task_id, last_status, cmd_hash, inputs_hash, success_at, duration_s, forced, \
+                 quick_key, verified_ns FROM tasks WHERE task_id = ?1",
+            )
+            .at(&self.path)?;
+        let mut rows = stmt.query([task_id]).at(&self.path)?;
+        match rows.next().at(&self.path)? {
+            None => Ok(None),
+            Some(row) => Ok(Some(task_record_at(row).at(&self.path)?)),
+        }
     }
 
     /// All attempts of one task id, oldest first (for `flux logs`).

@@ -35,6 +35,70 @@ pub fn stat(path: &Path) -> Option<Meta> {
     })
 }
 
+/// Stat many targets (relative to `base` unless absolute) in parallel. Each worker keeps
+/// a handle on the folders it has seen and stats names relative to them (`fstatat`), so
+/// the kernel walks one path component per file instead of the whole path.
+pub fn stat_many(base: &Path, targets: &[Box<str>]) -> Vec<Option<Meta>> {
+    use rayon::prelude::*;
+    targets
+        .par_iter()
+        .with_min_len(1024)
+        .map_init(|| DirHandles { base, dirs: HashMap::new() }, |h, t| h.stat(t))
+        .collect()
+}
+
+struct DirHandles<'a> {
+    base: &'a Path,
+    dirs: HashMap<String, Option<std::os::fd::OwnedFd>>,
+}
+
+impl DirHandles<'_> {
+    fn stat(&mut self, target: &str) -> Option<Meta> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        let full = |t: &str| {
+            let p = Path::new(t);
+            if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+        };
+        let Some((dir, name)) = target.rsplit_once('/') else { return stat(&full(target)) };
+        if name.is_empty() || name == "." || name == ".." {
+            return stat(&full(target));
+        }
+        let base = self.base;
+        let fd = self.dirs.entry(dir.to_string()).or_insert_with(|| {
+            let d = if dir.is_empty() {
+                PathBuf::from("/")
+            } else if Path::new(dir).is_absolute() {
+                PathBuf::from(dir)
+            } else {
+                base.join(dir)
+            };
+            let c = std::ffi::CString::new(d.as_os_str().as_bytes()).ok()?;
+            // SAFETY: a valid NUL-terminated path; the fd is owned by the OwnedFd below.
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+            // SAFETY: fd is a fresh descriptor we own.
+            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        });
+        let Some(fd) = fd else {
+            // No such folder (then no such file), or a path the kernel resolves differently.
+            return stat(&full(target));
+        };
+        let cname = std::ffi::CString::new(name).ok()?;
+        // SAFETY: st is written by fstatat before it is read; fd and cname are valid.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::fstatat(fd.as_raw_fd(), cname.as_ptr(), &mut st, 0) };
+        if r != 0 {
+            return None;
+        }
+        Some(Meta {
+            size: st.st_size as u64,
+            mtime_ns: (st.st_mtime as i64).saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec as i64),
+            inode: st.st_ino as u64,
+            is_dir: (st.st_mode & libc::S_IFMT) == libc::S_IFDIR,
+        })
+    }
+}
+
 /// The filesystem clock may lag the system clock by a tick; entries hashed closer than
 /// this to the file's mtime are re-hashed next time.
 pub const RACY_MARGIN_NS: i64 = 50_000_000;
