@@ -242,6 +242,7 @@ impl<'a> Build<'a> {
             any_failed: false,
             seen_interrupts: 0,
             run_id,
+            started_at: unix_now(),
             made_dirs: HashSet::new(),
             // Per run, so that a task's orphans after a kill -9 of flux never share a staging
             // path with a later attempt.
@@ -539,6 +540,8 @@ struct Runner<'b, 'a> {
     any_failed: bool,
     seen_interrupts: usize,
     run_id: i64,
+    /// When this build started (unix seconds).
+    started_at: f64,
     made_dirs: HashSet<PathBuf>,
     stage_root: PathBuf,
     hooks: Hooks,
@@ -730,6 +733,7 @@ impl Runner<'_, '_> {
                 continue;
             }
             if self.done_elsewhere(db, t)? {
+                self.results[ti].reason = None;
                 self.batch.releases.push(self.ids[ti].clone());
                 rep.event(Event::Skipped { id: &self.ids[ti] });
                 self.done(t, St::Skipped, "skipped");
@@ -759,6 +763,20 @@ impl Runner<'_, '_> {
         Ok(fresh.cmd_hash == Some(fp.cmd) && fresh.inputs_hash == Some(fp.inputs))
     }
 
+    /// If another flux's attempt at this task ended in failure after this build started.
+    fn failed_elsewhere(&self, db: &StateDb, t: u32) -> Result<Option<String>> {
+        let attempts = db.attempts(&self.ids[t as usize])?;
+        let Some(last) = attempts.last() else { return Ok(None) };
+        let recent = last.run_id != self.run_id && last.ended_at.is_some_and(|e| e >= self.started_at);
+        Ok((recent && last.status == Status::Failed).then(|| {
+            format!(
+                "failed in another flux process (run {}): {}",
+                last.run_id,
+                last.error.as_deref().unwrap_or("see its log")
+            )
+        }))
+    }
+
     /// Tasks held by another live process: once its lease is gone, take the result or run.
     fn check_foreign(&mut self, db: &StateDb, rep: &mut dyn Reporter) -> Result<()> {
         let now = Instant::now();
@@ -767,8 +785,13 @@ impl Runner<'_, '_> {
             if next > now || db.held_by_other(&self.ids[t as usize], LEASE_STALE_S)? {
                 still.push((t, if next > now { next } else { now + FOREIGN_POLL }));
             } else if self.done_elsewhere(db, t)? {
+                self.results[t as usize].reason = None;
                 rep.event(Event::Skipped { id: &self.ids[t as usize] });
                 self.done(t, St::Skipped, "skipped");
+            } else if let Some(message) = self.failed_elsewhere(db, t)? {
+                // The other build tried it while we waited and it failed: take that
+                // result rather than running it a second time.
+                self.fail(t, FailInfo { message, ..Default::default() }, rep);
             } else {
                 self.st[t as usize] = St::Queued;
                 self.enqueue(t);
@@ -800,6 +823,24 @@ impl Runner<'_, '_> {
                     self.flush(db)?;
                 }
                 let reason = self.results[ti].reason.unwrap_or(Reason::Forced);
+                // A `running` attempt (upserted by the final record), so that history and
+                // `flux logs --follow` see it while it runs.
+                let log = self.b.log_path(t, &self.ids[ti], attempt).to_string_lossy().into_owned();
+                let mut running = self.b.attempt(
+                    self.run_id,
+                    t,
+                    &self.ids[ti],
+                    attempt,
+                    Status::Running,
+                    Some(reason),
+                    unix_now(),
+                    0.0,
+                    None,
+                    Some(&log),
+                    None,
+                );
+                running.ended_at = None;
+                self.batch.attempts.push(running);
                 rep.event(Event::Started { id: &self.ids[ti], reason: reason.as_str(), attempt });
                 self.running.insert(t, (SystemTime::now(), reason));
                 self.st[ti] = St::Running;

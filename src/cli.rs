@@ -606,32 +606,47 @@ fn schedule_text(s: &crate::fluxfile::Schedule) -> String {
     }
 }
 
-/// Step-level edges: each step probed at one param value inside its domain.
+/// Step-level edges: each step probed at a few values inside its domain (every step's
+/// `start` and `end`, and a default date), so that an edge into a step with a bounded
+/// domain is seen whatever the other step's own domain is.
 fn step_edges(ff: &Fluxfile) -> Result<Vec<(usize, usize)>> {
+    let mut dates: Vec<NaiveDate> = vec![NaiveDate::from_ymd_opt(2024, 6, 15).unwrap_or_default()];
+    for s in &ff.steps {
+        if let Some(ti) = s.time_param {
+            for v in [s.start, s.end].into_iter().flatten() {
+                if let Some((a, _)) = s.params[ti].1.interval(v) {
+                    dates.push(a.date());
+                }
+            }
+        }
+    }
+    dates.sort_unstable();
+    dates.dedup();
     let mut targets = Vec::new();
     for s in &ff.steps {
-        let mut vals: Vec<crate::param::ParamValue> = Vec::new();
-        for (i, (_, k)) in s.params.iter().enumerate() {
-            let v = if Some(i) == s.time_param {
-                let probe = match k {
-                    crate::param::ParamKind::Hour => "2024-06-15T12",
-                    crate::param::ParamKind::Month => "2024-06",
-                    _ => "2024-06-15",
+        let mut seen = Vec::new();
+        for d in &dates {
+            let mut vals: Vec<crate::param::ParamValue> = Vec::new();
+            for (i, (_, k)) in s.params.iter().enumerate() {
+                let v = if Some(i) == s.time_param {
+                    let Some(mut v) = k.expand_date(*d).first().copied() else { continue };
+                    if let Some(st) = s.start {
+                        v = v.max(st);
+                    }
+                    if let Some(e) = s.end {
+                        v = v.min(e);
+                    }
+                    v
+                } else {
+                    crate::param::ParamValue::Choice(0)
                 };
-                let mut v = k.parse(probe).map_err(Error::Internal)?;
-                if let Some(st) = s.start {
-                    v = v.max(st);
-                }
-                if let Some(e) = s.end {
-                    v = v.min(e);
-                }
-                v
-            } else {
-                crate::param::ParamValue::Choice(0)
-            };
-            vals.push(v);
+                vals.push(v);
+            }
+            if !seen.contains(&vals) {
+                targets.push(graph::task_id(s, &vals));
+                seen.push(vals);
+            }
         }
-        targets.push(graph::task_id(s, &vals));
     }
     let g = graph::build(ff, &Request { targets, ..Default::default() })?;
     let mut edges: Vec<(usize, usize)> = Vec::new();
@@ -900,7 +915,13 @@ fn cmd_logs(cli: &Cli, task: &str, attempt: Option<u32>, follow: bool) -> Result
     let ff = load(cli, &Selection::default())?;
     let id = graph::canonical_task_id(&ff, task)?;
     let db = open_for_reading(&ff)?;
-    let attempts = db.attempts(&id)?;
+    let mut attempts = db.attempts(&id)?;
+    // --follow on a task that is running for the first time: wait for its attempt to be
+    // recorded while some flux holds its lease.
+    while follow && attempts.is_empty() && db.held_by_other(&id, 30.0)? {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        attempts = db.attempts(&id)?;
+    }
     let chosen = match attempt {
         Some(n) => attempts.iter().rev().find(|a| a.attempt == n),
         None => attempts.last(),
@@ -923,8 +944,10 @@ fn cmd_logs(cli: &Cli, task: &str, attempt: Option<u32>, follow: bool) -> Result
             let _ = std::io::stdout().write_all(&bytes[start..]);
             let _ = std::io::stdout().flush();
             offset = bytes.len() as u64;
-        } else if !follow {
-            return Err(Error::Io(format!("log {} is gone", path.display())));
+        } else if !follow && a.ended_at.is_some() {
+            // The attempt printed nothing, so there is no log file.
+            println!("({id} attempt {} printed nothing)", a.attempt);
+            return Ok(0);
         }
         if !follow {
             return Ok(0);

@@ -184,54 +184,35 @@ fn signal(pgid: Option<i32>, sig: i32) {
     }
 }
 
-/// A job's log: kept in memory while small, written to its file only if there is output,
-/// so that quiet tasks cost no file or folder creation.
+/// A job's log, created at the first byte of output: a quiet task costs no file or folder
+/// creation (a large share of a tiny task's cost), and a talkative one can be followed
+/// (`flux logs --follow`) while it runs.
 struct LogSink {
     path: PathBuf,
     file: Option<std::fs::File>,
-    buf: Vec<u8>,
     failed: bool,
 }
 
-/// Output beyond this goes straight to the log file.
-const LOG_BUFFER: usize = 64 * 1024;
-
 impl LogSink {
     fn new(path: PathBuf) -> LogSink {
-        LogSink { path, file: None, buf: Vec::new(), failed: false }
-    }
-
-    fn open(&mut self) {
-        if self.file.is_some() || self.failed {
-            return;
-        }
-        let made = self.path.parent().map_or(Ok(()), std::fs::create_dir_all);
-        match made.and_then(|_| std::fs::File::create(&self.path)) {
-            Ok(mut f) => {
-                let _ = f.write_all(&self.buf);
-                self.buf = Vec::new();
-                self.file = Some(f);
-            }
-            Err(_) => self.failed = true,
-        }
+        LogSink { path, file: None, failed: false }
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        if self.file.is_none() && self.buf.len() + bytes.len() <= LOG_BUFFER {
-            self.buf.extend_from_slice(bytes);
-            return;
+        if self.file.is_none() && !self.failed {
+            let made = self.path.parent().map_or(Ok(()), std::fs::create_dir_all);
+            match made.and_then(|_| std::fs::File::create(&self.path)) {
+                Ok(f) => self.file = Some(f),
+                Err(_) => self.failed = true,
+            }
         }
-        self.open();
         if let Some(f) = &mut self.file {
             let _ = f.write_all(bytes);
         }
     }
 
-    /// Write what is buffered; true if a log file exists.
+    /// True if a log file exists.
     fn finish(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            self.open();
-        }
         self.file.is_some()
     }
 }

@@ -52,6 +52,9 @@ pub enum OutFmt {
     Canonical,
     DsNodash,
     Strftime(String),
+    /// A strftime that keeps only part of the value (`year={{ date | strftime('%Y') }}`),
+    /// allowed when the same param also appears in a form that keeps all of it.
+    Lossy(String),
 }
 
 /// One output template: compiled, and parsed into invertible segments.
@@ -573,6 +576,33 @@ impl<'o> Loader<'o> {
                         return Err(Error::at(format!("var `{}` is defined twice", name.get_ref()), &span));
                     }
                     vars.push((name.get_ref().to_string(), value));
+                }
+            }
+        }
+        // Every profile is checked, selected or not, so a typo never waits for the day
+        // the profile is used.
+        if let Some((profiles, _)) = top.table("profile")? {
+            for (name, v) in profiles.iter() {
+                let span = Span::new(&main.source, v.span());
+                let DeValue::Table(pt) = v.get_ref() else {
+                    return Err(Error::at_help(
+                        format!("`profile.{}` must be a table", name.get_ref()),
+                        &span,
+                        format!("write it as [profile.{}.vars]", name.get_ref()),
+                    ));
+                };
+                let pk = Keys::check(&main.source, pt, &format!("[profile.{}]", name.get_ref()), &["vars"])?;
+                if let Some((t, _)) = pk.table("vars")? {
+                    for (var, val) in t.iter() {
+                        if scalar_string(val.get_ref()).is_none() {
+                            let vspan = Span::new(&main.source, val.span());
+                            return Err(Error::at_help(
+                                format!("var `{}` must be a string", var.get_ref()),
+                                &vspan,
+                                "write it as a string",
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -1302,6 +1332,8 @@ fn invertible(
         }
     };
     let mut seen = vec![false; params.len()];
+    // Params written lossily somewhere, with why; fine if written in full elsewhere.
+    let mut lossy: Vec<(usize, String)> = Vec::new();
     for seg in segments {
         match seg {
             Segment::Lit(s) => push_lit(&mut out, s),
@@ -1314,15 +1346,20 @@ fn invertible(
                     let fmt = match filters.as_slice() {
                         [] => OutFmt::Canonical,
                         [Filter::DsNodash] if kind.is_time() => OutFmt::DsNodash,
-                        [Filter::Strftime(f)] if kind.is_time() => {
-                            check_strftime_invertible(kind, f).map_err(&fail)?;
-                            OutFmt::Strftime(f.clone())
-                        }
+                        [Filter::Strftime(f)] if kind.is_time() => match check_strftime_invertible(kind, f) {
+                            Ok(()) => OutFmt::Strftime(f.clone()),
+                            Err(why) => {
+                                lossy.push((pi, why));
+                                OutFmt::Lossy(f.clone())
+                            }
+                        },
                         _ => {
                             return Err(fail(format!("param `{name}` goes through a filter that cannot be undone")));
                         }
                     };
-                    seen[pi] = true;
+                    if !matches!(fmt, OutFmt::Lossy(_)) {
+                        seen[pi] = true;
+                    }
                     out.push(OutSeg::Param(pi, fmt));
                 } else if let Some((_, v)) = vars.iter().find(|(k, _)| k == name) {
                     if !filters.is_empty() {
@@ -1336,6 +1373,9 @@ fn invertible(
                 }
             }
         }
+    }
+    if let Some((_, why)) = lossy.iter().find(|(pi, _)| !seen[*pi]) {
+        return Err(fail(why.clone()));
     }
     if let Some(pi) = seen.iter().position(|s| !s) {
         return Err(fail(format!(

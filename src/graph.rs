@@ -151,7 +151,7 @@ pub fn unformat<'a>(kind: &ParamKind, fmt: &OutFmt, s: &'a str) -> Option<(Param
         Some((f(head)?, &s[n..]))
     };
     match (fmt, kind) {
-        (_, ParamKind::Choice(_)) => None,
+        (_, ParamKind::Choice(_)) | (OutFmt::Lossy(_), _) => None,
         (OutFmt::Canonical, ParamKind::Date) => fixed(10, &|h| kind.parse(h).ok()),
         (OutFmt::Canonical, ParamKind::Hour) => fixed(13, &|h| kind.parse(h).ok()),
         (OutFmt::Canonical, ParamKind::Month) => fixed(7, &|h| kind.parse(h).ok()),
@@ -206,7 +206,7 @@ fn render_segs(step: &Step, segs: &[OutSeg], vals: &[ParamValue], out: &mut Stri
                         let c = kind.format(vals[*pi]);
                         out.extend(c.chars().filter(|c| c.is_ascii_digit()));
                     }
-                    OutFmt::Strftime(f) => {
+                    OutFmt::Strftime(f) | OutFmt::Lossy(f) => {
                         let c = kind.format(vals[*pi]);
                         crate::template::strftime(&c, f, out)
                             .map_err(|e| Error::Plan(format!("step `{}`: strftime(\"{f}\") on {c}: {e}", step.name)))?;
@@ -236,7 +236,9 @@ impl Matcher {
             .map(|s| {
                 s.outputs
                     .iter()
-                    .map(|o| o.segs.iter().any(|g| matches!(g, OutSeg::Param(_, OutFmt::Strftime(_)))))
+                    .map(|o| {
+                        o.segs.iter().any(|g| matches!(g, OutSeg::Param(_, OutFmt::Strftime(_) | OutFmt::Lossy(_))))
+                    })
                     .collect()
             })
             .collect();
@@ -332,6 +334,14 @@ fn match_segs(
                 match_segs(step, rest, r, vals, found);
                 vals[*pi] = prev;
             };
+            if let OutFmt::Lossy(_) = fmt {
+                // Part of a value another segment gives in full: skip any prefix here and
+                // let the final render confirm the match.
+                for end in (0..=s.len().min(64)).filter(|&e| s.is_char_boundary(e)) {
+                    match_segs(step, rest, &s[end..], vals, found);
+                }
+                return;
+            }
             match kind {
                 ParamKind::Choice(allowed) => {
                     for (ci, a) in allowed.iter().enumerate() {
@@ -439,6 +449,9 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
     let mut g = b.g;
     g.targets = b.target_ids.into_iter().collect();
     if all_steps {
+        // A cycle through every step leaves no step undepended-on: report it rather than
+        // building nothing.
+        topo_order(ff, &g)?;
         // Every step that no other step depends on, and what those need.
         let mut depended = vec![false; ff.steps.len()];
         for t in &g.tasks {
@@ -547,6 +560,7 @@ impl Builder<'_> {
     fn expand(&mut self, t: u32) -> Result<()> {
         let ff = self.ff;
         let task = &self.g.tasks[t as usize];
+        let step_idx = task.step;
         let st = &ff.steps[task.step as usize];
         let params = task.params.clone();
         let tid = if self.needs_id[task.step as usize] { task_id(st, &params) } else { String::new() };
@@ -585,6 +599,18 @@ impl Builder<'_> {
                         let (ps, pv) = found.pop().unwrap_or_else(|| unreachable!());
                         if !in_domain(&ff.steps[ps as usize], &pv) {
                             continue; // before the producer's start: no yesterday (§3.3)
+                        }
+                        if ps == step_idx
+                            && let Some(ti) = st.time_param
+                            && st.start.is_none()
+                            && pv[ti] < params[ti]
+                        {
+                            let earlier = task_id(st, &pv);
+                            return Err(Error::Plan(format!(
+                                "step `{}` reads an earlier interval of itself ({} reads {earlier}) and has no `start`, so the chain would reach back without end; give the step `start = \"…\"` (or set `start` in [flux])",
+                                st.name,
+                                task_id(st, &params),
+                            )));
                         }
                         let p = self.task(ps, pv)?;
                         inputs.push(self.intern(&line));
@@ -752,8 +778,9 @@ fn step_values(ff: &Fluxfile, si: usize, req: &Request) -> Result<Vec<Box<[Param
                 }
             } else {
                 return Err(Error::Usage(format!(
-                    "step `{}` has a {} param `{name}` and no value for it: pass --date D, --date-range A..B or --param {name}=…, or give the step `start` and `end`",
+                    "step `{}` has {} {} param `{name}` and no value for it: pass --date D, --date-range A..B or --param {name}=…, or give the step `start` and `end`",
                     step.name,
+                    if matches!(kind, ParamKind::Hour) { "an" } else { "a" },
                     kind.name()
                 )));
             }

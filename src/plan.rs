@@ -185,7 +185,9 @@ impl<'a> Planner<'a> {
         } else {
             match record.map(|r| r.last_status) {
                 Some(Status::Failed) => Some(Reason::Failed),
-                Some(Status::Interrupted) if !step.stage => Some(Reason::Incomplete),
+                // `running` on record: flux died while it ran (stage = false leaves what it
+                // wrote in place, so it must run again).
+                Some(Status::Interrupted | Status::Running) if !step.stage => Some(Reason::Incomplete),
                 Some(Status::Interrupted) => Some(Reason::Failed),
                 _ => None,
             }
@@ -218,9 +220,11 @@ impl<'a> Planner<'a> {
         match record {
             None => Decision::Skip { adopt: Some(fp), quick },
             Some(r) => {
-                if r.cmd_hash.is_some_and(|h| h != fp.cmd) && self.triggers.command {
+                let cmd_changed = r.cmd_hash.is_some_and(|h| h != fp.cmd);
+                let inputs_changed = r.inputs_hash.is_some_and(|h| h != fp.inputs);
+                if cmd_changed && self.triggers.command {
                     reason = Some(Reason::CommandChanged);
-                } else if r.inputs_hash.is_some_and(|h| h != fp.inputs) && self.triggers.input {
+                } else if inputs_changed && self.triggers.input {
                     reason = Some(Reason::InputChanged);
                 } else if r.cmd_hash.is_none() {
                     // Known task with no fingerprint on record: adopt what is there.
@@ -228,6 +232,9 @@ impl<'a> Planner<'a> {
                 }
                 match reason {
                     Some(reason) => Decision::Run { reason, fp: Some(fp), quick },
+                    // A change that --rerun-triggers told us to ignore stays unconfirmed:
+                    // no quick key, so a later plain build still sees it.
+                    None if cmd_changed || inputs_changed => Decision::Skip { adopt: None, quick: None },
                     None => Decision::Skip { adopt: None, quick },
                 }
             }

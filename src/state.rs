@@ -461,6 +461,24 @@ fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
 impl StateDb {
     /// Create the folder (and parents) and the DB if needed, migrate.
     pub fn open(state_dir: &Path) -> Result<StateDb, StateError> {
+        // Two flux processes creating one database at the same moment: switching it to
+        // WAL takes an exclusive lock, and SQLite may answer BUSY there without waiting
+        // on the busy handler; so the whole open is tried again for a while.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match Self::open_once(state_dir) {
+                Err(StateError::Sql { message, .. })
+                    if (message.contains("locked") || message.contains("busy"))
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(state_dir: &Path) -> Result<StateDb, StateError> {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| StateError::Io { path: state_dir.display().to_string(), message: e.to_string() })?;
         let path = state_dir.join(DB_FILE);

@@ -40,6 +40,11 @@ pub fn stat(path: &Path) -> Option<Meta> {
 /// the kernel walks one path component per file instead of the whole path.
 pub fn stat_many(base: &Path, targets: &[Box<str>]) -> Vec<Option<Meta>> {
     use rayon::prelude::*;
+    // Starting the thread pool costs more than a few thousand stats.
+    if targets.len() < 8192 {
+        let mut h = DirHandles { base, dirs: HashMap::new() };
+        return targets.iter().map(|t| h.stat(t)).collect();
+    }
     targets
         .par_iter()
         .with_min_len(1024)

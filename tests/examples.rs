@@ -1,0 +1,368 @@
+//! The example pipelines in `fluxfiles/`, run for real with the `flux` binary.
+//!
+//! Each test copies one example folder (without the `data/` and `.flux/` a local run may
+//! have left there) into a temporary folder, checks and builds it, compares the outputs
+//! with what the example's generator implies, builds again to see nothing run, then
+//! edits an input or deletes an output and checks that exactly the expected tasks rerun.
+//!
+//! Self-contained on purpose: no shared helper module, only `std::process::Command`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fluxfiles")
+}
+
+/// Folders a build writes; never copied from the source tree.
+const GENERATED: &[&str] = &["data", ".flux"];
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        let dest = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            if GENERATED.iter().any(|g| name == *g) {
+                continue;
+            }
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// A fresh copy of `fluxfiles/<name>` in a temporary folder.
+fn example(name: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&examples_dir().join(name), tmp.path());
+    tmp
+}
+
+fn flux(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flux"))
+        .args(args)
+        .current_dir(dir)
+        .env("CI", "true")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("cannot start flux")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Run flux, insist on exit 0, return stdout.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = flux(dir, args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "flux {args:?} failed\n--- stdout\n{}\n--- stderr\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// `flux build ARGS --output json`: the parsed document (exit 0 required).
+fn build_json(dir: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["build"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--output", "json"]);
+    let stdout = ok(dir, &all);
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("flux {all:?}: stdout is not one JSON object ({e}):\n{stdout}"))
+}
+
+/// Ids of the tasks that ran (status `success`), sorted.
+fn ran(doc: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = doc["tasks"]
+        .as_array()
+        .expect("tasks is an array")
+        .iter()
+        .filter(|t| t["status"] == "success")
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn summary(doc: &Value, key: &str) -> u64 {
+    doc["summary"][key].as_u64().unwrap_or_else(|| panic!("summary.{key} missing in {doc}"))
+}
+
+fn read(dir: &Path, rel: &str) -> String {
+    std::fs::read_to_string(dir.join(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
+}
+
+fn append(dir: &Path, rel: &str, line: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(dir.join(rel)).unwrap();
+    writeln!(f, "{line}").unwrap();
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn every_fluxfile_under_fluxfiles_passes_check() {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let p = entry.path();
+            let name = entry.file_name();
+            if entry.file_type().unwrap().is_dir() {
+                if !GENERATED.iter().any(|g| name == *g) {
+                    walk(&p, found);
+                }
+            } else if name == "Fluxfile" || name == "Fluxfile.toml" {
+                found.push(p);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&examples_dir(), &mut found);
+    found.sort();
+    assert!(found.len() >= 3, "expected the hourly, monthly and rollup examples, found {found:?}");
+    for f in &found {
+        let out = flux(Path::new(env!("CARGO_MANIFEST_DIR")), &["check", "-f", f.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "flux check -f {} failed:\n{}{}",
+            f.display(),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(text(&out.stdout).ends_with("OK\n"), "unexpected output: {}", text(&out.stdout));
+    }
+}
+
+// --- hourly ----------------------------------------------------------------------------
+
+const COUNTRIES: [&str; 4] = ["DE", "FR", "JP", "US"];
+
+/// What count[date] must say, from the generators in fluxfiles/hourly/Fluxfile:
+/// hour h of day d has 20 + h impressions, the i-th from ip 10.0.0.((7i + 3h + d) % 20);
+/// geoip knows ips 0..15, ip n in COUNTRIES[n % 4]; unknown ips drop out of the join.
+fn expected_counts(day: u32) -> BTreeMap<&'static str, u32> {
+    let mut c = BTreeMap::new();
+    for h in 0..24 {
+        for i in 0..20 + h {
+            let ip = (i * 7 + h * 3 + day) % 20;
+            if ip < 16 {
+                *c.entry(COUNTRIES[(ip % 4) as usize]).or_insert(0) += 1;
+            }
+        }
+    }
+    c
+}
+
+fn counts_file(c: &BTreeMap<&str, u32>) -> String {
+    c.iter().map(|(k, v)| format!("{k},{v}\n")).collect()
+}
+
+#[test]
+fn hourly_example_joins_every_hour_and_counts_the_day_per_country() {
+    let tmp = example("hourly");
+    let dir = tmp.path();
+    ok(dir, &["check"]);
+
+    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    // 24 gen_impressions + 24 join + geoip + count
+    assert_eq!(summary(&doc, "ran"), 50, "{doc}");
+    assert_eq!(summary(&doc, "failed"), 0);
+    let expected = expected_counts(1);
+    assert_eq!(read(dir, "data/counts/2024-03-01.csv"), counts_file(&expected));
+    assert_eq!(expected["JP"], 158, "the generator changed: update the README's numbers too");
+
+    // A joined hour holds only known ips, with their country.
+    let joined = read(dir, "data/joined/2024-03-01T05.csv");
+    assert!(!joined.is_empty());
+    for line in joined.lines() {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 4, "{line}");
+        let ip: u32 = f[1].strip_prefix("10.0.0.").unwrap().parse().unwrap();
+        assert!(ip < 16, "{line}");
+        assert_eq!(f[3], COUNTRIES[(ip % 4) as usize], "{line}");
+    }
+
+    // Nothing changed: nothing runs, whichever way the day is asked for.
+    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    assert_eq!(summary(&doc, "ran"), 0, "{doc}");
+    assert_eq!(summary(&doc, "skipped"), 50);
+    let doc = build_json(dir, &["count", "--date-range", "2024-03-01T00..2024-03-01T23"]);
+    assert_eq!(summary(&doc, "ran"), 0, "{doc}");
+    let doc = build_json(dir, &["data/counts/2024-03-01.csv"]);
+    assert_eq!(summary(&doc, "ran"), 0, "{doc}");
+
+    // An impression from an ip geoip does not know: the join reruns, writes the same
+    // bytes, and count is skipped (early cutoff).
+    append(dir, "data/raw/impressions/2024-03-01T05.csv", "2024-03-01T05:59,10.0.0.19,ad9");
+    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    assert_eq!(ran(&doc), strs(&["join[2024-03-01T05]"]), "{doc}");
+    let join = doc["tasks"].as_array().unwrap().iter().find(|t| t["id"] == "join[2024-03-01T05]").unwrap();
+    assert_eq!(join["reason"], "input-changed");
+
+    // An impression from a Japanese ip: the join and the count rerun, JP goes up by one.
+    append(dir, "data/raw/impressions/2024-03-01T05.csv", "2024-03-01T05:58,10.0.0.2,ad9");
+    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    assert_eq!(ran(&doc), strs(&["join[2024-03-01T05]", "count[2024-03-01]"]), "{doc}");
+    let mut more = expected.clone();
+    *more.get_mut("JP").unwrap() += 1;
+    assert_eq!(read(dir, "data/counts/2024-03-01.csv"), counts_file(&more));
+
+    // A deleted output is rebuilt alone: the same bytes come back, count is skipped.
+    std::fs::remove_file(dir.join("data/joined/2024-03-01T07.csv")).unwrap();
+    let dry = ok(dir, &["build", "--date", "2024-03-01", "-n"]);
+    assert!(dry.contains("would run join[2024-03-01T07] (missing-output)\n"), "{dry}");
+    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    assert_eq!(ran(&doc), strs(&["join[2024-03-01T07]"]), "{doc}");
+    assert_eq!(read(dir, "data/counts/2024-03-01.csv"), counts_file(&more));
+
+    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    assert_eq!(summary(&doc, "ran"), 0, "{doc}");
+}
+
+#[test]
+fn hourly_example_builds_one_day_from_an_hour_range() {
+    let tmp = example("hourly");
+    let dir = tmp.path();
+    let doc = build_json(dir, &["count", "--date-range", "2024-03-02T00..2024-03-02T23"]);
+    assert_eq!(summary(&doc, "ran"), 50, "{doc}");
+    assert_eq!(read(dir, "data/counts/2024-03-02.csv"), counts_file(&expected_counts(2)));
+    assert!(!dir.join("data/counts/2024-03-01.csv").exists());
+}
+
+// --- monthly ---------------------------------------------------------------------------
+
+/// What wordcount[2024-02] must say, from fluxfiles/monthly/Fluxfile: day d keeps the
+/// corpus lines n (1-based) with (n + d) % 3 == 0; words are runs of ASCII letters,
+/// lower-cased; sorted by count (descending), then by word; `word count` per line.
+fn expected_wordcount(corpus: &str, days: u32, extra: &[&str]) -> String {
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    let mut add = |line: &str| {
+        for w in line.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| !w.is_empty()) {
+            *counts.entry(w.to_ascii_lowercase()).or_insert(0) += 1;
+        }
+    };
+    for d in 1..=days {
+        for (i, line) in corpus.lines().enumerate() {
+            if (i as u32 + 1 + d).is_multiple_of(3) {
+                add(line);
+            }
+        }
+    }
+    for line in extra {
+        add(line);
+    }
+    let mut v: Vec<(String, u32)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.iter().map(|(w, c)| format!("{w} {c}\n")).collect()
+}
+
+#[test]
+fn monthly_example_counts_the_words_of_every_day_of_the_month() {
+    let tmp = example("monthly");
+    let dir = tmp.path();
+    ok(dir, &["check"]);
+    let corpus = read(dir, "input/corpus.txt");
+
+    // --date gives the month; wordcount[2024-02] pulls in all 29 days of February 2024.
+    let doc = build_json(dir, &["--date", "2024-02-01"]);
+    assert_eq!(summary(&doc, "ran"), 30, "{doc}");
+    for d in 1..=29 {
+        assert!(dir.join(format!("data/text/2024-02-{d:02}.txt")).exists(), "day {d}");
+    }
+    assert_eq!(read(dir, "data/wordcount/2024-02.txt"), expected_wordcount(&corpus, 29, &[]));
+
+    let doc = build_json(dir, &["--date", "2024-02-01"]);
+    assert_eq!(summary(&doc, "ran"), 0, "{doc}");
+    let doc = build_json(dir, &["wordcount", "--param", "month=2024-02"]);
+    assert_eq!(summary(&doc, "ran"), 0, "{doc}");
+
+    // A day's text edited by hand: only the month's count reruns.
+    append(dir, "data/text/2024-02-10.txt", "Zebra");
+    let doc = build_json(dir, &["wordcount[2024-02]"]);
+    assert_eq!(ran(&doc), strs(&["wordcount[2024-02]"]), "{doc}");
+    let got = read(dir, "data/wordcount/2024-02.txt");
+    assert_eq!(got, expected_wordcount(&corpus, 29, &["Zebra"]));
+    assert!(got.ends_with("zebra 1\n"), "{got}");
+
+    // Another day's text deleted: it is made again, identical, so the count is skipped.
+    std::fs::remove_file(dir.join("data/text/2024-02-20.txt")).unwrap();
+    let doc = build_json(dir, &["--date", "2024-02-01"]);
+    assert_eq!(ran(&doc), strs(&["daily_text[2024-02-20]"]), "{doc}");
+
+    // A month of 31 days.
+    let doc = build_json(dir, &["wordcount", "--param", "month=2024-03"]);
+    assert_eq!(summary(&doc, "ran"), 32, "{doc}");
+    assert_eq!(read(dir, "data/wordcount/2024-03.txt"), expected_wordcount(&corpus, 31, &[]));
+}
+
+// --- rollup ----------------------------------------------------------------------------
+
+#[test]
+fn rollup_example_adds_each_day_to_yesterdays_totals() {
+    let tmp = example("rollup");
+    let dir = tmp.path();
+    ok(dir, &["check"]);
+
+    let doc = build_json(dir, &["--date-range", "2024-01-01..2024-01-07"]);
+    assert_eq!(summary(&doc, "ran"), 14, "{doc}");
+    assert_eq!(read(dir, "data/rollup/2024-01-01.csv"), "apples,3\npears,2\n");
+    assert_eq!(read(dir, "data/rollup/2024-01-02.csv"), "apples,8\npears,2\nplums,1\n");
+    assert_eq!(read(dir, "data/rollup/2024-01-07.csv"), "apples,18\npears,11\nplums,10\n");
+    // The first day has no yesterday: its input was dropped, not missing.
+    assert_eq!(ok(dir, &["logs", "rollup[2024-01-01]"]), "rollup[2024-01-01] read 1 inputs\n");
+    assert_eq!(ok(dir, &["logs", "rollup[2024-01-02]"]), "rollup[2024-01-02] read 2 inputs\n");
+
+    let doc = build_json(dir, &["--date-range", "2024-01-01..2024-01-07"]);
+    assert_eq!(summary(&doc, "ran"), 0, "{doc}");
+
+    // The ledger (a source) changes on 2024-01-03: every extract rereads it, but only
+    // that day's extract comes out different, so the rollups of 01 and 02 are skipped
+    // and those from 03 on rerun, each because yesterday's total changed.
+    let ledger = read(dir, "input/sales.csv").replace("2024-01-03,pears,4", "2024-01-03,pears,5");
+    std::fs::write(dir.join("input/sales.csv"), ledger).unwrap();
+    let doc = build_json(dir, &["--date-range", "2024-01-01..2024-01-07"]);
+    let mut want: Vec<String> = (1..=7).map(|d| format!("extract[2024-01-{d:02}]")).collect();
+    want.extend((3..=7).map(|d| format!("rollup[2024-01-{d:02}]")));
+    want.sort();
+    assert_eq!(ran(&doc), want, "{doc}");
+    assert_eq!(read(dir, "data/rollup/2024-01-07.csv"), "apples,18\npears,12\nplums,10\n");
+
+    let doc = build_json(dir, &["--date-range", "2024-01-01..2024-01-07"]);
+    assert_eq!(summary(&doc, "ran"), 0, "{doc}");
+}
+
+#[test]
+fn rollup_example_builds_the_chain_up_to_one_task() {
+    let tmp = example("rollup");
+    let dir = tmp.path();
+    // One task id: yesterday's rollup is a dependency, back to [flux] start.
+    let doc = build_json(dir, &["rollup[2024-01-03]"]);
+    let want = strs(&[
+        "extract[2024-01-01]",
+        "extract[2024-01-02]",
+        "extract[2024-01-03]",
+        "rollup[2024-01-01]",
+        "rollup[2024-01-02]",
+        "rollup[2024-01-03]",
+    ]);
+    assert_eq!(ran(&doc), want, "{doc}");
+    assert_eq!(read(dir, "data/rollup/2024-01-03.csv"), "apples,9\npears,6\nplums,1\n");
+    assert!(!dir.join("data/rollup/2024-01-04.csv").exists());
+}

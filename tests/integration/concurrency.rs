@@ -1,0 +1,193 @@
+//! Concurrent builds (SPEC §6): several `flux build` processes on one project claim tasks
+//! with leases in the state DB, so every task runs exactly once; a process that finds a task
+//! held by another live process waits for its result; a dead or silent holder's lease is
+//! taken over.
+
+use std::time::{Duration, SystemTime};
+
+use crate::operations::{Bg, kill_marked, sleep_marker, sleeps_with, wait_until};
+use crate::test::*;
+
+const N: usize = 20;
+
+fn shared_project() -> String {
+    let values: Vec<String> = (1..=N).map(|i| format!("\"{i:02}\"")).collect();
+    let inputs: Vec<String> = (1..=N).map(|i| format!("\"out/{i:02}.txt\"")).collect();
+    format!(
+        r#"
+[step.t]
+params = {{ n = [{}] }}
+outputs = ["out/{{{{ n }}}}.txt"]
+run = "echo {{{{ n }}}} >> shared.log; sleep 0.3; echo {{{{ n }}}} > {{{{ outputs[0] }}}}"
+
+[step.all]
+inputs = [{}]
+outputs = ["all.txt"]
+run = "echo all >> shared.log; cat {{{{ inputs }}}} > {{{{ outputs[0] }}}}"
+"#,
+        values.join(", "),
+        inputs.join(", ")
+    )
+}
+
+#[test]
+fn four_builds_at_once_run_every_task_exactly_once() {
+    let t = Test::new().fluxfile(&shared_project());
+    let mut expected: Vec<String> = (1..=N).map(|i| format!("{i:02}")).collect();
+    expected.push("all".into());
+    expected.sort();
+    for round in 0..3 {
+        t.remove_if_exists(".flux");
+        t.remove_if_exists("out");
+        t.remove_if_exists("all.txt");
+        t.remove_if_exists("shared.log");
+        let procs: Vec<Bg> = (0..4).map(|_| Bg::spawn(&t, &["build", "-j", "2", "--output", "json"])).collect();
+        let outs: Vec<Output> = procs.into_iter().map(|p| p.wait(Duration::from_secs(30))).collect();
+        for o in &outs {
+            o.assert_status(0);
+            for task in o.tasks() {
+                let st = task["status"].as_str().unwrap_or("");
+                assert!(st == "success" || st == "skipped", "round {round}: {} is {st}\n{}", task["id"], o.describe());
+            }
+        }
+        let mut log: Vec<String> = t.read("shared.log").lines().map(String::from).collect();
+        log.sort();
+        assert_eq!(log, expected, "round {round}: every task ran exactly once");
+        let ran: u64 = outs.iter().map(|o| o.summary("ran")).sum();
+        assert_eq!(ran as usize, N + 1, "round {round}: the summaries' `ran` add up to every task once");
+        let busy = outs.iter().filter(|o| o.summary("ran") > 0).count();
+        assert!(
+            busy >= 2,
+            "round {round}: the work was not shared: ran per process {:?}",
+            outs.iter().map(|o| o.summary("ran")).collect::<Vec<_>>()
+        );
+        let all: String = (1..=N).map(|i| format!("{i:02}\n")).collect();
+        assert_eq!(t.read("all.txt"), all);
+    }
+}
+
+#[test]
+fn a_build_waits_for_a_task_another_live_build_is_running_and_takes_its_result() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.slow]
+outputs = ["slow.txt"]
+run = "echo run >> trace.txt; sleep 1.5; echo done > {{ outputs[0] }}"
+
+[step.after]
+inputs = ["slow.txt"]
+outputs = ["after.txt"]
+run = "cat {{ inputs[0] }} > {{ outputs[0] }}"
+"#,
+    );
+    let a = Bg::spawn(&t, &["build", "slow", "--output", "json"]);
+    assert!(wait_until(Duration::from_secs(10), || t.exists("trace.txt")), "the first build never started slow");
+    let b = Bg::spawn(&t, &["build", "--output", "json"]);
+    let (a_start, b_start) = (a.started, b.started);
+    let ao = a.wait(Duration::from_secs(20));
+    let bo = b.wait(Duration::from_secs(20));
+    ao.assert_status(0).assert_summary(1, 0, 0, 0);
+    bo.assert_status(0).assert_summary(1, 1, 0, 0);
+    assert_eq!(bo.task("slow")["status"], "skipped", "{}", bo.describe());
+    bo.assert_task("after", "success", Some("missing-output"));
+    bo.stderr_has("wait slow: another flux process is running it");
+    assert_eq!(t.read("trace.txt"), "run\n", "slow ran once");
+    assert_eq!(t.read("after.txt"), "done\n");
+    let a_end = a_start + ao.elapsed;
+    let b_end = b_start + bo.elapsed;
+    assert!(b_end >= a_end, "the second build ended before the first finished the task it waited for");
+}
+
+#[test]
+fn the_lease_of_a_killed_build_is_taken_over_at_once() {
+    let mark = sleep_marker(30);
+    let t = Test::new().fluxfile(
+        &r#"
+[vars]
+nap = "MARK"
+
+[step.s]
+outputs = ["s.txt"]
+run = "sleep {{ nap }}; echo s > {{ outputs[0] }}"
+"#
+        .replace("MARK", &mark),
+    );
+    let a = Bg::spawn(&t, &["build"]);
+    let started = wait_until(Duration::from_secs(10), || !sleeps_with(&mark).is_empty());
+    a.kill9();
+    kill_marked(&mark);
+    assert!(started, "the task never started");
+    let o = t.run_args(json_build(&["--var", "nap=0.1"]));
+    o.assert_status(0).assert_summary(1, 0, 0, 0);
+    o.stderr_lacks("another flux process");
+    assert!(o.elapsed < Duration::from_secs(3), "took {:?}: the dead holder's lease was waited for", o.elapsed);
+    assert_eq!(t.read("s.txt"), "s\n");
+}
+
+/// Put a lease on `task` held by a process on another host, last heard of `age_s` ago.
+fn foreign_lease(t: &Test, task: &str, age_s: f64) {
+    let conn = rusqlite::Connection::open(t.abs(".flux/state.db")).expect("open the state db");
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64();
+    conn.execute(
+        "INSERT OR REPLACE INTO leases (task_id, holder, pid, host, heartbeat_at, run_id) VALUES (?1, 'elsewhere:1:0', 1, 'elsewhere', ?2, 0)",
+        rusqlite::params![task, now - age_s],
+    )
+    .expect("insert a lease");
+}
+
+const ONE: &str = "[step.a]\noutputs = [\"a.txt\"]\nrun = \"echo a > {{ outputs[0] }}\"\n\n[step.b]\noutputs = [\"b.txt\"]\nrun = \"echo b > {{ outputs[0] }}\"\n";
+
+#[test]
+fn a_lease_silent_for_30_s_is_taken_over_and_a_fresher_one_is_waited_for() {
+    let t = Test::new().fluxfile(ONE);
+    // Create the state DB.
+    t.run_args(json_build(&["b"])).assert_status(0);
+    // Silent for 31 s: taken over at once.
+    foreign_lease(&t, "a", 31.0);
+    let o = t.run_args(json_build(&["a"]));
+    o.assert_status(0).assert_summary(1, 0, 0, 0);
+    o.stderr_lacks("another flux process");
+    assert!(o.elapsed < Duration::from_millis(1500), "took {:?}", o.elapsed);
+
+    // Heard of 27.5 s ago (by a holder on another host, whose pid cannot be checked): flux
+    // waits until it is 30 s old, about 2.5 s, then takes it over and runs the task.
+    t.remove("a.txt");
+    foreign_lease(&t, "a", 27.5);
+    let o = t.run_args(json_build(&["a"]));
+    o.assert_status(0).assert_summary(1, 0, 0, 0);
+    o.stderr_has("wait a: another flux process is running it");
+    assert!(
+        o.elapsed >= Duration::from_millis(2200) && o.elapsed < Duration::from_secs(6),
+        "took {:?}: expected about 2.5 s",
+        o.elapsed
+    );
+    assert_eq!(t.read("a.txt"), "a\n");
+}
+
+#[test]
+fn a_build_waiting_for_another_builds_task_takes_its_failure_instead_of_running_it_again() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.slow]
+outputs = ["slow.txt"]
+run = "echo run >> trace.txt; sleep 1; exit 1"
+
+[step.after]
+inputs = ["slow.txt"]
+outputs = ["after.txt"]
+run = "cat {{ inputs[0] }} > {{ outputs[0] }}"
+"#,
+    );
+    let a = Bg::spawn(&t, &["build", "slow", "--output", "json"]);
+    assert!(wait_until(Duration::from_secs(10), || t.exists("trace.txt")), "the first build never started slow");
+    let b = Bg::spawn(&t, &["build", "--output", "json"]);
+    let ao = a.wait(Duration::from_secs(20));
+    let bo = b.wait(Duration::from_secs(20));
+    ao.assert_status(1);
+    bo.stderr_has("wait slow: another flux process is running it");
+    assert_eq!(t.read("trace.txt"), "run\n", "slow ran once, in the first build\n{}", bo.describe());
+    bo.assert_status(1);
+    assert_ne!(bo.task("slow")["status"], "success");
+    assert_eq!(bo.task("after")["status"], "upstream_failed", "{}", bo.describe());
+}
