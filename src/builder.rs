@@ -231,6 +231,7 @@ impl<'a> Build<'a> {
             retry_at: Vec::new(),
             waiting: Vec::new(),
             foreign: Vec::new(),
+            claimed: HashSet::new(),
             sensor_since: HashMap::new(),
             pool_busy: vec![0; self.ff.pools.len()],
             cpus_busy: 0,
@@ -249,7 +250,7 @@ impl<'a> Build<'a> {
             stage_root: stage_dir(&self.ff.state_dir, run_id),
             hooks: Hooks::new(self.ff.dir.clone(), self.ff.notify.clone()),
         };
-        let exec = LocalExecutor::new();
+        let exec = LocalExecutor::new(self.opts.jobs);
         let mut last_beat = Instant::now();
         loop {
             r.decide_ready(rep);
@@ -290,6 +291,9 @@ impl<'a> Build<'a> {
             }
             // Wait briefly for a job, to notice signals, timeouts, retries and late sources.
             if let Some(fin) = exec.wait(Duration::from_millis(50)) {
+                // Bookkeeping first: a failure must stop --fail-fast before anything else
+                // starts, and the finished task's dependents must be queued by priority.
+                r.in_flight -= 1;
                 r.finished(fin, rep);
             }
             if r.batch.len() >= BATCH_RECORDS || (!r.batch.is_empty() && r.last_flush.elapsed() >= BATCH_INTERVAL) {
@@ -304,6 +308,9 @@ impl<'a> Build<'a> {
                     if interrupted && matches!(r.st[ti], St::Queued | St::Waiting) { "interrupted" } else { "queued" };
             }
         }
+        // Leases claimed ahead for tasks that never started (fail-fast, interrupt).
+        let unstarted: Vec<String> = r.claimed.iter().map(|&t| r.ids[t as usize].clone()).collect();
+        r.batch.releases.extend(unstarted);
         for w in r.hooks.finish() {
             rep.event(Event::Warning(&w));
         }
@@ -431,11 +438,13 @@ impl<'a> Build<'a> {
             let fin = planner.abs(g.target(o));
             if step.stage {
                 let staged = target::staging_path(stage_root, &key, i, &fin);
-                if std::fs::symlink_metadata(&staged).is_err() {
-                    return Err(format!("the command succeeded but did not write output `{}`", g.target(o)));
-                }
-                target::commit(&staged, &fin)
-                    .map_err(|e| format!("cannot move output `{}` into place: {e}", g.target(o)))?;
+                // A missing staged file shows as NotFound from the rename: no extra stat.
+                target::commit(&staged, &fin, step.outputs[i].dir).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        format!("the command succeeded but did not write output `{}`", g.target(o))
+                    }
+                    _ => format!("cannot move output `{}` into place: {e}", g.target(o)),
+                })?;
             }
             let m = target::stat(&fin);
             if m.is_none() {
@@ -524,6 +533,8 @@ struct Runner<'b, 'a> {
     queue: BinaryHeap<(i64, u64, std::cmp::Reverse<u32>)>,
     retry_at: Vec<(Instant, u32)>,
     waiting: Vec<Waiting>,
+    /// Tasks this process has claimed ahead of starting them (still queued).
+    claimed: HashSet<u32>,
     /// Tasks claimed by another live flux process, and when to look again.
     foreign: Vec<(u32, Instant)>,
     /// When each sensor first probed.
@@ -722,9 +733,32 @@ impl Runner<'_, '_> {
         if picked.is_empty() {
             return Ok(());
         }
-        let names: Vec<&str> = picked.iter().map(|&t| self.ids[t as usize].as_str()).collect();
+        // Tasks claimed in an earlier round start at once; the others are claimed now,
+        // together with a few queued tasks ahead of need, so that most starts wait for no
+        // transaction.
+        let (now_claimed, to_claim): (Vec<u32>, Vec<u32>) = picked.into_iter().partition(|t| self.claimed.contains(t));
+        for t in now_claimed {
+            self.claimed.remove(&t);
+            self.start(t, db, exec, rep)?;
+        }
+        if to_claim.is_empty() {
+            return Ok(());
+        }
+        let mut ahead = Vec::new();
+        while ahead.len() < opts.jobs.max(2) {
+            let Some(item) = self.queue.pop() else { break };
+            if self.claimed.contains(&item.2.0) {
+                self.queue.push(item);
+                break;
+            }
+            ahead.push(item);
+        }
+        let names: Vec<&str> =
+            to_claim.iter().chain(ahead.iter().map(|i| &i.2.0)).map(|&t| self.ids[t as usize].as_str()).collect();
         let claims = db.claim(&names, self.run_id, LEASE_STALE_S)?;
-        for (t, mine) in picked.into_iter().zip(claims) {
+        let n_now = to_claim.len();
+        let candidates: Vec<u32> = to_claim.into_iter().chain(ahead.iter().map(|i| i.2.0)).collect();
+        for (k, (t, mine)) in candidates.into_iter().zip(claims).enumerate() {
             let ti = t as usize;
             if !mine {
                 rep.event(Event::Waiting { id: &self.ids[ti], message: "another flux process is running it" });
@@ -739,7 +773,15 @@ impl Runner<'_, '_> {
                 self.done(t, St::Skipped, "skipped");
                 continue;
             }
-            self.start(t, db, exec, rep)?;
+            if k < n_now {
+                self.start(t, db, exec, rep)?;
+            } else {
+                self.claimed.insert(t);
+                let item = ahead.iter().find(|i| i.2.0 == t).copied();
+                if let Some(item) = item {
+                    self.queue.push(item);
+                }
+            }
         }
         Ok(())
     }
@@ -854,7 +896,6 @@ impl Runner<'_, '_> {
 
     /// A job came back: commit its outputs, record it, retry or fail it.
     fn finished(&mut self, fin: crate::exec::Finished, rep: &mut dyn Reporter) {
-        self.in_flight -= 1;
         let t = fin.id;
         let ti = t as usize;
         let step = self.step(t);

@@ -70,57 +70,43 @@ struct Running {
 
 /// Runs jobs as local processes.
 pub struct LocalExecutor {
-    tx: Sender<Finished>,
     rx: Receiver<Finished>,
     running: Arc<Mutex<HashMap<u32, Running>>>,
+    /// Jobs go to a fixed pool of worker threads (creating a thread per job is a visible
+    /// share of a tiny task's cost).
+    jobs: Sender<Job>,
 }
 
 /// Time between TERM and KILL (SPEC §2.1 `timeout`).
 pub const KILL_GRACE: Duration = Duration::from_secs(10);
 
-impl Default for LocalExecutor {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl LocalExecutor {
-    pub fn new() -> LocalExecutor {
+    /// An executor with `workers` threads: at most that many jobs run at once.
+    pub fn new(workers: usize) -> LocalExecutor {
         let (tx, rx) = channel();
-        LocalExecutor { tx, rx, running: Arc::new(Mutex::new(HashMap::new())) }
+        let (jobs, job_rx) = channel::<Job>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let running = Arc::new(Mutex::new(HashMap::new()));
+        for _ in 0..workers.max(1) {
+            let (job_rx, tx, running) = (job_rx.clone(), tx.clone(), running.clone());
+            std::thread::spawn(move || {
+                loop {
+                    let next = job_rx.lock().map_err(|_| ()).and_then(|r| r.recv().map_err(|_| ()));
+                    let Ok(job) = next else { return };
+                    let _ = tx.send(run_one(job, &running));
+                }
+            });
+        }
+        LocalExecutor { rx, running, jobs }
     }
 
-    /// Start a job on a thread of its own.
+    /// Start a job on a free worker (callers never start more jobs than workers).
     pub fn start(&self, job: Job) {
-        let tx = self.tx.clone();
-        let running = self.running.clone();
         let deadline = job.timeout.map(|t| Instant::now() + t);
-        if let Ok(mut m) = running.lock() {
+        if let Ok(mut m) = self.running.lock() {
             m.insert(job.id, Running { pgid: None, deadline, killed: None, hard_killed: false });
         }
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            let id = job.id;
-            let mut log = LogSink::new(job.log.clone());
-            let mut outcome = run_job(&job, &running, &mut log);
-            let killed = running.lock().ok().and_then(|mut m| m.remove(&id)).and_then(|r| r.killed);
-            if outcome != Outcome::Success {
-                match killed {
-                    Some((Kill::Timeout, _)) => outcome = Outcome::TimedOut,
-                    Some((Kill::Interrupt, _)) => outcome = Outcome::Interrupted,
-                    None => {}
-                }
-            }
-            if outcome == Outcome::TimedOut {
-                let msg = format!(
-                    "flux: timed out after {:?}; the process group was terminated\n",
-                    job.timeout.unwrap_or_default()
-                );
-                log.write(msg.as_bytes());
-            }
-            let logged = log.finish();
-            let _ = tx.send(Finished { id, outcome, duration: started.elapsed(), logged });
-        });
+        let _ = self.jobs.send(job);
     }
 
     /// Wait up to `timeout` for a job to finish; also enforces deadlines.
@@ -215,6 +201,29 @@ impl LogSink {
     fn finish(&mut self) -> bool {
         self.file.is_some()
     }
+}
+
+/// Run one job to its end on the calling thread.
+fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>) -> Finished {
+    let started = Instant::now();
+    let id = job.id;
+    let mut log = LogSink::new(job.log.clone());
+    let mut outcome = run_job(&job, running, &mut log);
+    let killed = running.lock().ok().and_then(|mut m| m.remove(&id)).and_then(|r| r.killed);
+    if outcome != Outcome::Success {
+        match killed {
+            Some((Kill::Timeout, _)) => outcome = Outcome::TimedOut,
+            Some((Kill::Interrupt, _)) => outcome = Outcome::Interrupted,
+            None => {}
+        }
+    }
+    if outcome == Outcome::TimedOut {
+        let msg =
+            format!("flux: timed out after {:?}; the process group was terminated\n", job.timeout.unwrap_or_default());
+        log.write(msg.as_bytes());
+    }
+    let logged = log.finish();
+    Finished { id, outcome, duration: started.elapsed(), logged }
 }
 
 fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut LogSink) -> Outcome {

@@ -240,8 +240,7 @@ pub fn staging_path(stage_root: &Path, task_key: &str, index: usize, final_path:
 
 /// Move a staged output into place: a rename, or copy-then-rename across filesystems.
 /// A directory output replaces the old directory whole.
-pub fn commit(staged: &Path, final_path: &Path) -> std::io::Result<()> {
-    let is_dir = staged.is_dir();
+pub fn commit(staged: &Path, final_path: &Path, is_dir: bool) -> std::io::Result<()> {
     if is_dir && final_path.exists() {
         let trash = sibling(final_path, ".flux-old");
         let _ = std::fs::remove_dir_all(&trash);
