@@ -327,6 +327,32 @@ impl Holder {
     }
 }
 
+/// A row of the leases table.
+struct Lease {
+    holder: String,
+    pid: i64,
+    host: String,
+    heartbeat_at: f64,
+}
+
+impl Lease {
+    /// From `SELECT holder, pid, host, heartbeat_at`.
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Lease> {
+        Ok(Lease {
+            holder: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+            pid: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+            host: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+            heartbeat_at: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+        })
+    }
+
+    /// Held by a live process other than `me`: not ours, heard of within `stale_after`,
+    /// and (on this host) its pid still exists.
+    fn held_by_other(&self, me: &Holder, now: f64, stale_after: f64) -> bool {
+        self.holder != me.id && now - self.heartbeat_at <= stale_after && (self.host != me.host || pid_alive(self.pid))
+    }
+}
+
 /// Whether a process with this pid exists on this machine.
 fn pid_alive(pid: i64) -> bool {
     if pid <= 0 || pid > i64::from(i32::MAX) {
@@ -773,23 +799,8 @@ impl StateDb {
                 )
                 .at(path)?;
             for &task in tasks {
-                let current: Option<(String, i64, String, f64)> = get
-                    .query_row([task], |r| {
-                        Ok((
-                            r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                            r.get::<_, Option<i64>>(1)?.unwrap_or(0),
-                            r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                            r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
-                        ))
-                    })
-                    .optional()
-                    .at(path)?;
-                let free = match &current {
-                    None => true,
-                    Some((holder, pid, host, beat)) => {
-                        *holder == me.id || now - beat > stale_after || (*host == me.host && !pid_alive(*pid))
-                    }
-                };
+                let current = get.query_row([task], Lease::from_row).optional().at(path)?;
+                let free = current.is_none_or(|l| !l.held_by_other(&me, now, stale_after));
                 if free {
                     put.execute(params![task, me.id, me.pid, me.host, now, run_id]).at(path)?;
                 }
@@ -803,28 +814,17 @@ impl StateDb {
     /// Whether another live holder still has a lease on `task` (for a process waiting for
     /// that holder's result).
     pub fn held_by_other(&self, task: &str, stale_after: f64) -> Result<bool, StateError> {
-        let me = self.holder.as_ref().map(|h| h.id.as_str()).unwrap_or("");
-        let row: Option<(String, i64, String, f64)> = self
+        let lease = self
             .conn
             .prepare_cached("SELECT holder, pid, host, heartbeat_at FROM leases WHERE task_id = ?1")
             .at(&self.path)?
-            .query_row([task], |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                    r.get::<_, Option<i64>>(1)?.unwrap_or(0),
-                    r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                    r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
-                ))
-            })
+            .query_row([task], Lease::from_row)
             .optional()
             .at(&self.path)?;
-        let my_host = self.holder.as_ref().map(|h| h.host.as_str()).unwrap_or("");
-        Ok(match row {
-            None => false,
-            Some((holder, pid, host, beat)) => {
-                holder != me && now_s() - beat <= stale_after && (host != my_host || pid_alive(pid))
-            }
-        })
+        // A reader that never claimed (`flux logs --follow`) counts every holder as other.
+        let nobody = Holder { id: String::new(), ..Holder::this_process() };
+        let me = self.holder.as_ref().unwrap_or(&nobody);
+        Ok(lease.is_some_and(|l| l.held_by_other(me, now_s(), stale_after)))
     }
 
     /// Keep this holder's leases alive.
