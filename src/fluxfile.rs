@@ -826,6 +826,22 @@ fn not_yet(key: &str, what: &str, span: &Span) -> Error {
     )
 }
 
+/// Remote targets are for the stores of a later version: refuse them when the Fluxfile
+/// is loaded (so `flux check` says so too), not only when a build meets them.
+fn refuse_remote(start: &str, span: &Span) -> Result<()> {
+    let s = start.trim_start();
+    match s.split_once("://") {
+        Some((scheme, _)) if scheme != "file" && !scheme.contains(['/', '{', ' ']) => Err(Error::at_help(
+            format!(
+                "`{scheme}://` targets are not supported yet: this version of flux reads and writes local files only"
+            ),
+            span,
+            "use local paths (or file://) for now",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn check_name(name: &str, span: &Span, what: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -1002,7 +1018,17 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
     let mut inputs = Vec::new();
     if let Some((list, _)) = k.strs("inputs", false)? {
         for (src, span) in list {
-            inputs.push(compile(engine, &src, &span, Mode::Path, &path_ok)?);
+            let tpl = compile(engine, &src, &span, Mode::Path, &path_ok)?;
+            match engine.segments(tpl.id).and_then(|s| s.first()) {
+                Some(Segment::Lit(first)) => refuse_remote(first, &span)?,
+                Some(Segment::Expr { name, .. }) => {
+                    if let Some((_, v)) = cx.vars.iter().find(|(k, _)| k == name) {
+                        refuse_remote(v, &span)?;
+                    }
+                }
+                None => {}
+            }
+            inputs.push(tpl);
         }
     }
     // outputs
@@ -1011,6 +1037,9 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
         for (src, span) in list {
             let tpl = compile(engine, &src, &span, Mode::Path, &path_ok)?;
             let segs = invertible(engine, &tpl, &r.name, &params, cx.vars)?;
+            if let Some(OutSeg::Lit(first)) = segs.first() {
+                refuse_remote(first, &span)?;
+            }
             let dir = src.trim_end().ends_with('/');
             outputs.push(Output { tpl, segs, dir });
         }

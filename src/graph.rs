@@ -360,6 +360,18 @@ fn match_segs(
     }
 }
 
+/// `from 2024-01-01 to 2024-01-31` (for messages).
+fn domain_text(step: &Step) -> String {
+    let Some(ti) = step.time_param else { return "every value".into() };
+    let kind = &step.params[ti].1;
+    match (step.start, step.end) {
+        (Some(s), Some(e)) => format!("from {} to {}", kind.format(s), kind.format(e)),
+        (Some(s), None) => format!("from {} on", kind.format(s)),
+        (None, Some(e)) => format!("up to {}", kind.format(e)),
+        (None, None) => "unbounded".into(),
+    }
+}
+
 /// Whether a value lies in the step's `start..=end` domain.
 fn in_domain(step: &Step, params: &[ParamValue]) -> bool {
     let Some(ti) = step.time_param else {
@@ -669,13 +681,29 @@ impl Builder<'_> {
             && t.ends_with(']')
             && let Some(si) = ff.step_index(&t[..open])
         {
-            let vals = parse_task_params(&ff.steps[si], &t[open + 1..t.len() - 1])
+            let step = &ff.steps[si];
+            let vals = parse_task_params(step, &t[open + 1..t.len() - 1])
                 .map_err(|e| Error::Usage(format!("task `{t}`: {e}")))?;
+            if !in_domain(step, &vals) {
+                return Err(Error::Usage(format!(
+                    "task `{t}` is outside the domain of step `{}`: {}",
+                    step.name,
+                    domain_text(step)
+                )));
+            }
             return Ok(vec![self.task(si as u32, vals)?]);
         }
         if let Some(si) = ff.step_index(t) {
+            let values = step_values(ff, si, req)?;
+            if values.is_empty() {
+                let step = &ff.steps[si];
+                return Err(Error::Usage(format!(
+                    "step `{t}` has no interval in what was asked: its domain is {}",
+                    domain_text(step)
+                )));
+            }
             let mut out = Vec::new();
-            for vals in step_values(ff, si, req)? {
+            for vals in values {
                 out.push(self.task(si as u32, vals)?);
             }
             return Ok(out);

@@ -193,7 +193,14 @@ impl<'a> Planner<'a> {
             }
         };
         if dry && upstream_runs {
-            return Decision::Run { reason: reason.unwrap_or(Reason::Upstream), fp: None, quick: None };
+            // Its inputs will change, but a command of its own that changed is the better
+            // reason to show (it is what the real build will record).
+            let own = reason.or_else(|| {
+                let r = record?;
+                let changed = r.cmd_hash.is_some() && self.triggers.command && self.cmd_hash(t, id).ok() != r.cmd_hash;
+                changed.then_some(Reason::CommandChanged)
+            });
+            return Decision::Run { reason: own.unwrap_or(Reason::Upstream), fp: None, quick: None };
         }
         if dry && reason.is_some() {
             return Decision::Run { reason: reason.unwrap_or(Reason::Forced), fp: None, quick: None };
@@ -287,6 +294,13 @@ impl<'a> Planner<'a> {
             h.update(&d);
         }
         let inputs = *h.finalize().as_bytes();
+        Ok(Fingerprint { cmd: self.cmd_hash(t, id)?, inputs })
+    }
+
+    /// The command half of the fingerprint: what the commands, env and action render to
+    /// with the final target paths. It needs no input to exist.
+    pub fn cmd_hash(&self, t: u32, id: &str) -> Result<Hash, String> {
+        let task = &self.g.tasks[t as usize];
         let ins: Vec<String> = task.inputs.iter().map(|&i| self.g.target(i).to_string()).collect();
         let outs: Vec<String> = task.outputs.iter().map(|&o| self.g.target(o).to_string()).collect();
         let cmds = self.render_commands(t, id, &CmdRender { inputs: &ins, outputs: &outs, attempt: 1, run_id: 0 })?;
@@ -303,7 +317,7 @@ impl<'a> Planner<'a> {
             stage: step.stage,
         };
         let bytes = serde_json::to_vec(&key).map_err(|e| e.to_string())?;
-        Ok(Fingerprint { cmd: *blake3::hash(&bytes).as_bytes(), inputs })
+        Ok(*blake3::hash(&bytes).as_bytes())
     }
 
     /// Render one command template (a hook) in a task's context.

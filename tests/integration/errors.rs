@@ -454,3 +454,14 @@ fn fluxfile_errors_point_at_file_line_and_column_with_a_caret() {
         assert!(lines[4].starts_with("  | ") && lines[4].contains('^'), "{}", o.describe());
     }
 }
+
+#[test]
+fn check_refuses_remote_targets_at_the_template() {
+    let t = Test::new().fluxfile("[vars]\nbucket = \"s3://data\"\n\n[step.a]\ninputs = [\"{{ bucket }}/in.csv\"]\noutputs = [\"out.csv\"]\nrun = \"true\"\n");
+    t.run_args(["check"])
+        .assert_status(2)
+        .stderr_has("error: `s3://` targets are not supported yet")
+        .stderr_has("Fluxfile:5:11");
+    let t = Test::new().fluxfile("[step.a]\noutputs = [\"hdfs://nn:8020/out.csv\"]\nrun = \"true\"\n");
+    t.run_args(["check"]).assert_status(2).stderr_has("`hdfs://` targets are not supported yet");
+}

@@ -461,3 +461,37 @@ fn dry_run_reports_upstream_and_skipped_tasks() {
     assert_eq!(o.summary("skipped"), 3);
     assert_eq!(t.read("events/2024-01-02.csv"), "d2\n", "a dry run runs nothing");
 }
+
+#[test]
+fn dry_run_shows_a_tasks_own_command_change_behind_a_running_upstream() {
+    let t = pipeline();
+    t.run_args(json_build(&["rollup", "--date-range", "2024-01-01..2024-01-03"])).assert_status(0);
+    t.write("raw/2024-01-02.log", "changed\n");
+    t.write(
+        "Fluxfile",
+        PIPELINE.replace(
+            "run = \"cat {{ inputs }} > {{ outputs[0] }}\"",
+            "run = \"cat {{ inputs }} | cat > {{ outputs[0] }}\"",
+        ),
+    );
+    let o = t.run_args(["build", "rollup", "--date-range", "2024-01-01..2024-01-03", "-n", "--output", "json"]);
+    o.assert_status(0);
+    o.assert_task("extract[2024-01-02]", "would-run", Some("input-changed"));
+    // Behind a running upstream, but its own command changed: that is what the build records.
+    o.assert_task("rollup[2024-01-02]", "would-run", Some("command-changed"));
+    o.assert_task("rollup[2024-01-03]", "would-run", Some("command-changed"));
+    let built = t.run_args(json_build(&["rollup", "--date-range", "2024-01-01..2024-01-03"]));
+    built.assert_status(0);
+    built.assert_task("rollup[2024-01-03]", "success", Some("command-changed"));
+}
+
+#[test]
+fn a_task_id_outside_its_steps_domain_is_a_usage_error() {
+    let t = pipeline();
+    t.run_args(["build", "rollup[2023-12-31]", "-n"])
+        .assert_status(2)
+        .stderr_has("task `rollup[2023-12-31]` is outside the domain of step `rollup`: from 2024-01-01 on");
+    t.run_args(["build", "rollup", "--date", "2023-12-31", "-n"])
+        .assert_status(2)
+        .stderr_has("step `rollup` has no interval in what was asked: its domain is from 2024-01-01 on");
+}
