@@ -232,6 +232,7 @@ impl<'a> Build<'a> {
             waiting: Vec::new(),
             foreign: Vec::new(),
             claimed: HashSet::new(),
+            pending_running: HashMap::new(),
             sensor_since: HashMap::new(),
             pool_busy: vec![0; self.ff.pools.len()],
             cpus_busy: 0,
@@ -385,8 +386,11 @@ impl<'a> Build<'a> {
             }
             let path = if step.stage {
                 let staged = target::staging_path(stage_root, &key, i, &fin);
-                // Leftovers of an earlier, killed attempt.
-                let _ = target::remove(&staged);
+                // Leftovers of this run's earlier attempt (the folder is new for each run,
+                // so a first attempt has none).
+                if attempt > 1 {
+                    let _ = target::remove(&staged);
+                }
                 if step.outputs[i].dir {
                     std::fs::create_dir_all(&staged)
                         .map_err(|e| format!("cannot create staging folder {}: {e}", staged.display()))?;
@@ -533,6 +537,8 @@ struct Runner<'b, 'a> {
     queue: BinaryHeap<(i64, u64, std::cmp::Reverse<u32>)>,
     retry_at: Vec<(Instant, u32)>,
     waiting: Vec<Waiting>,
+    /// Index in `batch.attempts` of `running` records not yet written, by task.
+    pending_running: HashMap<u32, usize>,
     /// Tasks this process has claimed ahead of starting them (still queued).
     claimed: HashSet<u32>,
     /// Tasks claimed by another live flux process, and when to look again.
@@ -571,9 +577,23 @@ impl Runner<'_, '_> {
         }
     }
 
+    /// Add a finished attempt's record; if its `running` record has not been written yet,
+    /// replace that one instead (one row per attempt for the many short tasks).
+    fn record_attempt(&mut self, t: u32, rec: AttemptRecord) {
+        match self.pending_running.remove(&t) {
+            Some(i)
+                if self.batch.attempts.get(i).is_some_and(|a| a.attempt == rec.attempt && a.task_id == rec.task_id) =>
+            {
+                self.batch.attempts[i] = rec;
+            }
+            _ => self.batch.attempts.push(rec),
+        }
+    }
+
     fn flush(&mut self, db: &mut StateDb) -> Result<()> {
         self.batch.digests.extend(self.b.digests.take_fresh());
         db.commit(&mut self.batch)?;
+        self.pending_running.clear();
         self.last_flush = Instant::now();
         Ok(())
     }
@@ -882,6 +902,7 @@ impl Runner<'_, '_> {
                     None,
                 );
                 running.ended_at = None;
+                self.pending_running.insert(t, self.batch.attempts.len());
                 self.batch.attempts.push(running);
                 rep.event(Event::Started { id: &self.ids[ti], reason: reason.as_str(), attempt });
                 self.running.insert(t, (SystemTime::now(), reason));
@@ -921,19 +942,22 @@ impl Runner<'_, '_> {
         self.results[ti].duration_s = Some(dur);
         if outcome == Outcome::Success {
             self.sensor_since.remove(&t);
-            self.batch.attempts.push(self.b.attempt(
-                self.run_id,
+            self.record_attempt(
                 t,
-                &self.ids[ti],
-                attempt,
-                Status::Success,
-                Some(reason),
-                started_s,
-                unix_now(),
-                Some(0),
-                log.as_deref(),
-                None,
-            ));
+                self.b.attempt(
+                    self.run_id,
+                    t,
+                    &self.ids[ti],
+                    attempt,
+                    Status::Success,
+                    Some(reason),
+                    started_s,
+                    unix_now(),
+                    Some(0),
+                    log.as_deref(),
+                    None,
+                ),
+            );
             let fp = self.fps[ti].or_else(|| self.planner.fingerprint(t, &self.ids[ti], &self.metas).ok());
             if let Some(fp) = fp {
                 self.batch.tasks.push(TaskUpdate::Success {
@@ -972,19 +996,22 @@ impl Runner<'_, '_> {
         }
         if live && attempt <= retries {
             let delay = retry_delay.mul_f64(retry_backoff.powi(attempt as i32 - 1));
-            self.batch.attempts.push(self.b.attempt(
-                self.run_id,
+            self.record_attempt(
                 t,
-                &self.ids[ti],
-                attempt,
-                Status::Retrying,
-                Some(reason),
-                started_s,
-                unix_now(),
-                exit_code,
-                log.as_deref(),
-                Some(&message),
-            ));
+                self.b.attempt(
+                    self.run_id,
+                    t,
+                    &self.ids[ti],
+                    attempt,
+                    Status::Retrying,
+                    Some(reason),
+                    started_s,
+                    unix_now(),
+                    exit_code,
+                    log.as_deref(),
+                    Some(&message),
+                ),
+            );
             rep.event(Event::Retrying { id: &self.ids[ti], attempt: attempt + 1, delay, message: &message });
             self.hook(t, "retry", "retrying", attempt, log, Some(message));
             self.st[ti] = St::Queued;
@@ -1009,19 +1036,22 @@ impl Runner<'_, '_> {
         let status = if f.interrupted { Status::Interrupted } else { Status::Failed };
         let now = unix_now();
         let attempt = f.attempt.max(1);
-        self.batch.attempts.push(self.b.attempt(
-            self.run_id,
+        self.record_attempt(
             t,
-            &self.ids[ti],
-            attempt,
-            status,
-            f.reason.or(self.results[ti].reason),
-            f.started_s.unwrap_or(now),
-            now,
-            f.exit_code,
-            f.log.as_deref(),
-            Some(&f.message),
-        ));
+            self.b.attempt(
+                self.run_id,
+                t,
+                &self.ids[ti],
+                attempt,
+                status,
+                f.reason.or(self.results[ti].reason),
+                f.started_s.unwrap_or(now),
+                now,
+                f.exit_code,
+                f.log.as_deref(),
+                Some(&f.message),
+            ),
+        );
         self.batch.tasks.push(TaskUpdate::Status { task_id: self.ids[ti].clone(), status });
         self.results[ti].message = Some(f.message.clone());
         if f.interrupted {
