@@ -751,9 +751,11 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
         Some(db) => db.load_tasks()?,
         None => Records::default(),
     };
-    // Rows: a step with its non-time params; columns: time values.
-    let mut intervals: Vec<(crate::param::ParamValue, String)> = Vec::new();
-    let mut rows: Vec<(String, Vec<Cell>)> = Vec::new();
+    // Rows: a step with its non-time params; columns: time values, one grid per kind of
+    // time (dates, hours, months), since their columns do not line up.
+    let mut intervals: Vec<(&'static str, String)> = Vec::new();
+    let mut interval_of: HashMap<(&'static str, String), usize> = HashMap::new();
+    let mut rows: Vec<(String, &'static str, Vec<Cell>)> = Vec::new();
     let mut row_of: HashMap<String, usize> = HashMap::new();
     let mut order: Vec<u32> = (0..g.tasks.len() as u32).collect();
     order.sort_by_key(|&t| (g.tasks[t as usize].step, g.tasks[t as usize].params.clone()));
@@ -770,33 +772,30 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
             .collect();
         let row_name =
             if others.is_empty() { step.name.clone() } else { format!("{}[{}]", step.name, others.join(",")) };
+        let kind = step.time_param.map_or("", |ti| step.params[ti].1.name());
         let col = step.time_param.map(|ti| {
-            let v = task.params[ti];
-            let label = step.params[ti].1.format(v);
-            match intervals.iter().position(|(_, l)| *l == label) {
-                Some(i) => i,
-                None => {
-                    intervals.push((v, label));
-                    intervals.len() - 1
-                }
-            }
+            let key = (kind, step.params[ti].1.format(task.params[ti]));
+            *interval_of.entry(key.clone()).or_insert_with(|| {
+                intervals.push(key);
+                intervals.len() - 1
+            })
         });
         let status = task_status(&ff, &g, t, &id, &records);
         let r = *row_of.entry(row_name.clone()).or_insert_with(|| {
-            rows.push((row_name.clone(), Vec::new()));
+            rows.push((row_name.clone(), kind, Vec::new()));
             rows.len() - 1
         });
-        rows[r].1.push((col, id, status));
+        rows[r].2.push((col, id, status));
     }
-    // Columns in time order.
-    let mut col_order: Vec<usize> = (0..intervals.len()).collect();
-    col_order.sort_by(|&a, &b| intervals[a].1.cmp(&intervals[b].1));
     let mut o = std::io::stdout().lock();
     if output == OutputFormat::Json {
+        let mut labels: Vec<&String> = intervals.iter().map(|(_, l)| l).collect();
+        labels.sort();
         let doc = serde_json::json!({
-            "intervals": col_order.iter().map(|&c| intervals[c].1.clone()).collect::<Vec<_>>(),
-            "rows": rows.iter().map(|(name, cells)| serde_json::json!({
+            "intervals": labels,
+            "rows": rows.iter().map(|(name, kind, cells)| serde_json::json!({
                 "row": name,
+                "kind": if kind.is_empty() { None } else { Some(kind) },
                 "cells": cells.iter().map(|(c, id, st)| serde_json::json!({
                     "task": id,
                     "interval": c.map(|c| intervals[c].1.clone()),
@@ -821,34 +820,42 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
         };
         if color { format!("\x1b[{code}m{ch}\x1b[0m") } else { ch.to_string() }
     };
-    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
-    if let (Some(&first), Some(&last)) = (col_order.first(), col_order.last()) {
-        let _ = writeln!(
-            o,
-            "{:width$}  {} .. {} ({} intervals)",
-            "",
-            intervals[first].1,
-            intervals[last].1,
-            intervals.len()
-        );
+    let width = rows.iter().map(|(n, _, _)| n.len()).max().unwrap_or(4).max(4);
+    let mut kinds: Vec<&'static str> = Vec::new();
+    for (_, k, _) in &rows {
+        if !kinds.contains(k) {
+            kinds.push(k);
+        }
     }
-    for (name, cells) in &rows {
-        let mut line = format!("{name:width$}  ");
-        if cells.iter().all(|(c, _, _)| c.is_none()) {
-            for (_, _, st) in cells {
-                line.push_str(&symbol(st));
-                line.push(' ');
-                line.push_str(st);
-            }
-        } else {
-            for &c in &col_order {
-                match cells.iter().find(|(cc, _, _)| *cc == Some(c)) {
-                    Some((_, _, st)) => line.push_str(&symbol(st)),
-                    None => line.push(' '),
+    for (n, kind) in kinds.iter().enumerate() {
+        let mut cols: Vec<usize> = (0..intervals.len()).filter(|&c| intervals[c].0 == *kind).collect();
+        cols.sort_by(|&a, &b| intervals[a].1.cmp(&intervals[b].1));
+        if n > 0 {
+            let _ = writeln!(o);
+        }
+        if let (Some(&first), Some(&last)) = (cols.first(), cols.last()) {
+            let _ =
+                writeln!(o, "{:width$}  {} .. {} ({} {kind}s)", "", intervals[first].1, intervals[last].1, cols.len());
+        }
+        for (name, _, cells) in rows.iter().filter(|(_, k, _)| k == kind) {
+            let mut line = format!("{name:width$}  ");
+            if kind.is_empty() {
+                for (_, _, st) in cells {
+                    line.push_str(&symbol(st));
+                    line.push(' ');
+                    line.push_str(st);
+                }
+            } else {
+                let by_col: HashMap<usize, &str> = cells.iter().filter_map(|(c, _, st)| c.map(|c| (c, *st))).collect();
+                for &c in &cols {
+                    match by_col.get(&c) {
+                        Some(st) => line.push_str(&symbol(st)),
+                        None => line.push(' '),
+                    }
                 }
             }
+            let _ = writeln!(o, "{line}");
         }
-        let _ = writeln!(o, "{line}");
     }
     let _ = writeln!(
         o,
