@@ -217,7 +217,7 @@ impl<'a> Build<'a> {
         let mut r = Runner {
             b: self,
             planner: &self.planner,
-            cp: critical_path(g, &ids, self.records, &dependents),
+            cp: Vec::new(),
             ids,
             metas,
             dependents,
@@ -530,6 +530,8 @@ struct Runner<'b, 'a> {
     results: Vec<TaskResult>,
     fps: Vec<Option<Fingerprint>>,
     quicks: Vec<Option<crate::state::Hash>>,
+    /// Longest remaining path per task; computed when the first task is queued (a no-op
+    /// build never needs it).
     cp: Vec<u64>,
     /// Tasks whose deps are finished, to be decided.
     ready: Vec<u32>,
@@ -610,6 +612,9 @@ impl Runner<'_, '_> {
 
     fn enqueue(&mut self, t: u32) {
         let prio = self.step(t).priority;
+        if self.cp.is_empty() {
+            self.cp = critical_path(self.b.g, &self.ids, self.b.records, &self.dependents);
+        }
         self.queue.push((prio, self.cp[t as usize], std::cmp::Reverse(t)));
     }
 
