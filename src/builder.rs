@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
-use crate::exec::{Job, LocalExecutor, Outcome};
+use crate::exec::{Job, JobOutput, LocalExecutor, Outcome};
 use crate::fluxfile::{Action, Fluxfile, Step};
 use crate::graph::{NONE, TaskGraph, task_key};
 use crate::hooks::{Hooks, TaskEvent};
@@ -378,14 +378,18 @@ impl<'a> Build<'a> {
             mkdir(stage_root)?;
         }
         let mut outs = Vec::with_capacity(task.outputs.len());
+        let mut job_outputs = Vec::with_capacity(task.outputs.len());
         let mut copies = Vec::new();
         for (i, &o) in task.outputs.iter().enumerate() {
             let fin = planner.abs(g.target(o));
             if let Some(parent) = fin.parent() {
                 mkdir(parent)?;
             }
+            let name = g.target(o).to_string();
+            let dir = step.outputs[i].dir;
             let path = if step.stage {
                 let staged = target::staging_path(stage_root, &key, i, &fin);
+                job_outputs.push(JobOutput { staged: Some(staged.clone()), path: fin, dir, name });
                 // Leftovers of this run's earlier attempt (the folder is new for each run,
                 // so a first attempt has none).
                 if attempt > 1 {
@@ -397,6 +401,7 @@ impl<'a> Build<'a> {
                 }
                 staged
             } else {
+                job_outputs.push(JobOutput { staged: None, path: fin.clone(), dir, name });
                 fin
             };
             outs.push(path);
@@ -422,41 +427,8 @@ impl<'a> Build<'a> {
             cwd: self.ff.dir.clone(),
             log: self.log_path(t, id, attempt),
             timeout: step.timeout,
+            outputs: job_outputs,
         })
-    }
-
-    /// Move staged outputs into place and re-stat them; a missing output fails the task.
-    fn commit_outputs(
-        &self,
-        t: u32,
-        id: &str,
-        stage_root: &Path,
-        metas: &mut [Option<Meta>],
-    ) -> std::result::Result<(), String> {
-        let g = self.g;
-        let task = &g.tasks[t as usize];
-        let step = &self.ff.steps[task.step as usize];
-        let planner = &self.planner;
-        let key = task_key(id);
-        for (i, &o) in task.outputs.iter().enumerate() {
-            let fin = planner.abs(g.target(o));
-            if step.stage {
-                let staged = target::staging_path(stage_root, &key, i, &fin);
-                // A missing staged file shows as NotFound from the rename: no extra stat.
-                target::commit(&staged, &fin, step.outputs[i].dir).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => {
-                        format!("the command succeeded but did not write output `{}`", g.target(o))
-                    }
-                    _ => format!("cannot move output `{}` into place: {e}", g.target(o)),
-                })?;
-            }
-            let m = target::stat(&fin);
-            if m.is_none() {
-                return Err(format!("the command succeeded but output `{}` does not exist", g.target(o)));
-            }
-            metas[o as usize] = m;
-        }
-        Ok(())
     }
 
     /// After a failure: drop staged files, or (stage = false) what the task wrote.
@@ -770,7 +742,8 @@ impl Runner<'_, '_> {
             return Ok(());
         }
         let mut ahead = Vec::new();
-        while ahead.len() < opts.jobs.max(2) {
+        // Four rounds' worth: few transactions, while other builds still find work.
+        while ahead.len() < 4 * opts.jobs.max(1) {
             let Some(item) = self.queue.pop() else { break };
             if self.claimed.contains(&item.2.0) {
                 self.queue.push(item);
@@ -783,15 +756,18 @@ impl Runner<'_, '_> {
         let claims = db.claim(&names, self.run_id, LEASE_STALE_S)?;
         let n_now = to_claim.len();
         let candidates: Vec<u32> = to_claim.into_iter().chain(ahead.iter().map(|i| i.2.0)).collect();
-        for (k, (t, mine)) in candidates.into_iter().zip(claims).enumerate() {
+        for (k, (t, claim)) in candidates.into_iter().zip(claims).enumerate() {
             let ti = t as usize;
-            if !mine {
+            if !claim.mine {
                 rep.event(Event::Waiting { id: &self.ids[ti], message: "another flux process is running it" });
                 self.st[ti] = St::Waiting;
                 self.foreign.push((t, Instant::now() + FOREIGN_POLL));
                 continue;
             }
-            if self.done_elsewhere(db, t)? {
+            // Only a success recorded since our records were loaded can mean another
+            // process did the work; then look closer.
+            let loaded = self.b.records.get(&self.ids[ti]).and_then(|r| r.success_at);
+            if claim.success_at != loaded && self.done_elsewhere(db, t)? {
                 self.results[ti].reason = None;
                 self.batch.releases.push(self.ids[ti].clone());
                 rep.event(Event::Skipped { id: &self.ids[ti] });
@@ -937,11 +913,11 @@ impl Runner<'_, '_> {
         let attempt = self.results[ti].attempts;
         let log = fin.logged.then(|| self.b.log_path(t, &self.ids[ti], attempt).to_string_lossy().into_owned());
         let started_s = started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        let mut outcome = fin.outcome;
-        if outcome == Outcome::Success
-            && let Err(message) = self.b.commit_outputs(t, &self.ids[ti], &self.stage_root, &mut self.metas)
-        {
-            outcome = Outcome::Failed { exit_code: Some(0), message };
+        let outcome = fin.outcome;
+        if outcome == Outcome::Success {
+            for (&o, m) in self.b.g.tasks[ti].outputs.iter().zip(fin.outputs) {
+                self.metas[o as usize] = Some(m);
+            }
         }
         let dur = fin.duration.as_secs_f64();
         self.results[ti].duration_s = Some(dur);

@@ -2,9 +2,13 @@
 //! file, timeout); the executor knows jobs, not tasks or the graph (after n2's task.rs).
 //!
 //! Each job's commands run one after another with `sh -c`, in their own process group,
-//! stdin `/dev/null`, stdout and stderr appended to the job's log file. A job runs on a
-//! thread of its own that blocks in `wait`; the builder's loop receives [`Finished`] on a
-//! channel and asks the executor to terminate groups on timeout or interrupt.
+//! stdin `/dev/null`, stdout and stderr appended to the job's log file. When they all
+//! succeeded, the job's outputs are moved into place from staging and stat'ed on the same
+//! worker (through `target`), so that this file-system work runs in parallel and not on
+//! the build loop between one task's end and the next one's start. Jobs run on a fixed
+//! pool of `-j` worker threads that block in `wait`; the builder's loop receives
+//! [`Finished`] on a channel and asks the executor to terminate groups on timeout or
+//! interrupt.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -28,6 +32,21 @@ pub struct Job {
     pub cwd: PathBuf,
     pub log: PathBuf,
     pub timeout: Option<Duration>,
+    /// The job's outputs, checked (and moved into place from staging) after every command
+    /// succeeded: done here, on the worker, so that it happens in parallel and off the
+    /// build loop.
+    pub outputs: Vec<JobOutput>,
+}
+
+/// One output of a job.
+#[derive(Debug, Clone)]
+pub struct JobOutput {
+    /// Where the commands wrote it, if not in place (staging).
+    pub staged: Option<PathBuf>,
+    pub path: PathBuf,
+    pub dir: bool,
+    /// The target as the user wrote it, for messages.
+    pub name: String,
 }
 
 /// How a job ended.
@@ -53,6 +72,8 @@ pub struct Finished {
     pub duration: Duration,
     /// Whether the log file was written (it is only created when there is output).
     pub logged: bool,
+    /// After a success: each output's stat, in place.
+    pub outputs: Vec<crate::target::Meta>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +230,13 @@ fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>) -> Finished {
     let id = job.id;
     let mut log = LogSink::new(job.log.clone());
     let mut outcome = run_job(&job, running, &mut log);
+    let mut outputs = Vec::new();
+    if outcome == Outcome::Success {
+        match commit_outputs(&job) {
+            Ok(metas) => outputs = metas,
+            Err(message) => outcome = Outcome::Failed { exit_code: Some(0), message },
+        }
+    }
     let killed = running.lock().ok().and_then(|mut m| m.remove(&id)).and_then(|r| r.killed);
     if outcome != Outcome::Success {
         match killed {
@@ -223,7 +251,27 @@ fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>) -> Finished {
         log.write(msg.as_bytes());
     }
     let logged = log.finish();
-    Finished { id, outcome, duration: started.elapsed(), logged }
+    Finished { id, outcome, duration: started.elapsed(), logged, outputs }
+}
+
+/// Move staged outputs into place and stat them; a missing output fails the job
+/// (a command that "succeeded" without writing what it promised).
+fn commit_outputs(job: &Job) -> Result<Vec<crate::target::Meta>, String> {
+    let mut metas = Vec::with_capacity(job.outputs.len());
+    for o in &job.outputs {
+        if let Some(staged) = &o.staged {
+            // A missing staged file shows as NotFound from the rename: no extra stat.
+            crate::target::commit(staged, &o.path, o.dir).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => format!("the command succeeded but did not write output `{}`", o.name),
+                _ => format!("cannot move output `{}` into place: {e}", o.name),
+            })?;
+        }
+        match crate::target::stat(&o.path) {
+            Some(m) => metas.push(m),
+            None => return Err(format!("the command succeeded but output `{}` does not exist", o.name)),
+        }
+    }
+    Ok(metas)
 }
 
 fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut LogSink) -> Outcome {

@@ -327,6 +327,15 @@ impl Holder {
     }
 }
 
+/// The answer to a claim of one task.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Claim {
+    /// The lease is ours.
+    pub mine: bool,
+    /// When the task last succeeded, read under the lease (None if never, or not ours).
+    pub success_at: Option<f64>,
+}
+
 /// A row of the leases table.
 struct Lease {
     holder: String,
@@ -780,7 +789,10 @@ impl StateDb {
     /// holds it, when its holder is this process, or when its holder is dead (same host,
     /// no such pid) or silent for longer than `stale_after`. Returns, per task, whether
     /// it is ours now.
-    pub fn claim(&mut self, tasks: &[&str], run_id: i64, stale_after: f64) -> Result<Vec<bool>, StateError> {
+    /// For each task: whether it is ours now and, read in the same transaction, when the
+    /// task last succeeded (so a caller can tell if another process completed it since
+    /// its records were loaded, without another query).
+    pub fn claim(&mut self, tasks: &[&str], run_id: i64, stale_after: f64) -> Result<Vec<Claim>, StateError> {
         let path = &self.path;
         let Some(me) = self.holder.clone() else {
             return Err(StateError::Sql { path: path.display().to_string(), message: "claim without a holder".into() });
@@ -791,6 +803,7 @@ impl StateDb {
         {
             let mut get =
                 tx.prepare_cached("SELECT holder, pid, host, heartbeat_at FROM leases WHERE task_id = ?1").at(path)?;
+            let mut succeeded = tx.prepare_cached("SELECT success_at FROM tasks WHERE task_id = ?1").at(path)?;
             let mut put = tx
                 .prepare_cached(
                     "INSERT INTO leases (task_id, holder, pid, host, heartbeat_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
@@ -801,10 +814,13 @@ impl StateDb {
             for &task in tasks {
                 let current = get.query_row([task], Lease::from_row).optional().at(path)?;
                 let free = current.is_none_or(|l| !l.held_by_other(&me, now, stale_after));
+                let mut success_at = None;
                 if free {
                     put.execute(params![task, me.id, me.pid, me.host, now, run_id]).at(path)?;
+                    success_at =
+                        succeeded.query_row([task], |r| r.get::<_, Option<f64>>(0)).optional().at(path)?.flatten();
                 }
-                out.push(free);
+                out.push(Claim { mine: free, success_at });
             }
         }
         tx.commit().at(path)?;
