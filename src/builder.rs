@@ -1146,7 +1146,7 @@ fn critical_path(g: &TaskGraph, ids: &[String], records: &Records, dependents: &
         let after = dependents[ti].iter().map(|&d| cp[d as usize]).max().unwrap_or(0);
         cp[ti] = own_ms + after;
     }
-    let _ = NONE;
+
     cp
 }
 

@@ -383,7 +383,8 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         None => Default::default(),
     };
     let digests = Digests::lazy(ff.state_dir.clone());
-    timing(cli, &format!("load state ({} tasks, {} digests on record)", records.len(), digests_len(&db)), t2);
+    let what = if db.is_some() { "task records; digests load when a task needs one" } else { "no state yet" };
+    timing(cli, &format!("load state ({} {what})", records.len()), t2);
 
     let build = Build::new(&ff, &g, &records, &digests, &opts);
     let mut rep = crate::report::for_stderr(cli.quiet, color_on(cli.color));
@@ -445,10 +446,6 @@ fn check_only_inputs(ff: &Fluxfile, g: &TaskGraph) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn digests_len(db: &Option<StateDb>) -> String {
-    if db.is_some() { "some".into() } else { "no state yet".into() }
 }
 
 /// Tasks of a step and everything downstream of them.

@@ -1229,10 +1229,7 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
     let timeout = duration("timeout")?;
     let retry_backoff = match k.float("retry_backoff")? {
         None => 1.0,
-        Some((f, span)) if f >= 1.0 && f.is_finite() => {
-            let _ = span;
-            f
-        }
+        Some((f, _)) if f >= 1.0 && f.is_finite() => f,
         Some((_, span)) => {
             return Err(Error::at("`retry_backoff` must be a number of at least 1", &span));
         }
