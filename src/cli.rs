@@ -43,7 +43,7 @@ struct Cli {
     /// Use this Fluxfile instead of searching the current folder and its parents.
     #[arg(short = 'f', long = "file", global = true, value_name = "FLUXFILE")]
     file: Option<PathBuf>,
-    /// Say more: -v prints phase timings and decisions.
+    /// Say more: -v prints phase timings and every task's decision (up-to-date ones too).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// Print only failures.
@@ -387,7 +387,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     timing(cli, &format!("load state ({} {what})", records.len()), t2);
 
     let build = Build::new(&ff, &g, &records, &digests, &opts);
-    let mut rep = crate::report::for_stderr(cli.quiet, color_on(cli.color));
+    let mut rep = crate::report::for_stderr(cli.quiet, color_on(cli.color), cli.verbose > 0);
     let t3 = Instant::now();
     let report = if b.dry_run {
         build.dry_run(rep.as_mut())?

@@ -56,15 +56,16 @@ pub trait Reporter {
 }
 
 /// Picks the reporter for this stderr: a bar on a terminal (unless `CI` is set or quiet).
-pub fn for_stderr(quiet: bool, color: bool) -> Box<dyn Reporter> {
+/// `verbose` also lists the tasks found up to date, so every decision shows.
+pub fn for_stderr(quiet: bool, color: bool, verbose: bool) -> Box<dyn Reporter> {
     use std::io::IsTerminal;
     if quiet {
         return Box::new(Quiet);
     }
     if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() {
-        Box::new(Bar::new(color))
+        Box::new(Bar::new(color, verbose))
     } else {
-        Box::new(Plain { out: std::io::BufWriter::new(std::io::stderr()), done: 0, total: 0 })
+        Box::new(Plain { out: std::io::BufWriter::new(std::io::stderr()), done: 0, total: 0, verbose })
     }
 }
 
@@ -84,6 +85,7 @@ pub struct Plain {
     out: std::io::BufWriter<std::io::Stderr>,
     done: usize,
     total: usize,
+    verbose: bool,
 }
 
 impl Reporter for Plain {
@@ -112,9 +114,9 @@ impl Reporter for Plain {
             Event::Retrying { id, attempt, delay, message } => {
                 writeln!(o, "retry {id}: {message}; attempt {attempt} in {:.0}s", delay.as_secs_f64())
             }
-            Event::Skipped { .. } => {
+            Event::Skipped { id } => {
                 self.done += 1;
-                Ok(())
+                if self.verbose { writeln!(o, "skip {id} (up to date)") } else { Ok(()) }
             }
             Event::Waiting { id, message } => writeln!(o, "wait {id}: {message}"),
             Event::UpstreamFailed { id } => {
@@ -139,10 +141,11 @@ pub struct Bar {
     bar: ProgressBar,
     running: Vec<String>,
     failed: usize,
+    verbose: bool,
 }
 
 impl Bar {
-    fn new(color: bool) -> Bar {
+    fn new(color: bool, verbose: bool) -> Bar {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
         let tpl = if color {
             "{spinner:.green} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} ETA {eta} {msg}"
@@ -153,7 +156,7 @@ impl Bar {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.enable_steady_tick(Duration::from_millis(100));
-        Bar { bar, running: Vec::new(), failed: 0 }
+        Bar { bar, running: Vec::new(), failed: 0, verbose }
     }
     fn update(&self) {
         let mut msg = format!("running {}", self.running.len());
@@ -197,7 +200,12 @@ impl Reporter for Bar {
                 self.bar.println(format!("retry {id}: {message}; attempt {attempt} in {:.0}s", delay.as_secs_f64()));
                 self.update();
             }
-            Event::Skipped { .. } => self.bar.inc(1),
+            Event::Skipped { id } => {
+                self.bar.inc(1);
+                if self.verbose {
+                    self.bar.println(format!("skip {id} (up to date)"));
+                }
+            }
             Event::Waiting { id, message } => {
                 self.running.retain(|r| r != id);
                 self.bar.println(format!("wait {id}: {message}"));

@@ -404,3 +404,16 @@ fn exit_codes_are_0_1_and_2() {
     t.run_args(["build", "extract"]).assert_status(2);
     t.run_args(["build", "extract", "--date", "2024-01-05", "-n"]).assert_status(0);
 }
+
+#[test]
+fn verbose_shows_every_tasks_decision_and_the_phase_timings() {
+    let t = Test::new()
+        .fluxfile("[step.a]\noutputs = [\"a.txt\"]\nrun = \"echo a > {{ outputs[0] }}\"\n\n[step.b]\ninputs = [\"a.txt\"]\noutputs = [\"b.txt\"]\nrun = \"cat {{ inputs }} > {{ outputs[0] }}\"\n");
+    t.run_args(["build"]).assert_status(0);
+    t.run_args(["build", "-v"])
+        .assert_status(0)
+        .stderr_has("skip a (up to date)")
+        .stderr_has("skip b (up to date)")
+        .stderr_has("flux: load Fluxfile: ");
+    t.run_args(["build"]).assert_status(0).stderr_lacks("skip a");
+}
