@@ -4,8 +4,11 @@
 //! requested steps over their param values into tasks ([`graph`]), decides which tasks are
 //! stale ([`plan`]), runs them in parallel ([`builder`], [`exec`]) and keeps state and
 //! history in SQLite ([`state`]). The layers, from the bottom: [`error`], [`param`],
-//! [`template`] → [`fluxfile`] → [`graph`] → [`plan`] → [`builder`]; [`cli`] wires them up
-//! and, with [`report`], is the only code that prints.
+//! [`template`] → [`fluxfile`] → [`graph`] (+ [`plancache`]) → [`plan`] (reading stats
+//! and digests from [`target`]) → [`builder`] (running jobs through [`exec`], firing
+//! [`hooks`]); [`cli`] wires them up and, with [`report`], is the only code that prints.
+//! `docs/concepts.md` explains the model; `docs/decisions.md` where it departs from or
+//! fills in the specification.
 
 pub mod builder;
 pub mod cli;
