@@ -9,7 +9,7 @@
 //! - `digests`: the digest cache, keyed by path, validated by (size, mtime, inode);
 //! - `leases`: claims of concurrent flux processes on tasks (SPEC §6; no API yet).
 //!
-//! The schema is created and upgraded by [`MIGRATIONS`], keyed on `PRAGMA user_version`
+//! The schema is created and upgraded by `MIGRATIONS`, keyed on `PRAGMA user_version`
 //! (the number of migrations applied). A database written by a newer flux is refused
 //! with [`StateError::TooNew`] and never modified.
 //!
