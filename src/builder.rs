@@ -460,15 +460,12 @@ impl<'a> Build<'a> {
     ) -> AttemptRecord {
         let task = &self.g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
-        let params: serde_json::Map<String, serde_json::Value> = crate::plan::param_strings(step, &task.params)
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
-            .collect();
+        let params = crate::plan::params_json(step, &task.params);
         AttemptRecord {
             run_id,
             task_id: id.to_string(),
             step: step.name.clone(),
-            params_json: serde_json::Value::Object(params).to_string(),
+            params_json: params.to_string(),
             attempt,
             status,
             reason: reason.map(|r| r.as_str().to_string()),
@@ -1077,16 +1074,12 @@ impl Runner<'_, '_> {
             Some((cmd, hook_log))
         });
         let step = self.step(t);
-        let params: serde_json::Map<String, serde_json::Value> =
-            crate::plan::param_strings(step, &self.b.g.tasks[ti].params)
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
-                .collect();
+        let params = crate::plan::params_json(step, &self.b.g.tasks[ti].params);
         let ev = TaskEvent {
             event,
             step: step.name.clone(),
             task: id.clone(),
-            params: serde_json::Value::Object(params),
+            params,
             status: status.to_string(),
             attempt,
             log,

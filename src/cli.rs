@@ -219,12 +219,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
-fn color_on(c: ColorChoice) -> bool {
-    use std::io::IsTerminal;
+/// Whether to colour what goes to a stream that `is_terminal` describes.
+fn color_on(c: ColorChoice, is_terminal: bool) -> bool {
     match c {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal(),
+        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none() && is_terminal,
     }
 }
 
@@ -387,7 +387,11 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     timing(cli, &format!("load state ({} {what})", records.len()), t2);
 
     let build = Build::new(&ff, &g, &records, &digests, &opts);
-    let mut rep = crate::report::for_stderr(cli.quiet, color_on(cli.color), cli.verbose > 0);
+    let mut rep = crate::report::for_stderr(
+        cli.quiet,
+        color_on(cli.color, std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        cli.verbose > 0,
+    );
     let t3 = Instant::now();
     let report = if b.dry_run {
         build.dry_run(rep.as_mut())?
@@ -435,9 +439,7 @@ fn check_only_inputs(ff: &Fluxfile, g: &TaskGraph) -> Result<()> {
     for &t in &g.roots {
         for &i in &g.tasks[t as usize].inputs {
             let name = g.target(i);
-            let p = std::path::Path::new(name);
-            let abs = if p.is_absolute() { p.to_path_buf() } else { ff.dir.join(p) };
-            if !abs.exists() {
+            if !ff.abs(name).exists() {
                 return Err(Error::Usage(format!(
                     "--only: input `{name}` of {} does not exist, and --only builds no upstream; build it first, or drop --only",
                     g.task_id(ff, t)
@@ -492,16 +494,13 @@ fn print_text(g: &TaskGraph, r: &Report, dry: bool, t0: Instant) {
 }
 
 fn print_json(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool) {
-    use serde_json::{Map, Value, json};
+    use serde_json::{Value, json};
     let mut tasks = Vec::with_capacity(g.tasks.len());
     for &t in &g.order {
         let task = &g.tasks[t as usize];
         let step = &ff.steps[task.step as usize];
         let res = &r.results[t as usize];
-        let params: Map<String, Value> = crate::plan::param_strings(step, &task.params)
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), Value::String(v)))
-            .collect();
+        let params = crate::plan::params_json(step, &task.params);
         let mut obj = json!({
             "id": r.ids[t as usize],
             "step": step.name,
@@ -720,12 +719,7 @@ fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Re
 /// A task's status for `flux status`: its last attempt, or what its outputs say.
 fn task_status(ff: &Fluxfile, g: &TaskGraph, t: u32, id: &str, records: &Records) -> &'static str {
     use crate::state::Status;
-    let outputs_exist = || {
-        g.tasks[t as usize].outputs.iter().all(|&o| {
-            let p = std::path::Path::new(g.target(o));
-            if p.is_absolute() { p.exists() } else { ff.dir.join(p).exists() }
-        })
-    };
+    let outputs_exist = || g.tasks[t as usize].outputs.iter().all(|&o| ff.abs(g.target(o)).exists());
     match records.get(id) {
         Some(r) if r.forced => "cleared",
         Some(r) => match r.last_status {
@@ -803,7 +797,7 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
         let _ = writeln!(o, "{doc}");
         return Ok(0);
     }
-    let color = color_on_stdout(cli.color);
+    let color = color_on(cli.color, std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let symbol = |st: &str| -> String {
         let (ch, code) = match st {
             "success" => ('#', "32"),
@@ -869,15 +863,6 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
     Ok(0)
 }
 
-fn color_on_stdout(c: ColorChoice) -> bool {
-    use std::io::IsTerminal;
-    match c {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
-    }
-}
-
 fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool) -> Result<i32> {
     if sel.targets.is_empty() {
         return Err(Error::Usage("flux clear needs targets: step names, task ids or output paths".into()));
@@ -891,8 +876,7 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool) -> Result<i32> {
         batch.tasks.push(crate::state::TaskUpdate::Clear { task_id: g.task_id(&ff, t) });
         if delete_outputs {
             for &o in &g.tasks[t as usize].outputs {
-                let p = std::path::Path::new(g.target(o));
-                let abs = if p.is_absolute() { p.to_path_buf() } else { ff.dir.join(p) };
+                let abs = ff.abs(g.target(o));
                 if abs.exists() {
                     crate::target::remove(&abs)
                         .map_err(|e| Error::Io(format!("cannot delete {}: {e}", abs.display())))?;

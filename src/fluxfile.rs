@@ -167,6 +167,12 @@ impl std::fmt::Debug for Fluxfile {
 }
 
 impl Fluxfile {
+    /// Where a local target is on disk: relative targets are relative to the Fluxfile.
+    pub fn abs(&self, target: &str) -> PathBuf {
+        let p = Path::new(target);
+        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+    }
+
     pub fn step_index(&self, name: &str) -> Option<usize> {
         self.steps.iter().position(|s| s.name == name)
     }

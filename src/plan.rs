@@ -6,7 +6,7 @@
 //! The planner reads stats and digests it is given; it spawns nothing and writes nothing.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -159,8 +159,7 @@ pub fn step_keys(ff: &Fluxfile) -> Vec<Hash> {
 impl<'a> Planner<'a> {
     /// The absolute path of a local target.
     pub fn abs(&self, target: &str) -> PathBuf {
-        let p = Path::new(target);
-        if p.is_absolute() { p.to_path_buf() } else { self.ff.dir.join(p) }
+        self.ff.abs(target)
     }
 
     /// Decide one task. `metas` holds the current stat of every target; `upstream_runs`
@@ -386,6 +385,13 @@ pub struct Commands {
     pub run: Vec<String>,
     pub post: Vec<String>,
     pub env: Vec<(String, String)>,
+}
+
+/// A task's params as a JSON object (attempt records, hooks, `--output json`).
+pub fn params_json(step: &Step, vals: &[ParamValue]) -> serde_json::Value {
+    serde_json::Value::Object(
+        param_strings(step, vals).into_iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v))).collect(),
+    )
 }
 
 /// Param names and canonical values, in declaration order.

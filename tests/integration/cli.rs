@@ -417,3 +417,20 @@ fn verbose_shows_every_tasks_decision_and_the_phase_timings() {
         .stderr_has("flux: load Fluxfile: ");
     t.run_args(["build"]).assert_status(0).stderr_lacks("skip a");
 }
+
+#[test]
+fn status_draws_one_grid_per_kind_of_time() {
+    let t = Test::new().fluxfile(
+        "[step.hourly]\nparams = { hour = \"hour\" }\noutputs = [\"h/{{ hour }}.txt\"]\nrun = \"echo > {{ outputs[0] }}\"\n\n\
+         [step.daily]\nparams = { date = \"date\" }\ninputs = [\"\"\"\n{% for h in date | hours %}h/{{ h }}.txt\n{% endfor %}\"\"\"]\noutputs = [\"d/{{ date }}.txt\"]\nrun = \"cat {{ inputs }} > {{ outputs[0] }}\"\n",
+    );
+    t.run_args(["build", "--date", "2024-03-01"]).assert_status(0);
+    let o = t.run_args(["status", "--date", "2024-03-01"]);
+    o.assert_status(0)
+        .stdout_has("2024-03-01T00 .. 2024-03-01T23 (24 hours)")
+        .stdout_has("2024-03-01 .. 2024-03-01 (1 dates)")
+        .stdout_has(&format!("hourly  {}", "#".repeat(24)));
+    let json = t.run_args(["status", "--date", "2024-03-01", "--output", "json"]).json();
+    let kinds: Vec<&str> = json["rows"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["hour", "date"]);
+}

@@ -495,3 +495,49 @@ fn a_task_id_outside_its_steps_domain_is_a_usage_error() {
         .assert_status(2)
         .stderr_has("step `rollup` has no interval in what was asked: its domain is from 2024-01-01 on");
 }
+
+const CACHED: &str = r#"
+[vars]
+root = "a"
+
+[flux]
+include = ["more.toml"]
+
+[step.make]
+params = { date = "date" }
+outputs = ["{{ root }}/{{ date }}.txt"]
+run = "echo {{ date }} > {{ outputs[0] }}"
+"#;
+
+#[test]
+fn a_repeated_build_reuses_its_plan_and_any_edit_or_var_plans_afresh() {
+    let t = Test::new()
+        .fluxfile(CACHED)
+        .file("more.toml", "[step.extra]\noutputs = [\"x1.txt\"]\nrun = \"echo 1 > {{ outputs[0] }}\"\n");
+    let date = ["--date", "2024-01-01"];
+    t.run_args(["build", "-v", date[0], date[1]]).assert_status(0).stderr_lacks("(cached)");
+    t.run_args(["build", "-v", date[0], date[1]]).assert_status(0).stderr_has("plan 2 tasks (cached)");
+    // Another output template in the main file: a new graph, not the cached one.
+    t.write("Fluxfile", CACHED.replace("{{ root }}/{{ date }}.txt", "{{ root }}/day-{{ date }}.txt"));
+    t.run_args(["build", "-v", date[0], date[1]]).assert_status(0).stderr_lacks("(cached)");
+    assert_eq!(t.read("a/day-2024-01-01.txt"), "2024-01-01\n");
+    // A var from the command line.
+    t.run_args(["build", "-v", "--var", "root=b", date[0], date[1]]).assert_status(0).stderr_lacks("(cached)");
+    assert_eq!(t.read("b/day-2024-01-01.txt"), "2024-01-01\n");
+    // An included file.
+    t.write("more.toml", "[step.extra]\noutputs = [\"x2.txt\"]\nrun = \"echo 2 > {{ outputs[0] }}\"\n");
+    t.run_args(["build", "-v", date[0], date[1]]).assert_status(0).stderr_lacks("(cached)");
+    assert_eq!(t.read("x2.txt"), "2\n");
+    // Other dates.
+    t.run_args(["build", "-v", "--date", "2024-01-02"]).assert_status(0).stderr_lacks("(cached)");
+    assert_eq!(t.read("a/day-2024-01-02.txt"), "2024-01-02\n");
+}
+
+#[test]
+fn a_dry_run_writes_no_plan_but_reads_one() {
+    let t = Test::new().fluxfile(CACHED).file("more.toml", "");
+    t.run_args(["build", "-n", "--date", "2024-01-01"]).assert_status(0);
+    assert!(!t.exists(".flux"), "a dry run writes nothing");
+    t.run_args(["build", "--date", "2024-01-01"]).assert_status(0);
+    t.run_args(["build", "-n", "-v", "--date", "2024-01-01"]).assert_status(0).stderr_has("(cached)");
+}
