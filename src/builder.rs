@@ -12,14 +12,15 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::error::{Error, Result};
-use crate::exec::{Job, JobOutput, LocalExecutor, Outcome};
+use crate::error::Result;
+use crate::exec::{End, Job, JobOutput, LocalExecutor, Outcome};
 use crate::fluxfile::{Action, Fluxfile, Step};
 use crate::graph::{NONE, TaskGraph, task_key};
 use crate::hooks::{Hooks, TaskEvent};
 use crate::plan::{CmdRender, Decision, Fingerprint, Planner, Reason, Triggers};
 use crate::report::{Event, Reporter};
 use crate::state::{AttemptRecord, Batch, Records, StateDb, Status, TaskUpdate};
+use crate::store;
 use crate::target::{self, Digests, Meta};
 
 /// How to build.
@@ -143,6 +144,7 @@ impl<'a> Build<'a> {
             triggers: opts.triggers,
             // Taken before any stat, so quick keys recorded now are conservative.
             stat_ns: target::now_ns(),
+            stat_errors: Default::default(),
             step_keys: crate::plan::step_keys(ff),
         };
         Build { ff, g, records, digests, opts, planner }
@@ -152,14 +154,38 @@ impl<'a> Build<'a> {
         (0..self.g.tasks.len() as u32).map(|t| self.g.task_id(self.ff, t)).collect()
     }
 
-    /// Stat every target at once, in parallel.
+    /// Stat every target at once: local ones in parallel, remote ones with one listing
+    /// per folder. A remote target that cannot be stat'ed counts as missing, and the
+    /// cause is kept for the message of a task that needs it.
     pub fn stat_all(&self) -> Result<Vec<Option<Meta>>> {
-        if let Some(t) = self.g.targets.iter().find(|t| t.contains("://")) {
-            return Err(Error::Usage(format!(
-                "`{t}`: remote targets (s3://, hdfs://, gs://, az://) are not supported yet by this flux"
-            )));
+        let remote: Vec<usize> = (0..self.g.targets.len()).filter(|&i| store::is_remote(&self.g.targets[i])).collect();
+        if remote.is_empty() {
+            return Ok(target::stat_many(&self.ff.dir, &self.g.targets));
         }
-        Ok(target::stat_many(&self.ff.dir, &self.g.targets))
+        let is_remote: HashSet<usize> = remote.iter().copied().collect();
+        let local: Vec<usize> = (0..self.g.targets.len()).filter(|i| !is_remote.contains(i)).collect();
+        let local_names: Vec<Box<str>> = local.iter().map(|&i| self.g.targets[i].clone()).collect();
+        let mut metas = vec![None; self.g.targets.len()];
+        for (i, m) in local.iter().zip(target::stat_many(&self.ff.dir, &local_names)) {
+            metas[*i] = m;
+        }
+        let names: Vec<&str> = remote.iter().map(|&i| &*self.g.targets[i]).collect();
+        let mut errors = self.planner.stat_errors.lock().unwrap_or_else(|e| e.into_inner());
+        for (&i, r) in remote.iter().zip(store::stat_many(&names)) {
+            match r {
+                Ok(m) => metas[i] = m,
+                Err(e) => {
+                    errors.insert(i as u32, e);
+                }
+            }
+        }
+        Ok(metas)
+    }
+
+    /// Stat one target again (local or remote).
+    fn restat(&self, i: u32) -> Option<Meta> {
+        let name = self.g.target(i);
+        if store::is_remote(name) { store::stat(name).ok().flatten() } else { target::stat(&self.planner.abs(name)) }
     }
 
     /// Plan without running or writing anything.
@@ -352,6 +378,7 @@ impl<'a> Build<'a> {
     }
 
     /// Make the folders, the staging paths and the job for one attempt.
+    #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
         t: u32,
@@ -360,6 +387,7 @@ impl<'a> Build<'a> {
         run_id: i64,
         stage_root: &Path,
         made: &mut HashSet<PathBuf>,
+        metas: &[Option<Meta>],
     ) -> std::result::Result<Job, String> {
         let g = self.g;
         let task = &g.tasks[t as usize];
@@ -381,15 +409,29 @@ impl<'a> Build<'a> {
         let mut job_outputs = Vec::with_capacity(task.outputs.len());
         let mut copies = Vec::new();
         for (i, &o) in task.outputs.iter().enumerate() {
-            let fin = planner.abs(g.target(o));
-            if let Some(parent) = fin.parent() {
-                mkdir(parent)?;
-            }
             let name = g.target(o).to_string();
             let dir = step.outputs[i].dir;
+            let remote = store::is_remote(&name).then(|| name.clone());
+            let fin = if remote.is_some() {
+                // Only the file name is used (for the staging path); the key is the URI.
+                PathBuf::from(name.trim_end_matches('/').rsplit('/').next().unwrap_or("out"))
+            } else {
+                planner.abs(&name)
+            };
+            if remote.is_none()
+                && let Some(parent) = fin.parent()
+            {
+                mkdir(parent)?;
+            }
+            if remote.is_some() && !step.stage {
+                // The commands write the URI themselves (Spark and friends).
+                job_outputs.push(JobOutput { staged: None, path: fin, dir, name: name.clone(), remote });
+                outs.push(Out::Uri(name));
+                continue;
+            }
             let path = if step.stage {
                 let staged = target::staging_path(stage_root, &key, i, &fin);
-                job_outputs.push(JobOutput { staged: Some(staged.clone()), path: fin, dir, name });
+                job_outputs.push(JobOutput { staged: Some(staged.clone()), path: fin, dir, name, remote });
                 // Leftovers of this run's earlier attempt (the folder is new for each run,
                 // so a first attempt has none).
                 if attempt > 1 {
@@ -401,20 +443,46 @@ impl<'a> Build<'a> {
                 }
                 staged
             } else {
-                job_outputs.push(JobOutput { staged: None, path: fin.clone(), dir, name });
+                job_outputs.push(JobOutput { staged: None, path: fin.clone(), dir, name, remote });
                 fin
             };
-            outs.push(path);
+            outs.push(Out::Path(path));
         }
-        if step.action == Some(Action::Copy) {
+        let copy = step.action == Some(Action::Copy);
+        if copy {
             for (i, &inp) in task.inputs.iter().enumerate() {
-                if let Some(out) = outs.get(i) {
-                    copies.push((planner.abs(g.target(inp)), out.clone()));
+                let from = g.target(inp);
+                let from =
+                    if store::is_remote(from) { End::Remote(from.to_string()) } else { End::Local(planner.abs(from)) };
+                match outs.get(i) {
+                    Some(Out::Path(p)) => copies.push((from, End::Local(p.clone()))),
+                    Some(Out::Uri(u)) => copies.push((from, End::Remote(u.clone()))),
+                    None => {}
                 }
             }
         }
-        let ins: Vec<String> = task.inputs.iter().map(|&i| g.target(i).to_string()).collect();
-        let out_strs: Vec<String> = outs.iter().map(|p| self.cmd_path(p)).collect();
+        // Remote inputs: with staging, commands read a local copy in the cache.
+        let mut fetches = Vec::new();
+        let mut ins: Vec<String> = Vec::with_capacity(task.inputs.len());
+        for &i in &task.inputs {
+            let name = g.target(i);
+            match metas[i as usize] {
+                Some(m) if step.stage && !copy && store::is_remote(name) => {
+                    let digest = self.digests.digest(name, Path::new(""), &m).map_err(|e| e.to_string())?;
+                    let local = store::cache_path(&self.ff.state_dir.join("cache"), name, &digest);
+                    ins.push(self.cmd_path(&local));
+                    fetches.push((name.to_string(), m, local));
+                }
+                _ => ins.push(name.to_string()),
+            }
+        }
+        let out_strs: Vec<String> = outs
+            .iter()
+            .map(|o| match o {
+                Out::Path(p) => self.cmd_path(p),
+                Out::Uri(u) => u.clone(),
+            })
+            .collect();
         let cmds = planner.render_commands(t, id, &CmdRender { inputs: &ins, outputs: &out_strs, attempt, run_id })?;
         let mut commands = cmds.pre;
         commands.extend(cmds.run);
@@ -422,6 +490,7 @@ impl<'a> Build<'a> {
         Ok(Job {
             id: t,
             commands,
+            fetches,
             copies,
             env: cmds.env,
             cwd: self.ff.dir.clone(),
@@ -438,7 +507,18 @@ impl<'a> Build<'a> {
         let planner = &self.planner;
         let key = task_key(id);
         for (i, &o) in task.outputs.iter().enumerate() {
-            let fin = planner.abs(self.g.target(o));
+            let name = self.g.target(o);
+            if store::is_remote(name) {
+                if step.stage {
+                    let file = PathBuf::from(name.trim_end_matches('/').rsplit('/').next().unwrap_or("out"));
+                    let _ = target::remove(&target::staging_path(stage_root, &key, i, &file));
+                } else {
+                    // What a failed task wrote must not look like an output.
+                    let _ = store::remove(name);
+                }
+                continue;
+            }
+            let fin = planner.abs(name);
             let _ = target::remove(&if step.stage { target::staging_path(stage_root, &key, i, &fin) } else { fin });
         }
     }
@@ -476,6 +556,12 @@ impl<'a> Build<'a> {
             error: error.map(str::to_string),
         }
     }
+}
+
+/// An output as its task's commands see it.
+enum Out {
+    Path(PathBuf),
+    Uri(String),
 }
 
 /// A task waiting for its missing sources.
@@ -659,7 +745,7 @@ impl Runner<'_, '_> {
             let task = &self.b.g.tasks[w.t as usize];
             for &i in &task.inputs {
                 if self.b.g.producer[i as usize] == NONE {
-                    self.metas[i as usize] = target::stat(&self.planner.abs(self.b.g.target(i)));
+                    self.metas[i as usize] = self.b.restat(i);
                 }
             }
             let missing = task
@@ -795,7 +881,7 @@ impl Runner<'_, '_> {
         }
         let Some(fp) = self.fps[ti] else { return Ok(false) };
         for &o in &self.b.g.tasks[ti].outputs {
-            self.metas[o as usize] = target::stat(&self.planner.abs(self.b.g.target(o)));
+            self.metas[o as usize] = self.b.restat(o);
             if self.metas[o as usize].is_none() {
                 return Ok(false);
             }
@@ -848,7 +934,8 @@ impl Runner<'_, '_> {
         let (pool, cpus, mem, stage) = (step.pool, step.cpus, step.mem.unwrap_or(0), step.stage);
         self.results[ti].attempts += 1;
         let attempt = self.results[ti].attempts;
-        match self.b.prepare(t, &self.ids[ti], attempt, self.run_id, &self.stage_root, &mut self.made_dirs) {
+        match self.b.prepare(t, &self.ids[ti], attempt, self.run_id, &self.stage_root, &mut self.made_dirs, &self.metas)
+        {
             Ok(job) => {
                 if let Some(p) = pool {
                     self.pool_busy[p] += 1;

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::NaiveDate;
@@ -259,7 +259,9 @@ fn kv(s: &str, flag: &str) -> Result<(String, String)> {
 
 fn load(cli: &Cli, sel: &Selection) -> Result<Fluxfile> {
     let vars = sel.vars.iter().map(|v| kv(v, "--var")).collect::<Result<Vec<_>>>()?;
-    Fluxfile::load(&LoadOptions { file: cli.file.clone(), vars, profile: sel.profile.clone() })
+    let ff = Fluxfile::load(&LoadOptions { file: cli.file.clone(), vars, profile: sel.profile.clone() })?;
+    crate::store::configure(ff.stores.clone());
+    Ok(ff)
 }
 
 fn request(sel: &Selection) -> Result<Request> {
@@ -405,6 +407,9 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         &format!("{} ({} files read for digests)", if b.dry_run { "decide" } else { "build" }, report.digest_reads),
         t3,
     );
+    if cli.verbose > 0 && crate::store::requests().total() > 0 {
+        eprintln!("flux: remote requests: {}", crate::store::requests().summary());
+    }
 
     match b.output {
         OutputFormat::Json => print_json(&ff, &g, &report, b.dry_run),
@@ -439,7 +444,7 @@ fn check_only_inputs(ff: &Fluxfile, g: &TaskGraph) -> Result<()> {
     for &t in &g.roots {
         for &i in &g.tasks[t as usize].inputs {
             let name = g.target(i);
-            if !ff.abs(name).exists() {
+            if !crate::store::exists(&ff.abs(name), name) {
                 return Err(Error::Usage(format!(
                     "--only: input `{name}` of {} does not exist, and --only builds no upstream; build it first, or drop --only",
                     g.task_id(ff, t)
@@ -719,7 +724,8 @@ fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Re
 /// A task's status for `flux status`: its last attempt, or what its outputs say.
 fn task_status(ff: &Fluxfile, g: &TaskGraph, t: u32, id: &str, records: &Records) -> &'static str {
     use crate::state::Status;
-    let outputs_exist = || g.tasks[t as usize].outputs.iter().all(|&o| ff.abs(g.target(o)).exists());
+    let outputs_exist =
+        || g.tasks[t as usize].outputs.iter().all(|&o| crate::store::exists(&ff.abs(g.target(o)), g.target(o)));
     match records.get(id) {
         Some(r) if r.forced => "cleared",
         Some(r) => match r.last_status {
@@ -876,7 +882,15 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool) -> Result<i32> {
         batch.tasks.push(crate::state::TaskUpdate::Clear { task_id: g.task_id(&ff, t) });
         if delete_outputs {
             for &o in &g.tasks[t as usize].outputs {
-                let abs = ff.abs(g.target(o));
+                let name = g.target(o);
+                if crate::store::is_remote(name) {
+                    if crate::store::exists(Path::new(""), name) {
+                        crate::store::remove(name).map_err(|e| Error::Io(format!("cannot delete {e}")))?;
+                        deleted += 1;
+                    }
+                    continue;
+                }
+                let abs = ff.abs(name);
                 if abs.exists() {
                     crate::target::remove(&abs)
                         .map_err(|e| Error::Io(format!("cannot delete {}: {e}", abs.display())))?;

@@ -26,8 +26,12 @@ pub struct Job {
     pub id: u32,
     /// Shell commands, run in order; the first failure stops the job.
     pub commands: Vec<String>,
-    /// Built-in copies (`action = "copy"`), done before the commands: (from, to).
-    pub copies: Vec<(PathBuf, PathBuf)>,
+    /// Remote inputs to download into the cache before anything runs: (target, its
+    /// stat, the cache path the commands read).
+    pub fetches: Vec<(String, crate::target::Meta, PathBuf)>,
+    /// Built-in copies (`action = "copy"`), done before the commands: (from, to), each a
+    /// local path or a remote target.
+    pub copies: Vec<(End, End)>,
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
     pub log: PathBuf,
@@ -36,6 +40,22 @@ pub struct Job {
     /// succeeded: done here, on the worker, so that it happens in parallel and off the
     /// build loop.
     pub outputs: Vec<JobOutput>,
+}
+
+/// One end of a copy.
+#[derive(Debug, Clone)]
+pub enum End {
+    Local(PathBuf),
+    Remote(String),
+}
+
+impl End {
+    fn loc(&self) -> crate::store::Loc<'_> {
+        match self {
+            End::Local(p) => crate::store::Loc::Local(p),
+            End::Remote(t) => crate::store::Loc::Remote(t),
+        }
+    }
 }
 
 /// One output of a job.
@@ -47,6 +67,9 @@ pub struct JobOutput {
     pub dir: bool,
     /// The target as the user wrote it, for messages.
     pub name: String,
+    /// A remote target: uploaded from `staged` (or, with no staging, written by the
+    /// commands themselves); `path` is unused.
+    pub remote: Option<String>,
 }
 
 /// How a job ended.
@@ -259,6 +282,25 @@ fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>) -> Finished {
 fn commit_outputs(job: &Job) -> Result<Vec<crate::target::Meta>, String> {
     let mut metas = Vec::with_capacity(job.outputs.len());
     for o in &job.outputs {
+        if let Some(target) = &o.remote {
+            let meta = match &o.staged {
+                Some(staged) => {
+                    if !staged.exists() {
+                        return Err(format!("the command succeeded but did not write output `{}`", o.name));
+                    }
+                    let m = crate::store::upload(staged, target).map_err(|e| format!("cannot upload output: {e}"))?;
+                    let _ = crate::target::remove(staged);
+                    m
+                }
+                None => match crate::store::stat(target) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return Err(format!("the command succeeded but output `{}` does not exist", o.name)),
+                    Err(e) => return Err(format!("cannot check output: {e}")),
+                },
+            };
+            metas.push(meta);
+            continue;
+        }
         if let Some(staged) = &o.staged {
             // A missing staged file shows as NotFound from the rename: no extra stat.
             crate::target::commit(staged, &o.path, o.dir).map_err(|e| match e.kind() {
@@ -275,10 +317,16 @@ fn commit_outputs(job: &Job) -> Result<Vec<crate::target::Meta>, String> {
 }
 
 fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut LogSink) -> Outcome {
+    for (target, meta, local) in &job.fetches {
+        if let Err(message) = crate::store::fetch(target, meta, local) {
+            let message = format!("cannot fetch input: {message}");
+            log.write(format!("flux: {message}\n").as_bytes());
+            return Outcome::Failed { exit_code: None, message };
+        }
+    }
     for (from, to) in &job.copies {
-        // std::fs::copy streams (copy_file_range/sendfile); the file is never held in memory.
-        if let Err(e) = std::fs::copy(from, to) {
-            let message = format!("cannot copy {} to {}: {e}", from.display(), to.display());
+        // Streams: a local copy uses copy_file_range, a remote one moves a part at a time.
+        if let Err(message) = crate::store::copy(&from.loc(), &to.loc()) {
             log.write(format!("flux: {message}\n").as_bytes());
             return Outcome::Failed { exit_code: None, message };
         }

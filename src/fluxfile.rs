@@ -150,6 +150,8 @@ pub struct Fluxfile {
     /// Digest of every source text (for caching derived data).
     pub digest: blake3::Hash,
     pub notify: Option<Notify>,
+    /// `[store."scheme://authority"]` settings.
+    pub stores: Vec<crate::store::StoreConfig>,
 }
 
 /// `[notify]`: where failure, retry and SLA events are POSTed.
@@ -484,11 +486,10 @@ impl<'o> Loader<'o> {
     fn load(mut self, source: Arc<Source>) -> Result<Fluxfile> {
         let main = self.add_doc(source)?;
         let top = Keys::check(&main.source, &main.table, "the Fluxfile", TOP_KEYS)?;
-        for (key, what) in [("store", "store settings ([store.\"s3://…\"])")] {
-            if let Some(span) = top.key_span(key) {
-                return Err(not_yet(key, what, &span));
-            }
-        }
+        let stores = match top.table("store")? {
+            Some((t, _)) => parse_stores(&main.source, t)?,
+            None => Vec::new(),
+        };
 
         // [flux]
         let mut start: Option<(String, Span)> = None;
@@ -759,6 +760,7 @@ impl<'o> Loader<'o> {
             engine,
             digest: hasher.finalize(),
             notify,
+            stores,
         })
     }
 
@@ -832,20 +834,75 @@ fn not_yet(key: &str, what: &str, span: &Span) -> Error {
     )
 }
 
-/// Remote targets are for the stores of a later version: refuse them when the Fluxfile
-/// is loaded (so `flux check` says so too), not only when a build meets them.
-fn refuse_remote(start: &str, span: &Span) -> Result<()> {
+/// A target's scheme must be one flux has a store for, and its URI must carry no
+/// credentials: checked when the Fluxfile is loaded (so `flux check` says so too).
+fn check_remote(start: &str, span: &Span) -> Result<()> {
     let s = start.trim_start();
-    match s.split_once("://") {
-        Some((scheme, _)) if scheme != "file" && !scheme.contains(['/', '{', ' ']) => Err(Error::at_help(
-            format!(
-                "`{scheme}://` targets are not supported yet: this version of flux reads and writes local files only"
-            ),
+    let Some(scheme) = crate::store::scheme_of(s) else { return Ok(()) };
+    if scheme != "file" && !crate::store::SCHEMES.contains(&scheme) {
+        return Err(Error::at_help(
+            format!("`{scheme}://` is not a store flux knows"),
             span,
-            "use local paths (or file://) for now",
-        )),
-        _ => Ok(()),
+            "use a local path, file://, s3://, gs://, az:// or hdfs://",
+        ));
     }
+    let authority = s.split_once("://").map(|(_, r)| r.split('/').next().unwrap_or("")).unwrap_or("");
+    if authority.contains('@') {
+        return Err(Error::at_help(
+            "credentials do not belong in a target's URI",
+            span,
+            "remove `user:secret@`; give credentials through the store's environment variables (AWS_ACCESS_KEY_ID, …) or [store.\"…\"]",
+        ));
+    }
+    Ok(())
+}
+
+/// `[store."s3://bucket"]` tables: the key names one store, its values are the store's
+/// settings (object_store's names, e.g. `endpoint`, `region`, `allow_http`; Hadoop's for HDFS).
+fn parse_stores(doc: &Arc<Source>, t: &'static Table<'static>) -> Result<Vec<crate::store::StoreConfig>> {
+    let mut out = Vec::new();
+    for (k, v) in t.iter() {
+        let root: &str = k.get_ref();
+        let key_span = Span::new(doc, k.span());
+        let uri = crate::store::parse(root).filter(|u| !u.authority.is_empty() && u.key.is_empty());
+        let Some(uri) = uri else {
+            return Err(Error::at_help(
+                format!("`{root}` does not name a store"),
+                &key_span,
+                "write the store's root, e.g. [store.\"s3://my-bucket\"] or [store.\"hdfs://namenode:8020\"]",
+            ));
+        };
+        check_remote(root, &key_span)?;
+        let DeValue::Table(opts) = v.get_ref() else {
+            return Err(Error::at_help(
+                format!("[store.\"{root}\"] must be a table"),
+                &Span::new(doc, v.span()),
+                "write its settings as keys, e.g. endpoint = \"http://127.0.0.1:9000\"",
+            ));
+        };
+        let mut options = Vec::new();
+        for (ok, ov) in opts.iter() {
+            let name: &str = ok.get_ref();
+            let span = Span::new(doc, ok.span());
+            if let Err(want) = crate::store::check_option(uri.scheme, name) {
+                return Err(Error::at_help(
+                    format!("unknown setting `{name}` for {}:// stores", uri.scheme),
+                    &span,
+                    format!("use {want}"),
+                ));
+            }
+            let value = scalar_string(ov.get_ref()).ok_or_else(|| {
+                Error::at_help(
+                    format!("setting `{name}` must be a string, number or boolean"),
+                    &Span::new(doc, ov.span()),
+                    "quote it",
+                )
+            })?;
+            options.push((name.to_string(), value));
+        }
+        out.push(crate::store::StoreConfig { root: uri.root(), options });
+    }
+    Ok(out)
 }
 
 fn check_name(name: &str, span: &Span, what: &str) -> Result<()> {
@@ -1026,10 +1083,10 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
         for (src, span) in list {
             let tpl = compile(engine, &src, &span, Mode::Path, &path_ok)?;
             match engine.segments(tpl.id).and_then(|s| s.first()) {
-                Some(Segment::Lit(first)) => refuse_remote(first, &span)?,
+                Some(Segment::Lit(first)) => check_remote(first, &span)?,
                 Some(Segment::Expr { name, .. }) => {
                     if let Some((_, v)) = cx.vars.iter().find(|(k, _)| k == name) {
-                        refuse_remote(v, &span)?;
+                        check_remote(v, &span)?;
                     }
                 }
                 None => {}
@@ -1044,7 +1101,7 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
             let tpl = compile(engine, &src, &span, Mode::Path, &path_ok)?;
             let segs = invertible(engine, &tpl, &r.name, &params, cx.vars)?;
             if let Some(OutSeg::Lit(first)) = segs.first() {
-                refuse_remote(first, &span)?;
+                check_remote(first, &span)?;
             }
             let dir = src.trim_end().ends_with('/');
             outputs.push(Output { tpl, segs, dir });

@@ -5,7 +5,7 @@
 //! stale ([`plan`]), runs them in parallel ([`builder`], [`exec`]) and keeps state and
 //! history in SQLite ([`state`]). The layers, from the bottom: [`error`], [`param`],
 //! [`template`] → [`fluxfile`] → [`graph`] (+ [`plancache`]) → [`plan`] (reading stats
-//! and digests from [`target`]) → [`builder`] (running jobs through [`exec`], firing
+//! and digests from [`target`], and from [`store`] for remote targets) → [`builder`] (running jobs through [`exec`], firing
 //! [`hooks`]); [`cli`] wires them up and, with [`report`], is the only code that prints.
 //! `docs/concepts.md` explains the model; `docs/decisions.md` where it departs from or
 //! fills in the specification.
@@ -22,6 +22,7 @@ pub mod plan;
 pub mod plancache;
 pub mod report;
 pub mod state;
+pub mod store;
 pub mod target;
 pub mod template;
 

@@ -120,6 +120,8 @@ pub struct Planner<'a> {
     pub stat_ns: i64,
     /// Per step: a digest of everything its commands are rendered from besides the task.
     pub step_keys: Vec<Hash>,
+    /// Why a remote target could not be stat'ed (it then counts as missing), by target.
+    pub stat_errors: std::sync::Mutex<std::collections::HashMap<u32, String>>,
 }
 
 /// What a step's commands are rendered from, besides the task's own values.
@@ -169,7 +171,14 @@ impl<'a> Planner<'a> {
         let step = &self.ff.steps[task.step as usize];
         for &i in &task.inputs {
             if self.g.producer[i as usize] == NONE && metas[i as usize].is_none() {
-                return Decision::Fail { message: format!("missing source `{}` needed by {id}", self.g.target(i)) };
+                let cause = self.stat_errors.lock().ok().and_then(|e| e.get(&i).map(|c| format!(" ({c})")));
+                return Decision::Fail {
+                    message: format!(
+                        "missing source `{}` needed by {id}{}",
+                        self.g.target(i),
+                        cause.unwrap_or_default()
+                    ),
+                };
             }
         }
         let record = self.records.get(id);

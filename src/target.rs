@@ -173,6 +173,10 @@ impl Digests {
     /// Digest of a file (content) or a directory (its files' relative paths and digests).
     /// `key` is the target as written (the cache key); `abs` where it is on disk.
     pub fn digest(&self, key: &str, abs: &Path, meta: &Meta) -> std::io::Result<Hash> {
+        if crate::store::is_remote(key) {
+            // ETag or version plus size: no content read, nothing to cache.
+            return crate::store::digest(key, meta).map_err(std::io::Error::other);
+        }
         if meta.is_dir {
             return self.digest_dir(key, abs);
         }

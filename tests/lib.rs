@@ -5,6 +5,7 @@
 //! does not set `autotests = false`: cargo would otherwise build every `tests/*.rs` as a
 //! test crate of its own, where `crate::test` does not exist.
 
+mod servers;
 mod test;
 
 #[path = "integration/cli.rs"]
@@ -23,6 +24,8 @@ mod examples;
 mod execution;
 #[path = "integration/fluxfile.rs"]
 mod fluxfile;
+#[path = "integration/hdfs.rs"]
+mod hdfs;
 #[path = "integration/keys.rs"]
 mod keys;
 #[path = "integration/params.rs"]
@@ -35,5 +38,7 @@ mod property;
 mod staleness;
 #[path = "integration/state.rs"]
 mod state;
+#[path = "integration/stores.rs"]
+mod stores;
 #[path = "integration/templates.rs"]
 mod templates;

@@ -169,16 +169,23 @@ fn local_executor_is_accepted() {
 }
 
 #[test]
-fn store_is_not_supported_yet() {
+fn store_tables_are_checked_key_by_key() {
     Test::new()
         .fluxfile(
             "[store.\"s3://bucket\"]\nregion = \"eu-west-1\"\n\n[step.a]\noutputs = [\"a.txt\"]\nrun = \"true\"\n",
         )
         .args(["check"])
         .run()
+        .assert_success();
+    Test::new()
+        .fluxfile(
+            "[store.\"s3://bucket\"]\nregoin = \"eu-west-1\"\n\n[step.a]\noutputs = [\"a.txt\"]\nrun = \"true\"\n",
+        )
+        .args(["check"])
+        .run()
         .assert_status(2)
-        .stderr_has("error: `store` is not supported yet")
-        .stderr_has(" --> Fluxfile:1:2");
+        .stderr_has("error: unknown setting `regoin` for s3:// stores")
+        .stderr_has(" --> Fluxfile:2:1");
 }
 
 #[test]
@@ -456,12 +463,12 @@ fn fluxfile_errors_point_at_file_line_and_column_with_a_caret() {
 }
 
 #[test]
-fn check_refuses_remote_targets_at_the_template() {
-    let t = Test::new().fluxfile("[vars]\nbucket = \"s3://data\"\n\n[step.a]\ninputs = [\"{{ bucket }}/in.csv\"]\noutputs = [\"out.csv\"]\nrun = \"true\"\n");
+fn check_refuses_unknown_schemes_at_the_template() {
+    let t = Test::new().fluxfile("[vars]\nbucket = \"ftp://data\"\n\n[step.a]\ninputs = [\"{{ bucket }}/in.csv\"]\noutputs = [\"out.csv\"]\nrun = \"true\"\n");
     t.run_args(["check"])
         .assert_status(2)
-        .stderr_has("error: `s3://` targets are not supported yet")
+        .stderr_has("error: `ftp://` is not a store flux knows")
         .stderr_has("Fluxfile:5:11");
     let t = Test::new().fluxfile("[step.a]\noutputs = [\"hdfs://nn:8020/out.csv\"]\nrun = \"true\"\n");
-    t.run_args(["check"]).assert_status(2).stderr_has("`hdfs://` targets are not supported yet");
+    t.run_args(["check"]).assert_success();
 }

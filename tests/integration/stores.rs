@@ -1,0 +1,317 @@
+//! Remote stores (SPEC §4, §5) against a real S3 protocol server on 127.0.0.1 (moto's,
+//! started by `servers::s3`): pipelines with S3 inputs and outputs over date ranges, no-op
+//! builds by listing, reruns of exactly the consumers of a changed object, staging (a
+//! failed or killed task leaves no object), `stage = false`, copies across stores, faults
+//! and configuration. Each test has a bucket of its own.
+
+use std::time::Duration;
+
+use crate::operations::{kill_marked, sleep_marker, sleeps_with, wait_until};
+use crate::servers::{flaky_proxy, s3};
+use crate::test::*;
+
+/// A project whose flux reaches the S3 server.
+fn s3_test() -> Test {
+    let mut t = Test::new();
+    for (k, v) in s3().env() {
+        t = t.env(k, &v);
+    }
+    t
+}
+
+/// Upload local files to S3, count their lines on S3, copy the counts back.
+fn pipeline(bucket: &str) -> String {
+    format!(
+        r#"[flux]
+start = "2024-01-01"
+
+[vars]
+b = "s3://{bucket}"
+
+[step.upload]
+params = {{ date = "date" }}
+inputs = ["raw/{{{{ date }}}}.txt"]
+outputs = ["{{{{ b }}}}/up/{{{{ date }}}}.txt"]
+action = "copy"
+
+[step.count]
+params = {{ date = "date" }}
+inputs = ["{{{{ b }}}}/up/{{{{ date }}}}.txt"]
+outputs = ["{{{{ b }}}}/count/{{{{ date }}}}.txt"]
+run = "wc -l < {{{{ inputs[0] }}}} | tr -d ' ' > {{{{ outputs[0] }}}}"
+
+[step.back]
+params = {{ date = "date" }}
+inputs = ["{{{{ b }}}}/count/{{{{ date }}}}.txt"]
+outputs = ["local/{{{{ date }}}}.txt"]
+action = "copy"
+"#
+    )
+}
+
+fn raw(t: Test, days: u32) -> Test {
+    let mut t = t;
+    for d in 1..=days {
+        let lines: String = (1..=d).map(|i| format!("line {i}\n")).collect();
+        t = t.file(&format!("raw/2024-01-{d:02}.txt"), lines);
+    }
+    t
+}
+
+const RANGE: &[&str] = &["--date-range", "2024-01-01..2024-01-03", "back"];
+
+fn build(t: &Test, extra: &[&str]) -> Output {
+    let mut args = vec!["build", "-v"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(RANGE);
+    args.extend_from_slice(&["--output", "json"]);
+    t.run_args(args)
+}
+
+/// `remote requests: 1 LIST, 0 HEAD, …` from `-v`, as numbers by kind.
+fn requests(o: &Output) -> std::collections::HashMap<String, u64> {
+    let line = o.stderr.lines().find(|l| l.contains("remote requests:")).unwrap_or_default().to_string();
+    line.split("remote requests:")
+        .nth(1)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|p| {
+            let mut w = p.split_whitespace();
+            let n = w.next()?.parse().ok()?;
+            Some((w.next()?.to_string(), n))
+        })
+        .collect()
+}
+
+#[test]
+fn an_s3_pipeline_over_a_date_range_builds_then_a_no_op_only_lists() {
+    let bucket = s3().bucket("range");
+    let t = raw(s3_test().fluxfile(&pipeline(&bucket)), 3);
+    let o = build(&t, &[]);
+    o.assert_success().assert_summary(9, 0, 0, 0);
+    for d in 1..=3 {
+        assert_eq!(t.read(&format!("local/2024-01-0{d}.txt")).trim(), d.to_string());
+        assert_eq!(s3().get(&bucket, &format!("count/2024-01-0{d}.txt")).unwrap(), format!("{d}\n").into_bytes());
+    }
+    // Exactly the outputs: no staging object, no temporary object.
+    let want: Vec<String> =
+        ["count", "up"].iter().flat_map(|p| (1..=3).map(move |d| format!("{p}/2024-01-0{d}.txt"))).collect();
+    assert_eq!(s3().keys(&bucket), want);
+
+    let o = build(&t, &[]);
+    o.assert_success().assert_summary(0, 9, 0, 0);
+    let r = requests(&o);
+    assert_eq!(r.get("LIST"), Some(&2), "one listing per folder (up/, count/)\n{}", o.describe());
+    for kind in ["HEAD", "GET", "PUT", "DELETE"] {
+        assert_eq!(r.get(kind), Some(&0), "{kind} in a no-op\n{}", o.describe());
+    }
+}
+
+#[test]
+fn changing_one_object_reruns_exactly_its_consumers() {
+    let bucket = s3().bucket("change");
+    let t = raw(s3_test().fluxfile(&pipeline(&bucket)), 3);
+    build(&t, &[]).assert_success();
+    s3().put(&bucket, "up/2024-01-02.txt", b"a\nb\nc\nd\ne\n");
+    let o = build(&t, &[]);
+    o.assert_success().assert_ran(&["count[2024-01-02]", "back[2024-01-02]"]);
+    o.assert_task("count[2024-01-02]", "success", Some("input-changed"));
+    assert_eq!(t.read("local/2024-01-02.txt").trim(), "5");
+    assert_eq!(t.read("local/2024-01-01.txt").trim(), "1");
+}
+
+#[test]
+fn an_upload_of_identical_bytes_cuts_off_its_consumers() {
+    let bucket = s3().bucket("cutoff");
+    let t = raw(s3_test().fluxfile(&pipeline(&bucket)), 3);
+    build(&t, &[]).assert_success();
+    // Cleared: upload runs again and writes the same bytes.
+    t.run_args(["clear", "--date", "2024-01-02", "upload"]).assert_success();
+    let o = t.run_args(json_build(&["-v", "--date", "2024-01-02", "back"]));
+    o.assert_success();
+    o.assert_task("upload[2024-01-02]", "success", Some("forced"));
+    o.assert_task("count[2024-01-02]", "skipped", None);
+    o.assert_task("back[2024-01-02]", "skipped", None);
+}
+
+#[test]
+fn a_failed_task_with_staging_leaves_no_object() {
+    let bucket = s3().bucket("failed");
+    let t = s3_test().fluxfile(&format!(
+        "[step.bad]\noutputs = [\"s3://{bucket}/out/bad.txt\"]\nrun = \"echo partial > {{{{ outputs[0] }}}}; exit 3\"\n\n\
+         [step.good]\noutputs = [\"s3://{bucket}/out/good.txt\"]\nrun = \"echo fine > {{{{ outputs[0] }}}}\"\n"
+    ));
+    let o = t.run_args(json_build(&["bad", "good"]));
+    o.assert_status(1);
+    o.assert_task("bad", "failed", Some("missing-output"));
+    assert_eq!(s3().keys(&bucket), vec!["out/good.txt".to_string()]);
+}
+
+#[test]
+fn a_killed_build_leaves_no_object_and_reruns_the_task() {
+    let bucket = s3().bucket("killed");
+    let mark = sleep_marker(30);
+    let t = s3_test().fluxfile(&format!(
+        "[step.slow]\noutputs = [\"s3://{bucket}/out/slow.txt\"]\nrun = \"echo partial > {{{{ outputs[0] }}}}; sleep {mark}; echo done >> {{{{ outputs[0] }}}}\"\n"
+    ));
+    let mut bg = t.spawn_args(["build", "slow"]);
+    let started = wait_until(Duration::from_secs(20), || sleeps_with(&mark).len() == 1);
+    bg.signal("KILL");
+    let _ = bg.child.wait();
+    kill_marked(&mark);
+    assert!(started, "the task never started");
+    assert!(s3().keys(&bucket).is_empty(), "a killed task left {:?}", s3().keys(&bucket));
+    let o = t.run_args(json_build(&["slow"]));
+    o.assert_success().assert_ran(&["slow"]);
+}
+
+#[test]
+fn without_staging_commands_get_uris_and_a_failure_removes_what_they_wrote() {
+    let bucket = s3().bucket("nostage");
+    // The command writes the object itself, as Spark would (here with a plain HTTP PUT).
+    let put = "python3 -c \\\"import os,sys,urllib.request as u; k=sys.argv[1][5:]; u.urlopen(u.Request(os.environ['AWS_ENDPOINT_URL']+'/'+k, data=sys.argv[2].encode(), method='PUT'))\\\"";
+    let t = s3_test().fluxfile(&format!(
+        "[step.spark]\nparams = {{ n = [\"1\", \"2\"] }}\noutputs = [\"s3://{bucket}/spark/{{{{ n }}}}.txt\"]\nstage = false\n\
+         run = \"echo {{{{ outputs[0] }}}} > seen-{{{{ n }}}}; {put} {{{{ outputs[0] }}}} hello; test {{{{ n }}}} = 1\"\n"
+    ));
+    let o = t.run_args(json_build(&["spark"]));
+    o.assert_status(1);
+    assert_eq!(t.read("seen-1").trim(), format!("s3://{bucket}/spark/1.txt"), "the command saw the URI");
+    o.assert_task("spark[1]", "success", Some("missing-output"));
+    o.assert_task("spark[2]", "failed", Some("missing-output"));
+    assert_eq!(s3().keys(&bucket), vec!["spark/1.txt".to_string()], "the failed task's object was removed");
+}
+
+#[test]
+fn copy_streams_large_files_local_to_s3_and_back() {
+    let bucket = s3().bucket("copy");
+    // Larger than one part: a multipart upload.
+    let big: Vec<u8> = (0..20u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let t = s3_test()
+        .fluxfile(&format!(
+            "[step.up]\ninputs = [\"big.bin\", \"small.txt\"]\noutputs = [\"s3://{bucket}/big.bin\", \"s3://{bucket}/small.txt\"]\naction = \"copy\"\n\n\
+             [step.across]\ninputs = [\"s3://{bucket}/big.bin\"]\noutputs = [\"s3://{bucket}/copy/big.bin\"]\naction = \"copy\"\nstage = false\n\n\
+             [step.down]\ninputs = [\"s3://{bucket}/copy/big.bin\", \"s3://{bucket}/small.txt\"]\noutputs = [\"back/big.bin\", \"back/small.txt\"]\naction = \"copy\"\n"
+        ))
+        .file("big.bin", &big)
+        .file("small.txt", "small\n");
+    let o = t.run_args(json_build(&["-v", "down"]));
+    o.assert_success().assert_ran(&["up", "across", "down"]);
+    assert!(t.read_bytes("back/big.bin") == big, "the big file came back changed");
+    assert_eq!(t.read("back/small.txt"), "small\n");
+    assert_eq!(s3().get(&bucket, "copy/big.bin").map(|b| b.len()), Some(big.len()));
+    assert!(requests(&o)["PUT"] >= 6, "multipart: several parts\n{}", o.describe());
+    t.run_args(json_build(&["down"])).assert_success().assert_summary(0, 3, 0, 0);
+}
+
+#[test]
+fn folder_outputs_on_s3_are_uploaded_whole_and_replaced_whole() {
+    let bucket = s3().bucket("folder");
+    let t = s3_test().fluxfile(&format!(
+        "[vars]\nn = \"3\"\n\n[step.parts]\noutputs = [\"s3://{bucket}/parts/\"]\nrun = \"for i in $(seq {{{{ n }}}}); do echo $i > {{{{ outputs[0] }}}}/p$i; done\"\n\n\
+         [step.join]\ninputs = [\"s3://{bucket}/parts/\"]\noutputs = [\"all.txt\"]\nrun = \"cat {{{{ inputs[0] }}}}/* > {{{{ outputs[0] }}}}\"\n"
+    ));
+    t.run_args(json_build(&["join"])).assert_success().assert_ran(&["parts", "join"]);
+    assert_eq!(t.read("all.txt"), "1\n2\n3\n");
+    assert_eq!(s3().keys(&bucket), vec!["parts/p1", "parts/p2", "parts/p3"]);
+    t.run_args(json_build(&["join"])).assert_success().assert_summary(0, 2, 0, 0);
+    let o = t.run_args(json_build(&["--var", "n=2", "join"]));
+    o.assert_success().assert_ran(&["parts", "join"]);
+    assert_eq!(s3().keys(&bucket), vec!["parts/p1", "parts/p2"], "the folder was replaced whole");
+    assert_eq!(t.read("all.txt"), "1\n2\n");
+}
+
+#[test]
+fn transient_server_errors_are_retried() {
+    let bucket = s3().bucket("flaky");
+    let proxy = flaky_proxy(s3().port(), 3);
+    let t = s3_test()
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+        .fluxfile(&format!("[step.w]\noutputs = [\"s3://{bucket}/w.txt\"]\nrun = \"echo w > {{{{ outputs[0] }}}}\"\n"));
+    let o = t.run_args(json_build(&["w"]));
+    o.assert_success().assert_ran(&["w"]);
+    assert_eq!(proxy.failed.load(std::sync::atomic::Ordering::SeqCst), 3, "three requests were refused");
+    assert_eq!(s3().get(&bucket, "w.txt").unwrap(), b"w\n");
+}
+
+#[test]
+fn a_missing_bucket_fails_the_task_naming_the_uri_and_never_a_secret() {
+    let t = s3_test().fluxfile(
+        "[step.w]\noutputs = [\"s3://no-such-bucket-here/w.txt\"]\nrun = \"echo w > {{ outputs[0] }}\"\n\n\
+         [step.r]\ninputs = [\"s3://no-such-bucket-here/in.txt\"]\noutputs = [\"r.txt\"]\nrun = \"cp {{ inputs[0] }} {{ outputs[0] }}\"\n",
+    );
+    let o = t.run_args(json_build(&["w", "r"]));
+    o.assert_status(1);
+    let w = o.task("w");
+    let msg = w["error"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("s3://no-such-bucket-here/w.txt"), "{msg}\n{}", o.describe());
+    assert!(msg.to_lowercase().contains("bucket"), "the cause is named: {msg}");
+    let r = o.task("r");
+    let msg = r["error"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("missing source `s3://no-such-bucket-here/in.txt`"), "{msg}");
+    let secret = "flux-test-secret-0123456789";
+    assert!(!o.stdout.contains(secret) && !o.stderr.contains(secret), "a secret leaked\n{}", o.describe());
+    for log in walk(&t.abs(".flux/logs")) {
+        assert!(!std::fs::read_to_string(&log).unwrap_or_default().contains(secret), "a secret in {}", log.display());
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        }
+    }
+    out
+}
+
+#[test]
+fn store_tables_in_the_fluxfile_configure_a_bucket() {
+    let bucket = s3().bucket("table");
+    // The environment points nowhere; the Fluxfile's table wins.
+    let t = s3_test().env("AWS_ENDPOINT_URL", "http://127.0.0.1:1").env("AWS_ALLOW_HTTP", "false").fluxfile(&format!(
+        "[store.\"s3://{bucket}\"]\nendpoint = \"{}\"\nallow_http = true\n\n[step.w]\noutputs = [\"s3://{bucket}/w.txt\"]\nrun = \"echo w > {{{{ outputs[0] }}}}\"\n",
+        s3().endpoint
+    ));
+    t.run_args(json_build(&["w"])).assert_success().assert_ran(&["w"]);
+    assert_eq!(s3().get(&bucket, "w.txt").unwrap(), b"w\n");
+}
+
+#[test]
+fn bad_store_settings_and_uris_are_fluxfile_errors() {
+    let t = Test::new()
+        .fluxfile("[store.\"s3://b\"]\nendpont = \"http://x\"\n\n[step.a]\noutputs = [\"a\"]\nrun = \"true\"\n");
+    let o = t.run_args(["check"]);
+    o.assert_status(2).stderr_has("unknown setting `endpont` for s3:// stores").stderr_has("Fluxfile:2:1");
+    let t =
+        Test::new().fluxfile("[store.\"s3://b/k\"]\nregion = \"x\"\n\n[step.a]\noutputs = [\"a\"]\nrun = \"true\"\n");
+    t.run_args(["check"]).assert_status(2).stderr_has("`s3://b/k` does not name a store");
+    let t = Test::new().fluxfile("[step.a]\noutputs = [\"ftp://host/a\"]\nrun = \"true\"\n");
+    t.run_args(["check"]).assert_status(2).stderr_has("`ftp://` is not a store flux knows");
+    let t = Test::new().fluxfile("[step.a]\noutputs = [\"s3://key:secret@b/a\"]\nrun = \"true\"\n");
+    t.run_args(["check"]).assert_status(2).stderr_has("credentials do not belong in a target's URI");
+    let t = Test::new()
+        .fluxfile("[store.\"gs://b\"]\nregion = \"x\"\n\n[step.a]\noutputs = [\"gs://b/a\"]\nrun = \"true\"\n");
+    t.run_args(["check"]).assert_status(2).stderr_has("unknown setting `region` for gs:// stores");
+    let t = Test::new().fluxfile(
+        "[store.\"gs://b\"]\nservice_account = \"/nonexistent.json\"\n\n[store.\"az://c\"]\naccount_name = \"acct\"\n\n\
+         [step.a]\noutputs = [\"gs://b/a\", \"az://c/a\"]\nrun = \"true\"\n",
+    );
+    t.run_args(["check"]).assert_success();
+}
+
+#[test]
+fn azure_targets_go_through_the_same_store_path() {
+    // An Azure emulator endpoint where nothing listens: the build reaches the Azure client
+    // (built from the URL and the [store] table) and fails the task naming the URI.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let t = Test::new().env("AZURITE_BLOB_STORAGE_URL", &format!("http://127.0.0.1:{port}")).fluxfile(
+        "[store.\"az://box\"]\nuse_emulator = true\n\n[step.w]\noutputs = [\"az://box/w.txt\"]\nrun = \"echo w > {{ outputs[0] }}\"\n",
+    );
+    let o = t.run_args(json_build(&["w"]));
+    o.assert_status(1);
+    let msg = o.task("w")["error"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("az://box/w.txt"), "{msg}\n{}", o.describe());
+}
