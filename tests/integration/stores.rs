@@ -315,3 +315,32 @@ fn azure_targets_go_through_the_same_store_path() {
     let msg = o.task("w")["error"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("az://box/w.txt"), "{msg}\n{}", o.describe());
 }
+
+#[test]
+fn a_no_op_over_more_than_a_page_of_outputs_is_one_listing() {
+    let bucket = s3().bucket("many");
+    // 1,100 days: more keys than one page of a listing (1,000). Made outside flux, so the
+    // first build adopts them (Luigi-style) and the second is a plain no-op.
+    let start = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap();
+    let days: Vec<String> = (0..1100).map(|i| (start + chrono::Days::new(i)).to_string()).collect();
+    for d in &days {
+        s3().put(&bucket, &format!("out/{d}.txt"), d.as_bytes());
+    }
+    let t = s3_test().fluxfile(&format!(
+        "[step.day]\nparams = {{ date = \"date\" }}\noutputs = [\"s3://{bucket}/out/{{{{ date }}}}.txt\"]\nrun = \"echo {{{{ date }}}} > {{{{ outputs[0] }}}}\"\n"
+    ));
+    let range = format!("{}..{}", days[0], days[days.len() - 1]);
+    for _ in 0..2 {
+        let o = t.run_args(["build", "-v", "--date-range", &range, "day", "--output", "json"]);
+        o.assert_success().assert_summary(0, 1100, 0, 0);
+        let r = requests(&o);
+        assert_eq!(
+            r.get("LIST"),
+            Some(&1),
+            "one listing, not 1,100 HEADs\n{}",
+            &o.stderr[o.stderr.len().saturating_sub(400)..]
+        );
+        assert_eq!(r.get("HEAD"), Some(&0));
+        assert_eq!(r.get("GET"), Some(&0));
+    }
+}
