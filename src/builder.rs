@@ -414,7 +414,7 @@ impl<'a> Build<'a> {
             let remote = store::is_remote(&name).then(|| name.clone());
             let fin = if remote.is_some() {
                 // Only the file name is used (for the staging path); the key is the URI.
-                PathBuf::from(name.trim_end_matches('/').rsplit('/').next().unwrap_or("out"))
+                PathBuf::from(store::file_name(&name))
             } else {
                 planner.abs(&name)
             };
@@ -426,7 +426,7 @@ impl<'a> Build<'a> {
             if remote.is_some() && !step.stage {
                 // The commands write the URI themselves (Spark and friends).
                 job_outputs.push(JobOutput { staged: None, path: fin, dir, name: name.clone(), remote });
-                outs.push(Out::Uri(name));
+                outs.push(End::Remote(name));
                 continue;
             }
             let path = if step.stage {
@@ -446,7 +446,7 @@ impl<'a> Build<'a> {
                 job_outputs.push(JobOutput { staged: None, path: fin.clone(), dir, name, remote });
                 fin
             };
-            outs.push(Out::Path(path));
+            outs.push(End::Local(path));
         }
         let copy = step.action == Some(Action::Copy);
         if copy {
@@ -454,10 +454,8 @@ impl<'a> Build<'a> {
                 let from = g.target(inp);
                 let from =
                     if store::is_remote(from) { End::Remote(from.to_string()) } else { End::Local(planner.abs(from)) };
-                match outs.get(i) {
-                    Some(Out::Path(p)) => copies.push((from, End::Local(p.clone()))),
-                    Some(Out::Uri(u)) => copies.push((from, End::Remote(u.clone()))),
-                    None => {}
+                if let Some(to) = outs.get(i) {
+                    copies.push((from, to.clone()));
                 }
             }
         }
@@ -479,8 +477,8 @@ impl<'a> Build<'a> {
         let out_strs: Vec<String> = outs
             .iter()
             .map(|o| match o {
-                Out::Path(p) => self.cmd_path(p),
-                Out::Uri(u) => u.clone(),
+                End::Local(p) => self.cmd_path(p),
+                End::Remote(u) => u.clone(),
             })
             .collect();
         let cmds = planner.render_commands(t, id, &CmdRender { inputs: &ins, outputs: &out_strs, attempt, run_id })?;
@@ -510,7 +508,7 @@ impl<'a> Build<'a> {
             let name = self.g.target(o);
             if store::is_remote(name) {
                 if step.stage {
-                    let file = PathBuf::from(name.trim_end_matches('/').rsplit('/').next().unwrap_or("out"));
+                    let file = PathBuf::from(store::file_name(name));
                     let _ = target::remove(&target::staging_path(stage_root, &key, i, &file));
                 } else {
                     // What a failed task wrote must not look like an output.
@@ -556,12 +554,6 @@ impl<'a> Build<'a> {
             error: error.map(str::to_string),
         }
     }
-}
-
-/// An output as its task's commands see it.
-enum Out {
-    Path(PathBuf),
-    Uri(String),
 }
 
 /// A task waiting for its missing sources.

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use chrono::NaiveDate;
@@ -883,15 +883,13 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool) -> Result<i32> {
         if delete_outputs {
             for &o in &g.tasks[t as usize].outputs {
                 let name = g.target(o);
+                let abs = ff.abs(name);
                 if crate::store::is_remote(name) {
-                    if crate::store::exists(Path::new(""), name) {
+                    if crate::store::exists(&abs, name) {
                         crate::store::remove(name).map_err(|e| Error::Io(format!("cannot delete {e}")))?;
                         deleted += 1;
                     }
-                    continue;
-                }
-                let abs = ff.abs(name);
-                if abs.exists() {
+                } else if abs.exists() {
                     crate::target::remove(&abs)
                         .map_err(|e| Error::Io(format!("cannot delete {}: {e}", abs.display())))?;
                     deleted += 1;

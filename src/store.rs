@@ -397,19 +397,13 @@ pub fn digest(target: &str, meta: &Meta) -> Result<[u8; 32], String> {
     if !meta.is_dir {
         return Ok(object_digest(meta));
     }
-    let u = parse(target).ok_or_else(|| format!("{target}: not a remote target"))?;
-    let r = remote()?;
-    let store = r.store(&u)?;
-    let prefix = ObjPath::from(u.key.trim_end_matches('/'));
-    REQUESTS.list.fetch_add(1, Relaxed);
-    let mut objects: Vec<object_store::ObjectMeta> =
-        r.rt.block_on(store.list(Some(&prefix)).try_collect()).map_err(|e| err(target, e))?;
-    objects.sort_by(|a, b| a.location.cmp(&b.location));
+    let (r, store, u) = open(target)?;
+    let mut objects = r.rt.block_on(list_under(&*store, u.key)).map_err(|e| err(target, e))?;
+    objects.sort_by(|a, b| a.0.cmp(&b.0));
     let mut h = blake3::Hasher::new();
     h.update(b"dir\0");
-    for m in &objects {
-        let rel = m.location.as_ref().strip_prefix(prefix.as_ref()).unwrap_or(m.location.as_ref());
-        h.update(rel.trim_start_matches('/').as_bytes());
+    for (rel, m) in &objects {
+        h.update(rel.as_bytes());
         h.update(&[0]);
         h.update(&object_digest(&to_meta(m)));
     }
@@ -434,8 +428,7 @@ pub fn cache_path(cache_root: &Path, target: &str, digest: &[u8; 32]) -> PathBuf
     h.update(target.as_bytes());
     h.update(digest);
     let hex = h.finalize().to_hex();
-    let name = target.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("object");
-    cache_root.join(&hex[..32]).join(name)
+    cache_root.join(&hex[..32]).join(file_name(target))
 }
 
 /// Make a remote input available at `local` (a cache path from [`cache_path`]): nothing
@@ -458,18 +451,11 @@ pub fn fetch(target: &str, meta: &Meta, local: &Path) -> Result<(), String> {
 }
 
 fn fetch_folder(target: &str, local: &Path) -> Result<(), String> {
-    let u = parse(target).ok_or_else(|| format!("{target}: not a remote target"))?;
-    let r = remote()?;
-    let store = r.store(&u)?;
-    let prefix = ObjPath::from(u.key.trim_end_matches('/'));
-    REQUESTS.list.fetch_add(1, Relaxed);
-    let objects: Vec<object_store::ObjectMeta> =
-        r.rt.block_on(store.list(Some(&prefix)).try_collect()).map_err(|e| err(target, e))?;
+    let (r, store, u) = open(target)?;
+    let objects = r.rt.block_on(list_under(&*store, u.key)).map_err(|e| err(target, e))?;
     std::fs::create_dir_all(local).map_err(|e| format!("cannot create {}: {e}", local.display()))?;
-    for m in objects {
-        let rel = m.location.as_ref().strip_prefix(prefix.as_ref()).unwrap_or(m.location.as_ref());
-        let rel = rel.trim_start_matches('/');
-        let dest = local.join(rel);
+    for (rel, _) in objects {
+        let dest = local.join(&rel);
         if let Some(p) = dest.parent() {
             std::fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
         }
@@ -560,6 +546,34 @@ fn open(target: &str) -> Result<(&'static Remote, Arc<dyn ObjectStore>, Uri<'_>)
     Ok((r, store, u))
 }
 
+/// Every object under a folder key (one LIST, paged by the server), each with its key
+/// relative to the folder. No folder there is an empty list.
+async fn list_under(
+    store: &dyn ObjectStore,
+    key: &str,
+) -> object_store::Result<Vec<(String, object_store::ObjectMeta)>> {
+    REQUESTS.list.fetch_add(1, Relaxed);
+    let prefix = ObjPath::from(key.trim_end_matches('/'));
+    let objects: Vec<object_store::ObjectMeta> = match store.list(Some(&prefix)).try_collect().await {
+        Ok(v) => v,
+        Err(object_store::Error::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(objects
+        .into_iter()
+        .map(|m| {
+            let rel = m.location.as_ref().strip_prefix(prefix.as_ref()).unwrap_or(m.location.as_ref());
+            (rel.trim_start_matches('/').to_string(), m)
+        })
+        .collect())
+}
+
+/// The last part of a target's path (`s3://b/x/y.csv` → `y.csv`), for local copies and
+/// staging files; `out` for a bare store root.
+pub fn file_name(target: &str) -> &str {
+    target.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty() && !n.contains(':')).unwrap_or("out")
+}
+
 /// Put a local file or folder at a remote target and stat it there. A file of up to
 /// [`PART_SIZE`] bytes is one PUT; a larger one a multipart upload (invisible until it
 /// completes). A folder replaces the objects under the prefix: new ones first, then the
@@ -633,11 +647,8 @@ fn upload_folder(local: &Path, target: &str) -> Result<Meta, String> {
         r.rt.block_on(put_file(&*store, entry.path(), &path, &format!("{}/{rel}", target.trim_end_matches('/'))))?;
         keep.insert(path.to_string());
     }
-    REQUESTS.list.fetch_add(1, Relaxed);
-    let prefix = ObjPath::from(base);
-    let old: Vec<object_store::ObjectMeta> =
-        r.rt.block_on(store.list(Some(&prefix)).try_collect()).map_err(|e| err(target, e))?;
-    for m in old {
+    let old = r.rt.block_on(list_under(&*store, base)).map_err(|e| err(target, e))?;
+    for (_, m) in old {
         if !keep.contains(m.location.as_ref()) {
             REQUESTS.delete.fetch_add(1, Relaxed);
             r.rt.block_on(store.delete(&m.location)).map_err(|e| err(target, e))?;
@@ -656,13 +667,8 @@ pub fn remove(target: &str) -> Result<(), String> {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(err(target, e)),
         }
-        REQUESTS.list.fetch_add(1, Relaxed);
-        let under: Vec<object_store::ObjectMeta> = match store.list(Some(&ObjPath::from(key))).try_collect().await {
-            Ok(v) => v,
-            Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(err(target, e)),
-        };
-        for m in under {
+        let under = list_under(&*store, key).await.map_err(|e| err(target, e))?;
+        for (_, m) in under {
             REQUESTS.delete.fetch_add(1, Relaxed);
             match store.delete(&m.location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -710,15 +716,11 @@ mod tests {
 
     #[test]
     fn gcs_and_azure_stores_are_made_from_urls_and_settings() {
-        configure(vec![StoreConfig {
-            root: "gs://bkt".into(),
-            options: vec![(
-                "service_account_key".into(),
-                "{\"type\":\"service_account\",\"private_key\":\"\",\"client_email\":\"a@b\",\"private_key_id\":\"x\"}"
-                    .into(),
-            )],
-        }]);
         let r = remote().unwrap();
+        let gs = r.build(&parse("gs://bkt/x").unwrap(), "gs://bkt", &[("skip_signature".into(), "true".into())]);
+        assert!(gs.is_ok(), "{:?}", gs.err());
+        let bad = r.build(&parse("gs://bkt/x").unwrap(), "gs://bkt", &[("region".into(), "x".into())]);
+        assert!(bad.err().unwrap().contains("unknown setting `region`"));
         // Azure with an emulator-style account needs no network to be built.
         let az = r.build(
             &parse("az://container/x").unwrap(),

@@ -4,6 +4,7 @@
 //! failed task, and a copy from S3 to HDFS.
 
 use crate::servers::{hdfs, s3};
+use crate::stores::{pipeline, raw};
 use crate::test::*;
 
 static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -14,48 +15,8 @@ fn root(hint: &str) -> String {
     format!("{}/t/{hint}-{n}-{}", hdfs().url, std::process::id())
 }
 
-fn pipeline(root: &str) -> String {
-    format!(
-        r#"[flux]
-start = "2024-01-01"
-
-[vars]
-r = "{root}"
-
-[step.upload]
-params = {{ date = "date" }}
-inputs = ["raw/{{{{ date }}}}.txt"]
-outputs = ["{{{{ r }}}}/up/{{{{ date }}}}.txt"]
-action = "copy"
-
-[step.count]
-params = {{ date = "date" }}
-inputs = ["{{{{ r }}}}/up/{{{{ date }}}}.txt"]
-outputs = ["{{{{ r }}}}/count/{{{{ date }}}}.txt"]
-run = "wc -l < {{{{ inputs[0] }}}} | tr -d ' ' > {{{{ outputs[0] }}}}"
-
-[step.bad]
-params = {{ date = "date" }}
-inputs = ["{{{{ r }}}}/up/{{{{ date }}}}.txt"]
-outputs = ["{{{{ r }}}}/bad/{{{{ date }}}}.txt"]
-run = "echo partial > {{{{ outputs[0] }}}}; exit 1"
-
-[step.back]
-params = {{ date = "date" }}
-inputs = ["{{{{ r }}}}/count/{{{{ date }}}}.txt"]
-outputs = ["local/{{{{ date }}}}.txt"]
-action = "copy"
-"#
-    )
-}
-
 fn project(root: &str) -> Test {
-    let mut t = Test::new().fluxfile(&pipeline(root));
-    for d in 1..=3u32 {
-        let lines: String = (1..=d).map(|i| format!("line {i}\n")).collect();
-        t = t.file(&format!("raw/2024-01-{d:02}.txt"), lines);
-    }
-    t
+    raw(Test::new().fluxfile(&pipeline(root)), 3)
 }
 
 const RANGE: &[&str] = &["--date-range", "2024-01-01..2024-01-03"];

@@ -19,37 +19,46 @@ fn s3_test() -> Test {
     t
 }
 
-/// Upload local files to S3, count their lines on S3, copy the counts back.
-fn pipeline(bucket: &str) -> String {
+/// Upload local files to a store, count their lines there (and fail at it, in `bad`),
+/// copy the counts back: the pipeline the S3 and the HDFS tests share. `root` is
+/// `s3://bucket` or `hdfs://…/folder`.
+pub(crate) fn pipeline(root: &str) -> String {
     format!(
         r#"[flux]
 start = "2024-01-01"
 
 [vars]
-b = "s3://{bucket}"
+r = "{root}"
 
 [step.upload]
 params = {{ date = "date" }}
 inputs = ["raw/{{{{ date }}}}.txt"]
-outputs = ["{{{{ b }}}}/up/{{{{ date }}}}.txt"]
+outputs = ["{{{{ r }}}}/up/{{{{ date }}}}.txt"]
 action = "copy"
 
 [step.count]
 params = {{ date = "date" }}
-inputs = ["{{{{ b }}}}/up/{{{{ date }}}}.txt"]
-outputs = ["{{{{ b }}}}/count/{{{{ date }}}}.txt"]
+inputs = ["{{{{ r }}}}/up/{{{{ date }}}}.txt"]
+outputs = ["{{{{ r }}}}/count/{{{{ date }}}}.txt"]
 run = "wc -l < {{{{ inputs[0] }}}} | tr -d ' ' > {{{{ outputs[0] }}}}"
+
+[step.bad]
+params = {{ date = "date" }}
+inputs = ["{{{{ r }}}}/up/{{{{ date }}}}.txt"]
+outputs = ["{{{{ r }}}}/bad/{{{{ date }}}}.txt"]
+run = "echo partial > {{{{ outputs[0] }}}}; exit 1"
 
 [step.back]
 params = {{ date = "date" }}
-inputs = ["{{{{ b }}}}/count/{{{{ date }}}}.txt"]
+inputs = ["{{{{ r }}}}/count/{{{{ date }}}}.txt"]
 outputs = ["local/{{{{ date }}}}.txt"]
 action = "copy"
 "#
     )
 }
 
-fn raw(t: Test, days: u32) -> Test {
+/// `raw/2024-01-0D.txt` with D lines, for the first `days` days.
+pub(crate) fn raw(t: Test, days: u32) -> Test {
     let mut t = t;
     for d in 1..=days {
         let lines: String = (1..=d).map(|i| format!("line {i}\n")).collect();
@@ -86,7 +95,7 @@ fn requests(o: &Output) -> std::collections::HashMap<String, u64> {
 #[test]
 fn an_s3_pipeline_over_a_date_range_builds_then_a_no_op_only_lists() {
     let bucket = s3().bucket("range");
-    let t = raw(s3_test().fluxfile(&pipeline(&bucket)), 3);
+    let t = raw(s3_test().fluxfile(&pipeline(&format!("s3://{bucket}"))), 3);
     let o = build(&t, &[]);
     o.assert_success().assert_summary(9, 0, 0, 0);
     for d in 1..=3 {
@@ -110,7 +119,7 @@ fn an_s3_pipeline_over_a_date_range_builds_then_a_no_op_only_lists() {
 #[test]
 fn changing_one_object_reruns_exactly_its_consumers() {
     let bucket = s3().bucket("change");
-    let t = raw(s3_test().fluxfile(&pipeline(&bucket)), 3);
+    let t = raw(s3_test().fluxfile(&pipeline(&format!("s3://{bucket}"))), 3);
     build(&t, &[]).assert_success();
     s3().put(&bucket, "up/2024-01-02.txt", b"a\nb\nc\nd\ne\n");
     let o = build(&t, &[]);
@@ -123,7 +132,7 @@ fn changing_one_object_reruns_exactly_its_consumers() {
 #[test]
 fn an_upload_of_identical_bytes_cuts_off_its_consumers() {
     let bucket = s3().bucket("cutoff");
-    let t = raw(s3_test().fluxfile(&pipeline(&bucket)), 3);
+    let t = raw(s3_test().fluxfile(&pipeline(&format!("s3://{bucket}"))), 3);
     build(&t, &[]).assert_success();
     // Cleared: upload runs again and writes the same bytes.
     t.run_args(["clear", "--date", "2024-01-02", "upload"]).assert_success();
@@ -343,4 +352,22 @@ fn a_no_op_over_more_than_a_page_of_outputs_is_one_listing() {
         assert_eq!(r.get("HEAD"), Some(&0));
         assert_eq!(r.get("GET"), Some(&0));
     }
+}
+
+#[test]
+fn a_remote_input_is_fetched_once_and_read_from_the_cache_while_unchanged() {
+    let bucket = s3().bucket("cache");
+    let t = raw(s3_test().fluxfile(&pipeline(&format!("s3://{bucket}"))), 3);
+    build(&t, &[]).assert_success();
+    // Run count again on an unchanged input: the command reads the cached copy.
+    t.run_args(["clear", "--date", "2024-01-02", "count"]).assert_success();
+    let o = t.run_args(json_build(&["-v", "--date", "2024-01-02", "count"]));
+    o.assert_success().assert_ran(&["count[2024-01-02]"]);
+    assert_eq!(requests(&o).get("GET"), Some(&0), "no download\n{}", o.describe());
+    // A changed object is fetched again.
+    s3().put(&bucket, "up/2024-01-02.txt", b"1\n2\n3\n4\n5\n6\n");
+    let o = t.run_args(json_build(&["-v", "--date", "2024-01-02", "back"]));
+    o.assert_success().assert_ran(&["count[2024-01-02]", "back[2024-01-02]"]);
+    assert_eq!(requests(&o).get("GET"), Some(&2), "count's input, then back's copy\n{}", o.describe());
+    assert_eq!(t.read("local/2024-01-02.txt").trim(), "6");
 }
