@@ -8,7 +8,8 @@
 //! A dry run walks the same graph in topological order, deciding with "a dep would run"
 //! as the provisional `upstream` reason, and writes nothing.
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -267,6 +268,7 @@ impl<'a> Build<'a> {
             last_flush: Instant::now(),
             running: HashMap::new(),
             in_flight: 0,
+            queued: VecDeque::new(),
             any_failed: false,
             seen_interrupts: 0,
             run_id,
@@ -290,6 +292,10 @@ impl<'a> Build<'a> {
                 r.seen_interrupts = ints;
             }
             let stop = r.seen_interrupts > 0 || (self.opts.fail_fast && r.any_failed);
+            if stop && !r.queued.is_empty() {
+                // Nothing new starts once the build stops: not even what already waits for a worker.
+                exec.cancel_queued();
+            }
             r.check_waiting(stop, rep);
             if stop {
                 for (t, _) in std::mem::take(&mut r.foreign) {
@@ -321,7 +327,23 @@ impl<'a> Build<'a> {
                 // Bookkeeping first: a failure must stop --fail-fast before anything else
                 // starts, and the finished task's dependents must be queued by priority.
                 r.in_flight -= 1;
-                r.finished(fin, rep);
+                if fin.outcome == Outcome::NotStarted && r.unqueue(fin.id) {
+                    // Cancelled in the queue: as if never started.
+                } else {
+                    if let Some(k) = r.queued.iter().position(|&(q, _)| q == fin.id) {
+                        // Taken by a worker after all, just before the build stopped.
+                        let (t, reason) = r.queued.remove(k).unwrap_or((fin.id, Reason::Forced));
+                        r.begin(t, reason, rep);
+                    }
+                    r.finished(fin, rep);
+                    if r.seen_interrupts == 0 {
+                        // The worker that sent this has taken the oldest queued job.
+                        while r.queued.len() > r.in_flight.saturating_sub(self.opts.jobs) {
+                            let Some((t, reason)) = r.queued.pop_front() else { break };
+                            r.begin(t, reason, rep);
+                        }
+                    }
+                }
             }
             if r.batch.len() >= BATCH_RECORDS || (!r.batch.is_empty() && r.last_flush.elapsed() >= BATCH_INTERVAL) {
                 r.flush(db)?;
@@ -583,7 +605,7 @@ struct Runner<'b, 'a> {
     /// Tasks whose deps are finished, to be decided.
     ready: Vec<u32>,
     /// Stale tasks: priority, critical path, then the earliest created.
-    queue: BinaryHeap<(i64, u64, std::cmp::Reverse<u32>)>,
+    queue: BinaryHeap<QueueItem>,
     retry_at: Vec<(Instant, u32)>,
     waiting: Vec<Waiting>,
     /// Index in `batch.attempts` of `running` records not yet written, by task.
@@ -603,6 +625,9 @@ struct Runner<'b, 'a> {
     /// Jobs started and not yet received back (the executor's own count drops a moment
     /// before its result arrives, so the loop keeps its own).
     in_flight: usize,
+    /// Jobs handed over beyond `-j`, oldest first: they wait in the executor's queue until
+    /// a worker's job ends (see `launch`); a task is announced as started only then.
+    queued: VecDeque<(u32, Reason)>,
     any_failed: bool,
     seen_interrupts: usize,
     run_id: i64,
@@ -662,7 +687,7 @@ impl Runner<'_, '_> {
         if self.cp.is_empty() {
             self.cp = critical_path(self.b.g, &self.ids, self.b.records, &self.dependents);
         }
-        self.queue.push((prio, self.cp[t as usize], std::cmp::Reverse(t)));
+        self.queue.push((prio, self.cp[t as usize], Reverse(t)));
     }
 
     /// Decide every task whose deps are all finished.
@@ -781,9 +806,17 @@ impl Runner<'_, '_> {
         let (mut pool_busy, mut cpus_busy, mut mem_busy) = (self.pool_busy.clone(), self.cpus_busy, self.mem_busy);
         let mut picked: Vec<u32> = Vec::new();
         let mut deferred = Vec::new();
-        while self.in_flight + picked.len() < opts.jobs {
+        // Up to `-j` more jobs than workers, so that a worker whose job ends starts the next
+        // at once instead of waiting for this loop's bookkeeping (on tiny tasks that wait
+        // is a tenth of the build). See `may_queue` for which tasks may wait.
+        let limit = if opts.fail_fast { opts.jobs } else { 2 * opts.jobs };
+        while self.in_flight + picked.len() < limit {
             let Some(item) = self.queue.pop() else { break };
             let t = item.2.0;
+            if self.in_flight + picked.len() >= opts.jobs && !self.may_queue(item, &picked) {
+                self.queue.push(item);
+                break;
+            }
             let step = self.step(t);
             let (pool, cpus, mem) = (step.pool, step.cpus, step.mem.unwrap_or(0));
             let pool_full = pool.is_some_and(|p| pool_busy[p] >= self.b.ff.pools[p].1);
@@ -806,57 +839,54 @@ impl Runner<'_, '_> {
             return Ok(());
         }
         // Tasks claimed in an earlier round start at once; the others are claimed now,
-        // together with a few queued tasks ahead of need, so that most starts wait for no
-        // transaction.
-        let (now_claimed, to_claim): (Vec<u32>, Vec<u32>) = picked.into_iter().partition(|t| self.claimed.contains(t));
-        for t in now_claimed {
-            self.claimed.remove(&t);
-            self.start(t, db, exec, rep)?;
-        }
-        if to_claim.is_empty() {
-            return Ok(());
-        }
-        let mut ahead = Vec::new();
-        // Four rounds' worth: few transactions, while other builds still find work.
-        while ahead.len() < 4 * opts.jobs.max(1) {
-            let Some(item) = self.queue.pop() else { break };
-            if self.claimed.contains(&item.2.0) {
-                self.queue.push(item);
-                break;
+        // together with some queued tasks ahead of need, so that most starts wait for no
+        // transaction. Either way they start in the order picked.
+        let to_claim: Vec<u32> = picked.iter().copied().filter(|t| !self.claimed.contains(t)).collect();
+        if !to_claim.is_empty() {
+            let mut ahead = Vec::new();
+            // Four rounds' worth: few transactions, while other builds still find work.
+            while ahead.len() < 4 * opts.jobs.max(1) {
+                let Some(item) = self.queue.pop() else { break };
+                if self.claimed.contains(&item.2.0) {
+                    self.queue.push(item);
+                    break;
+                }
+                ahead.push(item);
             }
-            ahead.push(item);
-        }
-        let names: Vec<&str> =
-            to_claim.iter().chain(ahead.iter().map(|i| &i.2.0)).map(|&t| self.ids[t as usize].as_str()).collect();
-        let claims = db.claim(&names, self.run_id, LEASE_STALE_S)?;
-        let n_now = to_claim.len();
-        let candidates: Vec<u32> = to_claim.into_iter().chain(ahead.iter().map(|i| i.2.0)).collect();
-        for (k, (t, claim)) in candidates.into_iter().zip(claims).enumerate() {
-            let ti = t as usize;
-            if !claim.mine {
-                rep.event(Event::Waiting { id: &self.ids[ti], message: "another flux process is running it" });
-                self.st[ti] = St::Waiting;
-                self.foreign.push((t, Instant::now() + FOREIGN_POLL));
-                continue;
-            }
-            // Only a success recorded since our records were loaded can mean another
-            // process did the work; then look closer.
-            let loaded = self.b.records.get(&self.ids[ti]).and_then(|r| r.success_at);
-            if claim.success_at != loaded && self.done_elsewhere(db, t)? {
-                self.results[ti].reason = None;
-                self.batch.releases.push(self.ids[ti].clone());
-                rep.event(Event::Skipped { id: &self.ids[ti] });
-                self.done(t, St::Skipped, "skipped");
-                continue;
-            }
-            if k < n_now {
-                self.start(t, db, exec, rep)?;
-            } else {
+            let names: Vec<&str> =
+                to_claim.iter().chain(ahead.iter().map(|i| &i.2.0)).map(|&t| self.ids[t as usize].as_str()).collect();
+            let claims = db.claim(&names, self.run_id, LEASE_STALE_S)?;
+            let n_now = to_claim.len();
+            let candidates: Vec<u32> = to_claim.into_iter().chain(ahead.iter().map(|i| i.2.0)).collect();
+            for (k, (t, claim)) in candidates.into_iter().zip(claims).enumerate() {
+                let ti = t as usize;
+                if !claim.mine {
+                    rep.event(Event::Waiting { id: &self.ids[ti], message: "another flux process is running it" });
+                    self.st[ti] = St::Waiting;
+                    self.foreign.push((t, Instant::now() + FOREIGN_POLL));
+                    continue;
+                }
+                // Only a success recorded since our records were loaded can mean another
+                // process did the work; then look closer.
+                let loaded = self.b.records.get(&self.ids[ti]).and_then(|r| r.success_at);
+                if claim.success_at != loaded && self.done_elsewhere(db, t)? {
+                    self.results[ti].reason = None;
+                    self.batch.releases.push(self.ids[ti].clone());
+                    rep.event(Event::Skipped { id: &self.ids[ti] });
+                    self.done(t, St::Skipped, "skipped");
+                    continue;
+                }
                 self.claimed.insert(t);
-                let item = ahead.iter().find(|i| i.2.0 == t).copied();
-                if let Some(item) = item {
+                if k >= n_now
+                    && let Some(item) = ahead.iter().find(|i| i.2.0 == t).copied()
+                {
                     self.queue.push(item);
                 }
+            }
+        }
+        for t in picked {
+            if self.claimed.remove(&t) {
+                self.start(t, db, exec, rep)?;
             }
         }
         Ok(())
@@ -942,34 +972,84 @@ impl Runner<'_, '_> {
                     self.flush(db)?;
                 }
                 let reason = self.results[ti].reason.unwrap_or(Reason::Forced);
-                // A `running` attempt (upserted by the final record), so that history and
-                // `flux logs --follow` see it while it runs.
-                let log = self.b.log_path(t, &self.ids[ti], attempt).to_string_lossy().into_owned();
-                let mut running = self.b.attempt(
-                    self.run_id,
-                    t,
-                    &self.ids[ti],
-                    attempt,
-                    Status::Running,
-                    Some(reason),
-                    unix_now(),
-                    0.0,
-                    None,
-                    Some(&log),
-                    None,
-                );
-                running.ended_at = None;
-                self.pending_running.insert(t, self.batch.attempts.len());
-                self.batch.attempts.push(running);
-                rep.event(Event::Started { id: &self.ids[ti], reason: reason.as_str(), attempt });
-                self.running.insert(t, (SystemTime::now(), reason));
                 self.st[ti] = St::Running;
+                if self.in_flight >= self.b.opts.jobs {
+                    self.queued.push_back((t, reason));
+                } else {
+                    self.begin(t, reason, rep);
+                }
                 self.in_flight += 1;
                 exec.start(job);
             }
             Err(message) => self.fail(t, FailInfo { message, attempt, ..Default::default() }, rep),
         }
         Ok(())
+    }
+
+    /// Whether a task may wait in the executor's queue for a worker, to start the moment
+    /// one is free. Not if it takes a pool, cpus or mem (the budgets count it from the
+    /// moment it is handed over, while a worker frees up only when some other job ends),
+    /// nor if it is unstaged (it is marked running in the state DB when handed over), nor
+    /// if a task that the jobs in hand may make ready would come first: the queue must
+    /// not overtake priorities or the critical path. (`--fail-fast` queues nothing, so
+    /// that no job can start after a failure.)
+    fn may_queue(&self, item: QueueItem, picked: &[u32]) -> bool {
+        let step = self.step(item.2.0);
+        if step.pool.is_some() || step.cpus > 0 || step.mem.is_some() || !step.stage {
+            return false;
+        }
+        let in_hand = self.running.keys().chain(self.queued.iter().map(|(q, _)| q)).chain(picked);
+        for &r in in_hand {
+            let next = &self.dependents[r as usize];
+            // A wide fan-out is not worth scanning on every launch: just do not queue.
+            if next.len() > 64 {
+                return false;
+            }
+            let prio = |d: u32| (self.step(d).priority, self.cp.get(d as usize).copied().unwrap_or(0), Reverse(d));
+            if next.iter().any(|&d| self.st[d as usize] == St::Waiting && prio(d) > item) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A task's job has started on a worker: announce it and record a `running` attempt.
+    fn begin(&mut self, t: u32, reason: Reason, rep: &mut dyn Reporter) {
+        let ti = t as usize;
+        let attempt = self.results[ti].attempts;
+        // A `running` attempt (upserted by the final record), so that history and
+        // `flux logs --follow` see it while it runs.
+        let log = self.b.log_path(t, &self.ids[ti], attempt).to_string_lossy().into_owned();
+        let mut running = self.b.attempt(
+            self.run_id,
+            t,
+            &self.ids[ti],
+            attempt,
+            Status::Running,
+            Some(reason),
+            unix_now(),
+            0.0,
+            None,
+            Some(&log),
+            None,
+        );
+        running.ended_at = None;
+        self.pending_running.insert(t, self.batch.attempts.len());
+        self.batch.attempts.push(running);
+        rep.event(Event::Started { id: &self.ids[ti], reason: reason.as_str(), attempt });
+        self.running.insert(t, (SystemTime::now(), reason));
+    }
+
+    /// A queued job came back unstarted (the build is stopping): the task is as if never
+    /// handed over. False if it had already been counted as started.
+    fn unqueue(&mut self, t: u32) -> bool {
+        let Some(k) = self.queued.iter().position(|&(q, _)| q == t) else { return false };
+        self.queued.remove(k);
+        let ti = t as usize;
+        self.results[ti].attempts -= 1;
+        self.st[ti] = St::Queued;
+        self.batch.releases.push(self.ids[ti].clone());
+        true
     }
 
     /// A job came back: commit its outputs, record it, retry or fail it.
@@ -1197,6 +1277,9 @@ fn stage_dir(state_dir: &Path, run_id: i64) -> PathBuf {
     }
     root.join(run_id.to_string())
 }
+
+/// A stale task's place in the queue: priority, critical path, then the earliest created.
+type QueueItem = (i64, u64, Reverse<u32>);
 
 fn release(t: u32, dependents: &[Vec<u32>], pending: &mut [u32], ready: &mut Vec<u32>) {
     for &d in &dependents[t as usize] {

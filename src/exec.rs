@@ -9,6 +9,11 @@
 //! pool of `-j` worker threads that block in `wait`; the builder's loop receives
 //! [`Finished`] on a channel and asks the executor to terminate groups on timeout or
 //! interrupt.
+//!
+//! The builder may hand over more jobs than there are workers: the extra ones wait in the
+//! queue and a worker takes the next one the moment its job ends, without waiting for the
+//! build loop's bookkeeping. A queued job's timeout starts when a worker takes it; one
+//! cancelled or interrupted before that comes back [`Outcome::NotStarted`].
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -85,6 +90,8 @@ pub enum Outcome {
     TimedOut,
     /// Killed because flux was interrupted.
     Interrupted,
+    /// Cancelled while it waited in the queue: nothing ran.
+    NotStarted,
 }
 
 /// A job's result.
@@ -106,6 +113,8 @@ enum Kill {
 }
 
 struct Running {
+    /// A worker has taken the job (it is no longer queued).
+    started: bool,
     pgid: Option<i32>,
     deadline: Option<Instant>,
     killed: Option<(Kill, Instant)>,
@@ -137,20 +146,42 @@ impl LocalExecutor {
                 loop {
                     let next = job_rx.lock().map_err(|_| ()).and_then(|r| r.recv().map_err(|_| ()));
                     let Ok(job) = next else { return };
-                    let _ = tx.send(run_one(job, &running));
+                    let fin = if take(&job, &running) {
+                        run_one(job, &running)
+                    } else {
+                        running.lock().ok().map(|mut m| m.remove(&job.id));
+                        Finished {
+                            id: job.id,
+                            outcome: Outcome::NotStarted,
+                            duration: Duration::ZERO,
+                            logged: false,
+                            outputs: Vec::new(),
+                        }
+                    };
+                    let _ = tx.send(fin);
                 }
             });
         }
         LocalExecutor { rx, running, jobs }
     }
 
-    /// Start a job on a free worker (callers never start more jobs than workers).
+    /// Hand a job to the workers: a free one starts it at once, else it waits in the queue
+    /// for the first worker whose job ends.
     pub fn start(&self, job: Job) {
-        let deadline = job.timeout.map(|t| Instant::now() + t);
         if let Ok(mut m) = self.running.lock() {
-            m.insert(job.id, Running { pgid: None, deadline, killed: None, hard_killed: false });
+            m.insert(job.id, Running { started: false, pgid: None, deadline: None, killed: None, hard_killed: false });
         }
         let _ = self.jobs.send(job);
+    }
+
+    /// Cancel every job still waiting in the queue: each comes back `NotStarted`.
+    pub fn cancel_queued(&self) {
+        let now = Instant::now();
+        if let Ok(mut m) = self.running.lock() {
+            for r in m.values_mut().filter(|r| !r.started && r.killed.is_none()) {
+                r.killed = Some((Kill::Interrupt, now));
+            }
+        }
     }
 
     /// Wait up to `timeout` for a job to finish; also enforces deadlines.
@@ -200,6 +231,21 @@ impl LocalExecutor {
                 }
             }
         }
+    }
+}
+
+/// A worker takes a job off the queue: it is started now (its timeout counts from here),
+/// unless it was cancelled or interrupted while it waited.
+fn take(job: &Job, running: &Mutex<HashMap<u32, Running>>) -> bool {
+    let Ok(mut m) = running.lock() else { return true };
+    match m.get_mut(&job.id) {
+        Some(r) if r.killed.is_some() => false,
+        Some(r) => {
+            r.started = true;
+            r.deadline = job.timeout.map(|t| Instant::now() + t);
+            true
+        }
+        None => true,
     }
 }
 

@@ -389,6 +389,29 @@ pub struct StateDb {
     conn: Connection,
     path: PathBuf,
     holder: Option<Holder>,
+    /// Opened for writing (`open`), so it may checkpoint the log when it closes.
+    writable: bool,
+}
+
+/// Past this size the write-ahead log is folded into the database when a writer closes.
+/// Every new process rebuilds SQLite's index of the log by reading all of it (about 1 ms
+/// per 250 frames), so a long log taxes every later command, while keeping a short one
+/// spares a small no-op the fsyncs of a checkpoint.
+const WAL_FOLD_BYTES: u64 = 512 * 1024;
+
+impl Drop for StateDb {
+    fn drop(&mut self) {
+        if !self.writable {
+            return;
+        }
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_FOLD_BYTES) {
+            // Never wait for a reader: with one active the log simply stays until later.
+            let _ = self.conn.busy_timeout(Duration::ZERO);
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+    }
 }
 
 impl fmt::Debug for StateDb {
@@ -528,11 +551,11 @@ impl StateDb {
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;").at(&path)?;
         // Keep the write-ahead log when the connection closes: checkpointing and deleting
         // it on close, then re-creating it on the next open, costs fsyncs every build
-        // (~6 ms, the larger part of a small no-op). Autocheckpoints still bound its size.
+        // (~6 ms, the larger part of a small no-op). `Drop` folds it once it is long.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).at(&path)?;
         conn.set_prepared_statement_cache_capacity(32);
         migrate(&mut conn, &path)?;
-        Ok(StateDb { conn, path, holder: None })
+        Ok(StateDb { conn, path, holder: None, writable: true })
     }
 
     /// Open only if `state.db` exists, read-only; never creates a file or a folder
@@ -566,7 +589,7 @@ impl StateDb {
             ));
         }
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(Some(StateDb { conn, path, holder: None }))
+        Ok(Some(StateDb { conn, path, holder: None, writable: false }))
     }
 
     /// The database file, `<state>/state.db`.

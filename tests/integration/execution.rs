@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::fluxfile::max_overlap;
+use crate::operations::history;
 use crate::test::*;
 
 #[test]
@@ -280,6 +281,43 @@ fn a_timeout_kills_the_task() {
     assert_eq!(o.task("slow")["error"], "timed out after 1s");
     assert!(o.elapsed < Duration::from_secs(3), "took {:?}", o.elapsed);
     assert!(!t.exists("slow.txt"));
+}
+
+#[test]
+fn a_job_waiting_for_a_worker_starts_and_is_timed_only_once_a_worker_takes_it() {
+    // With -j 1 the next job is handed over while `first` runs, so that the worker starts
+    // it the moment it is free. Its timeout, its announced start and its recorded start
+    // must still count from then: had its 1 s timeout started with the hand-over, it would
+    // be killed while `first` sleeps 1.5 s.
+    let t = Test::new().fluxfile(
+        r#"
+[step.first]
+priority = 10
+outputs = ["first.txt"]
+run = "sleep 1.5; echo > {{ outputs[0] }}"
+
+[step.next]
+params = { n = ["1", "2"] }
+timeout = "1s"
+outputs = ["next/{{ n }}.txt"]
+run = "sleep 0.3; echo > {{ outputs[0] }}"
+"#,
+    );
+    let o = t.run_args(["build", "-j", "1"]);
+    o.assert_status(0);
+    let events: Vec<&str> =
+        o.stderr.lines().filter_map(|l| l.split_whitespace().next()).filter(|w| *w == "run" || *w == "ok").collect();
+    assert_eq!(events, ["run", "ok", "run", "ok", "run", "ok"], "one task at a time with -j 1\n{}", o.describe());
+    let mut spans: Vec<(f64, f64)> = history(&t)
+        .iter()
+        .map(|a| (a["started_at"].as_f64().unwrap_or(0.0), a["ended_at"].as_f64().unwrap_or(0.0)))
+        .collect();
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(spans.len(), 3);
+    for w in spans.windows(2) {
+        assert!(w[1].0 >= w[0].1 - 0.05, "a recorded start precedes the previous end: {spans:?}");
+    }
+    assert!(spans[1].1 - spans[1].0 < 1.0, "the second task's record starts when it ran: {spans:?}");
 }
 
 #[test]

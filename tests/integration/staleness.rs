@@ -392,6 +392,7 @@ fn a_no_op_build_reads_no_file_contents() {
     t.run_args(json_build(RANGE)).assert_status(0).assert_summary(0, 7, 0, 0);
     let o = t.run_args(["-v", "build", "--date-range", "2024-01-01..2024-01-03"]);
     o.assert_status(0).stdout_has("0 ran, 7 up to date").stderr_has("(0 files read for digests)");
+    o.stderr_has("s in flux itself, ").stderr_has("s in commands");
 }
 
 #[test]
