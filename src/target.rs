@@ -121,6 +121,11 @@ pub struct Digests {
     state_dir: Option<PathBuf>,
     /// Entries computed in this process, to be written back to the state DB.
     fresh: Mutex<Vec<(String, CachedDigest)>>,
+    /// Every digest computed in this process, by key: a file hashed as one task's output
+    /// is not read again for each task that takes it as input. No racy-git margin here:
+    /// within one build a target's stat is taken once, so a second read would pair newer
+    /// content with the same old stat; the margin still guards the entries written back.
+    seen: Mutex<HashMap<String, CachedDigest>>,
     /// Files actually read (a no-op build reads none).
     pub reads: std::sync::atomic::AtomicU64,
 }
@@ -131,6 +136,7 @@ impl Digests {
             cache: std::sync::OnceLock::from(cache),
             state_dir: None,
             fresh: Mutex::new(Vec::new()),
+            seen: Mutex::new(HashMap::new()),
             reads: Default::default(),
         }
     }
@@ -141,6 +147,7 @@ impl Digests {
             cache: std::sync::OnceLock::new(),
             state_dir: Some(state_dir),
             fresh: Mutex::new(Vec::new()),
+            seen: Mutex::new(HashMap::new()),
             reads: Default::default(),
         }
     }
@@ -187,6 +194,10 @@ impl Digests {
         if let Some(d) = self.cached(key, meta) {
             return Ok(d);
         }
+        let same = |c: &CachedDigest| c.size == meta.size && c.mtime_ns == meta.mtime_ns && c.inode == meta.inode;
+        if let Some(c) = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(key).filter(|c| same(c)) {
+            return Ok(c.digest);
+        }
         let hashed_at = now_ns();
         let mut f = std::fs::File::open(abs)?;
         let mut hasher = blake3::Hasher::new();
@@ -206,6 +217,7 @@ impl Digests {
             digest,
             hashed_at_ns: hashed_at,
         };
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), entry);
         self.fresh.lock().unwrap_or_else(|e| e.into_inner()).push((key.to_string(), entry));
         Ok(digest)
     }

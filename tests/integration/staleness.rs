@@ -417,3 +417,26 @@ fn staging_does_not_make_tasks_look_changed() {
     t.run_args(json_build(&[])).assert_status(0).assert_summary(0, 1, 0, 0);
     assert!(!t.exists(".flux/stage/p"), "the staging folder is cleaned up");
 }
+
+#[test]
+fn an_output_read_by_several_tasks_is_hashed_once_per_build() {
+    let t = Test::new()
+        .fluxfile(
+            r#"
+[step.a]
+inputs = ["src.txt"]
+outputs = ["a.txt"]
+run = "cat {{ inputs[0] }} > {{ outputs[0] }}"
+
+[step.b]
+params = { n = ["1", "2", "3"] }
+inputs = ["a.txt"]
+outputs = ["b{{ n }}.txt"]
+run = "cat {{ inputs[0] }} > {{ outputs[0] }}"
+"#,
+        )
+        .file("src.txt", "x\n");
+    let o = t.run_args(["-v", "build"]);
+    // src.txt once for `a`, a.txt once for the three `b` tasks.
+    o.assert_status(0).stdout_has("4 ran").stderr_has("(2 files read for digests)");
+}
