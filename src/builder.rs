@@ -126,6 +126,8 @@ pub struct Build<'a> {
     pub digests: &'a Digests,
     pub opts: &'a Options,
     planner: Planner<'a>,
+    /// Stats of every target taken before the build (see `with_stats`).
+    stats: std::sync::Mutex<Option<Vec<Option<Meta>>>>,
 }
 
 impl<'a> Build<'a> {
@@ -148,7 +150,15 @@ impl<'a> Build<'a> {
             stat_errors: Default::default(),
             step_keys: crate::plan::step_keys(ff),
         };
-        Build { ff, g, records, digests, opts, planner }
+        Build { ff, g, records, digests, opts, planner, stats: Default::default() }
+    }
+
+    /// Use stats of every target (in `g.targets` order, local targets only) taken from
+    /// `stat_ns` on, while the state DB was read: the two overlap on separate cores.
+    pub fn with_stats(mut self, stat_ns: i64, metas: Vec<Option<Meta>>) -> Build<'a> {
+        self.planner.stat_ns = stat_ns;
+        self.stats = std::sync::Mutex::new(Some(metas));
+        self
     }
 
     pub fn ids(&self) -> Vec<String> {
@@ -159,6 +169,9 @@ impl<'a> Build<'a> {
     /// per folder. A remote target that cannot be stat'ed counts as missing, and the
     /// cause is kept for the message of a task that needs it.
     pub fn stat_all(&self) -> Result<Vec<Option<Meta>>> {
+        if let Some(metas) = self.stats.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return Ok(metas);
+        }
         let remote: Vec<usize> = (0..self.g.targets.len()).filter(|&i| store::is_remote(&self.g.targets[i])).collect();
         if remote.is_empty() {
             return Ok(target::stat_many(&self.ff.dir, &self.g.targets));

@@ -379,16 +379,32 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     };
 
     let t2 = Instant::now();
-    let mut db = if b.dry_run { StateDb::open_existing(&ff.state_dir)? } else { Some(StateDb::open(&ff.state_dir)?) };
-    let records = match &db {
-        Some(d) => d.load_tasks()?,
-        None => Default::default(),
-    };
+    // Stat every target on other cores while the state DB is read (remote targets are
+    // stat'ed by the build itself, in batches per folder).
+    let stat_ns = crate::target::now_ns();
+    let local_only = !g.targets.iter().any(|t| crate::store::is_remote(t));
+    let (state, stats) = std::thread::scope(|s| {
+        let stats = local_only.then(|| s.spawn(|| crate::target::stat_many(&ff.dir, &g.targets)));
+        let state = (|| -> Result<_> {
+            let db =
+                if b.dry_run { StateDb::open_existing(&ff.state_dir)? } else { Some(StateDb::open(&ff.state_dir)?) };
+            let records = match &db {
+                Some(d) => d.load_tasks()?,
+                None => Default::default(),
+            };
+            Ok((db, records))
+        })();
+        (state, stats.and_then(|h| h.join().ok()))
+    });
+    let (mut db, records) = state?;
     let digests = Digests::lazy(ff.state_dir.clone());
     let what = if db.is_some() { "task records; digests load when a task needs one" } else { "no state yet" };
     timing(cli, &format!("load state ({} {what})", records.len()), t2);
 
-    let build = Build::new(&ff, &g, &records, &digests, &opts);
+    let mut build = Build::new(&ff, &g, &records, &digests, &opts);
+    if let Some(metas) = stats {
+        build = build.with_stats(stat_ns, metas);
+    }
     let mut rep = crate::report::for_stderr(
         cli.quiet,
         color_on(cli.color, std::io::IsTerminal::is_terminal(&std::io::stderr())),
