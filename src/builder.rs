@@ -377,6 +377,7 @@ impl<'a> Build<'a> {
             rep.event(Event::Warning(&w));
         }
         r.flush(db)?;
+        exec.finish();
         let _ = std::fs::remove_dir_all(&r.stage_root);
         let failed = r.st.iter().any(|s| matches!(s, St::Failed | St::UpstreamFailed));
         db.end_run(

@@ -128,6 +128,10 @@ pub struct LocalExecutor {
     /// Jobs go to a fixed pool of worker threads (creating a thread per job is a visible
     /// share of a tiny task's cost).
     jobs: Sender<Job>,
+    /// Old outputs replaced by new ones, deleted by a thread of their own (see
+    /// `target::commit_keeping_old`).
+    reap: Sender<PathBuf>,
+    reaper: std::thread::JoinHandle<()>,
 }
 
 /// Time between TERM and KILL (SPEC §2.1 `timeout`).
@@ -140,14 +144,20 @@ impl LocalExecutor {
         let (jobs, job_rx) = channel::<Job>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let running = Arc::new(Mutex::new(HashMap::new()));
+        let (reap, reap_rx) = channel::<PathBuf>();
+        let reaper = std::thread::spawn(move || {
+            for old in reap_rx {
+                let _ = std::fs::remove_file(old);
+            }
+        });
         for _ in 0..workers.max(1) {
-            let (job_rx, tx, running) = (job_rx.clone(), tx.clone(), running.clone());
+            let (job_rx, tx, running, reap) = (job_rx.clone(), tx.clone(), running.clone(), reap.clone());
             std::thread::spawn(move || {
                 loop {
                     let next = job_rx.lock().map_err(|_| ()).and_then(|r| r.recv().map_err(|_| ()));
                     let Ok(job) = next else { return };
                     let fin = if take(&job, &running) {
-                        run_one(job, &running)
+                        run_one(job, &running, &reap)
                     } else {
                         running.lock().ok().map(|mut m| m.remove(&job.id));
                         Finished {
@@ -162,7 +172,14 @@ impl LocalExecutor {
                 }
             });
         }
-        LocalExecutor { rx, running, jobs }
+        LocalExecutor { rx, running, jobs, reap, reaper }
+    }
+
+    /// Stop the workers and wait until every replaced output is deleted.
+    pub fn finish(self) {
+        let LocalExecutor { jobs, reap, reaper, .. } = self;
+        drop((jobs, reap));
+        let _ = reaper.join();
     }
 
     /// Hand a job to the workers: a free one starts it at once, else it waits in the queue
@@ -294,14 +311,14 @@ impl LogSink {
 }
 
 /// Run one job to its end on the calling thread.
-fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>) -> Finished {
+fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>, reap: &Sender<PathBuf>) -> Finished {
     let started = Instant::now();
     let id = job.id;
     let mut log = LogSink::new(job.log.clone());
     let mut outcome = run_job(&job, running, &mut log);
     let mut outputs = Vec::new();
     if outcome == Outcome::Success {
-        match commit_outputs(&job) {
+        match commit_outputs(&job, reap) {
             Ok(metas) => outputs = metas,
             Err(message) => outcome = Outcome::Failed { exit_code: Some(0), message },
         }
@@ -325,7 +342,7 @@ fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>) -> Finished {
 
 /// Move staged outputs into place and stat them; a missing output fails the job
 /// (a command that "succeeded" without writing what it promised).
-fn commit_outputs(job: &Job) -> Result<Vec<crate::target::Meta>, String> {
+fn commit_outputs(job: &Job, reap: &Sender<PathBuf>) -> Result<Vec<crate::target::Meta>, String> {
     let mut metas = Vec::with_capacity(job.outputs.len());
     for o in &job.outputs {
         if let Some(target) = &o.remote {
@@ -349,10 +366,13 @@ fn commit_outputs(job: &Job) -> Result<Vec<crate::target::Meta>, String> {
         }
         if let Some(staged) = &o.staged {
             // A missing staged file shows as NotFound from the rename: no extra stat.
-            crate::target::commit(staged, &o.path, o.dir).map_err(|e| match e.kind() {
+            let old = crate::target::commit_keeping_old(staged, &o.path, o.dir).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => format!("the command succeeded but did not write output `{}`", o.name),
                 _ => format!("cannot move output `{}` into place: {e}", o.name),
             })?;
+            if let Some(old) = old {
+                let _ = reap.send(old);
+            }
         }
         match crate::target::stat(&o.path) {
             Some(m) => metas.push(m),

@@ -272,6 +272,27 @@ pub fn commit(staged: &Path, final_path: &Path, is_dir: bool) -> std::io::Result
     move_into_place(staged, final_path, is_dir)
 }
 
+/// `commit`, keeping the file it replaces alive under `<staged>.old` (a hard link made
+/// first), so that the rename does not free the old file's inode and blocks: on ext4
+/// that freeing is most of a rename's cost, and the caller deletes the `.old` link later,
+/// off the path from one task's end to the next one's start. Returns that link if made
+/// (not for a folder, not when there was no old file, not across filesystems).
+pub fn commit_keeping_old(staged: &Path, final_path: &Path, is_dir: bool) -> std::io::Result<Option<PathBuf>> {
+    let mut old = staged.as_os_str().to_owned();
+    old.push(".old");
+    let old = PathBuf::from(old);
+    let kept = !is_dir && std::fs::hard_link(final_path, &old).is_ok();
+    match commit(staged, final_path, is_dir) {
+        Ok(()) => Ok(kept.then_some(old)),
+        Err(e) => {
+            if kept {
+                let _ = std::fs::remove_file(&old);
+            }
+            Err(e)
+        }
+    }
+}
+
 fn move_into_place(staged: &Path, final_path: &Path, is_dir: bool) -> std::io::Result<()> {
     match std::fs::rename(staged, final_path) {
         Ok(()) => Ok(()),
@@ -323,6 +344,30 @@ pub fn remove(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn committing_over_an_old_file_keeps_it_aside_for_later_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let (staged, fin) = (dir.path().join("t.0.a.txt"), dir.path().join("a.txt"));
+        // No old file: a plain rename.
+        std::fs::write(&staged, b"one").unwrap();
+        assert_eq!(commit_keeping_old(&staged, &fin, false).unwrap(), None);
+        assert_eq!(std::fs::read(&fin).unwrap(), b"one");
+        // An old file: it survives under `.old`, the new one is in place, one link each.
+        std::fs::write(&staged, b"two").unwrap();
+        let old = commit_keeping_old(&staged, &fin, false).unwrap().expect("the old file kept aside");
+        assert_eq!(old, dir.path().join("t.0.a.txt.old"));
+        assert_eq!(std::fs::read(&old).unwrap(), b"one");
+        assert_eq!(std::fs::read(&fin).unwrap(), b"two");
+        assert_eq!(std::fs::metadata(&fin).unwrap().nlink(), 1);
+        assert!(!staged.exists());
+        std::fs::remove_file(&old).unwrap();
+        // Nothing staged: the error, the old file untouched, no link left behind.
+        let err = commit_keeping_old(&staged, &fin, false).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(std::fs::read(&fin).unwrap(), b"two");
+        assert!(!old.exists());
+    }
 
     #[test]
     fn cached_digest_is_not_reread_and_racy_entries_are() {
