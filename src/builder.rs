@@ -340,12 +340,12 @@ impl<'a> Build<'a> {
                 // Bookkeeping first: a failure must stop --fail-fast before anything else
                 // starts, and the finished task's dependents must be queued by priority.
                 r.in_flight -= 1;
-                if fin.outcome == Outcome::NotStarted && r.unqueue(fin.id) {
-                    // Cancelled in the queue: as if never started.
+                let still_queued = r.queued.iter().position(|&(q, _)| q == fin.id).and_then(|k| r.queued.remove(k));
+                if let (Some(_), Outcome::NotStarted) = (still_queued, &fin.outcome) {
+                    r.unstart(fin.id);
                 } else {
-                    if let Some(k) = r.queued.iter().position(|&(q, _)| q == fin.id) {
+                    if let Some((t, reason)) = still_queued {
                         // Taken by a worker after all, just before the build stopped.
-                        let (t, reason) = r.queued.remove(k).unwrap_or((fin.id, Reason::Forced));
                         r.begin(t, reason, rep);
                     }
                     r.finished(fin, rep);
@@ -697,11 +697,15 @@ impl Runner<'_, '_> {
     }
 
     fn enqueue(&mut self, t: u32) {
-        let prio = self.step(t).priority;
         if self.cp.is_empty() {
             self.cp = critical_path(self.b.g, &self.ids, self.b.records, &self.dependents);
         }
-        self.queue.push((prio, self.cp[t as usize], Reverse(t)));
+        self.queue.push(self.queue_key(t));
+    }
+
+    /// A task's place in the queue (critical paths are known once anything was queued).
+    fn queue_key(&self, t: u32) -> QueueItem {
+        (self.step(t).priority, self.cp.get(t as usize).copied().unwrap_or(0), Reverse(t))
     }
 
     /// Decide every task whose deps are all finished.
@@ -1019,8 +1023,7 @@ impl Runner<'_, '_> {
             if next.len() > 64 {
                 return false;
             }
-            let prio = |d: u32| (self.step(d).priority, self.cp.get(d as usize).copied().unwrap_or(0), Reverse(d));
-            if next.iter().any(|&d| self.st[d as usize] == St::Waiting && prio(d) > item) {
+            if next.iter().any(|&d| self.st[d as usize] == St::Waiting && self.queue_key(d) > item) {
                 return false;
             }
         }
@@ -1054,16 +1057,13 @@ impl Runner<'_, '_> {
         self.running.insert(t, (SystemTime::now(), reason));
     }
 
-    /// A queued job came back unstarted (the build is stopping): the task is as if never
-    /// handed over. False if it had already been counted as started.
-    fn unqueue(&mut self, t: u32) -> bool {
-        let Some(k) = self.queued.iter().position(|&(q, _)| q == t) else { return false };
-        self.queued.remove(k);
+    /// A job cancelled in the queue (the build is stopping): the task is as if never
+    /// handed over.
+    fn unstart(&mut self, t: u32) {
         let ti = t as usize;
         self.results[ti].attempts -= 1;
         self.st[ti] = St::Queued;
         self.batch.releases.push(self.ids[ti].clone());
-        true
     }
 
     /// A job came back: commit its outputs, record it, retry or fail it.

@@ -113,6 +113,11 @@ pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
+/// Whether a digest entry was taken of the file as `meta` describes it now.
+fn same_file(c: &CachedDigest, meta: &Meta) -> bool {
+    c.size == meta.size && c.mtime_ns == meta.mtime_ns && c.inode == meta.inode
+}
+
 /// Content digests of local targets, through the cache loaded from the state DB.
 pub struct Digests {
     /// Loaded from the state DB on first use: a no-op build whose tasks all pass the
@@ -170,11 +175,7 @@ impl Digests {
 
     fn cached(&self, key: &str, meta: &Meta) -> Option<Hash> {
         let c = self.cache().get(key)?;
-        (c.size == meta.size
-            && c.mtime_ns == meta.mtime_ns
-            && c.inode == meta.inode
-            && c.mtime_ns < c.hashed_at_ns - RACY_MARGIN_NS)
-            .then_some(c.digest)
+        (same_file(c, meta) && c.mtime_ns < c.hashed_at_ns - RACY_MARGIN_NS).then_some(c.digest)
     }
 
     /// Digest of a file (content) or a directory (its files' relative paths and digests).
@@ -194,8 +195,7 @@ impl Digests {
         if let Some(d) = self.cached(key, meta) {
             return Ok(d);
         }
-        let same = |c: &CachedDigest| c.size == meta.size && c.mtime_ns == meta.mtime_ns && c.inode == meta.inode;
-        if let Some(c) = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(key).filter(|c| same(c)) {
+        if let Some(c) = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(key).filter(|c| same_file(c, meta)) {
             return Ok(c.digest);
         }
         let hashed_at = now_ns();

@@ -4,7 +4,7 @@
 //! failed task, and a copy from S3 to HDFS.
 
 use crate::servers::{hdfs, s3};
-use crate::stores::{pipeline, raw};
+use crate::stores::{build, project};
 use crate::test::*;
 
 static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -15,24 +15,10 @@ fn root(hint: &str) -> String {
     format!("{}/t/{hint}-{n}-{}", hdfs().url, std::process::id())
 }
 
-fn project(root: &str) -> Test {
-    raw(Test::new().fluxfile(&pipeline(root)), 3)
-}
-
-const RANGE: &[&str] = &["--date-range", "2024-01-01..2024-01-03"];
-
-fn build(t: &Test, steps: &[&str]) -> Output {
-    let mut args = vec!["build", "-v"];
-    args.extend_from_slice(RANGE);
-    args.extend_from_slice(steps);
-    args.extend_from_slice(&["--output", "json"]);
-    t.run_args(args)
-}
-
 #[test]
 fn an_hdfs_pipeline_builds_is_a_no_op_and_reruns_exactly_the_consumers_of_a_change() {
     let r = root("pipeline");
-    let t = project(&r);
+    let t = project(Test::new(), &r);
     build(&t, &["back"]).assert_success().assert_summary(9, 0, 0, 0);
     for d in 1..=3 {
         assert_eq!(t.read(&format!("local/2024-01-0{d}.txt")).trim(), d.to_string());
@@ -51,7 +37,7 @@ fn an_hdfs_pipeline_builds_is_a_no_op_and_reruns_exactly_the_consumers_of_a_chan
 #[test]
 fn a_failed_task_leaves_no_file_on_hdfs() {
     let r = root("failed");
-    let t = project(&r);
+    let t = project(Test::new(), &r);
     let o = build(&t, &["bad", "count"]);
     o.assert_status(1).assert_summary(6, 0, 3, 0);
     // Copy the cluster's listing of the bad/ folder back through flux itself: a step whose

@@ -67,14 +67,17 @@ pub(crate) fn raw(t: Test, days: u32) -> Test {
     t
 }
 
-const RANGE: &[&str] = &["--date-range", "2024-01-01..2024-01-03", "back"];
+/// `pipeline(root)` over three days of `raw` files.
+pub(crate) fn project(t: Test, root: &str) -> Test {
+    raw(t.fluxfile(&pipeline(root)), 3)
+}
 
-fn build(t: &Test, extra: &[&str]) -> Output {
-    let mut args = vec!["build", "-v"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(RANGE);
-    args.extend_from_slice(&["--output", "json"]);
-    t.run_args(args)
+/// `flux build -v` of `args` (steps, options) over the three days, JSON out.
+pub(crate) fn build(t: &Test, args: &[&str]) -> Output {
+    let mut all = vec!["build", "-v", "--date-range", "2024-01-01..2024-01-03"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--output", "json"]);
+    t.run_args(all)
 }
 
 /// `remote requests: 1 LIST, 0 HEAD, …` from `-v`, as numbers by kind.
@@ -95,8 +98,8 @@ fn requests(o: &Output) -> std::collections::HashMap<String, u64> {
 #[test]
 fn an_s3_pipeline_over_a_date_range_builds_then_a_no_op_only_lists() {
     let bucket = s3().bucket("range");
-    let t = raw(s3_test().fluxfile(&pipeline(&format!("s3://{bucket}"))), 3);
-    let o = build(&t, &[]);
+    let t = project(s3_test(), &format!("s3://{bucket}"));
+    let o = build(&t, &["back"]);
     o.assert_success().assert_summary(9, 0, 0, 0);
     for d in 1..=3 {
         assert_eq!(t.read(&format!("local/2024-01-0{d}.txt")).trim(), d.to_string());
@@ -107,7 +110,7 @@ fn an_s3_pipeline_over_a_date_range_builds_then_a_no_op_only_lists() {
         ["count", "up"].iter().flat_map(|p| (1..=3).map(move |d| format!("{p}/2024-01-0{d}.txt"))).collect();
     assert_eq!(s3().keys(&bucket), want);
 
-    let o = build(&t, &[]);
+    let o = build(&t, &["back"]);
     o.assert_success().assert_summary(0, 9, 0, 0);
     let r = requests(&o);
     assert_eq!(r.get("LIST"), Some(&2), "one listing per folder (up/, count/)\n{}", o.describe());
@@ -119,10 +122,10 @@ fn an_s3_pipeline_over_a_date_range_builds_then_a_no_op_only_lists() {
 #[test]
 fn changing_one_object_reruns_exactly_its_consumers() {
     let bucket = s3().bucket("change");
-    let t = raw(s3_test().fluxfile(&pipeline(&format!("s3://{bucket}"))), 3);
-    build(&t, &[]).assert_success();
+    let t = project(s3_test(), &format!("s3://{bucket}"));
+    build(&t, &["back"]).assert_success();
     s3().put(&bucket, "up/2024-01-02.txt", b"a\nb\nc\nd\ne\n");
-    let o = build(&t, &[]);
+    let o = build(&t, &["back"]);
     o.assert_success().assert_ran(&["count[2024-01-02]", "back[2024-01-02]"]);
     o.assert_task("count[2024-01-02]", "success", Some("input-changed"));
     assert_eq!(t.read("local/2024-01-02.txt").trim(), "5");
@@ -132,8 +135,8 @@ fn changing_one_object_reruns_exactly_its_consumers() {
 #[test]
 fn an_upload_of_identical_bytes_cuts_off_its_consumers() {
     let bucket = s3().bucket("cutoff");
-    let t = raw(s3_test().fluxfile(&pipeline(&format!("s3://{bucket}"))), 3);
-    build(&t, &[]).assert_success();
+    let t = project(s3_test(), &format!("s3://{bucket}"));
+    build(&t, &["back"]).assert_success();
     // Cleared: upload runs again and writes the same bytes.
     t.run_args(["clear", "--date", "2024-01-02", "upload"]).assert_success();
     let o = t.run_args(json_build(&["-v", "--date", "2024-01-02", "back"]));
@@ -357,8 +360,8 @@ fn a_no_op_over_more_than_a_page_of_outputs_is_one_listing() {
 #[test]
 fn a_remote_input_is_fetched_once_and_read_from_the_cache_while_unchanged() {
     let bucket = s3().bucket("cache");
-    let t = raw(s3_test().fluxfile(&pipeline(&format!("s3://{bucket}"))), 3);
-    build(&t, &[]).assert_success();
+    let t = project(s3_test(), &format!("s3://{bucket}"));
+    build(&t, &["back"]).assert_success();
     // Run count again on an unchanged input: the command reads the cached copy.
     t.run_args(["clear", "--date", "2024-01-02", "count"]).assert_success();
     let o = t.run_args(json_build(&["-v", "--date", "2024-01-02", "count"]));
