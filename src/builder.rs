@@ -97,6 +97,8 @@ const FOREIGN_POLL: Duration = Duration::from_millis(300);
 /// Flush records after this many, or this often.
 const BATCH_RECORDS: usize = 512;
 const BATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// Deciding stops to flush past this many records.
+const DECIDED_BATCH: usize = 8 * BATCH_RECORDS;
 /// Estimated duration of a task with no history, for critical-path ordering.
 const DEFAULT_DURATION_S: f64 = 1.0;
 
@@ -264,8 +266,7 @@ impl<'a> Build<'a> {
             pending,
             st: vec![St::Waiting; n],
             results: vec![TaskResult::default(); n],
-            fps: vec![None; n],
-            quicks: vec![None; n],
+            prints: HashMap::default(),
             ready,
             queue: BinaryHeap::new(),
             retry_at: Vec::new(),
@@ -332,6 +333,9 @@ impl<'a> Build<'a> {
             if r.in_flight == 0 && idle {
                 break;
             }
+            if r.batch.len() >= BATCH_RECORDS || (!r.batch.is_empty() && r.last_flush.elapsed() >= BATCH_INTERVAL) {
+                r.flush(db)?;
+            }
             if !r.ready.is_empty() {
                 continue;
             }
@@ -357,9 +361,6 @@ impl<'a> Build<'a> {
                         }
                     }
                 }
-            }
-            if r.batch.len() >= BATCH_RECORDS || (!r.batch.is_empty() && r.last_flush.elapsed() >= BATCH_INTERVAL) {
-                r.flush(db)?;
             }
         }
         // Tasks never started (fail-fast, interrupt) keep what they were.
@@ -611,8 +612,9 @@ struct Runner<'b, 'a> {
     pending: Vec<u32>,
     st: Vec<St>,
     results: Vec<TaskResult>,
-    fps: Vec<Option<Fingerprint>>,
-    quicks: Vec<Option<crate::state::Hash>>,
+    /// The fingerprint and quick key of each task decided to run, until it is done
+    /// (kept for the tasks in hand only: a large build holds few).
+    prints: HashMap<u32, (Option<Fingerprint>, Option<crate::state::Hash>)>,
     /// Longest remaining path per task; computed when the first task is queued (a no-op
     /// build never needs it).
     cp: Vec<u64>,
@@ -693,6 +695,7 @@ impl Runner<'_, '_> {
         }
         self.st[t as usize] = st;
         self.results[t as usize].status = status;
+        self.prints.remove(&t);
         release(t, &self.dependents, &mut self.pending, &mut self.ready);
     }
 
@@ -710,7 +713,11 @@ impl Runner<'_, '_> {
 
     /// Decide every task whose deps are all finished.
     fn decide_ready(&mut self, rep: &mut dyn Reporter) {
-        while let Some(t) = self.ready.pop() {
+        // Stop when the records pile up, to write them before deciding on: a build that
+        // confirms every task (the first one after a full build) holds a bounded batch.
+        while self.batch.len() < DECIDED_BATCH
+            && let Some(t) = self.ready.pop()
+        {
             let ti = t as usize;
             if self.b.opts.only.as_ref().is_some_and(|o| !o.contains(&t)) {
                 // --only: the rest of the graph is taken as it is (its outputs were checked).
@@ -736,8 +743,7 @@ impl Runner<'_, '_> {
                     self.done(t, St::Skipped, "skipped");
                 }
                 Decision::Run { reason, fp, quick } => {
-                    self.fps[ti] = fp;
-                    self.quicks[ti] = quick;
+                    self.prints.insert(t, (fp, quick));
                     self.st[ti] = St::Queued;
                     self.results[ti].reason = Some(reason);
                     self.enqueue(t);
@@ -919,7 +925,7 @@ impl Runner<'_, '_> {
         if fresh.last_status != Status::Success || fresh.success_at.is_none() || fresh.success_at == loaded {
             return Ok(false);
         }
-        let Some(fp) = self.fps[ti] else { return Ok(false) };
+        let Some(fp) = self.prints.get(&t).and_then(|p| p.0) else { return Ok(false) };
         for &o in &self.b.g.tasks[ti].outputs {
             self.metas[o as usize] = self.b.restat(o);
             if self.metas[o as usize].is_none() {
@@ -1109,7 +1115,8 @@ impl Runner<'_, '_> {
                     None,
                 ),
             );
-            let fp = self.fps[ti].or_else(|| self.planner.fingerprint(t, &self.ids[ti], &self.metas).ok());
+            let (fp, quick) = self.prints.get(&t).copied().unwrap_or_default();
+            let fp = fp.or_else(|| self.planner.fingerprint(t, &self.ids[ti], &self.metas).ok());
             if let Some(fp) = fp {
                 self.batch.tasks.push(TaskUpdate::Success {
                     task_id: self.ids[ti].clone(),
@@ -1117,7 +1124,7 @@ impl Runner<'_, '_> {
                     inputs_hash: fp.inputs,
                     duration_s: dur,
                 });
-                self.record_quick(t, self.quicks[ti]);
+                self.record_quick(t, quick);
             }
             rep.event(Event::Succeeded { id: &self.ids[ti], duration: fin.duration });
             self.hook(t, "success", "success", attempt, log.clone(), None);

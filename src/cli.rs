@@ -398,7 +398,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     });
     let (mut db, records) = state?;
     let digests = Digests::lazy(ff.state_dir.clone());
-    let what = if db.is_some() { "task records; digests load when a task needs one" } else { "no state yet" };
+    let what = if db.is_some() { "task records; digests are looked up when a task needs one" } else { "no state yet" };
     timing(cli, &format!("load state ({} {what})", records.len()), t2);
 
     let mut build = Build::new(&ff, &g, &records, &digests, &opts);

@@ -13,9 +13,10 @@
 //! (the number of migrations applied). A database written by a newer flux is refused
 //! with [`StateError::TooNew`] and never modified.
 //!
-//! Speed: a no-op build loads everything it needs with two statements
-//! ([`StateDb::load_tasks`] and [`StateDb::load_digests`]); writes are grouped in a
-//! [`Batch`] and written in one transaction per [`StateDb::commit`].
+//! Speed: a build loads the task records with one statement ([`StateDb::load_tasks`])
+//! and looks digests up one at a time, only for the tasks that need one
+//! ([`StateDb::digest_entry`]); writes are grouped in a [`Batch`] and written in one
+//! transaction per [`StateDb::commit`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -487,6 +488,22 @@ fn limit_param(limit: usize) -> i64 {
 }
 
 /// The `(SELECT count(*) ...)` column of a load query, as a capacity hint.
+/// The columns size, mtime_ns, inode, digest, hashed_at_ns from `first` on; `None` when
+/// the digest is not a 32-byte blob.
+fn cached_digest_at(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<CachedDigest>> {
+    let Some(digest) = hash_at(row, first + 3)? else {
+        return Ok(None);
+    };
+    Ok(Some(CachedDigest {
+        // Stored as the same 64 bits (SQLite integers are signed).
+        size: row.get::<_, i64>(first)? as u64,
+        mtime_ns: row.get(first + 1)?,
+        inode: row.get::<_, i64>(first + 2)? as u64,
+        digest,
+        hashed_at_ns: row.get(first + 4)?,
+    }))
+}
+
 fn capacity_hint(row: &Row<'_>) -> usize {
     row.get::<_, i64>(0).ok().and_then(|n| usize::try_from(n).ok()).unwrap_or(0)
 }
@@ -662,21 +679,25 @@ impl StateDb {
             if map.capacity() == 0 {
                 map.reserve(capacity_hint(row));
             }
-            let Some(digest) = hash_at(row, 5).at(&self.path)? else {
-                continue;
-            };
-            let path: String = row.get(1).at(&self.path)?;
-            let cached = CachedDigest {
-                // Stored as the same 64 bits (SQLite integers are signed).
-                size: row.get::<_, i64>(2).at(&self.path)? as u64,
-                mtime_ns: row.get(3).at(&self.path)?,
-                inode: row.get::<_, i64>(4).at(&self.path)? as u64,
-                digest,
-                hashed_at_ns: row.get(6).at(&self.path)?,
-            };
-            map.insert(path, cached);
+            if let Some(cached) = cached_digest_at(row, 2).at(&self.path)? {
+                map.insert(row.get(1).at(&self.path)?, cached);
+            }
         }
         Ok(map)
+    }
+
+    /// One entry of the digest cache (`None` when there is none, or its digest is not a
+    /// 32-byte blob): an index lookup, for a build that needs a few entries of many.
+    pub fn digest_entry(&self, path: &str) -> Result<Option<CachedDigest>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT size, mtime_ns, inode, digest, hashed_at_ns FROM digests WHERE path = ?1")
+            .at(&self.path)?;
+        let mut rows = stmt.query([path]).at(&self.path)?;
+        match rows.next().at(&self.path)? {
+            Some(row) => cached_digest_at(row, 0).at(&self.path),
+            None => Ok(None),
+        }
     }
 
     /// Write everything in `batch` in one transaction, then clear it. On error nothing
@@ -1406,6 +1427,11 @@ mod tests {
         let digests = db.load_digests().unwrap();
         assert_eq!(digests.len(), 1);
         assert_eq!(digests["p"], extreme);
+        assert_eq!(db.digest_entry("p").unwrap(), Some(extreme));
+        assert_eq!(db.digest_entry("q").unwrap(), None);
+        // A digest that is not 32 bytes is no entry (the file is re-hashed).
+        db.conn.execute_batch("UPDATE digests SET digest = x'00'").unwrap();
+        assert_eq!(db.digest_entry("p").unwrap(), None);
     }
 
     #[test]

@@ -118,54 +118,91 @@ fn same_file(c: &CachedDigest, meta: &Meta) -> bool {
     c.size == meta.size && c.mtime_ns == meta.mtime_ns && c.inode == meta.inode
 }
 
-/// Content digests of local targets, through the cache loaded from the state DB.
+/// Content digests of local targets, through the cache in the state DB.
 pub struct Digests {
-    /// Loaded from the state DB on first use: a no-op build whose tasks all pass the
-    /// quick check never needs it.
-    cache: std::sync::OnceLock<HashMap<String, CachedDigest>>,
-    state_dir: Option<PathBuf>,
+    /// Where cached entries come from; read on first use: a no-op build whose tasks all
+    /// pass the quick check never needs it.
+    source: Mutex<Source>,
     /// Entries computed in this process, to be written back to the state DB.
     fresh: Mutex<Vec<(String, CachedDigest)>>,
-    /// Every digest computed in this process, by key: a file hashed as one task's output
-    /// is not read again for each task that takes it as input. No racy-git margin here:
-    /// within one build a target's stat is taken once, so a second read would pair newer
-    /// content with the same old stat; the margin still guards the entries written back.
-    seen: Mutex<HashMap<String, CachedDigest>>,
+    /// Every digest computed in this process: a file hashed as one task's output is not
+    /// read again for each task that takes it as input. No racy-git margin here: within
+    /// one build a target's stat is taken once, so a second read would pair newer content
+    /// with the same old stat; the margin still guards the entries written back.
+    seen: Mutex<Seen>,
     /// Files actually read (a no-op build reads none).
     pub reads: std::sync::atomic::AtomicU64,
 }
 
-impl Digests {
-    pub fn new(cache: HashMap<String, CachedDigest>) -> Digests {
-        Digests {
-            cache: std::sync::OnceLock::from(cache),
-            state_dir: None,
-            fresh: Mutex::new(Vec::new()),
-            seen: Mutex::new(HashMap::new()),
-            reads: Default::default(),
-        }
+/// Digests computed in this process, keyed by a 64-bit hash of the key rather than the
+/// key itself (half the memory on a build that hashes every output). Two keys with the
+/// same hash cannot mix up digests: an entry is used only for a file with its size, mtime
+/// and inode, which two paths share only when they are the same file.
+struct Seen {
+    keys: std::hash::RandomState,
+    map: HashMap<u64, SeenDigest, rustc_hash::FxBuildHasher>,
+}
+
+struct SeenDigest {
+    size: u64,
+    mtime_ns: i64,
+    inode: u64,
+    digest: Hash,
+}
+
+impl Seen {
+    fn get(&self, key: &str, meta: &Meta) -> Option<Hash> {
+        use std::hash::BuildHasher;
+        let c = self.map.get(&self.keys.hash_one(key))?;
+        (c.size == meta.size && c.mtime_ns == meta.mtime_ns && c.inode == meta.inode).then_some(c.digest)
     }
 
+    fn insert(&mut self, key: &str, c: &CachedDigest) {
+        use std::hash::BuildHasher;
+        let entry = SeenDigest { size: c.size, mtime_ns: c.mtime_ns, inode: c.inode, digest: c.digest };
+        self.map.insert(self.keys.hash_one(key), entry);
+    }
+}
+
+/// The digest cache as far as it has been opened.
+enum Source {
+    /// The state DB's folder, not opened yet.
+    Unread(PathBuf),
+    /// Entries are looked up one at a time. An incremental build needs a few thousand of a
+    /// large cache and the build after a full one (which re-checks every output hashed
+    /// inside the racy margin) most of it: holding all of it in memory cost as much as the
+    /// build's own records, for no gain in time (an indexed lookup takes microseconds,
+    /// reading the file it spares tens of them).
+    Db(crate::state::StateDb),
+    /// No state DB, or it cannot be read: every file is hashed.
+    None,
+}
+
+impl Digests {
     /// A cache read from `<state_dir>/state.db` when first needed (empty if there is none).
     pub fn lazy(state_dir: PathBuf) -> Digests {
         Digests {
-            cache: std::sync::OnceLock::new(),
-            state_dir: Some(state_dir),
+            source: Mutex::new(Source::Unread(state_dir)),
             fresh: Mutex::new(Vec::new()),
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen { keys: Default::default(), map: Default::default() }),
             reads: Default::default(),
         }
     }
 
-    fn cache(&self) -> &HashMap<String, CachedDigest> {
-        self.cache.get_or_init(|| {
-            // An unreadable cache only costs re-hashing; the state DB was opened already.
-            self.state_dir
-                .as_ref()
-                .and_then(|d| crate::state::StateDb::open_existing(d).ok().flatten())
-                .and_then(|db| db.load_digests().ok())
-                .unwrap_or_default()
-        })
+    /// The cached entry for `key`. An unreadable cache only costs re-hashing: the state DB
+    /// was opened already, so its errors were reported there.
+    fn entry(&self, key: &str) -> Option<CachedDigest> {
+        let mut source = self.source.lock().unwrap_or_else(|e| e.into_inner());
+        if let Source::Unread(dir) = &*source {
+            *source = match crate::state::StateDb::open_existing(dir) {
+                Ok(Some(db)) => Source::Db(db),
+                _ => Source::None,
+            };
+        }
+        match &*source {
+            Source::Db(db) => db.digest_entry(key).ok().flatten(),
+            _ => None,
+        }
     }
 
     /// Take the entries computed since the last call.
@@ -174,8 +211,8 @@ impl Digests {
     }
 
     fn cached(&self, key: &str, meta: &Meta) -> Option<Hash> {
-        let c = self.cache().get(key)?;
-        (same_file(c, meta) && c.mtime_ns < c.hashed_at_ns - RACY_MARGIN_NS).then_some(c.digest)
+        let c = self.entry(key)?;
+        (same_file(&c, meta) && c.mtime_ns < c.hashed_at_ns - RACY_MARGIN_NS).then_some(c.digest)
     }
 
     /// Digest of a file (content) or a directory (its files' relative paths and digests).
@@ -192,11 +229,12 @@ impl Digests {
     }
 
     fn digest_file(&self, key: &str, abs: &Path, meta: &Meta) -> std::io::Result<Hash> {
-        if let Some(d) = self.cached(key, meta) {
+        // This process's own digests first: they need no lookup in the state DB.
+        if let Some(d) = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(key, meta) {
             return Ok(d);
         }
-        if let Some(c) = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(key).filter(|c| same_file(c, meta)) {
-            return Ok(c.digest);
+        if let Some(d) = self.cached(key, meta) {
+            return Ok(d);
         }
         let hashed_at = now_ns();
         let mut f = std::fs::File::open(abs)?;
@@ -217,7 +255,7 @@ impl Digests {
             digest,
             hashed_at_ns: hashed_at,
         };
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), entry);
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(key, &entry);
         self.fresh.lock().unwrap_or_else(|e| e.into_inner()).push((key.to_string(), entry));
         Ok(digest)
     }
@@ -369,26 +407,49 @@ mod tests {
         assert!(!old.exists());
     }
 
+    /// Digests over a state DB in `dir` holding `entries`.
+    fn with_cache(dir: &Path, entries: Vec<(String, CachedDigest)>) -> Digests {
+        let mut db = crate::state::StateDb::open(dir).unwrap();
+        let mut batch = crate::state::Batch { digests: entries, ..Default::default() };
+        db.commit(&mut batch).unwrap();
+        Digests::lazy(dir.to_path_buf())
+    }
+
+    fn reads(d: &Digests) -> u64 {
+        d.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     #[test]
     fn cached_digest_is_not_reread_and_racy_entries_are() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.txt");
         std::fs::write(&p, b"hello").unwrap();
         let meta = stat(&p).unwrap();
-        let d = Digests::new(HashMap::new());
+        // No state DB: nothing cached, the file is read once per process.
+        let d = Digests::lazy(dir.path().join("nowhere"));
         let h1 = d.digest("a.txt", &p, &meta).unwrap();
-        assert_eq!(d.reads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(h1, *blake3::hash(b"hello").as_bytes());
+        assert_eq!(d.digest("a.txt", &p, &meta).unwrap(), h1);
+        assert_eq!(reads(&d), 1);
         // Fresh entry: hashed right after the write, so it is racy and re-read next time.
-        let fresh: HashMap<_, _> = d.take_fresh().into_iter().collect();
-        let d2 = Digests::new(fresh.clone());
+        let fresh = d.take_fresh();
+        let d2 = with_cache(dir.path(), fresh.clone());
         assert_eq!(d2.digest("a.txt", &p, &meta).unwrap(), h1);
-        assert_eq!(d2.reads.load(std::sync::atomic::Ordering::Relaxed), 1);
-        // An entry hashed well after the mtime is trusted.
+        assert_eq!(reads(&d2), 1);
+        // An entry hashed well after the mtime is trusted, and looked up in the state DB.
         let mut old = fresh;
-        old.get_mut("a.txt").unwrap().hashed_at_ns = meta.mtime_ns + 10 * RACY_MARGIN_NS;
-        let d3 = Digests::new(old);
-        assert_eq!(d3.digest("a.txt", &p, &meta).unwrap(), h1);
-        assert_eq!(d3.reads.load(std::sync::atomic::Ordering::Relaxed), 0);
+        old[0].1.hashed_at_ns = meta.mtime_ns + 10 * RACY_MARGIN_NS;
+        old[0].1.digest = [7; 32];
+        let d3 = with_cache(dir.path(), old);
+        assert_eq!(d3.digest("a.txt", &p, &meta).unwrap(), [7; 32]);
+        assert_eq!(reads(&d3), 0);
+        assert!(matches!(&*d3.source.lock().unwrap(), Source::Db(_)));
+        // Not for another file at that path.
+        std::fs::write(&p, b"hello, world").unwrap();
+        let d4 = Digests::lazy(dir.path().to_path_buf());
+        let now = stat(&p).unwrap();
+        assert_eq!(d4.digest("a.txt", &p, &now).unwrap(), *blake3::hash(b"hello, world").as_bytes());
+        assert_eq!(reads(&d4), 1);
     }
 
     #[test]
@@ -397,7 +458,7 @@ mod tests {
         let o = dir.path().join("out");
         std::fs::create_dir_all(o.join("sub")).unwrap();
         std::fs::write(o.join("sub/x"), b"1").unwrap();
-        let d = Digests::new(HashMap::new());
+        let d = Digests::lazy(dir.path().join("nowhere"));
         let a = d.digest("out/", &o, &stat(&o).unwrap()).unwrap();
         std::fs::write(o.join("sub/x"), b"2").unwrap();
         let b = d.digest("out/", &o, &stat(&o).unwrap()).unwrap();

@@ -440,3 +440,26 @@ run = "cat {{ inputs[0] }} > {{ outputs[0] }}"
     // src.txt once for `a`, a.txt once for the three `b` tasks.
     o.assert_status(0).stdout_has("4 ran").stderr_has("(2 files read for digests)");
 }
+
+#[test]
+fn a_rebuild_reads_only_the_inputs_that_changed() {
+    let t = Test::new()
+        .fluxfile(
+            r#"
+[step.join]
+inputs = ["a.txt", "b.txt"]
+outputs = ["ab.txt"]
+run = "cat {{ inputs[0] }} {{ inputs[1] }} > {{ outputs[0] }}"
+"#,
+        )
+        .file("a.txt", "a\n")
+        .file("b.txt", "b\n");
+    t.age_files();
+    t.run_args(["-v", "build"]).assert_status(0).stdout_has("1 ran").stderr_has("(2 files read for digests)");
+    t.age_files();
+    t.write("a.txt", "a, edited\n");
+    // b.txt's digest comes from the state DB's cache: only a.txt is read.
+    let o = t.run_args(["-v", "build"]);
+    o.assert_status(0).stdout_has("1 ran").stderr_has("(1 files read for digests)");
+    assert_eq!(t.read("ab.txt"), "a, edited\nb\n");
+}
