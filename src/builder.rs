@@ -439,9 +439,6 @@ impl<'a> Build<'a> {
             made.insert(d.to_path_buf());
             Ok(())
         };
-        if step.stage && !task.outputs.is_empty() {
-            mkdir(stage_root)?;
-        }
         let mut outs = Vec::with_capacity(task.outputs.len());
         let mut job_outputs = Vec::with_capacity(task.outputs.len());
         let mut copies = Vec::new();
@@ -468,6 +465,9 @@ impl<'a> Build<'a> {
             }
             let path = if step.stage {
                 let staged = target::staging_path(stage_root, &key, i, &fin);
+                if let Some(parent) = staged.parent() {
+                    mkdir(parent)?;
+                }
                 job_outputs.push(JobOutput { staged: Some(staged.clone()), path: fin, dir, name, remote });
                 // Leftovers of this run's earlier attempt (the folder is new for each run,
                 // so a first attempt has none).

@@ -397,7 +397,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         (state, stats.and_then(|h| h.join().ok()))
     });
     let (mut db, records) = state?;
-    let digests = Digests::lazy(ff.state_dir.clone());
+    let digests = Digests::lazy(ff.state_dir.clone(), stat_ns);
     let what = if db.is_some() { "task records; digests are looked up when a task needs one" } else { "no state yet" };
     timing(cli, &format!("load state ({} {what})", records.len()), t2);
 

@@ -132,6 +132,9 @@ pub struct Digests {
     seen: Mutex<Seen>,
     /// Files actually read (a no-op build reads none).
     pub reads: std::sync::atomic::AtomicU64,
+    /// When this build started (ns since the epoch): a file modified since is not looked
+    /// up in the state DB (see `cached`).
+    since_ns: i64,
 }
 
 /// Digests computed in this process, keyed by a 64-bit hash of the key rather than the
@@ -179,9 +182,11 @@ enum Source {
 }
 
 impl Digests {
-    /// A cache read from `<state_dir>/state.db` when first needed (empty if there is none).
-    pub fn lazy(state_dir: PathBuf) -> Digests {
+    /// A cache read from `<state_dir>/state.db` when first needed (empty if there is none),
+    /// for a build that started at `since_ns`.
+    pub fn lazy(state_dir: PathBuf, since_ns: i64) -> Digests {
         Digests {
+            since_ns,
             source: Mutex::new(Source::Unread(state_dir)),
             fresh: Mutex::new(Vec::new()),
             seen: Mutex::new(Seen { keys: Default::default(), map: Default::default() }),
@@ -211,6 +216,13 @@ impl Digests {
     }
 
     fn cached(&self, key: &str, meta: &Meta) -> Option<Hash> {
+        // A file written since the build started (above all, by its own tasks) has no
+        // trusted entry: one would have been hashed more than the racy margin after this
+        // very mtime, by another flux process. Reading the file costs less than asking the
+        // state DB, which another connection keeps writing to.
+        if meta.mtime_ns >= self.since_ns {
+            return None;
+        }
         let c = self.entry(key)?;
         (same_file(&c, meta) && c.mtime_ns < c.hashed_at_ns - RACY_MARGIN_NS).then_some(c.digest)
     }
@@ -283,13 +295,19 @@ impl Digests {
     }
 }
 
-/// Where a task's output is staged while its commands run: one flat folder beside flux's
-/// state (no folder per task: creating folders is a large share of a tiny task's cost),
-/// the name keyed by the task and output index, ending in the file's own name (tools look
-/// at extensions).
+/// How many staging folders a run spreads its outputs over.
+pub const STAGE_SLOTS: u32 = 16;
+
+/// Where a task's output is staged while its commands run: one of [`STAGE_SLOTS`] folders
+/// beside flux's state, chosen by the task key (no folder per task: creating folders is a
+/// large share of a tiny task's cost; not one folder for all: creating a file there and
+/// renaming one out of it both take the folder's lock, and running commands and finished
+/// tasks then wait for each other), the name keyed by the task and output index, ending in
+/// the file's own name (tools look at extensions).
 pub fn staging_path(stage_root: &Path, task_key: &str, index: usize, final_path: &Path) -> PathBuf {
     let name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    stage_root.join(format!("{task_key}.{index}.{name}"))
+    let slot = task_key.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % STAGE_SLOTS;
+    stage_root.join(format!("{slot:x}")).join(format!("{task_key}.{index}.{name}"))
 }
 
 /// Move a staged output into place: a rename, or copy-then-rename across filesystems.
@@ -412,7 +430,7 @@ mod tests {
         let mut db = crate::state::StateDb::open(dir).unwrap();
         let mut batch = crate::state::Batch { digests: entries, ..Default::default() };
         db.commit(&mut batch).unwrap();
-        Digests::lazy(dir.to_path_buf())
+        Digests::lazy(dir.to_path_buf(), i64::MAX)
     }
 
     fn reads(d: &Digests) -> u64 {
@@ -426,7 +444,7 @@ mod tests {
         std::fs::write(&p, b"hello").unwrap();
         let meta = stat(&p).unwrap();
         // No state DB: nothing cached, the file is read once per process.
-        let d = Digests::lazy(dir.path().join("nowhere"));
+        let d = Digests::lazy(dir.path().join("nowhere"), i64::MAX);
         let h1 = d.digest("a.txt", &p, &meta).unwrap();
         assert_eq!(h1, *blake3::hash(b"hello").as_bytes());
         assert_eq!(d.digest("a.txt", &p, &meta).unwrap(), h1);
@@ -444,12 +462,29 @@ mod tests {
         assert_eq!(d3.digest("a.txt", &p, &meta).unwrap(), [7; 32]);
         assert_eq!(reads(&d3), 0);
         assert!(matches!(&*d3.source.lock().unwrap(), Source::Db(_)));
+        // A build that started before the file's mtime does not ask the state DB at all.
+        let d5 = Digests::lazy(dir.path().to_path_buf(), meta.mtime_ns);
+        assert_eq!(d5.digest("a.txt", &p, &meta).unwrap(), h1);
+        assert_eq!(reads(&d5), 1);
+        assert!(matches!(&*d5.source.lock().unwrap(), Source::Unread(_)));
         // Not for another file at that path.
         std::fs::write(&p, b"hello, world").unwrap();
-        let d4 = Digests::lazy(dir.path().to_path_buf());
+        let d4 = Digests::lazy(dir.path().to_path_buf(), i64::MAX);
         let now = stat(&p).unwrap();
         assert_eq!(d4.digest("a.txt", &p, &now).unwrap(), *blake3::hash(b"hello, world").as_bytes());
         assert_eq!(reads(&d4), 1);
+    }
+
+    #[test]
+    fn staged_outputs_are_spread_over_the_slot_folders() {
+        let root = Path::new("/s/4");
+        let p = staging_path(root, "join_2024-03-01T05_", 0, Path::new("/d/2024-03-01T05.csv"));
+        assert_eq!(p, Path::new("/s/4/9/join_2024-03-01T05_.0.2024-03-01T05.csv"));
+        let slots: std::collections::HashSet<PathBuf> = (0..64)
+            .map(|d| staging_path(root, &format!("step_2000-01-{d:02}_"), 0, Path::new("x.txt")))
+            .map(|p| p.parent().unwrap().to_path_buf())
+            .collect();
+        assert_eq!(slots.len(), STAGE_SLOTS as usize);
     }
 
     #[test]
@@ -458,7 +493,7 @@ mod tests {
         let o = dir.path().join("out");
         std::fs::create_dir_all(o.join("sub")).unwrap();
         std::fs::write(o.join("sub/x"), b"1").unwrap();
-        let d = Digests::lazy(dir.path().join("nowhere"));
+        let d = Digests::lazy(dir.path().join("nowhere"), i64::MAX);
         let a = d.digest("out/", &o, &stat(&o).unwrap()).unwrap();
         std::fs::write(o.join("sub/x"), b"2").unwrap();
         let b = d.digest("out/", &o, &stat(&o).unwrap()).unwrap();
