@@ -682,6 +682,7 @@ impl Runner<'_, '_> {
 
     fn flush(&mut self, db: &mut StateDb) -> Result<()> {
         self.batch.digests.extend(self.b.digests.take_fresh());
+        self.b.digests.release();
         db.commit(&mut self.batch)?;
         self.pending_running.clear();
         self.last_flush = Instant::now();

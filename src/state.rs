@@ -686,6 +686,21 @@ impl StateDb {
         Ok(map)
     }
 
+    /// Start a read transaction: the lookups that follow read one snapshot, and keep their
+    /// pages cached however often another connection writes (outside a transaction every
+    /// statement that follows a write elsewhere starts with an empty page cache).
+    pub fn begin_read(&self) -> Result<(), StateError> {
+        self.conn.execute_batch("BEGIN DEFERRED").at(&self.path)
+    }
+
+    /// End the read transaction of [`StateDb::begin_read`], if one is open.
+    pub fn end_read(&self) -> Result<(), StateError> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.conn.execute_batch("COMMIT").at(&self.path)
+    }
+
     /// One entry of the digest cache (`None` when there is none, or its digest is not a
     /// 32-byte blob): an index lookup, for a build that needs a few entries of many.
     pub fn digest_entry(&self, path: &str) -> Result<Option<CachedDigest>, StateError> {
