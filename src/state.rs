@@ -487,7 +487,6 @@ fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// The `(SELECT count(*) ...)` column of a load query, as a capacity hint.
 /// The columns size, mtime_ns, inode, digest, hashed_at_ns from `first` on; `None` when
 /// the digest is not a 32-byte blob.
 fn cached_digest_at(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<CachedDigest>> {
@@ -504,6 +503,7 @@ fn cached_digest_at(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<Cach
     }))
 }
 
+/// The `(SELECT count(*) ...)` column of a load query, as a capacity hint.
 fn capacity_hint(row: &Row<'_>) -> usize {
     row.get::<_, i64>(0).ok().and_then(|n| usize::try_from(n).ok()).unwrap_or(0)
 }
