@@ -297,6 +297,12 @@ impl<'a> Build<'a> {
         let mut last_beat = Instant::now();
         loop {
             r.decide_ready(rep);
+            if !r.ready.is_empty() {
+                // Deciding stopped to write its records: write them, and decide the rest
+                // before anything starts, so that tasks still start in priority order.
+                r.flush(db)?;
+                continue;
+            }
             let ints = interrupts();
             if ints > r.seen_interrupts {
                 if r.seen_interrupts == 0 {
@@ -333,9 +339,6 @@ impl<'a> Build<'a> {
             if r.in_flight == 0 && idle {
                 break;
             }
-            if r.batch.len() >= BATCH_RECORDS || (!r.batch.is_empty() && r.last_flush.elapsed() >= BATCH_INTERVAL) {
-                r.flush(db)?;
-            }
             if !r.ready.is_empty() {
                 continue;
             }
@@ -361,6 +364,9 @@ impl<'a> Build<'a> {
                         }
                     }
                 }
+            }
+            if r.batch.len() >= BATCH_RECORDS || (!r.batch.is_empty() && r.last_flush.elapsed() >= BATCH_INTERVAL) {
+                r.flush(db)?;
             }
         }
         // Tasks never started (fail-fast, interrupt) keep what they were.
@@ -714,8 +720,9 @@ impl Runner<'_, '_> {
 
     /// Decide every task whose deps are all finished.
     fn decide_ready(&mut self, rep: &mut dyn Reporter) {
-        // Stop when the records pile up, to write them before deciding on: a build that
-        // confirms every task (the first one after a full build) holds a bounded batch.
+        // Stop when the records pile up, to write them before deciding on (see `run`): a
+        // build that confirms every task (the first one after a full build) holds a
+        // bounded batch.
         while self.batch.len() < DECIDED_BATCH
             && let Some(t) = self.ready.pop()
         {

@@ -664,7 +664,9 @@ impl StateDb {
     }
 
     /// The whole digest cache, by path, in one query. Rows whose digest is not a
-    /// 32-byte blob are skipped (the file is re-hashed).
+    /// 32-byte blob are skipped (the file is re-hashed). Builds look entries up one at a
+    /// time ([`StateDb::digest_entry`]); this is for tests that inspect the cache.
+    #[cfg(test)]
     pub fn load_digests(&self) -> Result<HashMap<String, CachedDigest>, StateError> {
         let mut stmt = self
             .conn

@@ -419,6 +419,35 @@ fn staging_does_not_make_tasks_look_changed() {
 }
 
 #[test]
+fn staged_outputs_are_spread_over_sixteen_folders_of_the_run() {
+    // Commands of many tasks at once create their outputs in staging: one folder per run
+    // and slot (0-f, from the task key), not one for all, so that they do not all wait on
+    // one folder's lock. What each command saw is written into its output.
+    let days: Vec<String> = (1..=40).map(|d| format!("\"{d:02}\"")).collect();
+    let t = Test::new().fluxfile(&format!(
+        "[step.p]\nparams = {{ d = [{}] }}\noutputs = [\"out/{{{{ d }}}}.txt\"]\n\
+         run = \"echo {{{{ outputs[0] }}}} > {{{{ outputs[0] }}}}\"\n",
+        days.join(", ")
+    ));
+    t.run_args(json_build(&["-j", "4"])).assert_status(0).assert_summary(40, 0, 0, 0);
+    let mut slots = std::collections::HashSet::new();
+    for d in 1..=40 {
+        let seen = t.read(&format!("out/{d:02}.txt"));
+        let rel = seen.trim().split(".flux/stage/").nth(1).unwrap_or_else(|| panic!("not staged: {seen}"));
+        let parts: Vec<&str> = rel.split('/').collect();
+        assert_eq!(parts.len(), 3, "<run>/<slot>/<file>: {rel}");
+        assert!(parts[0].parse::<u64>().is_ok(), "run id: {rel}");
+        assert!(parts[1].len() == 1 && u8::from_str_radix(parts[1], 16).is_ok(), "slot: {rel}");
+        assert!(parts[2].ends_with(&format!(".0.{d:02}.txt")), "file name kept: {rel}");
+        slots.insert(parts[1].to_string());
+    }
+    assert!(slots.len() >= 8, "40 tasks in only {} folders: {slots:?}", slots.len());
+    let left: Vec<_> =
+        std::fs::read_dir(t.path().join(".flux/stage")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "the run's staging folder is removed: {left:?}");
+}
+
+#[test]
 fn an_output_read_by_several_tasks_is_hashed_once_per_build() {
     let t = Test::new()
         .fluxfile(
