@@ -737,7 +737,13 @@ impl Runner<'_, '_> {
                 self.done(t, St::UpstreamFailed, "upstream_failed");
                 continue;
             }
-            match self.planner.decide(t, &self.ids[ti], &self.metas, false, false) {
+            let mut decision = self.planner.decide(t, &self.ids[ti], &self.metas, false, false);
+            if matches!(decision, Decision::Fail { .. }) && self.restat_missing_sources(t) {
+                // A source stat'ed missing when the build started has appeared since (a
+                // sensor upstream waited for it): decide on what is there now.
+                decision = self.planner.decide(t, &self.ids[ti], &self.metas, false, false);
+            }
+            match decision {
                 Decision::Skip { adopt, quick } => {
                     if let Some(fp) = adopt {
                         self.batch.tasks.push(TaskUpdate::Adopt {
@@ -773,6 +779,21 @@ impl Runner<'_, '_> {
                 }
             }
         }
+    }
+
+    /// Stat again the sources of task `t` that were missing; true if any has appeared.
+    /// Sources are stat'ed once when the build starts, but a task may become ready much
+    /// later (after a sensor, a wait or a long upstream), so a missing one is looked at
+    /// again before the task fails.
+    fn restat_missing_sources(&mut self, t: u32) -> bool {
+        let mut appeared = false;
+        for &i in &self.b.g.tasks[t as usize].inputs {
+            if self.b.g.producer[i as usize] == NONE && self.metas[i as usize].is_none() {
+                self.metas[i as usize] = self.b.restat(i);
+                appeared |= self.metas[i as usize].is_some();
+            }
+        }
+        appeared
     }
 
     /// Look again for the sources of waiting tasks; give up past their deadline.

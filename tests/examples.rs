@@ -18,7 +18,7 @@ fn examples_dir() -> PathBuf {
 }
 
 /// Folders a build writes; never copied from the source tree.
-const GENERATED: &[&str] = &["data", ".flux"];
+const GENERATED: &[&str] = &["data", ".flux", "build", "landing"];
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -135,7 +135,7 @@ fn every_fluxfile_under_fluxfiles_passes_check() {
     let mut found = Vec::new();
     walk(&examples_dir(), &mut found);
     found.sort();
-    assert!(found.len() >= 3, "expected the hourly, monthly and rollup examples, found {found:?}");
+    assert!(found.len() >= 6, "expected the hourly, monthly, rollup and three from-* examples, found {found:?}");
     for f in &found {
         let out = flux(Path::new(env!("CARGO_MANIFEST_DIR")), &["check", "-f", f.to_str().unwrap()]);
         assert_eq!(
@@ -365,4 +365,162 @@ fn rollup_example_builds_the_chain_up_to_one_task() {
     assert_eq!(ran(&doc), want, "{doc}");
     assert_eq!(read(dir, "data/rollup/2024-01-03.csv"), "apples,9\npears,6\nplums,1\n");
     assert!(!dir.join("data/rollup/2024-01-04.csv").exists());
+}
+
+// --- from-make -------------------------------------------------------------------------
+
+/// The ids of the tasks the JSON document lists with status `skipped`, sorted.
+fn skipped(doc: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = doc["tasks"]
+        .as_array()
+        .expect("tasks is an array")
+        .iter()
+        .filter(|t| t["status"] == "skipped")
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn from_make_example_compiles_links_and_tests_a_c_program() {
+    let tmp = example("from-make");
+    let dir = tmp.path();
+    ok(dir, &["check"]);
+
+    let doc = build_json(dir, &[]);
+    assert_eq!(ran(&doc), strs(&["compile[greet]", "compile[main]", "link", "test"]), "{doc}");
+    let hello = Command::new(dir.join("build/hello")).arg("flux").output().unwrap();
+    assert_eq!(text(&hello.stdout), "Hello, flux!\n");
+
+    let doc = build_json(dir, &[]);
+    assert_eq!(summary(&doc, "ran"), 0, "{doc}");
+
+    // A comment in the header: both units recompile (make would relink too), but the
+    // object files come out the same, so link and test are skipped (early cutoff).
+    append(dir, "src/greet.h", "/* a comment */");
+    let doc = build_json(dir, &[]);
+    assert_eq!(ran(&doc), strs(&["compile[greet]", "compile[main]"]), "{doc}");
+    assert_eq!(skipped(&doc), strs(&["link", "test"]), "{doc}");
+
+    // A new greeting: greet recompiles, the program relinks, and the test fails.
+    let src = read(dir, "src/greet.c").replace("Hello, %s!", "Hi, %s!");
+    std::fs::write(dir.join("src/greet.c"), src).unwrap();
+    let out = flux(dir, &["build", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ran(&doc), strs(&["compile[greet]", "link"]), "{doc}");
+    assert_eq!(summary(&doc, "failed"), 1, "{doc}");
+
+    // The phony step alone, forced like a .PHONY target: `--from test`.
+    let src = read(dir, "src/greet.c").replace("Hi, %s!", "Hello, %s!");
+    std::fs::write(dir.join("src/greet.c"), src).unwrap();
+    let doc = build_json(dir, &[]);
+    assert_eq!(ran(&doc), strs(&["compile[greet]", "link", "test"]), "{doc}");
+    let doc = build_json(dir, &["test", "--from", "test"]);
+    assert_eq!(ran(&doc), strs(&["test"]), "{doc}");
+}
+
+// --- from-luigi ------------------------------------------------------------------------
+
+/// What wordcount[2024-01-DD] must say: the words of text/ for the seven days that end
+/// on DD (from 2024-01-01, the Fluxfile's start), most frequent first, then by word.
+fn expected_luigi_count(dir: &Path, last: u32) -> String {
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for d in last.saturating_sub(6).max(1)..=last {
+        for w in read(dir, &format!("text/2024-01-{d:02}.txt")).split_whitespace() {
+            *counts.entry(w.to_lowercase()).or_insert(0) += 1;
+        }
+    }
+    let mut v: Vec<(String, u32)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.iter().map(|(w, c)| format!("{w} {c}\n")).collect()
+}
+
+#[test]
+fn from_luigi_example_counts_the_words_of_a_seven_day_window() {
+    let tmp = example("from-luigi");
+    let dir = tmp.path();
+    ok(dir, &["check"]);
+
+    let doc = build_json(dir, &["wordcount", "--date", "2024-01-07"]);
+    assert_eq!(summary(&doc, "ran"), 8, "{doc}");
+    assert_eq!(read(dir, "data/counts/2024-01-07.txt"), expected_luigi_count(dir, 7));
+
+    let doc = build_json(dir, &["wordcount", "--date", "2024-01-07"]);
+    assert_eq!(summary(&doc, "ran"), 0, "{doc}");
+
+    // Every day's window: before the start, a window is shorter (inputs dropped).
+    let doc = build_json(dir, &["--date-range", "2024-01-01..2024-01-07"]);
+    assert_eq!(summary(&doc, "ran"), 6, "{doc}");
+    assert_eq!(read(dir, "data/counts/2024-01-02.txt"), expected_luigi_count(dir, 2));
+
+    // A day's text edited: its words and the windows that hold it rerun.
+    append(dir, "text/2024-01-06.txt", "Zebra crossing");
+    let doc = build_json(dir, &["--date-range", "2024-01-01..2024-01-07"]);
+    assert_eq!(ran(&doc), strs(&["wordcount[2024-01-06]", "wordcount[2024-01-07]", "words[2024-01-06]"]), "{doc}");
+    assert_eq!(read(dir, "data/counts/2024-01-07.txt"), expected_luigi_count(dir, 7));
+
+    // A missing source fails with its path, like an ExternalTask that is not complete.
+    let out = flux(dir, &["build", "wordcount", "--date", "2024-01-08"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("missing source `text/2024-01-08.txt`"), "{}", text(&out.stderr));
+}
+
+// --- from-airflow ----------------------------------------------------------------------
+
+fn export(dir: &Path, date: &str, hours: &str) {
+    let out = Command::new("sh").arg("export.sh").arg(date).arg(hours).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "export.sh: {}", text(&out.stderr));
+}
+
+/// What daily[date] must say, from export.sh: hour h has 5 + h events, the i-th of kind
+/// ("view click view buy view")[(i + h) % 5].
+fn expected_daily() -> String {
+    let kinds = ["view", "click", "view", "buy", "view"];
+    let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+    for h in 0..24 {
+        for i in 0..5 + h {
+            *counts.entry(kinds[(i + h) % 5]).or_insert(0) += 1;
+        }
+    }
+    counts.iter().map(|(k, n)| format!("{k},{n}\n")).collect()
+}
+
+#[test]
+fn from_airflow_example_waits_for_late_hours_then_counts_the_day() {
+    let tmp = example("from-airflow");
+    let dir = tmp.path();
+    ok(dir, &["check"]);
+
+    // Three hours have landed; the build starts, the sensors of the other 21 wait, and
+    // the exporter delivers them a moment later.
+    export(dir, "2024-03-01", "00 01 02");
+    let child = Command::new(env!("CARGO_BIN_EXE_flux"))
+        .args(["build", "--date", "2024-03-01", "--output", "json"])
+        .current_dir(dir)
+        .env("CI", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let rest: Vec<String> = (3..24).map(|h| format!("{h:02}")).collect();
+    export(dir, "2024-03-01", &rest.join(" "));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 24 sensors, 24 ingests and the day.
+    assert_eq!(summary(&doc, "ran"), 49, "{doc}");
+    assert_eq!(read(dir, "data/daily/2024-03-01.csv"), expected_daily());
+    assert_eq!(expected_daily(), "buy,80\nclick,79\nview,237\n", "the generator changed: update the docs");
+
+    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    assert_eq!(summary(&doc, "ran"), 0, "{doc}");
+
+    // The exporter redelivers one hour with one more event: that hour and the day rerun.
+    append(dir, "landing/2024-03-01T05.csv", "2024-03-01T05:59,u1,buy");
+    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    assert_eq!(ran(&doc), strs(&["daily[2024-03-01]", "ingest[2024-03-01T05]"]), "{doc}");
+    assert!(read(dir, "data/daily/2024-03-01.csv").starts_with("buy,81\n"));
 }
