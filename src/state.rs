@@ -656,6 +656,8 @@ impl StateDb {
         let (version, tables) = schema(&conn, &path)?;
         if version == 0 {
             check_unversioned(&path, &tables)?;
+        } else {
+            check_flux_tables(&path, version, &tables)?;
         }
         // Not every file system supports WAL; SQLite then keeps its rollback journal,
         // which is slower under concurrency but correct, so the answer is not checked.
@@ -719,18 +721,7 @@ impl StateDb {
                 ),
             ));
         }
-        // Every table flux reads must be there (reading the schema also reads the first
-        // page, where a damaged header shows).
-        let missing: Vec<&str> = FLUX_TABLES.iter().copied().filter(|t| !tables.iter().any(|x| x == t)).collect();
-        if !missing.is_empty() {
-            return Err(unusable(
-                &path,
-                format!(
-                    "schema {version} but no table {}: this is not a database flux wrote; move it away, or point `state` at another folder",
-                    missing.join(", ")
-                ),
-            ));
-        }
+        check_flux_tables(&path, version, &tables)?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(Some(StateDb { conn, path, holder: None, writable: false, attempts_seen: Cell::new(0) }))
     }
@@ -1266,6 +1257,21 @@ fn schema(conn: &Connection, path: &Path) -> Result<(i64, Vec<String>), StateErr
         let _ = conn.execute_batch("COMMIT");
     }
     read
+}
+
+/// Every table flux reads must be there in a database with a schema version.
+fn check_flux_tables(path: &Path, version: i64, tables: &[String]) -> Result<(), StateError> {
+    let missing: Vec<&str> = FLUX_TABLES.iter().copied().filter(|t| !tables.iter().any(|x| x == t)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(unusable(
+        path,
+        format!(
+            "schema {version} but no table {}: this is not a database flux wrote; move it away, or point `state` at another folder",
+            missing.join(", ")
+        ),
+    ))
 }
 
 /// A database whose schema version is 0 must have no tables (a new or empty file): flux

@@ -347,6 +347,16 @@ fn commands_refuse_a_state_db_with_a_damaged_header() {
 }
 
 #[test]
+fn commands_refuse_a_state_db_without_flux_tables() {
+    let t = Test::new().fluxfile(ONE).dir(".flux");
+    {
+        let conn = rusqlite::Connection::open(t.abs(".flux/state.db")).expect("create a database");
+        conn.execute_batch("CREATE TABLE runs (id INTEGER PRIMARY KEY); PRAGMA user_version = 1;").unwrap();
+    }
+    assert_refused(&t, "schema 1 but no table attempts, tasks, digests, leases");
+}
+
+#[test]
 fn a_missing_or_empty_state_db_is_nothing_recorded_yet() {
     let t = Test::new().fluxfile(ONE);
     t.run_args(["status"]).assert_status(0).stdout_has(". missing");
