@@ -64,6 +64,10 @@ pub struct Report {
     pub run_id: Option<i64>,
     /// Files whose content was read to compute digests.
     pub digest_reads: u64,
+    /// A write to the state DB failed for good (SPEC §8): the build stopped its tasks,
+    /// and this is the cause, for stderr. The records were retried until the busy limit
+    /// was over; a run whose records landed in the end still has this set.
+    pub db_error: Option<String>,
 }
 
 impl Report {
@@ -73,7 +77,9 @@ impl Report {
     pub fn exit_code(&self) -> i32 {
         if self.interrupted {
             130
-        } else if self.results.iter().any(|r| r.status == "failed" || r.status == "upstream_failed") {
+        } else if self.db_error.is_some()
+            || self.results.iter().any(|r| r.status == "failed" || r.status == "upstream_failed")
+        {
             1
         } else {
             0
@@ -240,6 +246,7 @@ impl<'a> Build<'a> {
             interrupted: false,
             run_id: None,
             digest_reads: self.digests.reads.load(std::sync::atomic::Ordering::Relaxed),
+            db_error: None,
         })
     }
 
@@ -250,7 +257,21 @@ impl<'a> Build<'a> {
         let g = self.g;
         let n = g.tasks.len();
         db.set_holder(crate::state::Holder::this_process());
-        let run_id = db.begin_run(&self.opts.command)?;
+        let run_id = match db.begin_run(&self.opts.command) {
+            Ok(id) => id,
+            Err(e) => {
+                // Nothing was claimed or started: every task stays queued.
+                rep.finish();
+                return Ok(Report {
+                    ids,
+                    results: vec![TaskResult { status: "queued", ..Default::default() }; n],
+                    interrupted: false,
+                    run_id: None,
+                    digest_reads: self.digests.reads.load(std::sync::atomic::Ordering::Relaxed),
+                    db_error: Some(e.to_string()),
+                });
+            }
+        };
         rep.event(Event::Planned { total: n });
         let dependents = g.dependents();
         let pending: Vec<u32> = g.tasks.iter().map(|t| t.deps.len() as u32).collect();
@@ -285,8 +306,9 @@ impl<'a> Build<'a> {
             queued: VecDeque::new(),
             any_failed: false,
             seen_interrupts: 0,
+            db_error: None,
+            failure_to_write: false,
             run_id,
-            started_at: unix_now(),
             made_dirs: HashSet::new(),
             // Per run, so that a task's orphans after a kill -9 of flux never share a staging
             // path with a later attempt.
@@ -300,7 +322,7 @@ impl<'a> Build<'a> {
             if !r.ready.is_empty() {
                 // Deciding stopped to write its records: write them, and decide the rest
                 // before anything starts, so that tasks still start in priority order.
-                r.flush(db)?;
+                r.flush_or_stop(db, &exec, rep);
                 continue;
             }
             let ints = interrupts();
@@ -311,7 +333,7 @@ impl<'a> Build<'a> {
                 exec.interrupt_all(ints >= 2);
                 r.seen_interrupts = ints;
             }
-            let stop = r.seen_interrupts > 0 || (self.opts.fail_fast && r.any_failed);
+            let stop = r.stopping() || (self.opts.fail_fast && r.any_failed);
             if stop && !r.queued.is_empty() {
                 // Nothing new starts once the build stops: not even what already waits for a worker.
                 exec.cancel_queued();
@@ -322,12 +344,18 @@ impl<'a> Build<'a> {
                     r.done(t, St::Interrupted, "interrupted");
                 }
             } else {
-                r.check_foreign(db, rep)?;
-                r.requeue_retries();
-                r.launch(db, &exec, rep)?;
+                let step = r.check_foreign(db, rep).and_then(|()| {
+                    r.requeue_retries();
+                    r.launch(db, &exec, rep)
+                });
+                if let Err(e) = step {
+                    r.fatal(e, &exec, rep);
+                }
             }
-            if last_beat.elapsed() >= HEARTBEAT {
-                db.heartbeat()?;
+            if last_beat.elapsed() >= HEARTBEAT && r.db_error.is_none() {
+                if let Err(e) = db.heartbeat() {
+                    r.fatal(e.into(), &exec, rep);
+                }
                 last_beat = Instant::now();
             }
             for w in r.hooks.warnings() {
@@ -356,7 +384,7 @@ impl<'a> Build<'a> {
                         r.begin(t, reason, rep);
                     }
                     r.finished(fin, rep);
-                    if r.seen_interrupts == 0 {
+                    if !r.stopping() {
                         // The worker that sent this has taken the oldest queued job.
                         while r.queued.len() > r.in_flight.saturating_sub(self.opts.jobs) {
                             let Some((t, reason)) = r.queued.pop_front() else { break };
@@ -365,8 +393,13 @@ impl<'a> Build<'a> {
                     }
                 }
             }
-            if r.batch.len() >= BATCH_RECORDS || (!r.batch.is_empty() && r.last_flush.elapsed() >= BATCH_INTERVAL) {
-                r.flush(db)?;
+            // A failure is written at once, with the release of its lease: another build
+            // must see it rather than run the task again.
+            if r.failure_to_write
+                || r.batch.len() >= BATCH_RECORDS
+                || (!r.batch.is_empty() && r.last_flush.elapsed() >= BATCH_INTERVAL)
+            {
+                r.flush_or_stop(db, &exec, rep);
             }
         }
         // Tasks never started (fail-fast, interrupt) keep what they were.
@@ -383,20 +416,17 @@ impl<'a> Build<'a> {
         for w in r.hooks.finish() {
             rep.event(Event::Warning(&w));
         }
-        r.flush(db)?;
+        let failed = r.st.iter().any(|s| matches!(s, St::Failed | St::UpstreamFailed));
+        let end = if interrupted {
+            "interrupted"
+        } else if failed || r.db_error.is_some() {
+            "failed"
+        } else {
+            "success"
+        };
+        r.write_back(db, end, &exec, rep);
         exec.finish();
         let _ = std::fs::remove_dir_all(&r.stage_root);
-        let failed = r.st.iter().any(|s| matches!(s, St::Failed | St::UpstreamFailed));
-        db.end_run(
-            run_id,
-            if interrupted {
-                "interrupted"
-            } else if failed {
-                "failed"
-            } else {
-                "success"
-            },
-        )?;
         rep.finish();
         Ok(Report {
             ids: r.ids,
@@ -404,6 +434,7 @@ impl<'a> Build<'a> {
             interrupted,
             run_id: Some(run_id),
             digest_reads: self.digests.reads.load(std::sync::atomic::Ordering::Relaxed),
+            db_error: r.db_error,
         })
     }
 
@@ -652,9 +683,11 @@ struct Runner<'b, 'a> {
     queued: VecDeque<(u32, Reason)>,
     any_failed: bool,
     seen_interrupts: usize,
+    /// Why the build stopped on a state DB write that failed for good (see `fatal`).
+    db_error: Option<String>,
+    /// A failure was recorded: write it at the end of this round, not with the batch.
+    failure_to_write: bool,
     run_id: i64,
-    /// When this build started (unix seconds).
-    started_at: f64,
     made_dirs: HashSet<PathBuf>,
     stage_root: PathBuf,
     hooks: Hooks,
@@ -692,7 +725,75 @@ impl Runner<'_, '_> {
         db.commit(&mut self.batch)?;
         self.pending_running.clear();
         self.last_flush = Instant::now();
+        self.failure_to_write = false;
         Ok(())
+    }
+
+    /// Write the records; if that fails for good, stop the build (see `fatal`). Once it
+    /// has stopped, records wait in memory for `write_back`.
+    fn flush_or_stop(&mut self, db: &mut StateDb, exec: &LocalExecutor, rep: &mut dyn Reporter) {
+        if self.db_error.is_some() {
+            return;
+        }
+        if let Err(e) = self.flush(db) {
+            self.fatal(e, exec, rep);
+        }
+    }
+
+    /// The build is stopping: Ctrl-C, or a state DB write that failed for good.
+    fn stopping(&self) -> bool {
+        self.seen_interrupts > 0 || self.db_error.is_some()
+    }
+
+    /// A write to the state DB failed past its retries (busy past the limit, disk full, an
+    /// I/O error), SPEC §8: stop as Ctrl-C does (start nothing more, terminate the running
+    /// tasks' process groups, which then end `interrupted`) and keep every record in
+    /// memory for `write_back`. The one place where a build stops on a fatal error.
+    fn fatal(&mut self, e: crate::error::Error, exec: &LocalExecutor, rep: &mut dyn Reporter) {
+        let cause = match e {
+            crate::error::Error::State(m) | crate::error::Error::Io(m) => m,
+            other => other.to_string(),
+        };
+        if self.db_error.is_none() {
+            rep.event(Event::Warning(&format!(
+                "{cause}: stopping running tasks; the records are kept and written when the state database takes them"
+            )));
+            self.db_error = Some(cause);
+        }
+        exec.interrupt_all(false);
+    }
+
+    /// At the end of the build: write the remaining records and the run's end. After a
+    /// failed write, try again with pauses (0.5 s doubling to 5 s) until the busy limit
+    /// is over (or a Ctrl-C): a lock released or a disk freed meanwhile loses nothing.
+    fn write_back(&mut self, db: &mut StateDb, end: &str, exec: &LocalExecutor, rep: &mut dyn Reporter) {
+        let deadline = Instant::now() + crate::state::busy_limit();
+        let ints = interrupts();
+        let mut pause = Duration::from_millis(500);
+        let mut said = false;
+        loop {
+            let wrote = self.flush(db).and_then(|()| Ok(db.end_run(self.run_id, end)?));
+            let Err(e) = wrote else { return };
+            if self.db_error.is_none() {
+                self.fatal(e, exec, rep);
+            } else if let crate::error::Error::State(m) = e {
+                self.db_error = Some(m);
+            }
+            let now = Instant::now();
+            if now >= deadline || interrupts() > ints {
+                return;
+            }
+            if !said {
+                said = true;
+                rep.event(Event::Warning(&format!(
+                    "writing {} records to the state database again, for up to {}s",
+                    self.batch.len(),
+                    crate::state::busy_limit().as_secs()
+                )));
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
     }
 
     fn done(&mut self, t: u32, st: St, status: &'static str) {
@@ -723,7 +824,7 @@ impl Runner<'_, '_> {
         // Stop when the records pile up, to write them before deciding on (see `run`): a
         // build that confirms every task (the first one after a full build) holds a
         // bounded batch.
-        while self.batch.len() < DECIDED_BATCH
+        while (self.batch.len() < DECIDED_BATCH || self.db_error.is_some())
             && let Some(t) = self.ready.pop()
         {
             let ti = t as usize;
@@ -919,6 +1020,16 @@ impl Runner<'_, '_> {
                     self.foreign.push((t, Instant::now() + FOREIGN_POLL));
                     continue;
                 }
+                if let Some((other_run, error)) = claim.failed_in {
+                    // It failed in another build since our records were loaded: take that
+                    // result rather than running it a second time.
+                    let message = format!(
+                        "failed in another flux process (run {other_run}): {}",
+                        error.as_deref().unwrap_or("see its log")
+                    );
+                    self.fail(t, FailInfo { message, ..Default::default() }, rep);
+                    continue;
+                }
                 // Only a success recorded since our records were loaded can mean another
                 // process did the work; then look closer.
                 let loaded = self.b.records.get(&self.ids[ti]).and_then(|r| r.success_at);
@@ -968,7 +1079,8 @@ impl Runner<'_, '_> {
     fn failed_elsewhere(&self, db: &StateDb, t: u32) -> Result<Option<String>> {
         let attempts = db.attempts(&self.ids[t as usize])?;
         let Some(last) = attempts.last() else { return Ok(None) };
-        let recent = last.run_id != self.run_id && last.ended_at.is_some_and(|e| e >= self.started_at);
+        // Recorded since our records were loaded: rows are numbered in commit order.
+        let recent = last.run_id != self.run_id && last.id > db.attempts_seen();
         Ok((recent && last.status == Status::Failed).then(|| {
             format!(
                 "failed in another flux process (run {}): {}",
@@ -1022,7 +1134,18 @@ impl Runner<'_, '_> {
                     self.batch
                         .tasks
                         .push(TaskUpdate::Status { task_id: self.ids[ti].clone(), status: Status::Running });
-                    self.flush(db)?;
+                    if let Err(e) = self.flush(db) {
+                        // Not recorded running, so not started: undo, and give the lease back.
+                        self.batch.tasks.pop();
+                        self.results[ti].attempts -= 1;
+                        if let Some(p) = pool {
+                            self.pool_busy[p] -= 1;
+                        }
+                        self.cpus_busy -= cpus;
+                        self.mem_busy -= mem;
+                        self.batch.releases.push(self.ids[ti].clone());
+                        return Err(e);
+                    }
                 }
                 let reason = self.results[ti].reason.unwrap_or(Reason::Forced);
                 self.st[ti] = St::Running;
@@ -1168,7 +1291,7 @@ impl Runner<'_, '_> {
             }
             _ => (Status::Interrupted, None, "interrupted".to_string()),
         };
-        let live = status == Status::Failed && self.seen_interrupts == 0;
+        let live = status == Status::Failed && !self.stopping();
         // A sensor's probe failing means "not yet": probe again every `poll` until `wait` is over.
         if live && sensor {
             let since = *self.sensor_since.entry(t).or_insert_with(|| Instant::now() - fin.duration);
@@ -1240,6 +1363,7 @@ impl Runner<'_, '_> {
             ),
         );
         self.batch.tasks.push(TaskUpdate::Status { task_id: self.ids[ti].clone(), status });
+        self.failure_to_write = true;
         self.results[ti].message = Some(f.message.clone());
         if f.interrupted {
             rep.event(Event::Warning(&format!("{} interrupted", self.ids[ti])));

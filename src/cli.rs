@@ -229,6 +229,7 @@ fn color_on(c: ColorChoice, is_terminal: bool) -> bool {
 }
 
 fn dispatch(cli: &Cli) -> Result<i32> {
+    configure_state_db()?;
     match &cli.cmd {
         Cmd::Build(b) => cmd_build(cli, b),
         Cmd::Check => {
@@ -248,6 +249,21 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// How the state DB waits for a lock: the limit (`FLUX_DB_BUSY_LIMIT`, in seconds, for
+/// tests; default 60 s) and the line that says flux is waiting.
+fn configure_state_db() -> Result<()> {
+    if let Some(v) = std::env::var_os("FLUX_DB_BUSY_LIMIT") {
+        let v = v.to_string_lossy();
+        let secs: f64 =
+            v.trim().parse().ok().filter(|s: &f64| s.is_finite() && *s >= 0.0).ok_or_else(|| {
+                Error::Usage(format!("FLUX_DB_BUSY_LIMIT={v}: expected a number of seconds, e.g. 60"))
+            })?;
+        crate::state::set_busy_limit(std::time::Duration::from_secs_f64(secs));
+    }
+    crate::state::on_wait(|line| eprintln!("flux: {line}"));
+    Ok(())
 }
 
 fn kv(s: &str, flag: &str) -> Result<(String, String)> {
@@ -434,6 +450,9 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     match b.output {
         OutputFormat::Json => print_json(&ff, &g, &report, b.dry_run),
         OutputFormat::Text => print_text(&g, &report, b.dry_run, t0),
+    }
+    if let Some(cause) = &report.db_error {
+        eprintln!("{}", Error::Io(format!("{cause}; the build was stopped")).render());
     }
     let code = report.exit_code();
     // The process ends now: freeing a large graph piece by piece would only cost time

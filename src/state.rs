@@ -18,10 +18,13 @@
 //! ([`StateDb::digest_entry`]); writes are grouped in a [`Batch`] and written in one
 //! transaction per [`StateDb::commit`].
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
@@ -35,8 +38,81 @@ pub type Records = HashMap<String, TaskRecord, rustc_hash::FxBuildHasher>;
 /// File name of the database inside the state folder.
 pub const DB_FILE: &str = "state.db";
 
-/// How long a connection waits for another process's lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long SQLite itself waits for another connection's lock before a statement fails
+/// with BUSY (ordinary contention between builds ends well within it); [`wait_busy`] then
+/// says so once on stderr and tries again, with pauses, up to the busy limit.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long, in all, flux waits for a lock another process holds on the state DB before
+/// the write counts as failed (SPEC §8). `FLUX_DB_BUSY_LIMIT` (seconds) overrides it, for
+/// tests (see [`set_busy_limit`]).
+pub const DEFAULT_BUSY_LIMIT: Duration = Duration::from_secs(60);
+
+static BUSY_LIMIT_MS: AtomicU64 = AtomicU64::new(DEFAULT_BUSY_LIMIT.as_millis() as u64);
+/// Who is told that flux waits for the state DB (set by `cli`; this module never prints).
+static ON_WAIT: OnceLock<fn(&str)> = OnceLock::new();
+/// The wait was announced already (once per process).
+static WAIT_SAID: AtomicBool = AtomicBool::new(false);
+
+/// Set how long, in all, a statement waits for another process's lock.
+pub fn set_busy_limit(limit: Duration) {
+    BUSY_LIMIT_MS.store(limit.as_millis().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+}
+
+/// How long, in all, a statement waits for another process's lock.
+pub fn busy_limit() -> Duration {
+    Duration::from_millis(BUSY_LIMIT_MS.load(Ordering::Relaxed))
+}
+
+/// Who to tell, once, that flux is waiting for a lock on the state DB.
+pub fn on_wait(notify: fn(&str)) {
+    let _ = ON_WAIT.set(notify);
+}
+
+/// Run `f` until it does not fail with BUSY, or the busy limit has passed since the first
+/// try: SQLite waits up to [`BUSY_TIMEOUT`] inside each try, and this adds pauses that
+/// double from 50 ms to 2 s between tries. The first BUSY is announced (once per
+/// process). `f` must leave nothing changed when it fails (a transaction rolled back).
+fn wait_busy<T>(path: &Path, mut f: impl FnMut() -> Result<T, StateError>) -> Result<T, StateError> {
+    let limit = busy_limit();
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match f() {
+            Err(StateError::Busy { message, .. }) => {
+                if !WAIT_SAID.swap(true, Ordering::Relaxed)
+                    && let Some(notify) = ON_WAIT.get()
+                {
+                    notify(&format!(
+                        "waiting for the state DB {}: locked by another process (up to {})",
+                        path.display(),
+                        seconds(limit)
+                    ));
+                }
+                let waited = start.elapsed();
+                if waited >= limit {
+                    return Err(StateError::Busy {
+                        path: path.display().to_string(),
+                        message: format!("locked by another process for more than {} ({message})", seconds(limit)),
+                    });
+                }
+                std::thread::sleep(pause.min(limit - waited));
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `60 s`, `2.5 s`.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 { format!("{} s", d.as_secs()) } else { format!("{:.1} s", d.as_secs_f64()) }
+}
+
+/// The busy timeout for one connection: [`BUSY_TIMEOUT`], or half the limit if shorter.
+fn connection_busy_timeout() -> Duration {
+    BUSY_TIMEOUT.min(busy_limit() / 2)
+}
 
 /// Schema migrations, applied in order; `PRAGMA user_version` = number applied.
 /// Never edit a migration that has shipped: append a new one.
@@ -184,6 +260,13 @@ pub enum StateError {
     TooNew { path: String, found: i64, supported: i64 },
     #[error("cannot create state folder {path}: {message}")]
     Io { path: String, message: String },
+    /// Another connection holds a lock (SQLITE_BUSY or SQLITE_LOCKED).
+    #[error("state database {path}: {message}")]
+    Busy { path: String, message: String },
+    /// The state folder or database is something flux cannot use: not a folder, not a
+    /// file, not a flux database, damaged.
+    #[error("state database {path}: {message}")]
+    Unusable { path: String, message: String },
 }
 
 /// What flux remembers of a task across runs (one row per task id).
@@ -329,12 +412,16 @@ impl Holder {
 }
 
 /// The answer to a claim of one task.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
     /// The lease is ours.
     pub mine: bool,
     /// When the task last succeeded, read under the lease (None if never, or not ours).
     pub success_at: Option<f64>,
+    /// The task's last attempt failed in another run and was recorded after this
+    /// connection loaded the task records ([`StateDb::load_tasks`]): that run's id and
+    /// its error. Read under the lease, so the task is not run a second time.
+    pub failed_in: Option<(i64, Option<String>)>,
 }
 
 /// A row of the leases table.
@@ -392,6 +479,9 @@ pub struct StateDb {
     holder: Option<Holder>,
     /// Opened for writing (`open`), so it may checkpoint the log when it closes.
     writable: bool,
+    /// The highest attempt row id when [`StateDb::load_tasks`] read the records: a failed
+    /// attempt above it was recorded by another process since (see [`Claim::failed_in`]).
+    attempts_seen: Cell<i64>,
 }
 
 /// Past this size the write-ahead log is folded into the database when a writer closes.
@@ -428,8 +518,17 @@ trait SqlContext<T> {
 
 impl<T> SqlContext<T> for rusqlite::Result<T> {
     fn at(self, path: &Path) -> Result<T, StateError> {
-        self.map_err(|e| sql_error(path, e.to_string()))
+        self.map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StateError::Busy { path: path.display().to_string(), message: e.to_string() }
+            }
+            _ => sql_error(path, e.to_string()),
+        })
     }
+}
+
+fn unusable(path: &Path, message: impl Into<String>) -> StateError {
+    StateError::Unusable { path: path.display().to_string(), message: message.into() }
 }
 
 fn sql_error(path: &Path, message: impl Into<String>) -> StateError {
@@ -539,29 +638,27 @@ impl StateDb {
         // Two flux processes creating one database at the same moment: switching it to
         // WAL takes an exclusive lock, and SQLite may answer BUSY there without waiting
         // on the busy handler; so the whole open is tried again for a while.
-        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
-        loop {
-            match Self::open_once(state_dir) {
-                Err(StateError::Sql { message, .. })
-                    if (message.contains("locked") || message.contains("busy"))
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(25));
-                }
-                other => return other,
-            }
-        }
+        wait_busy(&state_dir.join(DB_FILE), || Self::open_once(state_dir))
     }
 
     fn open_once(state_dir: &Path) -> Result<StateDb, StateError> {
+        let path = state_dir.join(DB_FILE);
+        if state_dir.exists() && !state_dir.is_dir() {
+            return Err(unusable(&path, format!("{} is not a folder: move it away", state_dir.display())));
+        }
         std::fs::create_dir_all(state_dir)
             .map_err(|e| StateError::Io { path: state_dir.display().to_string(), message: e.to_string() })?;
-        let path = state_dir.join(DB_FILE);
+        check_is_file(&path)?;
         let mut conn = Connection::open(&path).at(&path)?;
-        conn.busy_timeout(BUSY_TIMEOUT).at(&path)?;
-        // Refuse a newer schema before anything writes to the file (setting the
-        // journal mode rewrites the header).
-        check_version(&conn, &path)?;
+        conn.busy_timeout(connection_busy_timeout()).at(&path)?;
+        // Refuse a newer schema, or another program's database, before anything writes
+        // to the file (setting the journal mode rewrites the header).
+        let (version, tables) = schema(&conn, &path)?;
+        if version == 0 {
+            check_unversioned(&path, &tables)?;
+        } else {
+            check_flux_tables(&path, version, &tables)?;
+        }
         // Not every file system supports WAL; SQLite then keeps its rollback journal,
         // which is slower under concurrency but correct, so the answer is not checked.
         let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).at(&path)?;
@@ -572,12 +669,15 @@ impl StateDb {
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).at(&path)?;
         conn.set_prepared_statement_cache_capacity(32);
         migrate(&mut conn, &path)?;
-        Ok(StateDb { conn, path, holder: None, writable: true })
+        Ok(StateDb { conn, path, holder: None, writable: true, attempts_seen: Cell::new(0) })
     }
 
     /// Open only if `state.db` exists, read-only; never creates a file or a folder
     /// (dry runs must write nothing). Still checks TooNew. A database with no schema
-    /// yet (an empty file) is `None`, like a missing one.
+    /// yet (an empty file) is `None`, like a missing one. A state folder or database that
+    /// exists but cannot be used (not a folder, not a file, another program's database,
+    /// a damaged first page) is [`StateError::Unusable`]: commands that only read must
+    /// not show it as "nothing recorded".
     ///
     /// `state.db` itself is never written. SQLite may create the `state.db-wal` and
     /// `state.db-shm` companions of a WAL database to read it (when no other connection
@@ -585,15 +685,31 @@ impl StateDb {
     /// uses and removes them.
     pub fn open_existing(state_dir: &Path) -> Result<Option<StateDb>, StateError> {
         let path = state_dir.join(DB_FILE);
-        if !path.is_file() {
-            return Ok(None);
+        wait_busy(&path, || Self::open_existing_once(state_dir))
+    }
+
+    fn open_existing_once(state_dir: &Path) -> Result<Option<StateDb>, StateError> {
+        let path = state_dir.join(DB_FILE);
+        match std::fs::metadata(state_dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unusable(&path, format!("cannot read folder {}: {e}", state_dir.display()))),
+            Ok(m) if !m.is_dir() => {
+                return Err(unusable(&path, format!("{} is not a folder: move it away", state_dir.display())));
+            }
+            Ok(_) => {}
+        }
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            _ => check_is_file(&path)?,
         }
         let conn =
             Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .at(&path)?;
-        conn.busy_timeout(BUSY_TIMEOUT).at(&path)?;
-        let version = check_version(&conn, &path)?;
+        conn.busy_timeout(connection_busy_timeout()).at(&path)?;
+        let (version, tables) = schema(&conn, &path)?;
         if version == 0 {
+            // An empty file, or an empty database: nothing recorded yet.
+            check_unversioned(&path, &tables)?;
             return Ok(None);
         }
         if version < SCHEMA_VERSION {
@@ -605,8 +721,9 @@ impl StateDb {
                 ),
             ));
         }
+        check_flux_tables(&path, version, &tables)?;
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(Some(StateDb { conn, path, holder: None, writable: false }))
+        Ok(Some(StateDb { conn, path, holder: None, writable: false, attempts_seen: Cell::new(0) }))
     }
 
     /// The database file, `<state>/state.db`.
@@ -617,6 +734,11 @@ impl StateDb {
     /// Insert a run row (started_at now, status "running", the command line, pid,
     /// hostname); returns its id.
     pub fn begin_run(&mut self, command: &str) -> Result<i64, StateError> {
+        let path = self.path.clone();
+        wait_busy(&path, || self.begin_run_once(command))
+    }
+
+    fn begin_run_once(&mut self, command: &str) -> Result<i64, StateError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -631,6 +753,11 @@ impl StateDb {
     /// Set the end time and final status of a run.
     /// status: "success" | "failed" | "interrupted"
     pub fn end_run(&mut self, run_id: i64, status: &str) -> Result<(), StateError> {
+        let path = self.path.clone();
+        wait_busy(&path, || self.end_run_once(run_id, status))
+    }
+
+    fn end_run_once(&mut self, run_id: i64, status: &str) -> Result<(), StateError> {
         let mut stmt =
             self.conn.prepare_cached("UPDATE runs SET ended_at = ?1, status = ?2 WHERE id = ?3").at(&self.path)?;
         let n = stmt.execute(params![now_s(), status, run_id]).at(&self.path)?;
@@ -641,7 +768,33 @@ impl StateDb {
     }
 
     /// Every task record, by task id, in one query.
+    /// Also notes the highest attempt id, in the same snapshot (see [`Claim::failed_in`]).
     pub fn load_tasks(&self) -> Result<Records, StateError> {
+        wait_busy(&self.path, || {
+            let own_tx = self.conn.is_autocommit();
+            if own_tx {
+                self.conn.execute_batch("BEGIN DEFERRED").at(&self.path)?;
+            }
+            let seen = self
+                .conn
+                .query_row("SELECT coalesce(max(id), 0) FROM attempts", [], |r| r.get::<_, i64>(0))
+                .at(&self.path);
+            let loaded = seen.and_then(|seen| self.load_tasks_once().map(|map| (seen, map)));
+            if own_tx {
+                let _ = self.conn.execute_batch("COMMIT");
+            }
+            let (seen, map) = loaded?;
+            self.attempts_seen.set(seen);
+            Ok(map)
+        })
+    }
+
+    /// The highest attempt id when the task records were loaded (0 if they never were).
+    pub fn attempts_seen(&self) -> i64 {
+        self.attempts_seen.get()
+    }
+
+    fn load_tasks_once(&self) -> Result<Records, StateError> {
         // The uncorrelated count is evaluated once and sizes the map up front.
         let mut stmt = self
             .conn
@@ -720,6 +873,11 @@ impl StateDb {
     /// Write everything in `batch` in one transaction, then clear it. On error nothing
     /// is written and the batch is left as it was.
     pub fn commit(&mut self, batch: &mut Batch) -> Result<(), StateError> {
+        let path = self.path.clone();
+        wait_busy(&path, || self.commit_once(batch))
+    }
+
+    fn commit_once(&mut self, batch: &mut Batch) -> Result<(), StateError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -858,6 +1016,11 @@ impl StateDb {
     /// task last succeeded (so a caller can tell if another process completed it since
     /// its records were loaded, without another query).
     pub fn claim(&mut self, tasks: &[&str], run_id: i64, stale_after: f64) -> Result<Vec<Claim>, StateError> {
+        let path = self.path.clone();
+        wait_busy(&path, || self.claim_once(tasks, run_id, stale_after))
+    }
+
+    fn claim_once(&mut self, tasks: &[&str], run_id: i64, stale_after: f64) -> Result<Vec<Claim>, StateError> {
         let path = &self.path;
         let Some(me) = self.holder.clone() else {
             return Err(StateError::Sql { path: path.display().to_string(), message: "claim without a holder".into() });
@@ -868,7 +1031,14 @@ impl StateDb {
         {
             let mut get =
                 tx.prepare_cached("SELECT holder, pid, host, heartbeat_at FROM leases WHERE task_id = ?1").at(path)?;
-            let mut succeeded = tx.prepare_cached("SELECT success_at FROM tasks WHERE task_id = ?1").at(path)?;
+            let mut succeeded =
+                tx.prepare_cached("SELECT success_at, last_status FROM tasks WHERE task_id = ?1").at(path)?;
+            let mut last_attempt = tx
+                .prepare_cached(
+                    "SELECT id, run_id, status, error FROM attempts WHERE task_id = ?1 ORDER BY id DESC LIMIT 1",
+                )
+                .at(path)?;
+            let seen = self.attempts_seen.get();
             let mut put = tx
                 .prepare_cached(
                     "INSERT INTO leases (task_id, holder, pid, host, heartbeat_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
@@ -879,13 +1049,34 @@ impl StateDb {
             for &task in tasks {
                 let current = get.query_row([task], Lease::from_row).optional().at(path)?;
                 let free = current.is_none_or(|l| !l.held_by_other(&me, now, stale_after));
-                let mut success_at = None;
+                let (mut success_at, mut failed_in) = (None, None);
                 if free {
                     put.execute(params![task, me.id, me.pid, me.host, now, run_id]).at(path)?;
-                    success_at =
-                        succeeded.query_row([task], |r| r.get::<_, Option<f64>>(0)).optional().at(path)?.flatten();
+                    let row = succeeded
+                        .query_row([task], |r| Ok((r.get::<_, Option<f64>>(0)?, r.get::<_, String>(1)?)))
+                        .optional()
+                        .at(path)?;
+                    if let Some((at, last)) = row {
+                        success_at = at;
+                        // A failure recorded since our records were loaded, by another run.
+                        if last == Status::Failed.as_str() {
+                            let a = last_attempt
+                                .query_row([task], |r| {
+                                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get(3)?))
+                                })
+                                .optional()
+                                .at(path)?;
+                            if let Some((id, other_run, status, error)) = a
+                                && id > seen
+                                && other_run != run_id
+                                && status == Status::Failed.as_str()
+                            {
+                                failed_in = Some((other_run, error));
+                            }
+                        }
+                    }
                 }
-                out.push(Claim { mine: free, success_at });
+                out.push(Claim { mine: free, success_at, failed_in });
             }
         }
         tx.commit().at(path)?;
@@ -895,6 +1086,10 @@ impl StateDb {
     /// Whether another live holder still has a lease on `task` (for a process waiting for
     /// that holder's result).
     pub fn held_by_other(&self, task: &str, stale_after: f64) -> Result<bool, StateError> {
+        wait_busy(&self.path, || self.held_by_other_once(task, stale_after))
+    }
+
+    fn held_by_other_once(&self, task: &str, stale_after: f64) -> Result<bool, StateError> {
         let lease = self
             .conn
             .prepare_cached("SELECT holder, pid, host, heartbeat_at FROM leases WHERE task_id = ?1")
@@ -910,6 +1105,11 @@ impl StateDb {
 
     /// Keep this holder's leases alive.
     pub fn heartbeat(&mut self) -> Result<(), StateError> {
+        let path = self.path.clone();
+        wait_busy(&path, || self.heartbeat_once())
+    }
+
+    fn heartbeat_once(&mut self) -> Result<(), StateError> {
         let Some(me) = &self.holder else { return Ok(()) };
         self.conn
             .prepare_cached("UPDATE leases SET heartbeat_at = ?2 WHERE holder = ?1")
@@ -921,6 +1121,10 @@ impl StateDb {
 
     /// One task's record, read afresh (after a claim, another process may have run it).
     pub fn task_record(&self, task_id: &str) -> Result<Option<TaskRecord>, StateError> {
+        wait_busy(&self.path, || self.task_record_once(task_id))
+    }
+
+    fn task_record_once(&self, task_id: &str) -> Result<Option<TaskRecord>, StateError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -937,6 +1141,10 @@ impl StateDb {
 
     /// All attempts of one task id, oldest first (for `flux logs`).
     pub fn attempts(&self, task_id: &str) -> Result<Vec<AttemptRow>, StateError> {
+        wait_busy(&self.path, || self.attempts_once(task_id))
+    }
+
+    fn attempts_once(&self, task_id: &str) -> Result<Vec<AttemptRow>, StateError> {
         let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id = ?1 ORDER BY id");
         let mut stmt = self.conn.prepare_cached(&sql).at(&self.path)?;
         let rows = stmt.query_map([task_id], attempt_row).at(&self.path)?;
@@ -945,6 +1153,10 @@ impl StateDb {
 
     /// Recent attempts, newest first, optionally of one step (for `flux history`).
     pub fn history(&self, step: Option<&str>, limit: usize) -> Result<Vec<AttemptRow>, StateError> {
+        wait_busy(&self.path, || self.history_once(step, limit))
+    }
+
+    fn history_once(&self, step: Option<&str>, limit: usize) -> Result<Vec<AttemptRow>, StateError> {
         let limit = limit_param(limit);
         let rows = match step {
             Some(step) => {
@@ -966,6 +1178,10 @@ impl StateDb {
 
     /// Recent runs, newest first.
     pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>, StateError> {
+        wait_busy(&self.path, || self.runs_once(limit))
+    }
+
+    fn runs_once(&self, limit: usize) -> Result<Vec<RunRow>, StateError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -989,6 +1205,10 @@ impl StateDb {
 
     /// One run by id, if it exists.
     pub fn run(&self, run_id: i64) -> Result<Option<RunRow>, StateError> {
+        wait_busy(&self.path, || self.run_once(run_id))
+    }
+
+    fn run_once(&self, run_id: i64) -> Result<Option<RunRow>, StateError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id, started_at, ended_at, status, command FROM runs WHERE id = ?1")
@@ -1005,6 +1225,80 @@ impl StateDb {
         .optional()
         .at(&self.path)
     }
+}
+
+/// The tables flux's migrations create.
+const FLUX_TABLES: [&str; 5] = ["runs", "attempts", "tasks", "digests", "leases"];
+
+/// `path` must be a regular file (or a symlink to one) when it exists.
+fn check_is_file(path: &Path) -> Result<(), StateError> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(unusable(
+            path,
+            "is not a file (a folder?): move it away, or point `state` at another folder".to_string(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The schema version (checked: a newer one is [`StateError::TooNew`]) and the names of
+/// the tables, sorted, read in one snapshot (another process may be creating the tables).
+fn schema(conn: &Connection, path: &Path) -> Result<(i64, Vec<String>), StateError> {
+    let own_tx = conn.is_autocommit();
+    if own_tx {
+        conn.execute_batch("BEGIN DEFERRED").at(path)?;
+    }
+    let read = check_version(conn, path).and_then(|version| {
+        let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").at(path)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).at(path)?;
+        Ok((version, rows.collect::<rusqlite::Result<Vec<_>>>().at(path)?))
+    });
+    if own_tx {
+        let _ = conn.execute_batch("COMMIT");
+    }
+    read
+}
+
+/// Every table flux reads must be there in a database with a schema version.
+fn check_flux_tables(path: &Path, version: i64, tables: &[String]) -> Result<(), StateError> {
+    let missing: Vec<&str> = FLUX_TABLES.iter().copied().filter(|t| !tables.iter().any(|x| x == t)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(unusable(
+        path,
+        format!(
+            "schema {version} but no table {}: this is not a database flux wrote; move it away, or point `state` at another folder",
+            missing.join(", ")
+        ),
+    ))
+}
+
+/// A database whose schema version is 0 must have no tables (a new or empty file): flux
+/// sets the version in the transaction that creates its tables. With some of flux's
+/// tables the header is damaged; with none, the database is another program's. Either
+/// way flux neither reads it nor adds its tables to it.
+fn check_unversioned(path: &Path, tables: &[String]) -> Result<(), StateError> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    if tables.iter().any(|t| FLUX_TABLES.contains(&t.as_str())) {
+        return Err(unusable(
+            path,
+            "damaged: its header says schema version 0 but it holds flux's tables; move it away (flux then starts a new one) or restore it from a backup",
+        ));
+    }
+    let mut names: Vec<&str> = tables.iter().take(3).map(String::as_str).collect();
+    if tables.len() > 3 {
+        names.push("...");
+    }
+    Err(unusable(
+        path,
+        format!(
+            "not a flux state database (it has tables {} and no schema version): move it away, or point `state` at another folder",
+            names.join(", ")
+        ),
+    ))
 }
 
 /// Reads `user_version`; a newer schema than this flux knows is [`StateError::TooNew`].
@@ -1168,7 +1462,7 @@ mod tests {
         let fk: i64 = db.conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
         assert_eq!(fk, 0);
         let timeout: i64 = db.conn.query_row("PRAGMA busy_timeout", [], |r| r.get(0)).unwrap();
-        assert_eq!(timeout, 10_000);
+        assert_eq!(timeout, BUSY_TIMEOUT.as_millis() as i64);
     }
 
     #[test]
@@ -1196,18 +1490,23 @@ mod tests {
 
     #[test]
     fn failed_migration_rolls_back() {
-        // A database whose tables exist but whose user_version says 0 (as if a migration
-        // was interrupted outside a transaction): the migration fails, nothing changes.
+        // A migration that meets a table of the same name fails half-way: it rolls back,
+        // nothing changes.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DB_FILE);
         {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch("CREATE TABLE digests (x); PRAGMA user_version = 0;").unwrap();
         }
-        let err = StateDb::open(dir.path()).unwrap_err();
+        let mut conn = Connection::open(&path).unwrap();
+        let err = migrate(&mut conn, &path).unwrap_err();
         assert!(matches!(err, StateError::Sql { .. }), "{err}");
         assert!(err.to_string().contains("migration 1"), "{err}");
-        let conn = Connection::open(&path).unwrap();
+        // Opening refuses such a database before migrating: some of flux's tables with
+        // version 0 is a damaged header.
+        let err = StateDb::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Unusable { .. }), "{err}");
+        assert!(err.to_string().contains("damaged"), "{err}");
         assert_eq!(user_version(&conn).unwrap(), 0);
         let runs: i64 =
             conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'runs'", [], |r| r.get(0)).unwrap();
@@ -1541,6 +1840,37 @@ mod tests {
         assert_eq!(ro.load_tasks().unwrap()["t"].last_status, Status::Failed);
         assert_eq!(ro.load_digests().unwrap()["from-b"], digest(2));
         assert_eq!(a.load_digests().unwrap()["from-b"], digest(2));
+    }
+
+    #[test]
+    fn a_claim_reports_a_failure_recorded_by_another_run_since_the_records_were_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = StateDb::open(dir.path()).unwrap();
+        let mut b = StateDb::open(dir.path()).unwrap();
+        a.set_holder(Holder { id: "a".into(), ..Holder::this_process() });
+        b.set_holder(Holder { id: "b".into(), ..Holder::this_process() });
+        let (ra, rb) = (a.begin_run("flux build").unwrap(), b.begin_run("flux build").unwrap());
+        // An old failure, seen by b when it loads its records: not reported.
+        let mut batch = Batch::default();
+        batch.attempts.push(attempt(ra, "old", "s", 1, Status::Failed));
+        batch.tasks.push(TaskUpdate::Status { task_id: "old".into(), status: Status::Failed });
+        a.commit(&mut batch).unwrap();
+        b.load_tasks().unwrap();
+        assert!(b.attempts_seen() > 0);
+        // a fails `new` after b loaded: reported, with a's run and error.
+        assert!(a.claim(&["new"], ra, 30.0).unwrap()[0].mine);
+        let mut failed = attempt(ra, "new", "s", 1, Status::Failed);
+        failed.error = Some("exit code 1".into());
+        batch.attempts.push(failed);
+        batch.tasks.push(TaskUpdate::Status { task_id: "new".into(), status: Status::Failed });
+        batch.releases.push("new".into());
+        a.commit(&mut batch).unwrap();
+        let claims = b.claim(&["old", "new"], rb, 30.0).unwrap();
+        assert!(claims.iter().all(|c| c.mine));
+        assert_eq!(claims[0].failed_in, None);
+        assert_eq!(claims[1].failed_in, Some((ra, Some("exit code 1".to_string()))));
+        // Nor is a build's own failure reported back to it.
+        assert_eq!(a.claim(&["new"], ra, 30.0).unwrap()[0].failed_in, None);
     }
 
     #[test]

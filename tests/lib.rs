@@ -14,6 +14,8 @@ mod cli;
 mod concurrency;
 #[path = "integration/crash.rs"]
 mod crash;
+#[path = "integration/dbfaults.rs"]
+mod dbfaults;
 #[path = "integration/errors.rs"]
 mod errors;
 #[path = "integration/operations.rs"]

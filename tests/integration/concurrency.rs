@@ -5,6 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::dbfaults::Lock;
 use crate::operations::{Bg, kill_marked, sleep_marker, sleeps_with, wait_until};
 use crate::test::*;
 
@@ -190,4 +191,108 @@ run = "cat {{ inputs[0] }} > {{ outputs[0] }}"
     bo.assert_status(1);
     assert_ne!(bo.task("slow")["status"], "success");
     assert_eq!(bo.task("after")["status"], "upstream_failed", "{}", bo.describe());
+}
+
+#[test]
+fn a_build_that_loaded_its_records_before_a_failure_was_written_takes_the_failure_instead_of_running_it_again() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.first]
+outputs = ["first.txt"]
+run = "echo first > {{ outputs[0] }}"
+
+[step.bad]
+outputs = ["bad.txt"]
+run = "touch started; while [ ! -e go ]; do sleep 0.02; done; echo run >> bad.log; exit 1"
+"#,
+    );
+    t.run_args(json_build(&["first"])).assert_status(0);
+    let a = Bg::spawn(&t, &["build", "bad", "--output", "json"]);
+    assert!(wait_until(Duration::from_secs(10), || t.exists("started")), "the first build never started bad");
+    // Another process holds the state DB while `bad` fails: the first build cannot write
+    // the failure yet, and a second build starts and loads its records meanwhile.
+    let lock = Lock::take(t.abs(".flux/state.db"), Duration::from_secs(30));
+    t.write("go", "");
+    assert!(wait_until(Duration::from_secs(10), || t.exists("bad.log")), "bad never failed");
+    std::thread::sleep(Duration::from_millis(300));
+    let b = Bg::spawn(&t, &["build", "bad", "--output", "json"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    lock.release();
+    let ao = a.wait(Duration::from_secs(30));
+    let bo = b.wait(Duration::from_secs(30));
+    ao.assert_status(1);
+    assert_eq!(ao.task("bad")["status"], "failed", "{}", ao.describe());
+    assert_eq!(t.read("bad.log"), "run\n", "bad ran once\n{}", bo.describe());
+    bo.assert_status(1);
+    assert_eq!(bo.task("bad")["status"], "failed", "{}", bo.describe());
+    let error = bo.task("bad")["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.starts_with("failed in another flux process (run 2)"), "{error}\n{}", bo.describe());
+}
+
+/// Rounds of [`eight_builds_at_once_run_each_failing_task_exactly_once`]: 50 (about 30 s
+/// on two cores), or `FLUX_TEST_ROUNDS`.
+fn rounds() -> usize {
+    std::env::var("FLUX_TEST_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50)
+}
+
+#[test]
+fn eight_builds_at_once_run_each_failing_task_exactly_once() {
+    // `bad` tasks fail only once every build has started (loaded its records and begun
+    // its run), so a build that runs one a second time has ignored a failure it had
+    // not seen when it started.
+    let t = Test::new().fluxfile(
+        r#"
+[step.ok]
+params = { n = ["1", "2", "3"] }
+outputs = ["out/ok-{{ n }}.txt"]
+run = "echo {{ n }} >> ok.log; sleep 0.1; echo {{ n }} > {{ outputs[0] }}"
+
+[step.bad]
+params = { n = ["1", "2", "3"] }
+outputs = ["out/bad-{{ n }}.txt"]
+run = "echo {{ n }} >> bad.log; while [ ! -e go ]; do sleep 0.02; done; exit 1"
+
+[step.after]
+params = { n = ["1", "2", "3"] }
+inputs = ["out/bad-{{ n }}.txt", "out/ok-{{ n }}.txt"]
+outputs = ["out/after-{{ n }}.txt"]
+run = "echo after >> after.log; cat {{ inputs }} > {{ outputs[0] }}"
+"#,
+    );
+    for round in 0..rounds() {
+        for f in [".flux", "out", "ok.log", "bad.log", "after.log", "go"] {
+            t.remove_if_exists(f);
+        }
+        let procs: Vec<Bg> = (0..8).map(|_| Bg::spawn(&t, &["build", "-j", "2", "--output", "json"])).collect();
+        let begun = wait_until(Duration::from_secs(30), || {
+            crate::dbfaults::try_query_i64(&t, "SELECT count(*) FROM runs").ok() == Some(8)
+        });
+        t.write("go", "");
+        let outs: Vec<Output> = procs.into_iter().map(|p| p.wait(Duration::from_secs(40))).collect();
+        assert!(begun, "round {round}: the eight builds did not all begin");
+        let sorted = |f: &str| {
+            let mut v: Vec<String> = t
+                .maybe_read(f)
+                .map(|b| String::from_utf8_lossy(&b).lines().map(String::from).collect())
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        let all: Vec<String> = outs.iter().map(|o| o.describe()).collect();
+        assert_eq!(sorted("bad.log"), ["1", "2", "3"], "round {round}: each failing task ran once\n{}", all.join("\n"));
+        assert_eq!(sorted("ok.log"), ["1", "2", "3"], "round {round}: each task ran once");
+        assert!(!t.exists("after.log"), "round {round}: a task after a failure ran");
+        for o in &outs {
+            o.assert_status(1);
+            for n in 1..=3 {
+                assert_eq!(o.task(&format!("bad[{n}]"))["status"], "failed", "round {round}\n{}", o.describe());
+                assert_eq!(
+                    o.task(&format!("after[{n}]"))["status"],
+                    "upstream_failed",
+                    "round {round}\n{}",
+                    o.describe()
+                );
+            }
+        }
+    }
 }
