@@ -14,6 +14,8 @@ mod cli;
 mod concurrency;
 #[path = "integration/crash.rs"]
 mod crash;
+#[path = "integration/deletes.rs"]
+mod deletes;
 #[path = "integration/errors.rs"]
 mod errors;
 #[path = "integration/operations.rs"]
