@@ -194,15 +194,10 @@ impl Guard {
     /// a path no output may be is an error naming the step, the output template (with its
     /// place in the Fluxfile) and the rendered value.
     pub fn check_outputs(&self, ff: &Fluxfile, g: &TaskGraph) -> Result<()> {
-        // Each target has one producer: check each once, in task order for stable errors.
-        let mut seen: HashSet<u32> = HashSet::new();
         for task in &g.tasks {
             for (i, &o) in task.outputs.iter().enumerate() {
                 let target = g.target(o);
                 let Some(why) = self.check_target(target) else { continue };
-                if !seen.insert(o) {
-                    continue;
-                }
                 let step = &ff.steps[task.step as usize];
                 let Some(out) = step.outputs.get(i) else {
                     return Err(Error::Plan(format!(
@@ -216,11 +211,7 @@ impl Guard {
                     format!("`{target}`")
                 } else {
                     let abs = normalize(&self.project, Path::new(target));
-                    if target.is_empty() {
-                        format!("`` ({})", abs.display())
-                    } else {
-                        format!("`{target}` ({})", abs.display())
-                    }
+                    format!("`{}` ({})", if target.is_empty() { "." } else { target }, abs.display())
                 };
                 return Err(Error::at_help(
                     format!("output `{source}` of step `{}` renders to {shown}, which is {}", step.name, why.what()),
