@@ -314,6 +314,7 @@ impl<'a> Build<'a> {
             // path with a later attempt.
             stage_root: stage_dir(&self.ff.state_dir, run_id),
             hooks: Hooks::new(self.ff.dir.clone(), self.ff.notify.clone()),
+            before: HashMap::new(),
         };
         let exec = LocalExecutor::new(self.opts.jobs);
         let mut last_beat = Instant::now();
@@ -426,7 +427,7 @@ impl<'a> Build<'a> {
         };
         r.write_back(db, end, &exec, rep);
         exec.finish();
-        let _ = std::fs::remove_dir_all(&r.stage_root);
+        let _ = crate::guard::remove_owned(&r.stage_root, &r.stage_root);
         rep.finish();
         Ok(Report {
             ids: r.ids,
@@ -509,7 +510,7 @@ impl<'a> Build<'a> {
                 // Leftovers of this run's earlier attempt (the folder is new for each run,
                 // so a first attempt has none).
                 if attempt > 1 {
-                    let _ = target::remove(&staged);
+                    let _ = crate::guard::remove_owned(&staged, &staged);
                 }
                 if step.outputs[i].dir {
                     std::fs::create_dir_all(&staged)
@@ -572,27 +573,70 @@ impl<'a> Build<'a> {
         })
     }
 
-    /// After a failure: drop staged files, or (stage = false) what the task wrote.
-    fn cleanup_failed(&self, t: u32, id: &str, stage_root: &Path) {
+    /// What is at a `stage = false` task's local outputs before an attempt (see `cleanup_failed`).
+    fn before_attempt(&self, t: u32) -> Vec<Option<crate::guard::Before>> {
+        let outputs = &self.g.tasks[t as usize].outputs;
+        outputs
+            .iter()
+            .map(|&o| {
+                let name = self.g.target(o);
+                if store::is_remote(name) {
+                    // Not known (the store cannot be reached): nothing is removed afterwards.
+                    store::snapshot(name).ok().map(crate::guard::Before::Objects)
+                } else {
+                    Some(crate::guard::Before::take(&self.planner.abs(name)))
+                }
+            })
+            .collect()
+    }
+
+    /// After a failure: drop staged files, or (stage = false) what the attempt wrote,
+    /// judged against `before` (SPEC §5: flux deletes only what it owns). Returns what
+    /// could not be removed, as warnings.
+    fn cleanup_failed(
+        &self,
+        t: u32,
+        id: &str,
+        stage_root: &Path,
+        before: Option<Vec<Option<crate::guard::Before>>>,
+    ) -> Vec<String> {
         let task = &self.g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
         let planner = &self.planner;
         let key = task_key(id);
+        let mut warnings = Vec::new();
         for (i, &o) in task.outputs.iter().enumerate() {
             let name = self.g.target(o);
             if store::is_remote(name) {
                 if step.stage {
                     let file = PathBuf::from(store::file_name(name));
-                    let _ = target::remove(&target::staging_path(stage_root, &key, i, &file));
-                } else {
+                    let staged = target::staging_path(stage_root, &key, i, &file);
+                    let _ = crate::guard::remove_owned(&staged, &staged);
+                } else if let Some(crate::guard::Before::Objects(b)) =
+                    before.as_ref().and_then(|b| b.get(i)).and_then(Option::as_ref)
+                    && let Err(e) = store::remove_new(name, b)
+                {
                     // What a failed task wrote must not look like an output.
-                    let _ = store::remove(name);
+                    warnings.push(format!("{id}: cannot remove what the failed attempt wrote: {e}"));
                 }
                 continue;
             }
             let fin = planner.abs(name);
-            let _ = target::remove(&if step.stage { target::staging_path(stage_root, &key, i, &fin) } else { fin });
+            let r = if step.stage {
+                let staged = target::staging_path(stage_root, &key, i, &fin);
+                crate::guard::remove_owned(&staged, &staged)
+            } else {
+                match before.as_ref().and_then(|b| b.get(i)).and_then(Option::as_ref) {
+                    Some(b) => b.undo(&fin),
+                    // Not looked at before the attempt: nothing is known to be its own.
+                    None => Ok(()),
+                }
+            };
+            if let Err(e) = r {
+                warnings.push(format!("{id}: cannot remove what the failed attempt wrote in `{name}`: {e}"));
+            }
         }
+        warnings
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -691,6 +735,8 @@ struct Runner<'b, 'a> {
     made_dirs: HashSet<PathBuf>,
     stage_root: PathBuf,
     hooks: Hooks,
+    /// What was at the outputs of each running `stage = false` task before its attempt.
+    before: HashMap<u32, Vec<Option<crate::guard::Before>>>,
 }
 
 impl Runner<'_, '_> {
@@ -797,6 +843,7 @@ impl Runner<'_, '_> {
     }
 
     fn done(&mut self, t: u32, st: St, status: &'static str) {
+        self.before.remove(&t);
         if matches!(st, St::Ran | St::Failed | St::Interrupted) {
             // Give the lease back with the task's record (they are committed together).
             self.batch.releases.push(self.ids[t as usize].clone());
@@ -1130,6 +1177,7 @@ impl Runner<'_, '_> {
                 self.cpus_busy += cpus;
                 self.mem_busy += mem;
                 if !stage {
+                    self.before.insert(t, self.b.before_attempt(t));
                     // A crash while this runs must be visible next time (`incomplete`).
                     self.batch
                         .tasks
@@ -1221,6 +1269,7 @@ impl Runner<'_, '_> {
         let ti = t as usize;
         self.results[ti].attempts -= 1;
         self.st[ti] = St::Queued;
+        self.before.remove(&t);
         self.batch.releases.push(self.ids[ti].clone());
     }
 
@@ -1283,7 +1332,9 @@ impl Runner<'_, '_> {
             self.done(t, St::Ran, "success");
             return;
         }
-        self.b.cleanup_failed(t, &self.ids[ti], &self.stage_root);
+        for w in self.b.cleanup_failed(t, &self.ids[ti], &self.stage_root, self.before.remove(&t)) {
+            rep.event(Event::Warning(&w));
+        }
         let (status, exit_code, message) = match outcome {
             Outcome::Failed { exit_code, message } => (Status::Failed, exit_code, message),
             Outcome::TimedOut => {
@@ -1445,7 +1496,7 @@ fn stage_dir(state_dir: &Path, run_id: i64) -> PathBuf {
             let old =
                 e.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok()).is_some_and(|a| a > day);
             if old {
-                let _ = target::remove(&e.path());
+                let _ = crate::guard::remove_owned(&e.path(), &e.path());
             }
         }
     }

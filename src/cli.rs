@@ -277,7 +277,15 @@ fn load(cli: &Cli, sel: &Selection) -> Result<Fluxfile> {
     let vars = sel.vars.iter().map(|v| kv(v, "--var")).collect::<Result<Vec<_>>>()?;
     let ff = Fluxfile::load(&LoadOptions { file: cli.file.clone(), vars, profile: sel.profile.clone() })?;
     crate::store::configure(ff.stores.clone());
+    // Registered for every delete flux does from now on (SPEC §5).
+    guard(&ff);
     Ok(ff)
+}
+
+/// What no output may be, and flux never deletes: the project and state folders and `$HOME`.
+fn guard(ff: &Fluxfile) -> crate::guard::Guard {
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    crate::guard::Guard::for_fluxfile(ff, home.as_deref())
 }
 
 fn request(sel: &Selection) -> Result<Request> {
@@ -318,6 +326,9 @@ fn timing(cli: &Cli, what: &str, since: Instant) {
 }
 
 fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
+    if b.jobs == Some(0) {
+        return Err(Error::Usage("-j 0: give a positive number of parallel tasks, e.g. -j 4".into()));
+    }
     let t0 = Instant::now();
     let ff = load(cli, &b.sel)?;
     timing(cli, "load Fluxfile", t0);
@@ -334,6 +345,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
             (g, false)
         }
     };
+    guard(&ff).check_outputs(&ff, &g)?;
     timing(cli, &format!("plan {} tasks{}", g.tasks.len(), if cached { " (cached)" } else { "" }), t1);
 
     let mut triggers = Triggers::default();
@@ -926,6 +938,9 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool) -> Result<i32> {
     }
     let ff = load(cli, sel)?;
     let g = graph::build(&ff, &request(sel)?)?;
+    if delete_outputs {
+        guard(&ff).check_outputs(&ff, &g)?;
+    }
     let mut db = StateDb::open(&ff.state_dir)?;
     let mut batch = crate::state::Batch::default();
     let mut deleted = 0;

@@ -579,6 +579,7 @@ impl<'o> Loader<'o> {
                             "write it as a string",
                         )
                     })?;
+                    check_var_value(name.get_ref(), &value).map_err(|e| Error::at_help(e.0, &span, e.1))?;
                     if var_spans.insert(name.get_ref().to_string(), span.clone()).is_some() {
                         return Err(Error::at(format!("var `{}` is defined twice", name.get_ref()), &span));
                     }
@@ -601,14 +602,15 @@ impl<'o> Loader<'o> {
                 let pk = Keys::check(&main.source, pt, &format!("[profile.{}]", name.get_ref()), &["vars"])?;
                 if let Some((t, _)) = pk.table("vars")? {
                     for (var, val) in t.iter() {
-                        if scalar_string(val.get_ref()).is_none() {
-                            let vspan = Span::new(&main.source, val.span());
+                        let vspan = Span::new(&main.source, val.span());
+                        let Some(value) = scalar_string(val.get_ref()) else {
                             return Err(Error::at_help(
                                 format!("var `{}` must be a string", var.get_ref()),
                                 &vspan,
                                 "write it as a string",
                             ));
-                        }
+                        };
+                        check_var_value(var.get_ref(), &value).map_err(|e| Error::at_help(e.0, &vspan, e.1))?;
                     }
                 }
             }
@@ -643,6 +645,7 @@ impl<'o> Loader<'o> {
             }
         }
         for (k, v) in &self.opts.vars {
+            check_var_value(k, v).map_err(|e| Error::Usage(format!("--var {k}={v}: {}; {}", e.0, e.1)))?;
             set_var(&mut vars, k, v.clone());
         }
 
@@ -803,6 +806,20 @@ impl<'o> Loader<'o> {
     }
 }
 
+/// A var may hold any text, paths and flags included, but not `.` or `..` alone: an output
+/// such as `{{ root }}/` would then name the project folder or its parent (SPEC §5).
+/// The error and a hint.
+fn check_var_value(name: &str, value: &str) -> std::result::Result<(), (String, &'static str)> {
+    if value == "." || value == ".." {
+        return Err((
+            format!("var `{name}` cannot be `{value}`"),
+            "a var that is `.` or `..` makes paths such as `{{ var }}/` name the project folder or its parent; \
+             write the path without the var, or give it a folder name",
+        ));
+    }
+    Ok(())
+}
+
 fn set_var(vars: &mut Vec<(String, String)>, name: &str, value: String) {
     match vars.iter_mut().find(|(k, _)| k == name) {
         Some(slot) => slot.1 = value,
@@ -960,11 +977,17 @@ fn parse_params(k: &Keys<'_>, vars: &[(String, String)]) -> Result<Vec<(String, 
                     let Some(s) = scalar_string(item.get_ref()) else {
                         return Err(Error::at("allowed values must be strings", &ispan));
                     };
-                    if s.is_empty() || s.contains([',', '=', '[', ']', '/']) || s.chars().any(char::is_whitespace) {
+                    if s.is_empty()
+                        || s.contains([',', '=', '[', ']', '/'])
+                        || s.chars().any(char::is_whitespace)
+                        || s == "."
+                        || s == ".."
+                        || s.starts_with('-')
+                    {
                         return Err(Error::at_help(
                             format!("`{s}` cannot be a param value"),
                             &ispan,
-                            "values may not be empty or contain `,` `=` `[` `]` `/` or spaces (they appear in task ids and paths)",
+                            "values may not be empty, `.` or `..`, start with `-`, or contain `,` `=` `[` `]` `/` or spaces (they appear in task ids, paths and commands)",
                         ));
                     }
                     if vals.contains(&s) {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod exec;
 pub mod fluxfile;
 pub mod graph;
+pub mod guard;
 pub mod hooks;
 pub mod param;
 pub mod plan;

@@ -659,6 +659,9 @@ fn upload_folder(local: &Path, target: &str) -> Result<Meta, String> {
 
 /// Delete a remote object, or every object under a folder target; nothing there is fine.
 pub fn remove(target: &str) -> Result<(), String> {
+    if let Some(why) = crate::guard::check_remote(target) {
+        return Err(format!("flux refuses to delete {target}: it is {}", why.what()));
+    }
     let (r, store, u) = open(target)?;
     let key = u.key.trim_end_matches('/');
     r.rt.block_on(async {
@@ -671,6 +674,59 @@ pub fn remove(target: &str) -> Result<(), String> {
         for (_, m) in under {
             REQUESTS.delete.fetch_add(1, Relaxed);
             match store.delete(&m.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(err(target, e)),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// What is at and under a remote target before a `stage = false` attempt: each object's
+/// full key and what identifies its version (ETag, version, size, modification time).
+pub fn snapshot(target: &str) -> Result<HashMap<String, String>, String> {
+    let (r, store, u) = open(target)?;
+    let key = u.key.trim_end_matches('/');
+    let ident = |m: &object_store::ObjectMeta| format!("{:?} {:?} {} {}", m.e_tag, m.version, m.size, m.last_modified);
+    r.rt.block_on(async {
+        let mut out = HashMap::new();
+        REQUESTS.head.fetch_add(1, Relaxed);
+        match store.head(&ObjPath::from(key)).await {
+            Ok(m) => {
+                out.insert(m.location.to_string(), ident(&m));
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(err(target, e)),
+        }
+        for (_, m) in list_under(&*store, key).await.map_err(|e| err(target, e))? {
+            out.insert(m.location.to_string(), ident(&m));
+        }
+        Ok(out)
+    })
+}
+
+/// After a failed `stage = false` attempt, delete what it wrote at or under `target`,
+/// judged against the [`snapshot`] taken before it: objects that were not there, and the
+/// object at the target itself if it changed. Objects under a folder that were there
+/// before are left, changed or not (as for local folders).
+pub fn remove_new(target: &str, before: &HashMap<String, String>) -> Result<(), String> {
+    if let Some(why) = crate::guard::check_remote(target) {
+        return Err(format!("flux refuses to delete {target}: it is {}", why.what()));
+    }
+    let now = snapshot(target)?;
+    let (r, store, u) = open(target)?;
+    let own = ObjPath::from(u.key.trim_end_matches('/')).to_string();
+    r.rt.block_on(async {
+        for (k, id) in &now {
+            let new = match before.get(k) {
+                None => true,
+                Some(was) => *k == own && was != id,
+            };
+            if !new {
+                continue;
+            }
+            REQUESTS.delete.fetch_add(1, Relaxed);
+            match store.delete(&ObjPath::from(k.as_str())).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(err(target, e)),
             }

@@ -293,8 +293,19 @@ impl Digests {
     fn digest_dir(&self, key: &str, abs: &Path) -> std::io::Result<Hash> {
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"dir\0");
-        for entry in walkdir::WalkDir::new(abs).sort_by_file_name().follow_links(true) {
+        // Symlinks inside the folder are digested as links (their target path as written),
+        // never followed: a dangling link or a loop is content like any other.
+        for entry in walkdir::WalkDir::new(abs).sort_by_file_name().follow_links(false) {
             let entry = entry.map_err(std::io::Error::other)?;
+            if entry.path_is_symlink() && entry.depth() > 0 {
+                let rel = entry.path().strip_prefix(abs).unwrap_or(entry.path());
+                let to = std::fs::read_link(entry.path())?;
+                hasher.update(rel.to_string_lossy().as_bytes());
+                hasher.update(b"\0link\0");
+                hasher.update(to.as_os_str().as_encoded_bytes());
+                hasher.update(&[0]);
+                continue;
+            }
             if !entry.file_type().is_file() {
                 continue;
             }
@@ -333,13 +344,13 @@ pub fn staging_path(stage_root: &Path, task_key: &str, index: usize, final_path:
 pub fn commit(staged: &Path, final_path: &Path, is_dir: bool) -> std::io::Result<()> {
     if is_dir && final_path.exists() {
         let trash = sibling(final_path, ".flux-old");
-        let _ = std::fs::remove_dir_all(&trash);
+        let _ = crate::guard::remove_owned(&trash, &trash);
         std::fs::rename(final_path, &trash)?;
         let r = move_into_place(staged, final_path, true);
         if r.is_err() {
             let _ = std::fs::rename(&trash, final_path);
         } else {
-            let _ = std::fs::remove_dir_all(&trash);
+            let _ = crate::guard::remove_owned(&trash, &trash);
         }
         return r;
     }
@@ -379,7 +390,7 @@ fn move_into_place(staged: &Path, final_path: &Path, is_dir: bool) -> std::io::R
                 std::fs::copy(staged, &tmp)?;
             }
             std::fs::rename(&tmp, final_path)?;
-            if is_dir { std::fs::remove_dir_all(staged) } else { std::fs::remove_file(staged) }
+            crate::guard::remove_owned(staged, staged)
         }
         Err(e) => Err(e),
     }
@@ -405,14 +416,10 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Remove a file or directory if it exists.
+/// Remove a file or directory flux owns (an output, or a file of its own under the state
+/// folder) if it exists: [`crate::guard::remove_owned`] with the path as its own root.
 pub fn remove(path: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
+    crate::guard::remove_owned(path, path)
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ mod concurrency;
 mod crash;
 #[path = "integration/dbfaults.rs"]
 mod dbfaults;
+#[path = "integration/deletes.rs"]
+mod deletes;
 #[path = "integration/errors.rs"]
 mod errors;
 #[path = "integration/operations.rs"]

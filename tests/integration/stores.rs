@@ -195,6 +195,23 @@ fn without_staging_commands_get_uris_and_a_failure_removes_what_they_wrote() {
 }
 
 #[test]
+fn a_failed_stage_false_remote_folder_loses_only_the_objects_the_attempt_wrote() {
+    let bucket = s3().bucket("nostage-keep");
+    s3().put(&bucket, "warehouse/old.txt", b"old");
+    s3().put(&bucket, "single.txt", b"before");
+    // The command writes an object itself, as Spark would (a plain HTTP PUT), then fails.
+    let put = "python3 -c \\\"import os,sys,urllib.request as u; u.urlopen(u.Request(os.environ['AWS_ENDPOINT_URL']+'/'+sys.argv[1], data=b'new', method='PUT'))\\\"";
+    let t = s3_test().fluxfile(&format!(
+        "[step.folder]\noutputs = [\"s3://{bucket}/warehouse/\"]\nstage = false\nrun = \"{put} {bucket}/warehouse/new.txt; exit 3\"\n\n\
+         [step.untouched]\noutputs = [\"s3://{bucket}/single.txt\"]\nstage = false\nrun = \"exit 3\"\n"
+    ));
+    t.run_args(json_build(&["--force"])).assert_status(1).assert_summary(0, 0, 2, 0);
+    // What was there before the attempts stays; only the object the attempt wrote is gone.
+    assert_eq!(s3().keys(&bucket), vec!["single.txt".to_string(), "warehouse/old.txt".to_string()]);
+    assert_eq!(s3().get(&bucket, "single.txt").as_deref(), Some(&b"before"[..]));
+}
+
+#[test]
 fn copy_streams_large_files_local_to_s3_and_back() {
     let bucket = s3().bucket("copy");
     // Larger than one part: a multipart upload.
