@@ -529,6 +529,7 @@ fn print_text(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool, verbose: bool
         crate::report::TaskLine {
             id: &r.ids[t as usize],
             step: &ff.steps[g.tasks[t as usize].step as usize].name,
+            step_no: g.tasks[t as usize].step as usize,
             status: res.status,
             reason: res.reason.map(|x| x.as_str()),
             message: res.message.as_deref(),

@@ -363,6 +363,8 @@ pub const STEP_SUMMARY_ABOVE: usize = 50;
 pub struct TaskLine<'a> {
     pub id: &'a str,
     pub step: &'a str,
+    /// The step's index in the Fluxfile (the per-step counts are kept by it).
+    pub step_no: usize,
     /// A status of SPEC §8, or `would-run` in a dry run.
     pub status: &'a str,
     pub reason: Option<&'a str>,
@@ -382,8 +384,10 @@ pub fn plural(n: usize, word: &str) -> String {
 /// Per step: would run / ran, up to date, and the other outcomes, in first-seen order.
 #[derive(Default)]
 struct StepCounts<'a> {
-    order: Vec<&'a str>,
-    counts: std::collections::HashMap<&'a str, [usize; 6]>,
+    /// Step numbers in first-seen order.
+    order: Vec<usize>,
+    /// By step number: its name and counts.
+    counts: Vec<Option<(&'a str, [usize; 6])>>,
 }
 
 /// Columns of [`StepCounts`]: index by outcome.
@@ -407,11 +411,27 @@ impl<'a> StepCounts<'a> {
             "interrupted" => INTERRUPTED,
             _ => return,
         };
-        let c = self.counts.entry(t.step).or_insert_with(|| {
-            self.order.push(t.step);
-            [0; 6]
-        });
-        c[col] += 1;
+        if self.counts.len() <= t.step_no {
+            self.counts.resize(t.step_no + 1, None);
+        }
+        let slot = &mut self.counts[t.step_no];
+        if slot.is_none() {
+            self.order.push(t.step_no);
+        }
+        slot.get_or_insert((t.step, [0; 6])).1[col] += 1;
+    }
+
+    fn rows(&self) -> impl Iterator<Item = &(&'a str, [usize; 6])> {
+        self.order.iter().filter_map(|&s| self.counts[s].as_ref())
+    }
+
+    fn total(&self) -> [usize; 6] {
+        self.rows().fold([0; 6], |mut a, (_, c)| {
+            for (x, y) in a.iter_mut().zip(c) {
+                *x += y;
+            }
+            a
+        })
     }
 
     /// The outcomes of one row after the first two, where not zero.
@@ -431,9 +451,8 @@ impl<'a> StepCounts<'a> {
     }
 
     fn write(&self, o: &mut dyn Write, dry: bool) {
-        let width = self.order.iter().map(|s| s.len()).max().unwrap_or(0);
-        for step in &self.order {
-            let c = &self.counts[step];
+        let width = self.rows().map(|(s, _)| s.len()).max().unwrap_or(0);
+        for (step, c) in self.rows() {
             let first = if dry { "would run" } else { "ran" };
             let _ =
                 writeln!(o, "{step:width$}  {} {first}, {} up to date{}", c[RAN], c[UP_TO_DATE], Self::others(c, dry));
@@ -476,12 +495,7 @@ pub fn dry_run_text<'a>(o: &mut dyn Write, tasks: impl Iterator<Item = TaskLine<
     if n > STEP_SUMMARY_ABOVE {
         steps.write(o, true);
     }
-    let total: [usize; 6] = steps.order.iter().fold([0; 6], |mut a, s| {
-        for (x, y) in a.iter_mut().zip(steps.counts[s]) {
-            *x += y;
-        }
-        a
-    });
+    let total = steps.total();
     let runs = total[RAN] + total[WAITS] + total[FAILED];
     let mut line = format!("dry run: {} would run", plural(runs, "task"));
     if total[WAITS] + total[FAILED] > 0 {
@@ -508,12 +522,7 @@ pub fn build_text<'a>(o: &mut dyn Write, tasks: impl Iterator<Item = TaskLine<'a
     if n > STEP_SUMMARY_ABOVE {
         steps.write(o, false);
     }
-    let total: [usize; 6] = steps.order.iter().fold([0; 6], |mut a, s| {
-        for (x, y) in a.iter_mut().zip(steps.counts[s]) {
-            *x += y;
-        }
-        a
-    });
+    let total = steps.total();
     let _ = writeln!(
         o,
         "{} ran, {} up to date{} ({:.2}s)",
