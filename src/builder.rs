@@ -42,6 +42,13 @@ pub struct Options {
     /// What `cpus` and `mem` are budgeted against (this machine's).
     pub cpu_budget: u32,
     pub mem_budget: u64,
+    /// `-p`: tell the reporter each task's commands before it runs (and, in a dry run,
+    /// render them into the report).
+    pub print_commands: bool,
+    /// `--stream`: send the commands' output, line by line, to the reporter's line sink.
+    pub stream: bool,
+    /// Render the commands of would-run tasks in a dry run (`-p`, `--output json`).
+    pub dry_commands: bool,
 }
 
 /// What happened to one task (or would, in a dry run).
@@ -53,6 +60,13 @@ pub struct TaskResult {
     pub attempts: u32,
     pub duration_s: Option<f64>,
     pub message: Option<String>,
+    /// The last attempt's log file, if it has one.
+    pub log: Option<String>,
+    /// Dry runs: the commands that would run (final paths), when asked for.
+    pub commands: Option<Vec<String>>,
+    /// Dry runs: the task would wait for a missing source (`message` says which) rather
+    /// than fail.
+    pub waits: bool,
 }
 
 /// The result of a build.
@@ -230,12 +244,37 @@ impl<'a> Build<'a> {
                 Decision::Run { reason, .. } => {
                     runs[ti] = true;
                     results[ti] = TaskResult { status: "would-run", reason: Some(reason), ..Default::default() };
+                    if self.opts.dry_commands {
+                        match self.dry_commands(t, &ids[ti], &metas) {
+                            Ok(c) => results[ti].commands = Some(c),
+                            Err(message) => {
+                                rep.event(Event::Warning(&format!("{message}: the build would fail here")));
+                                results[ti].message = Some(message);
+                            }
+                        }
+                    }
                 }
                 Decision::Fail { message } => {
-                    rep.event(Event::Warning(&format!("{message}: the build would fail here")));
+                    // A missing source with `wait` (a sensor's default, or --wait) is waited for.
+                    let wait = self.opts.wait.unwrap_or(self.ff.steps[self.g.tasks[ti].step as usize].wait);
+                    let task = &self.g.tasks[ti];
+                    let waits = !wait.is_zero()
+                        && task
+                            .inputs
+                            .iter()
+                            .any(|&i| self.g.producer[i as usize] == NONE && metas[i as usize].is_none());
+                    if !waits {
+                        rep.event(Event::Warning(&format!("{message}: the build would fail here")));
+                    }
+                    let message = if waits { format!("{message} (waits up to {})", humantime(wait)) } else { message };
                     runs[ti] = true;
-                    results[ti] =
-                        TaskResult { status: "would-run", reason: None, message: Some(message), ..Default::default() };
+                    results[ti] = TaskResult {
+                        status: "would-run",
+                        reason: None,
+                        message: Some(message),
+                        waits,
+                        ..Default::default()
+                    };
                 }
             }
         }
@@ -272,7 +311,10 @@ impl<'a> Build<'a> {
                 });
             }
         };
-        rep.event(Event::Planned { total: n });
+        // Tasks outside --only are never decided, so they never count.
+        let outside = self.opts.only.as_ref().map_or(0, |o| n - o.len());
+        rep.event(Event::Planned { total: n - outside });
+        let echo = if self.opts.stream { rep.line_sink() } else { None };
         let dependents = g.dependents();
         let pending: Vec<u32> = g.tasks.iter().map(|t| t.deps.len() as u32).collect();
         let mut ready: Vec<u32> = (0..n as u32).filter(|&t| pending[t as usize] == 0).collect();
@@ -315,6 +357,8 @@ impl<'a> Build<'a> {
             stage_root: stage_dir(&self.ff.state_dir, run_id),
             hooks: Hooks::new(self.ff.dir.clone(), self.ff.notify.clone()),
             before: HashMap::new(),
+            commands: HashMap::new(),
+            echo,
         };
         let exec = LocalExecutor::new(self.opts.jobs);
         let mut last_beat = Instant::now();
@@ -439,9 +483,17 @@ impl<'a> Build<'a> {
         })
     }
 
-    fn log_path(&self, t: u32, id: &str, attempt: u32) -> PathBuf {
+    /// `<state>/logs/<step>/<task-key>/<run>-<attempt>.log`: a new run never overwrites an
+    /// older run's log.
+    fn log_path(&self, t: u32, id: &str, run_id: i64, attempt: u32) -> PathBuf {
         let step = &self.ff.steps[self.g.tasks[t as usize].step as usize];
-        self.ff.state_dir.join("logs").join(&step.name).join(task_key(id)).join(format!("{attempt}.log"))
+        self.ff.state_dir.join("logs").join(&step.name).join(task_key(id)).join(format!("{run_id}-{attempt}.log"))
+    }
+
+    /// The commands a would-run task of a dry run would run, rendered by `prepare` with
+    /// the final output paths (nothing is staged, no folder is made) and `run_id` 0.
+    pub fn dry_commands(&self, t: u32, id: &str, metas: &[Option<Meta>]) -> std::result::Result<Vec<String>, String> {
+        self.prepare(t, id, 1, 0, Path::new(""), None, metas).map(|job| job.commands)
     }
 
     /// A path as commands see it: relative to the Fluxfile's folder when inside it.
@@ -452,7 +504,9 @@ impl<'a> Build<'a> {
         }
     }
 
-    /// Make the folders, the staging paths and the job for one attempt.
+    /// Make the folders, the staging paths and the job for one attempt. Without `made`
+    /// (a dry run) it only renders: no folder is made, nothing is staged (the commands
+    /// see the final paths) and nothing is fetched.
     #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
@@ -461,15 +515,18 @@ impl<'a> Build<'a> {
         attempt: u32,
         run_id: i64,
         stage_root: &Path,
-        made: &mut HashSet<PathBuf>,
+        mut made: Option<&mut HashSet<PathBuf>>,
         metas: &[Option<Meta>],
     ) -> std::result::Result<Job, String> {
         let g = self.g;
         let task = &g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
+        let dry = made.is_none();
+        let stage = step.stage && !dry;
         let planner = &self.planner;
         let key = task_key(id);
         let mut mkdir = |d: &Path| -> std::result::Result<(), String> {
+            let Some(made) = made.as_deref_mut() else { return Ok(()) };
             if made.contains(d) {
                 return Ok(());
             }
@@ -495,13 +552,13 @@ impl<'a> Build<'a> {
             {
                 mkdir(parent)?;
             }
-            if remote.is_some() && !step.stage {
+            if remote.is_some() && !stage {
                 // The commands write the URI themselves (Spark and friends).
                 job_outputs.push(JobOutput { staged: None, path: fin, dir, name: name.clone(), remote });
                 outs.push(End::Remote(name));
                 continue;
             }
-            let path = if step.stage {
+            let path = if stage {
                 let staged = target::staging_path(stage_root, &key, i, &fin);
                 if let Some(parent) = staged.parent() {
                     mkdir(parent)?;
@@ -540,7 +597,7 @@ impl<'a> Build<'a> {
         for &i in &task.inputs {
             let name = g.target(i);
             match metas[i as usize] {
-                Some(m) if step.stage && !copy && store::is_remote(name) => {
+                Some(m) if stage && !copy && store::is_remote(name) => {
                     let digest = self.digests.digest(name, Path::new(""), &m).map_err(|e| e.to_string())?;
                     let local = store::cache_path(&self.ff.state_dir.join("cache"), name, &digest);
                     ins.push(self.cmd_path(&local));
@@ -567,8 +624,9 @@ impl<'a> Build<'a> {
             copies,
             env: cmds.env,
             cwd: self.ff.dir.clone(),
-            log: self.log_path(t, id, attempt),
+            log: self.log_path(t, id, run_id, attempt),
             timeout: step.timeout,
+            echo: None,
             outputs: job_outputs,
         })
     }
@@ -737,6 +795,10 @@ struct Runner<'b, 'a> {
     hooks: Hooks,
     /// What was at the outputs of each running `stage = false` task before its attempt.
     before: HashMap<u32, Vec<Option<crate::guard::Before>>>,
+    /// `-p`: the commands of tasks handed over, until they start.
+    commands: HashMap<u32, Vec<String>>,
+    /// `--stream`: where the commands' output lines go.
+    echo: Option<crate::report::LineSink>,
 }
 
 impl Runner<'_, '_> {
@@ -1168,9 +1230,15 @@ impl Runner<'_, '_> {
         let (pool, cpus, mem, stage) = (step.pool, step.cpus, step.mem.unwrap_or(0), step.stage);
         self.results[ti].attempts += 1;
         let attempt = self.results[ti].attempts;
-        match self.b.prepare(t, &self.ids[ti], attempt, self.run_id, &self.stage_root, &mut self.made_dirs, &self.metas)
-        {
-            Ok(job) => {
+        let made = Some(&mut self.made_dirs);
+        match self.b.prepare(t, &self.ids[ti], attempt, self.run_id, &self.stage_root, made, &self.metas) {
+            Ok(mut job) => {
+                if let Some(echo) = &self.echo {
+                    job.echo = Some(crate::exec::Echo { label: format!("{} | ", self.ids[ti]), sink: echo.clone() });
+                }
+                if self.b.opts.print_commands {
+                    self.commands.insert(t, job.commands.clone());
+                }
                 if let Some(p) = pool {
                     self.pool_busy[p] += 1;
                 }
@@ -1242,7 +1310,7 @@ impl Runner<'_, '_> {
         let attempt = self.results[ti].attempts;
         // A `running` attempt (upserted by the final record), so that history and
         // `flux logs --follow` see it while it runs.
-        let log = self.b.log_path(t, &self.ids[ti], attempt).to_string_lossy().into_owned();
+        let log = self.b.log_path(t, &self.ids[ti], self.run_id, attempt).to_string_lossy().into_owned();
         let mut running = self.b.attempt(
             self.run_id,
             t,
@@ -1259,7 +1327,13 @@ impl Runner<'_, '_> {
         running.ended_at = None;
         self.pending_running.insert(t, self.batch.attempts.len());
         self.batch.attempts.push(running);
-        rep.event(Event::Started { id: &self.ids[ti], reason: reason.as_str(), attempt });
+        let commands = self.commands.remove(&t);
+        rep.event(Event::Started {
+            id: &self.ids[ti],
+            reason: reason.as_str(),
+            attempt,
+            commands: commands.as_deref(),
+        });
         self.running.insert(t, (SystemTime::now(), reason));
     }
 
@@ -1288,7 +1362,9 @@ impl Runner<'_, '_> {
         self.mem_busy -= mem;
         let (started, reason) = self.running.remove(&t).unwrap_or((SystemTime::now(), Reason::Forced));
         let attempt = self.results[ti].attempts;
-        let log = fin.logged.then(|| self.b.log_path(t, &self.ids[ti], attempt).to_string_lossy().into_owned());
+        let log =
+            fin.logged.then(|| self.b.log_path(t, &self.ids[ti], self.run_id, attempt).to_string_lossy().into_owned());
+        self.results[ti].log = log.clone();
         let started_s = started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let outcome = fin.outcome;
         if outcome == Outcome::Success {
@@ -1327,7 +1403,7 @@ impl Runner<'_, '_> {
                 });
                 self.record_quick(t, quick);
             }
-            rep.event(Event::Succeeded { id: &self.ids[ti], duration: fin.duration });
+            rep.event(Event::Succeeded { id: &self.ids[ti], reason: reason.as_str(), duration: fin.duration });
             self.hook(t, "success", "success", attempt, log.clone(), None);
             self.done(t, St::Ran, "success");
             return;
@@ -1335,7 +1411,7 @@ impl Runner<'_, '_> {
         for w in self.b.cleanup_failed(t, &self.ids[ti], &self.stage_root, self.before.remove(&t)) {
             rep.event(Event::Warning(&w));
         }
-        let (status, exit_code, message) = match outcome {
+        let (status, exit_code, mut message) = match outcome {
             Outcome::Failed { exit_code, message } => (Status::Failed, exit_code, message),
             Outcome::TimedOut => {
                 (Status::Failed, None, format!("timed out after {}", humantime(timeout.unwrap_or_default())))
@@ -1354,6 +1430,7 @@ impl Runner<'_, '_> {
                 self.retry_at.push((Instant::now() + poll, t));
                 return;
             }
+            message = format!("sensor gave up after {}: {message}", humantime(wait));
         }
         if live && attempt <= retries {
             let delay = retry_delay.mul_f64(retry_backoff.powi(attempt as i32 - 1));
@@ -1416,6 +1493,7 @@ impl Runner<'_, '_> {
         self.batch.tasks.push(TaskUpdate::Status { task_id: self.ids[ti].clone(), status });
         self.failure_to_write = true;
         self.results[ti].message = Some(f.message.clone());
+        self.results[ti].log = f.log.clone();
         if f.interrupted {
             rep.event(Event::Warning(&format!("{} interrupted", self.ids[ti])));
             self.done(t, St::Interrupted, "interrupted");
@@ -1454,7 +1532,7 @@ impl Runner<'_, '_> {
             let outs: Vec<String> = task.outputs.iter().map(|&o| self.b.g.target(o).to_string()).collect();
             let r = CmdRender { inputs: &ins, outputs: &outs, attempt, run_id: self.run_id };
             let cmd = self.planner.render_one(t, id, tpl.id, &r).ok()?;
-            let hook_log = self.b.log_path(t, id, attempt).with_extension(format!("on_{event}.log"));
+            let hook_log = self.b.log_path(t, id, self.run_id, attempt).with_extension(format!("on_{event}.log"));
             Some((cmd, hook_log))
         });
         let step = self.step(t);

@@ -102,8 +102,11 @@ enum Cmd {
     Logs {
         /// A task id, e.g. 'extract[2024-01-05]'.
         task: String,
-        /// Which attempt of the latest run that has one (default: the last).
-        #[arg(long)]
+        /// Which run (its id, as in `flux history`; default: the latest that has the attempt).
+        #[arg(long, value_name = "N")]
+        run: Option<i64>,
+        /// Which attempt of that run (default: its last).
+        #[arg(long, value_name = "N")]
         attempt: Option<u32>,
         /// Keep printing as the log grows, until the attempt ends.
         #[arg(long)]
@@ -198,6 +201,16 @@ struct BuildArgs {
     /// text: progress on stderr and a summary; json: one JSON object on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
+    /// Print each task's commands before it runs, as `sh -c` gets them (staged output
+    /// paths); with -n, the commands that would run (final paths).
+    #[arg(short = 'p', long)]
+    print_commands: bool,
+    /// Print the commands' output on stderr as it comes, each line after its task id.
+    #[arg(long)]
+    stream: bool,
+    /// Print the last N lines of a failed task's log under its FAIL line (0: none).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    log_lines: usize,
 }
 
 /// Parse arguments and run; returns the exit code.
@@ -234,12 +247,12 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Cmd::Build(b) => cmd_build(cli, b),
         Cmd::Check => {
             let ff = load(cli, &Selection::default())?;
-            println!("{}: {} steps, OK", ff.path.display(), ff.steps.len());
+            println!("{}: {}, OK", ff.path.display(), crate::report::plural(ff.steps.len(), "step"));
             Ok(0)
         }
         Cmd::List { output } => cmd_list(cli, *output),
         Cmd::Graph { sel, tasks, format } => cmd_graph(cli, sel, *tasks, *format),
-        Cmd::Logs { task, attempt, follow } => cmd_logs(cli, task, *attempt, *follow),
+        Cmd::Logs { task, run, attempt, follow } => cmd_logs(cli, task, *run, *attempt, *follow),
         Cmd::History { step, limit, output } => cmd_history(cli, step.as_deref(), *limit, *output),
         Cmd::Status { sel, output } => cmd_status(cli, sel, *output),
         Cmd::Clear { sel, delete_outputs } => cmd_clear(cli, sel, *delete_outputs),
@@ -404,6 +417,9 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         wait: b.wait.as_deref().map(parse_wait).transpose()?,
         cpu_budget: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         mem_budget: machine_memory(),
+        print_commands: b.print_commands,
+        stream: b.stream,
+        dry_commands: b.dry_run && (b.print_commands || b.output == OutputFormat::Json),
     };
 
     let t2 = Instant::now();
@@ -433,11 +449,13 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     if let Some(metas) = stats {
         build = build.with_stats(stat_ns, metas);
     }
-    let mut rep = crate::report::for_stderr(
-        cli.quiet,
-        color_on(cli.color, std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        cli.verbose > 0,
-    );
+    let mut rep = crate::report::for_stderr(crate::report::Settings {
+        quiet: cli.quiet,
+        color: color_on(cli.color, std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        verbose: cli.verbose > 0,
+        log_lines: b.log_lines,
+        stream: b.stream,
+    });
     let t3 = Instant::now();
     let report = if b.dry_run {
         build.dry_run(rep.as_mut())?
@@ -460,8 +478,8 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     }
 
     match b.output {
-        OutputFormat::Json => print_json(&ff, &g, &report, b.dry_run),
-        OutputFormat::Text => print_text(&g, &report, b.dry_run, t0),
+        OutputFormat::Json => print_json(&ff, &g, &report, b.dry_run, b.log_lines),
+        OutputFormat::Text => print_text(&ff, &g, &report, b.dry_run, cli.verbose > 0, t0),
     }
     if let Some(cause) = &report.db_error {
         eprintln!("{}", Error::Io(format!("{cause}; the build was stopped")).render());
@@ -534,34 +552,30 @@ fn downstream_of(g: &TaskGraph, step: u32) -> Vec<u32> {
     out
 }
 
-fn print_text(g: &TaskGraph, r: &Report, dry: bool, t0: Instant) {
+fn print_text(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool, verbose: bool, t0: Instant) {
     let out = std::io::stdout();
     let mut o = std::io::BufWriter::new(out.lock());
+    let lines = g.order.iter().map(|&t| {
+        let res = &r.results[t as usize];
+        crate::report::TaskLine {
+            id: &r.ids[t as usize],
+            step: &ff.steps[g.tasks[t as usize].step as usize].name,
+            step_no: g.tasks[t as usize].step as usize,
+            status: res.status,
+            reason: res.reason.map(|x| x.as_str()),
+            message: res.message.as_deref(),
+            waits: res.waits,
+            commands: res.commands.as_deref(),
+        }
+    });
     if dry {
-        let mut n = 0;
-        for &t in &g.order {
-            let res = &r.results[t as usize];
-            if res.status == "would-run" {
-                n += 1;
-                let why = res.reason.map(|x| x.as_str()).unwrap_or("missing source");
-                let _ = writeln!(o, "would run {} ({why})", r.ids[t as usize]);
-            }
-        }
-        let _ = writeln!(o, "dry run: {n} tasks would run, {} up to date", r.count("skipped"));
+        crate::report::dry_run_text(&mut o, lines, verbose);
     } else {
-        let mut line = format!("{} ran, {} up to date", r.count("success"), r.count("skipped"));
-        for (s, word) in [("failed", "failed"), ("upstream_failed", "upstream failed"), ("interrupted", "interrupted")]
-        {
-            let c = r.count(s);
-            if c > 0 {
-                line.push_str(&format!(", {c} {word}"));
-            }
-        }
-        let _ = writeln!(o, "{line} ({:.2}s)", t0.elapsed().as_secs_f64());
+        crate::report::build_text(&mut o, lines, t0.elapsed());
     }
 }
 
-fn print_json(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool) {
+fn print_json(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool, log_lines: usize) {
     use serde_json::{Value, json};
     let mut tasks = Vec::with_capacity(g.tasks.len());
     for &t in &g.order {
@@ -578,8 +592,21 @@ fn print_json(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool) {
             "attempts": res.attempts,
             "duration_s": res.duration_s,
         });
-        if let (Some(m), Some(o)) = (&res.message, obj.as_object_mut()) {
-            o.insert("error".into(), Value::String(m.clone()));
+        if let Some(o) = obj.as_object_mut() {
+            if let Some(m) = &res.message {
+                o.insert(if res.waits { "wait" } else { "error" }.into(), Value::String(m.clone()));
+            }
+            if dry {
+                if res.status == "would-run" && res.message.is_none() {
+                    o.insert("commands".into(), json!(res.commands));
+                }
+            } else {
+                o.insert("log".into(), json!(res.log));
+                if res.status == "failed" {
+                    let tail = res.log.as_deref().and_then(|l| crate::report::log_tail(l, log_lines));
+                    o.insert("log_tail".into(), json!(tail));
+                }
+            }
         }
         tasks.push(obj);
     }
@@ -591,6 +618,9 @@ fn print_json(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool) {
     });
     if dry && let Some(o) = summary.as_object_mut() {
         o.insert("would_run".into(), json!(r.count("would-run")));
+        let would = |waits: bool| r.results.iter().filter(|x| x.message.is_some() && x.waits == waits).count();
+        o.insert("would_wait".into(), json!(would(true)));
+        o.insert("would_fail".into(), json!(would(false)));
     } else if r.interrupted
         && let Some(o) = summary.as_object_mut()
     {
@@ -894,8 +924,14 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
             let _ = writeln!(o);
         }
         if let (Some(&first), Some(&last)) = (cols.first(), cols.last()) {
-            let _ =
-                writeln!(o, "{:width$}  {} .. {} ({} {kind}s)", "", intervals[first].1, intervals[last].1, cols.len());
+            let _ = writeln!(
+                o,
+                "{:width$}  {} .. {} ({})",
+                "",
+                intervals[first].1,
+                intervals[last].1,
+                crate::report::plural(cols.len(), kind)
+            );
         }
         for (name, _, cells) in rows.iter().filter(|(_, k, _)| k == kind) {
             let mut line = format!("{name:width$}  ");
@@ -964,9 +1000,9 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool) -> Result<i32> {
         }
     }
     db.commit(&mut batch)?;
-    let mut line = format!("cleared {} tasks", g.roots.len());
+    let mut line = format!("cleared {}", crate::report::plural(g.roots.len(), "task"));
     if delete_outputs {
-        line.push_str(&format!(", deleted {deleted} outputs"));
+        line.push_str(&format!(", deleted {}", crate::report::plural(deleted, "output")));
     }
     println!("{line}; the next build reruns them");
     Ok(0)
@@ -977,7 +1013,7 @@ fn open_for_reading(ff: &Fluxfile) -> Result<StateDb> {
         .ok_or_else(|| Error::Usage(format!("no state in {} yet: run `flux build` first", ff.state_dir.display())))
 }
 
-fn cmd_logs(cli: &Cli, task: &str, attempt: Option<u32>, follow: bool) -> Result<i32> {
+fn cmd_logs(cli: &Cli, task: &str, run: Option<i64>, attempt: Option<u32>, follow: bool) -> Result<i32> {
     let ff = load(cli, &Selection::default())?;
     let id = graph::canonical_task_id(&ff, task)?;
     let db = open_for_reading(&ff)?;
@@ -988,14 +1024,24 @@ fn cmd_logs(cli: &Cli, task: &str, attempt: Option<u32>, follow: bool) -> Result
         std::thread::sleep(std::time::Duration::from_millis(200));
         attempts = db.attempts(&id)?;
     }
-    let chosen = match attempt {
-        Some(n) => attempts.iter().rev().find(|a| a.attempt == n),
-        None => attempts.last(),
-    };
+    let chosen = attempts
+        .iter()
+        .rev()
+        .filter(|a| run.is_none_or(|r| a.run_id == r))
+        .find(|a| attempt.is_none_or(|n| a.attempt == n));
     let Some(a) = chosen else {
-        return Err(Error::Usage(match attempt {
-            Some(n) => format!("{id} has no attempt {n} on record"),
-            None => format!("{id} has never run"),
+        let runs: Vec<String> = {
+            let mut v: Vec<i64> = attempts.iter().map(|a| a.run_id).collect();
+            v.dedup();
+            v.iter().map(i64::to_string).collect()
+        };
+        let ran_in = if runs.is_empty() { String::new() } else { format!(" (it ran in run {})", runs.join(", ")) };
+        return Err(Error::Usage(match (run, attempt) {
+            (_, _) if attempts.is_empty() => format!("{id} has never run"),
+            (Some(r), Some(n)) => format!("{id} has no attempt {n} in run {r} on record{ran_in}"),
+            (Some(r), None) => format!("{id} did not run in run {r}{ran_in}"),
+            (None, Some(n)) => format!("{id} has no attempt {n} on record"),
+            (None, None) => format!("{id} has never run"),
         }));
     };
     let Some(log) = &a.log_path else {

@@ -41,10 +41,27 @@ pub struct Job {
     pub cwd: PathBuf,
     pub log: PathBuf,
     pub timeout: Option<Duration>,
+    /// `--stream`: also send each whole line of output here.
+    pub echo: Option<Echo>,
     /// The job's outputs, checked (and moved into place from staging) after every command
     /// succeeded: done here, on the worker, so that it happens in parallel and off the
     /// build loop.
     pub outputs: Vec<JobOutput>,
+}
+
+/// Where streamed output goes: `sink` receives whole lines only (each ending in a
+/// newline), each after `label`, and prints them at once, so that lines of jobs running
+/// side by side never mix.
+#[derive(Clone)]
+pub struct Echo {
+    pub label: String,
+    pub sink: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Echo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Echo").field("label", &self.label).finish_non_exhaustive()
+    }
 }
 
 /// One end of a copy.
@@ -279,42 +296,115 @@ fn signal(pgid: Option<i32>, sig: i32) {
 
 /// A job's log, created at the first byte of output: a quiet task costs no file or folder
 /// creation (a large share of a tiny task's cost), and a talkative one can be followed
-/// (`flux logs --follow`) while it runs.
+/// (`flux logs --follow`) while it runs. Each command is announced by a header (`$ ` and
+/// the command, `> ` before its further lines) that waits for the file: it is written
+/// before the first output, or when the job fails.
 struct LogSink {
     path: PathBuf,
     file: Option<std::fs::File>,
     failed: bool,
+    /// Headers of commands that have printed nothing yet.
+    header: Vec<u8>,
+    /// `--stream`: where lines go, and the unfinished last line.
+    echo: Option<(Echo, Vec<u8>)>,
 }
 
 impl LogSink {
-    fn new(path: PathBuf) -> LogSink {
-        LogSink { path, file: None, failed: false }
+    fn new(path: PathBuf, echo: Option<Echo>) -> LogSink {
+        LogSink { path, file: None, failed: false, header: Vec::new(), echo: echo.map(|e| (e, Vec::new())) }
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    /// The header of a command about to run.
+    fn announce(&mut self, cmd: &str) {
+        let mut h = Vec::with_capacity(cmd.len() + 4);
+        for (i, line) in cmd.lines().enumerate() {
+            h.extend_from_slice(if i == 0 { b"$ " } else { b"> " });
+            h.extend_from_slice(line.as_bytes());
+            h.push(b'\n');
+        }
+        if h.is_empty() {
+            h.extend_from_slice(b"$ \n");
+        }
+        match &mut self.file {
+            Some(f) => {
+                let _ = f.write_all(&h);
+            }
+            None => self.header.extend_from_slice(&h),
+        }
+    }
+
+    fn open(&mut self) {
         if self.file.is_none() && !self.failed {
             let made = self.path.parent().map_or(Ok(()), std::fs::create_dir_all);
             match made.and_then(|_| std::fs::File::create(&self.path)) {
-                Ok(f) => self.file = Some(f),
+                Ok(mut f) => {
+                    let _ = f.write_all(&std::mem::take(&mut self.header));
+                    self.file = Some(f);
+                }
                 Err(_) => self.failed = true,
             }
         }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.open();
         if let Some(f) = &mut self.file {
             let _ = f.write_all(bytes);
         }
+        if let Some((echo, partial)) = &mut self.echo {
+            partial.extend_from_slice(bytes);
+            if let Some(end) = partial.iter().rposition(|&b| b == b'\n') {
+                let rest = partial.split_off(end + 1);
+                (echo.sink)(&prefixed(&echo.label, partial));
+                *partial = rest;
+            } else if partial.len() > 64 * 1024 {
+                // A very long line (or \r-drawn progress) goes out in pieces of its own.
+                partial.push(b'\n');
+                (echo.sink)(&prefixed(&echo.label, partial));
+                partial.clear();
+            }
+        }
     }
 
-    /// True if a log file exists.
-    fn finish(&mut self) -> bool {
+    /// True if a log file exists. A failed job always has one, if only with the headers
+    /// of its commands.
+    fn finish(&mut self, failed: bool) -> bool {
+        if failed && self.file.is_none() && !self.header.is_empty() {
+            self.open();
+        }
+        // A log lists every command that ran, also those after the last output.
+        if let Some(f) = &mut self.file
+            && !self.header.is_empty()
+        {
+            let _ = f.write_all(&std::mem::take(&mut self.header));
+        }
+        if let Some((echo, partial)) = &mut self.echo
+            && !partial.is_empty()
+        {
+            partial.push(b'\n');
+            (echo.sink)(&prefixed(&echo.label, partial));
+            partial.clear();
+        }
         self.file.is_some()
     }
+}
+
+/// Whole lines, each prefixed with `label`.
+fn prefixed(label: &str, lines: &[u8]) -> String {
+    let text = String::from_utf8_lossy(lines);
+    let mut out = String::with_capacity(text.len() + 8 * label.len());
+    for line in text.split_inclusive('\n') {
+        out.push_str(label);
+        out.push_str(line);
+    }
+    out
 }
 
 /// Run one job to its end on the calling thread.
 fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>, reap: &Sender<PathBuf>) -> Finished {
     let started = Instant::now();
     let id = job.id;
-    let mut log = LogSink::new(job.log.clone());
+    let mut log = LogSink::new(job.log.clone(), job.echo.clone());
     let mut outcome = run_job(&job, running, &mut log);
     let mut outputs = Vec::new();
     if outcome == Outcome::Success {
@@ -336,7 +426,7 @@ fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>, reap: &Sender<
             format!("flux: timed out after {:?}; the process group was terminated\n", job.timeout.unwrap_or_default());
         log.write(msg.as_bytes());
     }
-    let logged = log.finish();
+    let logged = log.finish(outcome != Outcome::Success);
     Finished { id, outcome, duration: started.elapsed(), logged, outputs }
 }
 
@@ -402,6 +492,7 @@ fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut Log
         if running.lock().ok().and_then(|m| m.get(&job.id).map(|r| r.killed.is_some())).unwrap_or(false) {
             return Outcome::Interrupted;
         }
+        log.announce(cmd);
         let (reader, writer) = match std::io::pipe() {
             Ok(p) => p,
             Err(e) => {

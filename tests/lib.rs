@@ -32,6 +32,8 @@ mod fluxfile;
 mod hdfs;
 #[path = "integration/keys.rs"]
 mod keys;
+#[path = "integration/output.rs"]
+mod output;
 #[path = "integration/params.rs"]
 mod params;
 #[path = "integration/planning.rs"]

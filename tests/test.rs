@@ -511,3 +511,9 @@ pub fn json_build<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 pub fn canon(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
+
+/// What a task printed, from its log: the log without the `$ command` header lines flux
+/// writes before each command (and their `> ` continuation lines).
+pub fn printed(log: &str) -> String {
+    log.split_inclusive('\n').filter(|l| !l.starts_with("$ ") && !l.starts_with("> ")).collect()
+}

@@ -196,8 +196,11 @@ fn graph_tasks_needs_param_values() {
 fn logs_prints_the_latest_attempts_log() {
     let t = pipe();
     t.run_args(json_build(&["extract", "--date", "2024-01-02"])).assert_status(0);
-    t.run_args(["logs", "extract[2024-01-02]"]).assert_status(0).stdout_is("extracting 2024-01-02\n");
-    t.run_args(["logs", "extract[2024-01-02]", "--attempt", "1"]).assert_status(0).stdout_is("extracting 2024-01-02\n");
+    let log = t.run_args(["logs", "extract[2024-01-02]"]).assert_status(0).stdout.clone();
+    assert!(log.starts_with("$ echo extracting 2024-01-02; cat raw/2024-01-02.log > .flux/stage/"), "{log}");
+    assert_eq!(printed(&log), "extracting 2024-01-02\n");
+    let first = t.run_args(["logs", "extract[2024-01-02]", "--attempt", "1"]).assert_status(0).stdout.clone();
+    assert_eq!(first, log);
     t.run_args(["logs", "extract[2024-01-02]", "--attempt", "2"])
         .assert_status(2)
         .stderr_is("error: extract[2024-01-02] has no attempt 2 on record\n");
@@ -210,7 +213,7 @@ fn logs_prints_the_latest_attempts_log() {
 fn logs_takes_task_ids_with_params_in_any_order() {
     let t = Test::new().fluxfile("[step.r]\nparams = { date = \"date\", region = [\"eu\", \"us\"] }\noutputs = [\"r/{{ region }}/{{ date }}.txt\"]\nrun = \"echo {{ region }}; echo > {{ outputs[0] }}\"\n");
     t.run_args(json_build(&["--date", "2024-01-01"])).assert_status(0).assert_summary(2, 0, 0, 0);
-    t.run_args(["logs", "r[region=us,date=2024-01-01]"]).assert_status(0).stdout_is("us\n");
+    assert_eq!(printed(&t.run_args(["logs", "r[region=us,date=2024-01-01]"]).assert_status(0).stdout), "us\n");
 }
 
 #[test]
@@ -246,7 +249,9 @@ fn history_json_lists_attempts_newest_first() {
     assert_eq!(a[0]["exit_code"], 0);
     assert!(a[0]["run_id"].as_i64() > a[1]["run_id"].as_i64());
     assert!(
-        a[0]["log"].as_str().is_some_and(|l| l.ends_with("/.flux/logs/extract/extract_2024-01-02_/1.log")),
+        a[0]["log"]
+            .as_str()
+            .is_some_and(|l| l.ends_with(&format!("/.flux/logs/extract/extract_2024-01-02_/{}-1.log", a[0]["run_id"]))),
         "{}",
         a[0]
     );
@@ -338,13 +343,16 @@ fn an_unknown_flag_is_a_usage_error() {
 fn progress_lines_go_to_stderr_in_ci() {
     let t = pipe();
     let o = t.run_args(["build", "extract", "--date", "2024-01-01"]);
-    o.assert_status(0).stderr_has("run  extract[2024-01-01] (missing-output)\n");
+    // One line per finished task, with its reason; start lines only with -v.
+    o.assert_status(0).stderr_lacks("run  ");
     let ok = o
         .stderr
         .lines()
-        .find(|l| l.starts_with("ok   extract[2024-01-01] "))
+        .find(|l| l.starts_with("ok   extract[2024-01-01] (missing-output) "))
         .unwrap_or_else(|| panic!("{}", o.describe()));
     assert!(ok.ends_with(" [1/1]") && ok.contains("s [1/1]"), "{ok}");
+    let v = t.run_args(["-v", "build", "extract", "--date", "2024-01-02", "--force"]);
+    v.assert_status(0).stderr_has("run  extract[2024-01-02] (forced)\n");
     assert!(o.stdout.starts_with("1 ran, 0 up to date ("), "{}", o.describe());
     assert!(o.stdout.trim_end().ends_with("s)"), "{}", o.describe());
     assert_eq!(o.stdout_lines().len(), 1);
@@ -428,7 +436,7 @@ fn status_draws_one_grid_per_kind_of_time() {
     let o = t.run_args(["status", "--date", "2024-03-01"]);
     o.assert_status(0)
         .stdout_has("2024-03-01T00 .. 2024-03-01T23 (24 hours)")
-        .stdout_has("2024-03-01 .. 2024-03-01 (1 dates)")
+        .stdout_has("2024-03-01 .. 2024-03-01 (1 date)")
         .stdout_has(&format!("hourly  {}", "#".repeat(24)));
     let json = t.run_args(["status", "--date", "2024-03-01", "--output", "json"]).json();
     let kinds: Vec<&str> = json["rows"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();

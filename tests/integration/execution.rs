@@ -85,7 +85,10 @@ run = ["echo to-stdout", "echo to-stderr >&2", "echo x > {{ outputs[0] }}"]
 "#,
     );
     t.run_args(json_build(&["--date", "2024-01-05"])).assert_status(0);
-    assert_eq!(t.read(".flux/logs/l/l_2024-01-05_/1.log"), "to-stdout\nto-stderr\n");
+    // Each command's header comes before its output (the third printed nothing).
+    let log = t.read(".flux/logs/l/l_2024-01-05_/1-1.log");
+    let head = "$ echo to-stdout\nto-stdout\n$ echo to-stderr >&2\nto-stderr\n$ echo x > .flux/stage/";
+    assert!(log.starts_with(head) && log.ends_with(".txt\n") && log.lines().count() == 5, "{log}");
     // Neither reaches flux's own stdout or stderr.
     let t2 = Test::new().fluxfile(
         "[step.l]\noutputs = [\"l.txt\"]\nrun = \"echo to-stdout; echo to-stderr >&2; echo x > {{ outputs[0] }}\"\n",
@@ -136,7 +139,7 @@ fn a_failing_command_leaves_no_output_and_fails_its_dependents() {
     o.assert_task("good", "success", Some("missing-output"));
     o.assert_task("after_good", "success", Some("missing-output"));
     assert_eq!(t.read("after_good.txt"), "good\n");
-    assert_eq!(t.read(".flux/logs/bad/bad/1.log"), "doomed\n");
+    assert_eq!(printed(&t.read(".flux/logs/bad/bad/1-1.log")), "doomed\n");
     // No staging leftovers either.
     assert!(t.tree(".flux/stage").is_empty(), "{:?}", t.tree(".flux/stage").keys().collect::<Vec<_>>());
 }
@@ -146,7 +149,7 @@ fn a_failure_is_reported_on_stderr_and_in_the_text_summary() {
     let t = Test::new().fluxfile(FAILING);
     let o = t.run_args(["build"]);
     o.assert_status(1);
-    let log = t.abs(".flux/logs/bad/bad/1.log");
+    let log = t.abs(".flux/logs/bad/bad/1-1.log");
     o.stderr_has(&format!("FAIL bad: command exited with status 1 (log: {})\n", log.display()));
     o.stderr_has("skip after_bad: upstream failed\n");
     assert!(o.stdout.starts_with("2 ran, 0 up to date, 1 failed, 1 upstream failed ("), "{}", o.describe());
@@ -254,8 +257,8 @@ run = "echo attempt {{ attempt }}; echo try >> tries.txt; [ $(wc -l < tries.txt)
     o.assert_status(0).assert_summary(1, 0, 0, 0);
     assert_eq!(o.task("flaky")["attempts"], 2);
     assert_eq!(t.read("tries.txt"), "try\ntry\n");
-    assert_eq!(t.read(".flux/logs/flaky/flaky/1.log"), "attempt 1\n");
-    assert_eq!(t.read(".flux/logs/flaky/flaky/2.log"), "attempt 2\n");
+    assert_eq!(printed(&t.read(".flux/logs/flaky/flaky/1-1.log")), "attempt 1\n");
+    assert_eq!(printed(&t.read(".flux/logs/flaky/flaky/1-2.log")), "attempt 2\n");
     let h = t.run_args(["history", "--output", "json"]).json();
     let statuses: Vec<&str> =
         h["attempts"].as_array().expect("attempts").iter().filter_map(|a| a["status"].as_str()).collect();
@@ -303,7 +306,7 @@ outputs = ["next/{{ n }}.txt"]
 run = "sleep 0.3; echo > {{ outputs[0] }}"
 "#,
     );
-    let o = t.run_args(["build", "-j", "1"]);
+    let o = t.run_args(["-v", "build", "-j", "1"]);
     o.assert_status(0);
     let events: Vec<&str> =
         o.stderr.lines().filter_map(|l| l.split_whitespace().next()).filter(|w| *w == "run" || *w == "ok").collect();

@@ -111,7 +111,7 @@ fn flux_state_moves_the_state_folder() {
     ));
     t.run_args(json_build(&[])).assert_status(0).assert_summary(1, 0, 0, 0);
     assert!(t.exists("var/flux-state/state.db"));
-    assert!(t.exists("var/flux-state/logs/hello/hello/1.log"));
+    assert!(t.exists("var/flux-state/logs/hello/hello/1-1.log"));
     assert!(!t.exists(".flux"));
     t.run_args(json_build(&[])).assert_status(0).assert_summary(0, 1, 0, 0);
 }
@@ -347,7 +347,7 @@ fn a_failing_generator_is_an_error() {
 fn check_accepts_a_good_fluxfile() {
     let t = Test::new().fluxfile(ONE_STEP);
     let o = t.run_args(["check"]);
-    o.assert_status(0).stdout_has("1 steps, OK");
+    o.assert_status(0).stdout_has("1 step, OK");
     assert!(!t.exists(".flux"), "check writes nothing");
 }
 
