@@ -13,12 +13,12 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::error::Result;
+use crate::error::{Diag, Error, Result};
 use crate::exec::{End, Job, JobOutput, LocalExecutor, Outcome};
 use crate::fluxfile::{Action, Fluxfile, Step};
 use crate::graph::{NONE, TaskGraph, task_key};
 use crate::hooks::{Hooks, TaskEvent};
-use crate::plan::{CmdRender, Decision, Fingerprint, Planner, Reason, Triggers};
+use crate::plan::{CmdRender, Decision, Fingerprint, Planner, Reason, RenderError, Triggers};
 use crate::report::{Event, Reporter};
 use crate::state::{AttemptRecord, Batch, Records, StateDb, Status, TaskUpdate};
 use crate::store;
@@ -44,6 +44,9 @@ pub struct Options {
     pub mem_budget: u64,
 }
 
+/// Environment variables of a job: name, value.
+type Env = Vec<(String, String)>;
+
 /// What happened to one task (or would, in a dry run).
 #[derive(Debug, Clone, Default)]
 pub struct TaskResult {
@@ -53,6 +56,9 @@ pub struct TaskResult {
     pub attempts: u32,
     pub duration_s: Option<f64>,
     pub message: Option<String>,
+    /// In a dry run, a would-run task's commands (pre, run, post) as the build would run
+    /// them, with final output paths in place of staged ones.
+    pub commands: Vec<String>,
 }
 
 /// The result of a build.
@@ -230,6 +236,23 @@ impl<'a> Build<'a> {
                     runs[ti] = true;
                     results[ti] =
                         TaskResult { status: "would-run", reason: None, message: Some(message), ..Default::default() };
+                }
+            }
+        }
+        // Render everything that would run, as the build would: a template that cannot
+        // render is a Fluxfile error now, not a failed task later.
+        for &t in &self.g.order {
+            let ti = t as usize;
+            if results[ti].status != "would-run" {
+                continue;
+            }
+            match self.dry_commands(t, &ids[ti]) {
+                Ok(commands) => results[ti].commands = commands,
+                Err(e) => {
+                    rep.finish();
+                    return Err(Error::Fluxfile(Box::new(Diag::new(e.message, Some(e.span)).help(
+                        "the build would fail this task: fix the template (a dry run renders every command it would run)",
+                    ))));
                 }
             }
         }
@@ -517,6 +540,32 @@ impl<'a> Build<'a> {
                 _ => ins.push(name.to_string()),
             }
         }
+        let (commands, env) = self.job_commands(t, id, &ins, &outs, attempt, run_id)?;
+        Ok(Job {
+            id: t,
+            commands,
+            fetches,
+            copies,
+            env,
+            cwd: self.ff.dir.clone(),
+            log: self.log_path(t, id, attempt),
+            timeout: step.timeout,
+            outputs: job_outputs,
+        })
+    }
+
+    /// A task's commands as its job runs them (pre, run, post, in order) and its env, for
+    /// the inputs and outputs it sees (`outs`: staged paths in a build, final ones in a
+    /// dry run).
+    fn job_commands(
+        &self,
+        t: u32,
+        id: &str,
+        ins: &[String],
+        outs: &[End],
+        attempt: u32,
+        run_id: i64,
+    ) -> std::result::Result<(Vec<String>, Env), RenderError> {
         let out_strs: Vec<String> = outs
             .iter()
             .map(|o| match o {
@@ -524,21 +573,37 @@ impl<'a> Build<'a> {
                 End::Remote(u) => u.clone(),
             })
             .collect();
-        let cmds = planner.render_commands(t, id, &CmdRender { inputs: &ins, outputs: &out_strs, attempt, run_id })?;
+        let r = CmdRender { inputs: ins, outputs: &out_strs, attempt, run_id };
+        let cmds = self.planner.render_commands(t, id, &r)?;
         let mut commands = cmds.pre;
         commands.extend(cmds.run);
         commands.extend(cmds.post);
-        Ok(Job {
-            id: t,
-            commands,
-            fetches,
-            copies,
-            env: cmds.env,
-            cwd: self.ff.dir.clone(),
-            log: self.log_path(t, id, attempt),
-            timeout: step.timeout,
-            outputs: job_outputs,
-        })
+        Ok((commands, cmds.env))
+    }
+
+    /// What a dry run renders for a task that would run: its commands as [`Self::prepare`]
+    /// renders them, with the final output paths instead of staged ones and remote inputs
+    /// by their URI (a build hands commands the cached copy), and its hooks as they fire.
+    fn dry_commands(&self, t: u32, id: &str) -> std::result::Result<Vec<String>, RenderError> {
+        let task = &self.g.tasks[t as usize];
+        let step = &self.ff.steps[task.step as usize];
+        let ins: Vec<String> = task.inputs.iter().map(|&i| self.g.target(i).to_string()).collect();
+        let outs: Vec<End> = task
+            .outputs
+            .iter()
+            .map(|&o| {
+                let name = self.g.target(o);
+                if store::is_remote(name) { End::Remote(name.to_string()) } else { End::Local(self.planner.abs(name)) }
+            })
+            .collect();
+        let (commands, _env) = self.job_commands(t, id, &ins, &outs, 1, 0)?;
+        // Hooks see the targets' names (see `Run::hook`).
+        let names: Vec<String> = task.outputs.iter().map(|&o| self.g.target(o).to_string()).collect();
+        let r = CmdRender { inputs: &ins, outputs: &names, attempt: 1, run_id: 0 };
+        for tpl in [&step.on_success, &step.on_failure, &step.on_retry].into_iter().flatten() {
+            self.planner.render_one(t, id, tpl, &r)?;
+        }
+        Ok(commands)
     }
 
     /// After a failure: drop staged files, or (stage = false) what the task wrote.
@@ -1257,7 +1322,7 @@ impl Runner<'_, '_> {
             let ins: Vec<String> = task.inputs.iter().map(|&i| self.b.g.target(i).to_string()).collect();
             let outs: Vec<String> = task.outputs.iter().map(|&o| self.b.g.target(o).to_string()).collect();
             let r = CmdRender { inputs: &ins, outputs: &outs, attempt, run_id: self.run_id };
-            let cmd = self.planner.render_one(t, id, tpl.id, &r).ok()?;
+            let cmd = self.planner.render_one(t, id, tpl, &r).ok()?;
             let hook_log = self.b.log_path(t, id, attempt).with_extension(format!("on_{event}.log"));
             Some((cmd, hook_log))
         });
