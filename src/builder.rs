@@ -240,14 +240,17 @@ impl<'a> Build<'a> {
             }
         }
         // Render everything that would run, as the build would: a template that cannot
-        // render is a Fluxfile error now, not a failed task later.
-        for &t in &self.g.order {
-            let ti = t as usize;
-            if results[ti].status != "would-run" {
-                continue;
-            }
-            match self.dry_commands(t, &ids[ti]) {
-                Ok(commands) => results[ti].commands = commands,
+        // render is a Fluxfile error now, not a failed task later. The first in build
+        // order is reported.
+        let would: Vec<u32> =
+            self.g.order.iter().copied().filter(|&t| results[t as usize].status == "would-run").collect();
+        let rendered: Vec<_> = {
+            use rayon::prelude::*;
+            would.par_iter().map(|&t| self.dry_commands(t, &ids[t as usize])).collect()
+        };
+        for (t, r) in would.into_iter().zip(rendered) {
+            match r {
+                Ok(commands) => results[t as usize].commands = commands,
                 Err(e) => {
                     rep.finish();
                     return Err(Error::Fluxfile(Box::new(Diag::new(e.message, Some(e.span)).help(
