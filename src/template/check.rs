@@ -3,7 +3,7 @@
 //!
 //! - In commands, shell quoting cannot be turned off except by `| raw`: `safe`, `escape`,
 //!   `{% autoescape %}`, and every construct whose result is captured text (`{% set %}`
-//!   blocks, `{% filter %}` blocks, macros, call blocks) are errors. Captured text is
+//!   blocks, `{% filter %}` blocks, macros, call blocks, recursive loops) are errors. Captured text is
 //!   already quoted; minijinja marks it safe, and a filter applied to it could strip the
 //!   quotes.
 //! - Unknown filters, tests and functions are errors, with a "did you mean".
@@ -261,6 +261,16 @@ impl<'s> Walker<'s> {
             Stmt::EmitExpr(e) => self.expr(&e.expr),
             Stmt::EmitRaw(_) => Ok(()),
             Stmt::ForLoop(f) => {
+                if cmd && f.recursive {
+                    return Err(self.refuse(
+                        f.span(),
+                        "for",
+                        "a `recursive` loop is not allowed in a command: `loop(…)` returns text that is already \
+                         shell-quoted, which a filter could then unquote"
+                            .into(),
+                        "write the loop without `recursive`",
+                    ));
+                }
                 self.expr(&f.iter)?;
                 if let Some(e) = &f.filter_expr {
                     self.expr(e)?;
@@ -751,6 +761,7 @@ mod tests {
             ("{% set x | safe %}{{ v }}{% endset %}", "safe"),
             ("{% macro m() %}{{ v }}{% endmacro %}{{ m() }}", "macro"),
             ("{% include 'path:0' %}", "include"),
+            ("{% for i in [v] recursive %}{{ loop([i]) | trim }}{% endfor %}", "for"),
             ("{% if true %}{% for i in inputs %}{{ i | safe }}{% endfor %}{% endif %}", "safe"),
         ] {
             let p = problem(src, Mode::Command).unwrap_or_else(|| panic!("{src} passes"));
