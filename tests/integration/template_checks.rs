@@ -172,7 +172,13 @@ fn a_syntax_error_points_at_its_opening_tag() {
 #[test]
 fn an_output_index_past_the_outputs_fails_check() {
     let ff = "[step.a]\noutputs = [\"a.txt\"]\nrun = \"echo x > {{ outputs[1] }}\"\n";
-    refused(ff, "outputs[1]", "error: `outputs[1]` does not exist: the step has one output", "fix the index");
+    let out = refused(ff, "outputs[1]", "error: `outputs[1]` does not exist: the step has one output", "fix the index");
+    // A dry run and a build stop there too, before anything runs.
+    let t = Test::new().fluxfile(ff);
+    for args in [["build", "-n"], ["build", "-v"]] {
+        t.run_args(args).assert_status(2).stderr_has(&out.stderr);
+    }
+    assert!(!t.exists("a.txt") && !t.exists(".flux"));
 }
 
 #[test]
