@@ -13,12 +13,12 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::error::Result;
+use crate::error::{Diag, Error, Result};
 use crate::exec::{End, Job, JobOutput, LocalExecutor, Outcome};
 use crate::fluxfile::{Action, Fluxfile, Step};
 use crate::graph::{NONE, TaskGraph, task_key};
 use crate::hooks::{Hooks, TaskEvent};
-use crate::plan::{CmdRender, Decision, Fingerprint, Planner, Reason, Triggers};
+use crate::plan::{CmdRender, Decision, Fingerprint, Planner, Reason, RenderError, Triggers};
 use crate::report::{Event, Reporter};
 use crate::state::{AttemptRecord, Batch, Records, StateDb, Status, TaskUpdate};
 use crate::store;
@@ -50,6 +50,9 @@ pub struct Options {
     /// Render the commands of would-run tasks in a dry run (`-p`, `--output json`).
     pub dry_commands: bool,
 }
+
+/// Environment variables of a job: name, value.
+type Env = Vec<(String, String)>;
 
 /// What happened to one task (or would, in a dry run).
 #[derive(Debug, Clone, Default)]
@@ -244,15 +247,6 @@ impl<'a> Build<'a> {
                 Decision::Run { reason, .. } => {
                     runs[ti] = true;
                     results[ti] = TaskResult { status: "would-run", reason: Some(reason), ..Default::default() };
-                    if self.opts.dry_commands {
-                        match self.dry_commands(t, &ids[ti], &metas) {
-                            Ok(c) => results[ti].commands = Some(c),
-                            Err(message) => {
-                                rep.event(Event::Warning(&format!("{message}: the build would fail here")));
-                                results[ti].message = Some(message);
-                            }
-                        }
-                    }
                 }
                 Decision::Fail { message } => {
                     // A missing source with `wait` (a sensor's default, or --wait) is waited for.
@@ -275,6 +269,28 @@ impl<'a> Build<'a> {
                         waits,
                         ..Default::default()
                     };
+                }
+            }
+        }
+        // Render everything that would run, as the build would: a template that cannot
+        // render is a Fluxfile error now, not a failed task later. The first in build
+        // order is reported.
+        let would: Vec<u32> =
+            self.g.order.iter().copied().filter(|&t| results[t as usize].status == "would-run").collect();
+        let rendered: Vec<_> = {
+            use rayon::prelude::*;
+            would.par_iter().map(|&t| self.dry_commands(t, &ids[t as usize])).collect()
+        };
+        for (t, r) in would.into_iter().zip(rendered) {
+            match r {
+                // Kept only when they are shown (-p, --output json): at 10^6 tasks
+                // they would cost hundreds of MB.
+                Ok(commands) => results[t as usize].commands = self.opts.dry_commands.then_some(commands),
+                Err(e) => {
+                    rep.finish();
+                    return Err(Error::Fluxfile(Box::new(Diag::new(e.message, Some(e.span)).help(
+                        "the build would fail this task: fix the template (a dry run renders every command it would run)",
+                    ))));
                 }
             }
         }
@@ -490,12 +506,6 @@ impl<'a> Build<'a> {
         self.ff.state_dir.join("logs").join(&step.name).join(task_key(id)).join(format!("{run_id}-{attempt}.log"))
     }
 
-    /// The commands a would-run task of a dry run would run, rendered by `prepare` with
-    /// the final output paths (nothing is staged, no folder is made) and `run_id` 0.
-    pub fn dry_commands(&self, t: u32, id: &str, metas: &[Option<Meta>]) -> std::result::Result<Vec<String>, String> {
-        self.prepare(t, id, 1, 0, Path::new(""), None, metas).map(|job| job.commands)
-    }
-
     /// A path as commands see it: relative to the Fluxfile's folder when inside it.
     fn cmd_path(&self, p: &Path) -> String {
         match p.strip_prefix(&self.ff.dir) {
@@ -606,6 +616,33 @@ impl<'a> Build<'a> {
                 _ => ins.push(name.to_string()),
             }
         }
+        let (commands, env) = self.job_commands(t, id, &ins, &outs, attempt, run_id)?;
+        Ok(Job {
+            id: t,
+            commands,
+            fetches,
+            copies,
+            env,
+            cwd: self.ff.dir.clone(),
+            log: self.log_path(t, id, run_id, attempt),
+            timeout: step.timeout,
+            echo: None,
+            outputs: job_outputs,
+        })
+    }
+
+    /// A task's commands as its job runs them (pre, run, post, in order) and its env, for
+    /// the inputs and outputs it sees (`outs`: staged paths in a build, final ones in a
+    /// dry run).
+    fn job_commands(
+        &self,
+        t: u32,
+        id: &str,
+        ins: &[String],
+        outs: &[End],
+        attempt: u32,
+        run_id: i64,
+    ) -> std::result::Result<(Vec<String>, Env), RenderError> {
         let out_strs: Vec<String> = outs
             .iter()
             .map(|o| match o {
@@ -613,22 +650,37 @@ impl<'a> Build<'a> {
                 End::Remote(u) => u.clone(),
             })
             .collect();
-        let cmds = planner.render_commands(t, id, &CmdRender { inputs: &ins, outputs: &out_strs, attempt, run_id })?;
+        let r = CmdRender { inputs: ins, outputs: &out_strs, attempt, run_id };
+        let cmds = self.planner.render_commands(t, id, &r)?;
         let mut commands = cmds.pre;
         commands.extend(cmds.run);
         commands.extend(cmds.post);
-        Ok(Job {
-            id: t,
-            commands,
-            fetches,
-            copies,
-            env: cmds.env,
-            cwd: self.ff.dir.clone(),
-            log: self.log_path(t, id, run_id, attempt),
-            timeout: step.timeout,
-            echo: None,
-            outputs: job_outputs,
-        })
+        Ok((commands, cmds.env))
+    }
+
+    /// What a dry run renders for a task that would run: its commands as [`Self::prepare`]
+    /// renders them, with the final output paths instead of staged ones and remote inputs
+    /// by their URI (a build hands commands the cached copy), and its hooks as they fire.
+    fn dry_commands(&self, t: u32, id: &str) -> std::result::Result<Vec<String>, RenderError> {
+        let task = &self.g.tasks[t as usize];
+        let step = &self.ff.steps[task.step as usize];
+        let ins: Vec<String> = task.inputs.iter().map(|&i| self.g.target(i).to_string()).collect();
+        let outs: Vec<End> = task
+            .outputs
+            .iter()
+            .map(|&o| {
+                let name = self.g.target(o);
+                if store::is_remote(name) { End::Remote(name.to_string()) } else { End::Local(self.planner.abs(name)) }
+            })
+            .collect();
+        let (commands, _env) = self.job_commands(t, id, &ins, &outs, 1, 0)?;
+        // Hooks see the targets' names (see `Run::hook`).
+        let names: Vec<String> = task.outputs.iter().map(|&o| self.g.target(o).to_string()).collect();
+        let r = CmdRender { inputs: &ins, outputs: &names, attempt: 1, run_id: 0 };
+        for tpl in [&step.on_success, &step.on_failure, &step.on_retry].into_iter().flatten() {
+            self.planner.render_one(t, id, tpl, &r)?;
+        }
+        Ok(commands)
     }
 
     /// What is at a `stage = false` task's local outputs before an attempt (see `cleanup_failed`).
@@ -1531,7 +1583,7 @@ impl Runner<'_, '_> {
             let ins: Vec<String> = task.inputs.iter().map(|&i| self.b.g.target(i).to_string()).collect();
             let outs: Vec<String> = task.outputs.iter().map(|&o| self.b.g.target(o).to_string()).collect();
             let r = CmdRender { inputs: &ins, outputs: &outs, attempt, run_id: self.run_id };
-            let cmd = self.planner.render_one(t, id, tpl.id, &r).ok()?;
+            let cmd = self.planner.render_one(t, id, tpl, &r).ok()?;
             let hook_log = self.b.log_path(t, id, self.run_id, attempt).with_extension(format!("on_{event}.log"));
             Some((cmd, hook_log))
         });

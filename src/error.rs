@@ -40,6 +40,18 @@ impl Span {
         Span { source: self.source.clone(), start: s, end: e }
     }
 
+    /// The part of a TOML string value (this span, quotes included) at `start..start+len`
+    /// of its decoded text `value`: escapes, `\` line continuations and the newline after
+    /// an opening `"""`/`'''` are accounted for. The whole span when it cannot be mapped.
+    pub fn within_string(&self, value: &str, start: usize, len: usize) -> Span {
+        let raw = self.source.text.get(self.start..self.end).unwrap_or("");
+        match (toml_offset(raw, value, start), toml_offset(raw, value, start + len.max(1))) {
+            (Some(s), Some(e)) if e > s => self.sub(s, e),
+            (Some(s), _) => self.sub(s, s + 1),
+            _ => self.clone(),
+        }
+    }
+
     /// 1-based line and column (in characters) of the start.
     pub fn line_col(&self) -> (usize, usize) {
         let text = &self.source.text;
@@ -50,6 +62,70 @@ impl Span {
         let col = text[line_start..start].chars().count() + 1;
         (line, col)
     }
+}
+
+/// The offset in `raw` (a TOML string with its quotes) of byte `off` of its decoded `value`.
+fn toml_offset(raw: &str, value: &str, off: usize) -> Option<usize> {
+    let (quote, multi) =
+        ["\"\"\"", "'''", "\"", "'"].iter().find(|q| raw.starts_with(**q)).map(|q| (q.as_bytes()[0], q.len() == 3))?;
+    let mut i = if multi { 3 } else { 1 };
+    if multi {
+        if raw[i..].starts_with("\r\n") {
+            i += 2;
+        } else if raw[i..].starts_with('\n') {
+            i += 1;
+        }
+    }
+    if quote == b'\'' {
+        // Literal strings: no escapes.
+        return (raw.get(i..i + value.len()) == Some(value) && off <= value.len()).then_some(i + off);
+    }
+    let b = raw.as_bytes();
+    let mut d = 0;
+    while d < off {
+        if i >= b.len() {
+            return None;
+        }
+        if b[i] != b'\\' {
+            let c = raw[i..].chars().next()?;
+            i += c.len_utf8();
+            d += c.len_utf8();
+            continue;
+        }
+        let next = *b.get(i + 1)?;
+        match next {
+            b' ' | b'\t' | b'\r' | b'\n' if multi => {
+                // A line-ending backslash: it and the whitespace after it vanish.
+                i += 1;
+                while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
+                    i += 1;
+                }
+            }
+            b'u' | b'U' => {
+                let n = if next == b'u' { 4 } else { 8 };
+                let code = u32::from_str_radix(raw.get(i + 2..i + 2 + n)?, 16).ok()?;
+                i += 2 + n;
+                d += char::from_u32(code)?.len_utf8();
+            }
+            b'x' => {
+                let code = u32::from_str_radix(raw.get(i + 2..i + 4)?, 16).ok()?;
+                i += 4;
+                d += char::from_u32(code)?.len_utf8();
+            }
+            _ => {
+                i += 2;
+                d += 1;
+            }
+        }
+    }
+    // A line continuation right here belongs before the character at `off`.
+    while multi && b.get(i) == Some(&b'\\') && matches!(b.get(i + 1), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+        i += 1;
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
+            i += 1;
+        }
+    }
+    (d == off).then_some(i)
 }
 
 fn floor_boundary(s: &str, mut i: usize) -> usize {
@@ -213,6 +289,24 @@ mod tests {
             render_diag(&d),
             "error: unknown key `inptus` in [step.a]\n --> Fluxfile:2:1\n  |\n2 | inptus = []\n  | ^^^^^^\n  = help: did you mean `inputs`?"
         );
+    }
+
+    #[test]
+    fn positions_inside_toml_strings() {
+        let text =
+            "a = 'x {{ y }}'\nb = \"q\\\"{{ y }}\"\nc = \"\"\"\nl1 \\\n   {{ y }}\"\"\"\nd = \"\\u00e9{{ y }}\"\n";
+        let src = Arc::new(Source { name: "F".into(), path: None, text: text.into() });
+        let find = |key: &str, value: &str, off: usize| {
+            let start = text.find(&format!("{key} = ")).unwrap() + 4;
+            let end = text[start..].find('\n').map_or(text.len(), |e| start + e);
+            let end = if key == "c" { text.find("\"\"\"\nd").unwrap() + 3 } else { end };
+            let sp = Span::new(&src, start..end).within_string(value, off, 2);
+            text[sp.start..sp.end].to_string()
+        };
+        assert_eq!(find("a", "x {{ y }}", 2), "{{");
+        assert_eq!(find("b", "q\"{{ y }}", 2), "{{");
+        assert_eq!(find("c", "l1 {{ y }}", 3), "{{");
+        assert_eq!(find("d", "é{{ y }}", 2), "{{");
     }
 
     #[test]

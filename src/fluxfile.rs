@@ -1056,16 +1056,18 @@ struct StepCtx<'a> {
 fn compile(engine: &mut Engine, src: &str, span: &Span, mode: Mode, allowed: &dyn Fn(&str) -> bool) -> Result<Tpl> {
     let id = engine.compile(src, mode).map_err(|e| {
         let sp = match e.offset {
-            Some(off) if span_is_plain(span, src) => span.sub(1 + off, 2 + off),
-            _ => span.clone(),
+            Some(off) => span.within_string(src, off, e.len),
+            None => span.clone(),
         };
-        Error::at_help(format!("bad template: {}", e.message), &sp, "see docs/fluxfile.md#templates")
+        let help = e.help.unwrap_or_else(|| "see docs/fluxfile.md#templates".into());
+        Error::at_help(e.message, &sp, help)
     })?;
     for name in engine.names(id) {
         if !allowed(&name) {
+            let sp = engine.read_at(id, &name).map_or_else(|| span.clone(), |(o, l)| span.within_string(src, o, l));
             return Err(Error::at_help(
                 format!("template reads `{name}`, which is not defined here"),
-                span,
+                &sp,
                 "templates can read the step's params, vars, `step`, `task`, and in commands `inputs`, `outputs`, `attempt`, `run_id`, `interval_start`, `interval_end`",
             ));
         }
@@ -1073,10 +1075,24 @@ fn compile(engine: &mut Engine, src: &str, span: &Span, mode: Mode, allowed: &dy
     Ok(Tpl { id, span: span.clone() })
 }
 
-/// Whether the span's text is the template wrapped in plain quotes (so offsets map 1:1).
-fn span_is_plain(span: &Span, src: &str) -> bool {
-    let text = span.source.text.get(span.start..span.end).unwrap_or("");
-    text.len() == src.len() + 2 && text.get(1..text.len() - 1) == Some(src)
+/// `outputs[N]` in a command of a step with fewer outputs: every task fails to render it.
+fn check_output_indexes(engine: &Engine, tpl: &Tpl, src: &str, n: usize) -> Result<()> {
+    for (name, i, off, len) in engine.indexes(tpl.id) {
+        let n = n as i64;
+        if name == "outputs" && (*i >= n || *i < -n) {
+            let has = match n {
+                0 => "no outputs".to_owned(),
+                1 => "one output, `outputs[0]`".to_owned(),
+                _ => format!("{n} outputs, `outputs[0]` to `outputs[{}]`", n - 1),
+            };
+            return Err(Error::at_help(
+                format!("`outputs[{i}]` does not exist: the step has {has}"),
+                &tpl.span.within_string(src, *off, *len),
+                "add the output to `outputs`, or fix the index",
+            ));
+        }
+    }
+    Ok(())
 }
 
 const CMD_NAMES: &[&str] = &["inputs", "outputs", "attempt", "run_id", "interval_start", "interval_end"];
@@ -1137,7 +1153,9 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
                 return Err(Error::at_help("`run` is empty", &span, "give at least one command"));
             }
             for (src, span) in list {
-                out.push(compile(engine, &src, &span, Mode::Command, &cmd_ok)?);
+                let tpl = compile(engine, &src, &span, Mode::Command, &cmd_ok)?;
+                check_output_indexes(engine, &tpl, &src, outputs.len())?;
+                out.push(tpl);
             }
         }
         Ok(out)
@@ -1181,7 +1199,9 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
             let Some(s) = as_plain_str(v.get_ref()) else {
                 return Err(Error::at(format!("env `{}` must be a string", name.get_ref()), &span));
             };
-            env.push((name.get_ref().to_string(), compile(engine, s, &span, Mode::Path, &cmd_ok)?));
+            let tpl = compile(engine, s, &span, Mode::Path, &cmd_ok)?;
+            check_output_indexes(engine, &tpl, s, outputs.len())?;
+            env.push((name.get_ref().to_string(), tpl));
         }
     }
 
@@ -1372,7 +1392,11 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
     let hook = |key: &str, engine: &mut Engine| -> Result<Option<Tpl>> {
         match k.str(key)? {
             None => Ok(None),
-            Some((src, span)) => compile(engine, &src, &span, Mode::Command, &cmd_ok).map(Some),
+            Some((src, span)) => {
+                let tpl = compile(engine, &src, &span, Mode::Command, &cmd_ok)?;
+                check_output_indexes(engine, &tpl, &src, outputs.len())?;
+                Ok(Some(tpl))
+            }
         }
     };
     let on_success = hook("on_success", engine)?;

@@ -333,33 +333,49 @@ impl<'a> Planner<'a> {
         &self,
         t: u32,
         id: &str,
-        tpl: crate::template::TemplateId,
+        tpl: &crate::fluxfile::Tpl,
         r: &CmdRender<'_>,
-    ) -> Result<String, String> {
-        self.with_context(t, id, r, |ctx| self.ff.engine.render(tpl, ctx).map_err(|e| format!("{id}: {e}")))
+    ) -> Result<String, RenderError> {
+        self.with_context(t, id, r, |ctx| {
+            self.ff.engine.render(tpl.id, ctx).map_err(|e| self.render_error(tpl, ctx, format!("{id}: {e}")))
+        })
     }
 
     /// Render a task's commands and env with the given target paths.
-    pub fn render_commands(&self, t: u32, id: &str, r: &CmdRender<'_>) -> Result<Commands, String> {
+    pub fn render_commands(&self, t: u32, id: &str, r: &CmdRender<'_>) -> Result<Commands, RenderError> {
         let step = &self.ff.steps[self.g.tasks[t as usize].step as usize];
         self.with_context(t, id, r, |ctx| {
-            let render = |tpls: &[crate::fluxfile::Tpl]| -> Result<Vec<String>, String> {
+            let render = |tpls: &[crate::fluxfile::Tpl]| -> Result<Vec<String>, RenderError> {
                 tpls.iter()
                     .map(|tpl| {
-                        self.ff
-                            .engine
-                            .render(tpl.id, ctx)
-                            .map_err(|e| format!("{id}: cannot render `{}`: {e}", self.ff.engine.source(tpl.id)))
+                        self.ff.engine.render(tpl.id, ctx).map_err(|e| {
+                            let msg = format!("{id}: cannot render `{}`: {e}", self.ff.engine.source(tpl.id));
+                            self.render_error(tpl, ctx, msg)
+                        })
                     })
                     .collect()
             };
             let mut env = Vec::with_capacity(step.env.len());
             for (k, tpl) in &step.env {
-                let v = self.ff.engine.render(tpl.id, ctx).map_err(|e| format!("{id}: env {k}: {e}"))?;
+                let v = self
+                    .ff
+                    .engine
+                    .render(tpl.id, ctx)
+                    .map_err(|e| self.render_error(tpl, ctx, format!("{id}: env {k}: {e}")))?;
                 env.push((k.clone(), v));
             }
             Ok(Commands { pre: render(&step.pre)?, run: render(&step.run)?, post: render(&step.post)?, env })
         })
+    }
+
+    /// A render error, placed on the part of the template at fault when minijinja says.
+    fn render_error(&self, tpl: &crate::fluxfile::Tpl, ctx: &Context<'_>, message: String) -> RenderError {
+        let engine = &self.ff.engine;
+        let span = match engine.error_at(tpl.id, ctx) {
+            Some((off, len)) => tpl.span.within_string(engine.source(tpl.id), off, len),
+            None => tpl.span.clone(),
+        };
+        RenderError { message, span }
     }
 
     /// Call `f` with the template context of a task's commands (SPEC §2.2).
@@ -385,6 +401,21 @@ impl<'a> Planner<'a> {
             extra: &extra,
         };
         f(&ctx)
+    }
+}
+
+/// A command, hook or env template that does not render for a task.
+#[derive(Debug)]
+pub struct RenderError {
+    /// `rollup[2024-01-05]: cannot render `…`: …`
+    pub message: String,
+    /// The template in the Fluxfile (narrowed to the expression at fault when known).
+    pub span: crate::error::Span,
+}
+
+impl From<RenderError> for String {
+    fn from(e: RenderError) -> String {
+        e.message
     }
 }
 

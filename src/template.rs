@@ -11,6 +11,8 @@ use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
+pub mod check;
+
 /// How the values of a template's `{{ … }}` are written out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -29,11 +31,16 @@ pub struct TemplateId(pub u32);
 /// A template that does not parse.
 #[derive(Debug, Clone)]
 pub struct CompileError {
-    /// One line saying what is wrong, e.g. `syntax error: unexpected end of input, expected
-    /// end of variable block`.
+    /// One line saying what is wrong, e.g. `bad template: syntax error: unexpected end of
+    /// input, expected end of variable block` or ``unknown filter `nosuch` ``.
     pub message: String,
-    /// Byte offset in the template source, when known.
+    /// Byte offset in the template source, when known: the `{{`/`{%` of the tag at fault,
+    /// or the name of an unknown filter.
     pub offset: Option<usize>,
+    /// Length in bytes of what is at fault (at least 1).
+    pub len: usize,
+    /// What to do about it.
+    pub help: Option<String>,
 }
 
 impl fmt::Display for CompileError {
@@ -111,6 +118,8 @@ struct Entry {
     source: String,
     mode: Mode,
     segments: Option<Vec<Segment>>,
+    /// What the static checks found (constant subscripts, where names are read).
+    facts: check::Facts,
     /// The compiled `strftime` formats of `segments`, in order.
     formats: Vec<TimeFormat>,
     /// Bytes of literal text plus a guess per expression, to size the output once.
@@ -142,9 +151,7 @@ impl Engine {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_debug(true); // names the undefined variable in errors
-        if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
-            env.set_syntax(syntax);
-        }
+        env.set_syntax(syntax());
         env.set_auto_escape_callback(|name| {
             if name.starts_with("sh:") { AutoEscape::Custom(Cow::Borrowed(SHELL)) } else { AutoEscape::None }
         });
@@ -168,6 +175,11 @@ impl Engine {
         env.add_filter("basename", |v: &Value| path_filter(v, "basename", basename));
         env.add_filter("dirname", |v: &Value| path_filter(v, "dirname", dirname));
         env.add_filter("raw", raw_filter);
+        env.add_filter("tojson", tojson_filter);
+        // Quoting is not theirs to change (SPEC §2.2); the static checks name them first.
+        for f in check::QUOTING_FILTERS {
+            env.remove_filter(f);
+        }
         env.add_filter("days", days_filter);
         env.add_filter("hours", hours_filter);
         env.add_function("date_range", |a: &str, b: &str| date_range(a, b).map(Value::from).map_err(invalid));
@@ -176,8 +188,12 @@ impl Engine {
 
     /// Compiles `source`. Syntax errors carry their byte offset into `source` when known.
     pub fn compile(&mut self, source: &str, mode: Mode) -> Result<TemplateId, CompileError> {
-        let id = u32::try_from(self.templates.len())
-            .map_err(|_| CompileError { message: "too many templates".into(), offset: None })?;
+        let id = u32::try_from(self.templates.len()).map_err(|_| CompileError {
+            message: "too many templates".into(),
+            offset: None,
+            len: 1,
+            help: None,
+        })?;
         let name = match mode {
             Mode::Command => format!("sh:{id}"),
             Mode::Path => format!("path:{id}"),
@@ -185,6 +201,18 @@ impl Engine {
         if let Err(e) = self.env.add_template_owned(name.clone(), source.to_owned()) {
             return Err(compile_error(&e, source));
         }
+        let facts = match check::check(source, syntax(), mode) {
+            Ok(f) => f,
+            Err(p) => {
+                self.env.remove_template(&name);
+                return Err(CompileError {
+                    message: p.message,
+                    offset: Some(p.offset),
+                    len: p.len,
+                    help: Some(p.help),
+                });
+            }
+        };
         let segments = parse_fast(source);
         let size_hint = match &segments {
             Some(segs) => segs
@@ -200,6 +228,7 @@ impl Engine {
             name,
             source: source.to_owned(),
             mode,
+            facts,
             formats: segments.as_deref().map(compile_formats).unwrap_or_default(),
             segments,
             size_hint,
@@ -230,6 +259,22 @@ impl Engine {
         let rendered = self.render_slow(entry, ctx)?;
         out.push_str(&rendered);
         Ok(())
+    }
+
+    /// Where rendering `id` in `ctx` fails (byte offset and length in the source), when
+    /// minijinja says; None when it renders. For error messages: it renders again.
+    pub fn error_at(&self, id: TemplateId, ctx: &Context<'_>) -> Option<(usize, usize)> {
+        let entry = self.entry(id)?;
+        let tmpl = self.env.get_template(&entry.name).ok()?;
+        let err = tmpl.render(context_value(ctx)).err()?;
+        let r = err.range()?;
+        let r = r.start.min(entry.source.len())..r.end.min(entry.source.len());
+        // The whole `{{ … }}` the expression is in, when it is one.
+        let start = entry.source[..r.start].rfind("{{").filter(|&s| !entry.source[s..r.start].contains("}}"));
+        match (start, entry.source[r.end..].find("}}")) {
+            (Some(s), Some(e)) => Some((s, r.end + e + 2 - s)),
+            _ => Some((r.start, r.len().max(1))),
+        }
     }
 
     /// Some(segments) when the template is on the fast path, else None.
@@ -265,6 +310,18 @@ impl Engine {
         names
     }
 
+    /// `inputs[N]` / `outputs[N]` subscripts with a constant N: (name, N, byte offset,
+    /// length) in the source.
+    pub fn indexes(&self, id: TemplateId) -> &[(String, i64, usize, usize)] {
+        self.entry(id).map_or(&[], |e| e.facts.indexes.as_slice())
+    }
+
+    /// Where the template first reads `name` (byte offset and length in the source).
+    pub fn read_at(&self, id: TemplateId, name: &str) -> Option<(usize, usize)> {
+        let e = self.entry(id)?;
+        e.facts.reads.iter().find(|(n, ..)| n == name).map(|(_, o, l)| (*o, *l))
+    }
+
     /// The template's source text (empty for an unknown id).
     pub fn source(&self, id: TemplateId) -> &str {
         self.entry(id).map_or("", |e| e.source.as_str())
@@ -293,12 +350,23 @@ impl Engine {
 // Errors
 // ---------------------------------------------------------------------------------------
 
+/// flux's template syntax: `{{ … }}` and `{% … %}` as in Jinja, comments `{{# … #}}` so
+/// that `{#` is literal text (`${#VAR}` in shell), trailing newlines kept.
+fn syntax() -> SyntaxConfig {
+    SyntaxConfig::builder()
+        .comment_delimiters(check::COMMENT_START, check::COMMENT_END)
+        .keep_trailing_newline(true)
+        .build()
+        .unwrap_or_default()
+}
+
 fn compile_error(e: &Error, source: &str) -> CompileError {
-    let mut message = match e.detail() {
+    let detail = match e.detail() {
         Some(d) => format!("{}: {d}", e.kind()),
         None => e.kind().to_string(),
     };
-    let offset = e.range().map(|r| r.start.min(source.len())).or_else(|| {
+    let message = format!("bad template: {detail}");
+    let reported = e.range().map(|r| r.start.min(source.len())).or_else(|| {
         let line = e.line()?;
         let mut off = 0;
         for (n, l) in source.split_inclusive('\n').enumerate() {
@@ -309,10 +377,12 @@ fn compile_error(e: &Error, source: &str) -> CompileError {
         }
         None
     });
-    if let Some(line) = e.line().filter(|_| source.contains('\n')) {
-        let _ = write!(message, " (line {line})");
-    }
-    CompileError { message, offset }
+    let (offset, len, help) = match check::locate_syntax_error(source, reported, &detail) {
+        Some((off, len, help)) => (Some(off), len, Some(help)),
+        None => (reported, 1, None),
+    };
+    // The offset is mapped into the Fluxfile, which shows the line: no "(line N)" here.
+    CompileError { message, offset, len, help }
 }
 
 fn render_error(e: &Error, entry: &Entry, ctx: &Context<'_>, tmpl: &minijinja::Template<'_, '_>) -> String {
@@ -426,7 +496,9 @@ pub fn shell_quote(s: &str, out: &mut String) {
 /// The minijinja formatter: shell quoting in Command mode, newline-separated lists in
 /// Path mode, safe strings (from `raw`) as they are.
 fn format_value(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
-    let shell = matches!(state.auto_escape(), AutoEscape::Custom(n) if n == SHELL);
+    // By the template, not by the current auto-escape setting, so that nothing inside a
+    // command (`{% autoescape %}` is refused anyway) can turn quoting off.
+    let shell = state.name().starts_with("sh:");
     if value.is_safe() {
         return Ok(out.write_str(value.as_str().unwrap_or_default())?);
     }
@@ -832,6 +904,14 @@ fn raw_filter(v: &Value) -> Result<Value, Error> {
     }))
 }
 
+/// `tojson`: the value as compact JSON, a plain string (so shell-quoted in commands).
+fn tojson_filter(v: &Value) -> Result<Value, Error> {
+    if v.is_undefined() {
+        return Err(undefined_arg("tojson"));
+    }
+    serde_json::to_string(v).map(Value::from).map_err(|e| invalid(format!("tojson: {e}")))
+}
+
 fn days_filter(v: &Value) -> Result<Value, Error> {
     if is_list(v) {
         return Ok(v.clone());
@@ -894,7 +974,8 @@ fn parse_fast(src: &str) -> Option<Vec<Segment>> {
     while i + 1 < b.len() {
         if b[i] == b'{' {
             match b[i + 1] {
-                b'%' | b'#' => return None,
+                // `{#` is literal text; comments are `{{# … #}}` (and fail `expr`).
+                b'%' => return None,
                 b'{' => {
                     if i > lit_start {
                         segs.push(Segment::Lit(src[lit_start..i].to_owned()));
@@ -1485,7 +1566,9 @@ mod tests {
             err("a\n{{ date | strftime('%Q') }}"),
             "strftime: `%Q` is not a valid format (use chrono's specifiers such as %Y, %m, %d, %H) (line 2, in `strftime('%Q')`)"
         );
-        assert_eq!(err("{{ date | nofilter }}"), "unknown filter: filter nofilter is unknown (in `nofilter`)");
+        // Unknown filters do not compile (see template::check).
+        let bad = Engine::new().compile("{{ date | nofilter }}", Mode::Path).unwrap_err();
+        assert_eq!((bad.message.as_str(), bad.offset, bad.len), ("unknown filter `nofilter`", Some(10), 8));
     }
 
     #[test]
@@ -1558,16 +1641,19 @@ mod tests {
         let mut e = Engine::new();
         let src = "abc {{ date | }}";
         let err = e.compile(src, Mode::Path).unwrap_err();
-        assert!(err.message.starts_with("syntax error"), "{}", err.message);
-        let off = err.offset.unwrap();
-        assert!((13..=src.len()).contains(&off), "{off}: {}", err.message);
+        assert!(err.message.starts_with("bad template: syntax error"), "{}", err.message);
+        // The `{{` of the tag at fault.
+        assert_eq!(err.offset, Some(4), "{}", err.message);
+        assert!(err.help.is_some());
         let src = "ok\n{% for x in y %}";
         let err = e.compile(src, Mode::Command).unwrap_err();
-        assert!(err.message.contains("line 2"), "{}", err.message);
-        assert!(err.offset.is_some_and(|o| o >= 3), "{err:?}");
+        assert_eq!(err.offset, Some(3), "{err:?}");
+        assert_eq!(err.help.as_deref(), Some("close it with `{% endfor %}`"));
         let src = "{{ a b }}";
         let err = e.compile(src, Mode::Path).unwrap_err();
-        assert_eq!(err.offset, Some(5), "{err:?}");
+        assert_eq!(err.offset, Some(0), "{err:?}");
+        let err = e.compile("echo ${#x} {# {{ x", Mode::Command).unwrap_err();
+        assert_eq!((err.offset, err.len), (Some(14), 2), "{err:?}");
         // Failed compiles do not use up ids.
         let id = e.compile("x", Mode::Path).unwrap();
         assert_eq!(id, TemplateId(0));
@@ -1621,7 +1707,7 @@ mod tests {
     fn what_goes_to_minijinja() {
         let slow = [
             "{% if true %}x{% endif %}",
-            "{# c #}x",
+            "{{# c #}}x",
             "{{ a + 1 }}",
             "{{ a | upper }}",
             "{{ a | days }}",
@@ -1665,6 +1751,7 @@ mod tests {
             "{{ a | add_days(-9223372036854775808) }}",
             "x { y",
             "ends with {",
+            "echo ${#x} {# y",
         ];
         for src in fast {
             let id = e.compile(src, Mode::Path).unwrap_or_else(|err| panic!("{src}: {err}"));
@@ -1935,6 +2022,38 @@ mod tests {
     fn trailing_newlines_are_kept() {
         assert_eq!(path("{{ date }}\n"), "2024-01-05\n");
         assert_eq!(path("{% if true %}a{% endif %}\n"), "a\n");
+    }
+
+    #[test]
+    fn the_checked_names_are_the_registered_ones() {
+        let e = Engine::new();
+        let run = |src: &str| e.env.render_str(src, minijinja::context! { x => "2024-01-05" });
+        for f in check::FILTERS {
+            let r = run(&format!("{{{{ x | {f} }}}}"));
+            assert!(!matches!(&r, Err(err) if err.kind() == ErrorKind::UnknownFilter), "{f}: {r:?}");
+        }
+        for f in check::QUOTING_FILTERS.iter().chain(&["nosuch", "urlencode"]) {
+            let r = run(&format!("{{{{ x | {f} }}}}"));
+            assert!(matches!(&r, Err(err) if err.kind() == ErrorKind::UnknownFilter), "{f}: {r:?}");
+        }
+        for t in check::TESTS {
+            let r = run(&format!("{{% if x is {t} %}}{{% endif %}}"));
+            assert!(!matches!(&r, Err(err) if err.kind() == ErrorKind::UnknownTest), "{t}: {r:?}");
+        }
+        for f in check::FUNCTIONS {
+            assert!(e.env.globals().any(|(g, _)| g == *f), "{f}");
+        }
+    }
+
+    #[test]
+    fn tojson_is_quoted_in_commands() {
+        let c = Ctx::new();
+        let mut e = Engine::new();
+        let id = e.compile("{{ params | tojson }}", Mode::Command).unwrap();
+        let out = e.render(id, &c.ctx(false)).unwrap();
+        assert!(out.starts_with("'{\"") && out.ends_with("}'"), "{out}");
+        let id = e.compile("{{ evil | tojson }}", Mode::Path).unwrap();
+        assert!(e.render(id, &c.ctx(false)).unwrap().starts_with('"'));
     }
 
     #[test]

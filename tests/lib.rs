@@ -46,5 +46,7 @@ mod staleness;
 mod state;
 #[path = "integration/stores.rs"]
 mod stores;
+#[path = "integration/template_checks.rs"]
+mod template_checks;
 #[path = "integration/templates.rs"]
 mod templates;

@@ -231,7 +231,7 @@ fn template_reading_an_unknown_name_is_an_error() {
         .run()
         .assert_status(2)
         .stderr_has("error: template reads `dtae`, which is not defined here")
-        .stderr_has(" --> Fluxfile:4:7");
+        .stderr_has(" --> Fluxfile:4:16");
 }
 
 #[test]
