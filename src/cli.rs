@@ -79,7 +79,7 @@ enum GraphFormat {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run the stale tasks of the requested targets (default: every step nothing depends on).
+    /// Run the stale tasks of the requested targets (default: every task of every step).
     Build(BuildArgs),
     /// Validate the Fluxfile; exit 0 if it is good, 2 otherwise.
     Check,
@@ -431,9 +431,13 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         eprintln!("flux: cpu {own:.3}s in flux itself, {commands:.3}s in commands");
     }
 
+    let left = graph::left_out(&ff, &req);
     match b.output {
-        OutputFormat::Json => print_json(&ff, &g, &report, b.dry_run),
-        OutputFormat::Text => print_text(&g, &report, b.dry_run, t0),
+        OutputFormat::Json => print_json(&ff, &g, &report, b.dry_run, &left),
+        OutputFormat::Text => {
+            print_text(&g, &report, b.dry_run, t0);
+            print_left_out(&left);
+        }
     }
     let code = report.exit_code();
     // The process ends now: freeing a large graph piece by piece would only cost time
@@ -530,7 +534,21 @@ fn print_text(g: &TaskGraph, r: &Report, dry: bool, t0: Instant) {
     }
 }
 
-fn print_json(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool) {
+/// With no target: the steps left out for want of a value (SPEC §3.1), after the summary.
+fn print_left_out(left: &[(&str, &str, &crate::param::ParamKind)]) {
+    if left.is_empty() {
+        return;
+    }
+    let names: Vec<String> = left
+        .iter()
+        .map(|(step, param, kind)| {
+            format!("{step} ({} param `{param}` has no value: pass --param {param}=…)", kind.name())
+        })
+        .collect();
+    let _ = writeln!(std::io::stdout(), "left out: {}", names.join(", "));
+}
+
+fn print_json(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool, left: &[(&str, &str, &crate::param::ParamKind)]) {
     use serde_json::{Value, json};
     let mut tasks = Vec::with_capacity(g.tasks.len());
     for &t in &g.order {
@@ -564,6 +582,13 @@ fn print_json(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool) {
         && let Some(o) = summary.as_object_mut()
     {
         o.insert("interrupted".into(), json!(r.count("interrupted")));
+    }
+    if !left.is_empty()
+        && let Some(o) = summary.as_object_mut()
+    {
+        let l: Vec<Value> =
+            left.iter().map(|(step, param, kind)| json!({"step": step, "param": param, "kind": kind.name()})).collect();
+        o.insert("left_out".into(), Value::Array(l));
     }
     let mut doc = json!({ "tasks": tasks, "summary": summary });
     if let (Some(id), Some(o)) = (r.run_id, doc.as_object_mut()) {
@@ -624,6 +649,11 @@ fn cmd_list(cli: &Cli, output: OutputFormat) -> Result<i32> {
 fn kind_text(k: &crate::param::ParamKind) -> String {
     match k {
         crate::param::ParamKind::Choice(v) => v.join("|"),
+        crate::param::ParamKind::Int { min, max } if min.is_some() || max.is_some() => format!(
+            "int {}..{}",
+            min.map(|m| m.to_string()).unwrap_or_default(),
+            max.map(|m| m.to_string()).unwrap_or_default()
+        ),
         other => other.name().to_string(),
     }
 }
@@ -671,7 +701,7 @@ fn step_edges(ff: &Fluxfile) -> Result<Vec<(usize, usize)>> {
                     }
                     v
                 } else {
-                    crate::param::ParamValue::Choice(0)
+                    probe_value(k)
                 };
                 vals.push(v);
             }
@@ -693,6 +723,16 @@ fn step_edges(ff: &Fluxfile) -> Result<Vec<(usize, usize)>> {
     }
     edges.sort_unstable();
     Ok(edges)
+}
+
+/// A value of a param that is not a time, to probe step edges with.
+fn probe_value(k: &crate::param::ParamKind) -> crate::param::ParamValue {
+    use crate::param::{ParamKind, ParamValue};
+    match k {
+        ParamKind::Int { min, max } => ParamValue::Int(min.unwrap_or_else(|| max.map_or(0, |m| m.min(0)))),
+        ParamKind::Str => ParamValue::Str(crate::param::intern("x")),
+        _ => ParamValue::Choice(0),
+    }
 }
 
 fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Result<i32> {

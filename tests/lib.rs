@@ -28,6 +28,8 @@ mod fluxfile;
 mod hdfs;
 #[path = "integration/keys.rs"]
 mod keys;
+#[path = "integration/param_kinds.rs"]
+mod param_kinds;
 #[path = "integration/params.rs"]
 mod params;
 #[path = "integration/planning.rs"]
@@ -42,3 +44,5 @@ mod state;
 mod stores;
 #[path = "integration/templates.rs"]
 mod templates;
+#[path = "integration/whole_range.rs"]
+mod whole_range;
