@@ -10,6 +10,8 @@ mod test;
 
 #[path = "integration/cli.rs"]
 mod cli;
+#[path = "integration/completion.rs"]
+mod completion;
 #[path = "integration/concurrency.rs"]
 mod concurrency;
 #[path = "integration/crash.rs"]
@@ -40,6 +42,8 @@ mod property;
 mod staleness;
 #[path = "integration/state.rs"]
 mod state;
+#[path = "integration/status_grid.rs"]
+mod status_grid;
 #[path = "integration/stores.rs"]
 mod stores;
 #[path = "integration/templates.rs"]
