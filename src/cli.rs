@@ -259,13 +259,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             let mut cmd = Cli::command();
             let mut buf: Vec<u8> = Vec::new();
             clap_complete::generate(*shell, &mut cmd, "flux", &mut buf);
-            let mut script = String::from_utf8_lossy(&buf).into_owned();
-            if *shell == clap_complete::Shell::Zsh {
-                script = crate::complete::patch_zsh(&script);
-            }
-            if let Some(glue) = crate::complete::glue(*shell) {
-                script.push_str(&glue);
-            }
+            let script = crate::complete::script(*shell, &String::from_utf8_lossy(&buf));
             let _ = std::io::stdout().lock().write_all(script.as_bytes());
             Ok(0)
         }

@@ -88,38 +88,46 @@ fn domain_ids(ff: &Fluxfile, si: usize) -> Vec<String> {
     combos.iter().map(|vals| graph::task_id(step, vals)).collect()
 }
 
-/// The glue appended to clap_complete's script for `shell`: it completes the positional
-/// arguments of the target subcommands with `flux __complete`.
-pub fn glue(shell: clap_complete::Shell) -> Option<String> {
+/// clap_complete's script for `shell` (`generated`) with the glue that completes the
+/// positional arguments of the target subcommands through `flux __complete`: appended for
+/// bash and fish; for zsh, defined before the script's last lines (which run the
+/// completion when the file is autoloaded) and named as the target arguments' action in
+/// place of `_default`. Other shells get the script as it is.
+pub fn script(shell: clap_complete::Shell, generated: &str) -> String {
     use clap_complete::Shell;
-    let text = match shell {
-        Shell::Bash => BASH,
-        Shell::Zsh => ZSH,
-        Shell::Fish => FISH,
-        _ => return None,
-    };
-    Some(
+    let glue = |text: &str| {
         text.replace("@SUBCOMMANDS@", TARGET_SUBCOMMANDS)
-            .replace("@SUBCOMMANDS_BAR@", &TARGET_SUBCOMMANDS.replace(' ', "|")),
-    )
-}
-
-/// zsh: clap_complete writes the target arguments' action as `_default`; they get
-/// `_flux_targets` (step names and task ids, then files) instead.
-pub fn patch_zsh(script: &str) -> String {
-    script
-        .lines()
-        .map(|l| {
-            let target_arg = l.starts_with("'*::targets -- ") || l.starts_with("':task -- ");
-            if target_arg && l.ends_with(":_default' \\") {
-                format!("{}:_flux_targets' \\", &l[..l.len() - ":_default' \\".len()])
-            } else {
-                l.to_string()
+            .replace("@SUBCOMMANDS_BAR@", &TARGET_SUBCOMMANDS.replace(' ', "|"))
+    };
+    match shell {
+        Shell::Bash => format!("{generated}{}", glue(BASH)),
+        Shell::Fish => format!("{generated}{}", glue(FISH)),
+        Shell::Zsh => {
+            let mut out = String::with_capacity(generated.len() + ZSH.len());
+            let mut placed = false;
+            for l in generated.lines() {
+                if !placed && l.starts_with("if [ \"$funcstack[1]\" = \"_flux\" ]") {
+                    out.push_str(ZSH.trim_start());
+                    out.push('\n');
+                    placed = true;
+                }
+                let target_arg = l.starts_with("'*::targets -- ") || l.starts_with("':task -- ");
+                match l.strip_suffix(":_default' \\") {
+                    Some(head) if target_arg => {
+                        out.push_str(head);
+                        out.push_str(":_flux_targets' \\");
+                    }
+                    _ => out.push_str(l),
+                }
+                out.push('\n');
             }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+            if !placed {
+                out.push_str(ZSH);
+            }
+            out
+        }
+        _ => generated.to_string(),
+    }
 }
 
 const BASH: &str = r#"

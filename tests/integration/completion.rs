@@ -50,6 +50,10 @@ fn every_shell_script_asks_flux_for_targets() {
     let zsh = Test::new().args(["completions", "zsh"]).run();
     assert!(zsh.stdout.lines().any(|l| l.starts_with("'*::targets -- ") && l.ends_with(":_flux_targets' \\")));
     assert!(!zsh.stdout.lines().any(|l| l.starts_with("'*::targets -- ") && l.ends_with(":_default' \\")));
+    // Defined before the lines that run the completion when the file is autoloaded.
+    let defined = zsh.stdout.find("_flux_targets() {").expect("the glue");
+    let runs = zsh.stdout.find("if [ \"$funcstack[1]\" = \"_flux\" ]").expect("clap's last lines");
+    assert!(defined < runs, "{}", zsh.stdout);
 }
 
 #[test]
