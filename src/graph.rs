@@ -373,7 +373,14 @@ fn match_segs(
                         }
                         _ => seg_end,
                     };
-                    for end in (1..=run_end).filter(|&e| s.is_char_boundary(e)) {
+                    // What follows is a literal or the end (free params never stand side by
+                    // side): only lengths it fits are parsed (and string values interned).
+                    let fits = |e: usize| match rest.first() {
+                        Some(OutSeg::Lit(l)) => s[e..].starts_with(l.as_str()),
+                        None => e == s.len(),
+                        Some(OutSeg::Param(..)) => true,
+                    };
+                    for end in (1..=run_end).filter(|&e| s.is_char_boundary(e) && fits(e)) {
                         if let Ok(v) = kind.parse(&s[..end]) {
                             try_value(v, &s[end..], vals);
                         }

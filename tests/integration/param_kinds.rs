@@ -223,3 +223,21 @@ run = "echo {{ week | ds_nodash }} > {{ outputs[0] }}"
     o.assert_status(0).assert_ran(&["wk[2024-W09]", "wk[2024-W10]"]);
     assert_eq!(t.read("wk/2024-W09.txt"), "2024W09\n");
 }
+
+#[test]
+fn a_path_two_string_values_could_make_is_reported_as_ambiguous() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.pair]
+params = { a = "string", b = "string" }
+outputs = ["pairs/{{ a }}_{{ b }}.txt"]
+run = "echo {{ a }} {{ b }} > {{ outputs[0] }}"
+"#,
+    );
+    t.run_args(json_build(&["pairs/x_y.csv.txt"])).assert_status(0).assert_ran(&["pair[a=x,b=y.csv]"]);
+    t.run_args(["build", "pairs/x_y_z.txt"])
+        .assert_status(2)
+        .stderr_has("`pairs/x_y_z.txt` could be written by several tasks: ")
+        .stderr_has("pair[a=x,b=y_z]")
+        .stderr_has("pair[a=x_y,b=z]");
+}
