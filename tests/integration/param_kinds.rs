@@ -241,3 +241,23 @@ run = "echo {{ a }} {{ b }} > {{ outputs[0] }}"
         .stderr_has("pair[a=x,b=y_z]")
         .stderr_has("pair[a=x_y,b=z]");
 }
+
+#[test]
+fn add_weeks_moves_weeks_dates_and_hours_in_both_template_engines() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.w]
+params = { date = "date" }
+outputs = ["w/{{ date }}.txt"]
+run = "echo {{ date | add_weeks(2) }} {% if true %}{{ '2024-W52' | add_weeks(1) }} {{ '2024-03-01T05' | add_weeks(-1) }}{% endif %} > {{ outputs[0] }}"
+"#,
+    );
+    t.run_args(["build", "--date", "2024-02-20"]).assert_status(0);
+    assert_eq!(t.read("w/2024-02-20.txt"), "2024-03-05 2025-W01 2024-02-23T05\n");
+    let t = Test::new().fluxfile(
+        "[step.m]\nparams = { month = \"month\" }\noutputs = [\"m/{{ month }}.txt\"]\nrun = \"echo {{ month | add_weeks(1) }}\"\n",
+    );
+    t.run_args(["build", "--date", "2024-02-20"])
+        .assert_status(1)
+        .stderr_has("add_weeks: `2024-02` is a month; use add_months");
+}
