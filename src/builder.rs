@@ -880,6 +880,15 @@ impl Runner<'_, '_> {
     }
 
     fn flush(&mut self, db: &mut StateDb) -> Result<()> {
+        // Tasks that started since the last write and still run: their record says so
+        // (`flux status`); the many short tasks that ended in between cost no write.
+        let mut still: Vec<u32> = self.pending_running.keys().copied().collect();
+        still.sort_unstable();
+        for t in still {
+            self.batch
+                .tasks
+                .push(TaskUpdate::Status { task_id: self.ids[t as usize].clone(), status: Status::Running });
+        }
         self.batch.digests.extend(self.b.digests.take_fresh());
         self.b.digests.release();
         db.commit(&mut self.batch)?;
@@ -996,6 +1005,10 @@ impl Runner<'_, '_> {
             }
             if self.b.g.tasks[ti].deps.iter().any(|&d| self.st[d as usize].finished_bad()) {
                 rep.event(Event::UpstreamFailed { id: &self.ids[ti] });
+                // Recorded so that `flux status` shows it (the fingerprint is kept).
+                self.batch
+                    .tasks
+                    .push(TaskUpdate::Status { task_id: self.ids[ti].clone(), status: Status::UpstreamFailed });
                 self.done(t, St::UpstreamFailed, "upstream_failed");
                 continue;
             }

@@ -35,10 +35,11 @@ const AFTER: &str = "Examples:
   flux graph --format dot | dot -Tsvg > g.svg
   flux logs 'extract[2024-01-05]'
 
-Docs: docs/concepts.md, docs/fluxfile.md, docs/cli.md";
+More: flux help TOPIC, where TOPIC is concepts, fluxfile, templates, cli, stores or
+operations; flux help SUBCOMMAND for a subcommand's flags.";
 
 #[derive(Parser, Debug)]
-#[command(name = "flux", version, about = ABOUT, after_help = AFTER, max_term_width = 100)]
+#[command(name = "flux", version, about = ABOUT, after_help = AFTER, max_term_width = 100, disable_help_subcommand = true)]
 struct Cli {
     /// Use this Fluxfile instead of searching the current folder and its parents.
     #[arg(short = 'f', long = "file", global = true, value_name = "FLUXFILE")]
@@ -79,7 +80,7 @@ enum GraphFormat {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run the stale tasks of the requested targets (default: every step nothing depends on).
+    /// Run the stale tasks of the requested targets (default: every task of every step).
     Build(BuildArgs),
     /// Validate the Fluxfile; exit 0 if it is good, 2 otherwise.
     Check,
@@ -137,10 +138,22 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
-    /// Print a shell completion script.
+    /// Print a shell completion script (flags, subcommands, step names and task ids).
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Print help: flux's, a subcommand's, or a topic's (concepts, fluxfile, templates, cli,
+    /// stores, operations).
+    Help {
+        #[arg(value_name = "TOPIC|SUBCOMMAND")]
+        topic: Option<String>,
+    },
+    /// Step names and task ids that complete a word (for the completion scripts).
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        #[arg(allow_hyphen_values = true)]
+        word: Option<String>,
     },
 }
 
@@ -258,7 +271,22 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Cmd::Clear { sel, delete_outputs } => cmd_clear(cli, sel, *delete_outputs),
         Cmd::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(*shell, &mut cmd, "flux", &mut std::io::stdout());
+            let mut buf: Vec<u8> = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "flux", &mut buf);
+            let script = crate::complete::script(*shell, &String::from_utf8_lossy(&buf));
+            let _ = std::io::stdout().lock().write_all(script.as_bytes());
+            Ok(0)
+        }
+        Cmd::Help { topic } => cmd_help(topic.as_deref()),
+        Cmd::Complete { word } => {
+            // Completion stays quiet: no Fluxfile, no state, a bad file: no candidates.
+            let Ok(ff) = load(cli, &Selection::default()) else { return Ok(0) };
+            let records = StateDb::open_existing(&ff.state_dir).ok().flatten().and_then(|db| db.load_tasks().ok());
+            let ids = records.iter().flat_map(|r| r.keys().map(String::as_str));
+            let mut o = std::io::stdout().lock();
+            for c in crate::complete::candidates(&ff, ids, word.as_deref().unwrap_or("")) {
+                let _ = writeln!(o, "{c}");
+            }
             Ok(0)
         }
     }
@@ -277,6 +305,36 @@ fn configure_state_db() -> Result<()> {
     }
     crate::state::on_wait(|line| eprintln!("flux: {line}"));
     Ok(())
+}
+
+/// `flux help [TOPIC|SUBCOMMAND]`.
+fn cmd_help(topic: Option<&str>) -> Result<i32> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let text = match topic {
+        None => cmd.render_long_help().to_string(),
+        Some(t) => match crate::complete::topic(t) {
+            Some(text) => text.to_string(),
+            None => match cmd.find_subcommand_mut(t) {
+                Some(sub) if !sub.is_hide_set() => sub.render_long_help().to_string(),
+                _ => {
+                    let names: Vec<&str> = crate::complete::TOPICS.iter().map(|(n, _)| *n).collect();
+                    let subs: Vec<String> =
+                        cmd.get_subcommands().filter(|s| !s.is_hide_set()).map(|s| s.get_name().to_string()).collect();
+                    let all = names.iter().copied().chain(subs.iter().map(String::as_str));
+                    let hint =
+                        crate::error::did_you_mean(t, all).map(|s| format!("did you mean `{s}`? ")).unwrap_or_default();
+                    return Err(Error::Usage(format!(
+                        "`{t}` is not a help topic or a subcommand; {hint}topics: {}; subcommands: {}",
+                        names.join(", "),
+                        subs.join(", ")
+                    )));
+                }
+            },
+        },
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(0)
 }
 
 fn kv(s: &str, flag: &str) -> Result<(String, String)> {
@@ -477,9 +535,13 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         eprintln!("flux: cpu {own:.3}s in flux itself, {commands:.3}s in commands");
     }
 
+    let left = graph::left_out(&ff, &req);
     match b.output {
-        OutputFormat::Json => print_json(&ff, &g, &report, b.dry_run, b.log_lines),
-        OutputFormat::Text => print_text(&ff, &g, &report, b.dry_run, cli.verbose > 0, t0),
+        OutputFormat::Json => print_json(&ff, &g, &report, b.dry_run, b.log_lines, &left),
+        OutputFormat::Text => {
+            print_text(&ff, &g, &report, b.dry_run, cli.verbose > 0, t0);
+            print_left_out(&left);
+        }
     }
     if let Some(cause) = &report.db_error {
         eprintln!("{}", Error::Io(format!("{cause}; the build was stopped")).render());
@@ -575,7 +637,28 @@ fn print_text(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool, verbose: bool
     }
 }
 
-fn print_json(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool, log_lines: usize) {
+/// With no target: the steps left out for want of a value (SPEC §3.1), after the summary.
+fn print_left_out(left: &[(&str, &str, &crate::param::ParamKind)]) {
+    if left.is_empty() {
+        return;
+    }
+    let names: Vec<String> = left
+        .iter()
+        .map(|(step, param, kind)| {
+            format!("{step} ({} param `{param}` has no value: pass --param {param}=…)", kind.name())
+        })
+        .collect();
+    let _ = writeln!(std::io::stdout(), "left out: {}", names.join(", "));
+}
+
+fn print_json(
+    ff: &Fluxfile,
+    g: &TaskGraph,
+    r: &Report,
+    dry: bool,
+    log_lines: usize,
+    left: &[(&str, &str, &crate::param::ParamKind)],
+) {
     use serde_json::{Value, json};
     let mut tasks = Vec::with_capacity(g.tasks.len());
     for &t in &g.order {
@@ -625,6 +708,13 @@ fn print_json(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool, log_lines: us
         && let Some(o) = summary.as_object_mut()
     {
         o.insert("interrupted".into(), json!(r.count("interrupted")));
+    }
+    if !left.is_empty()
+        && let Some(o) = summary.as_object_mut()
+    {
+        let l: Vec<Value> =
+            left.iter().map(|(step, param, kind)| json!({"step": step, "param": param, "kind": kind.name()})).collect();
+        o.insert("left_out".into(), Value::Array(l));
     }
     let mut doc = json!({ "tasks": tasks, "summary": summary });
     if let (Some(id), Some(o)) = (r.run_id, doc.as_object_mut()) {
@@ -685,6 +775,11 @@ fn cmd_list(cli: &Cli, output: OutputFormat) -> Result<i32> {
 fn kind_text(k: &crate::param::ParamKind) -> String {
     match k {
         crate::param::ParamKind::Choice(v) => v.join("|"),
+        crate::param::ParamKind::Int { min, max } if min.is_some() || max.is_some() => format!(
+            "int {}..{}",
+            min.map(|m| m.to_string()).unwrap_or_default(),
+            max.map(|m| m.to_string()).unwrap_or_default()
+        ),
         other => other.name().to_string(),
     }
 }
@@ -732,7 +827,7 @@ fn step_edges(ff: &Fluxfile) -> Result<Vec<(usize, usize)>> {
                     }
                     v
                 } else {
-                    crate::param::ParamValue::Choice(0)
+                    probe_value(k)
                 };
                 vals.push(v);
             }
@@ -754,6 +849,16 @@ fn step_edges(ff: &Fluxfile) -> Result<Vec<(usize, usize)>> {
     }
     edges.sort_unstable();
     Ok(edges)
+}
+
+/// A value of a param that is not a time, to probe step edges with.
+fn probe_value(k: &crate::param::ParamKind) -> crate::param::ParamValue {
+    use crate::param::{ParamKind, ParamValue};
+    match k {
+        ParamKind::Int { min, max } => ParamValue::Int(min.unwrap_or_else(|| max.map_or(0, |m| m.min(0)))),
+        ParamKind::Str => ParamValue::Str(crate::param::intern("x")),
+        _ => ParamValue::Choice(0),
+    }
 }
 
 fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Result<i32> {
@@ -898,74 +1003,144 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
     }
     let color = color_on(cli.color, std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let symbol = |st: &str| -> String {
-        let (ch, code) = match st {
-            "success" => ('#', "32"),
-            "up to date" => ('=', "32"),
-            "failed" => ('X', "31"),
-            "upstream_failed" => ('^', "33"),
-            "interrupted" => ('!', "33"),
-            "running" | "retrying" | "waiting" | "queued" => ('~', "36"),
-            "cleared" => ('c', "35"),
-            _ => ('.', "2"),
-        };
+        let (ch, code) = status_symbol(st);
         if color { format!("\x1b[{code}m{ch}\x1b[0m") } else { ch.to_string() }
     };
     let width = rows.iter().map(|(n, _, _)| n.len()).max().unwrap_or(4).max(4);
+    // Cells per line: what fits the terminal beside the row names.
+    let per_line = terminal_width().saturating_sub(width + 2).max(8);
     let mut kinds: Vec<&'static str> = Vec::new();
     for (_, k, _) in &rows {
         if !kinds.contains(k) {
             kinds.push(k);
         }
     }
-    for (n, kind) in kinds.iter().enumerate() {
+    let mut seen: Vec<&'static str> = Vec::new();
+    for (_, _, cells) in &rows {
+        for (_, _, st) in cells {
+            if !seen.contains(st) {
+                seen.push(st);
+            }
+        }
+    }
+    let mut blocks = 0;
+    for kind in &kinds {
         let mut cols: Vec<usize> = (0..intervals.len()).filter(|&c| intervals[c].0 == *kind).collect();
         cols.sort_by(|&a, &b| intervals[a].1.cmp(&intervals[b].1));
-        if n > 0 {
-            let _ = writeln!(o);
-        }
-        if let (Some(&first), Some(&last)) = (cols.first(), cols.last()) {
-            let _ = writeln!(
-                o,
-                "{:width$}  {} .. {} ({})",
-                "",
-                intervals[first].1,
-                intervals[last].1,
-                crate::report::plural(cols.len(), kind)
-            );
-        }
-        for (name, _, cells) in rows.iter().filter(|(_, k, _)| k == kind) {
-            let mut line = format!("{name:width$}  ");
-            if kind.is_empty() {
+        let kind_rows: Vec<&(String, &'static str, Vec<Cell>)> = rows.iter().filter(|(_, k, _)| k == kind).collect();
+        if kind.is_empty() {
+            if blocks > 0 {
+                let _ = writeln!(o);
+            }
+            blocks += 1;
+            for (name, _, cells) in &kind_rows {
+                let mut line = format!("{name:width$}  ");
                 for (_, _, st) in cells {
                     line.push_str(&symbol(st));
                     line.push(' ');
                     line.push_str(st);
                 }
-            } else {
+                let _ = writeln!(o, "{line}");
+            }
+            continue;
+        }
+        // Hours wrap per day; any grid wraps at the terminal's width.
+        let mut chunks: Vec<&[usize]> = Vec::new();
+        let day_of = |c: usize| if *kind == "hour" { intervals[c].1.get(..10).unwrap_or("") } else { "" };
+        let mut rest = &cols[..];
+        while let Some(&first) = rest.first() {
+            let same_day = rest.iter().take_while(|&&c| day_of(c) == day_of(first)).count();
+            let n = same_day.min(per_line);
+            chunks.push(&rest[..n]);
+            rest = &rest[n..];
+        }
+        let total = cols.len();
+        for chunk in chunks {
+            if blocks > 0 {
+                let _ = writeln!(o);
+            }
+            blocks += 1;
+            if let (Some(&first), Some(&last)) = (chunk.first(), chunk.last()) {
+                let count = if chunk.len() == total {
+                    crate::report::plural(total, kind)
+                } else {
+                    format!("{} of {}", chunk.len(), crate::report::plural(total, kind))
+                };
+                let _ = writeln!(o, "{:width$}  {} .. {} ({count})", "", intervals[first].1, intervals[last].1);
+            }
+            for (name, _, cells) in &kind_rows {
                 let by_col: HashMap<usize, &str> = cells.iter().filter_map(|(c, _, st)| c.map(|c| (c, *st))).collect();
-                for &c in &cols {
-                    match by_col.get(&c) {
+                let mut line = format!("{name:width$}  ");
+                for c in chunk {
+                    match by_col.get(c) {
                         Some(st) => line.push_str(&symbol(st)),
                         None => line.push(' '),
                     }
                 }
+                let _ = writeln!(o, "{}", line.trim_end());
             }
-            let _ = writeln!(o, "{line}");
         }
     }
-    let _ = writeln!(
-        o,
-        "\n{} success  {} up to date (no record)  {} failed  {} upstream failed  {} interrupted  {} running/waiting  {} cleared  {} missing",
-        symbol("success"),
-        symbol("up to date"),
-        symbol("failed"),
-        symbol("upstream_failed"),
-        symbol("interrupted"),
-        symbol("running"),
-        symbol("cleared"),
-        symbol("missing")
-    );
+    // The legend names the symbols the grid uses, in a fixed order.
+    let legend: Vec<String> = STATUS_LEGEND
+        .iter()
+        .filter(|(st, _)| seen.contains(st) || (seen.is_empty() && *st == "missing"))
+        .map(|(st, words)| format!("{} {words}", symbol(st)))
+        .collect();
+    let _ = writeln!(o, "\n{}", legend.join("  "));
     Ok(0)
+}
+
+/// Status -> grid symbol and ANSI colour. Every status has its own symbol.
+fn status_symbol(st: &str) -> (char, &'static str) {
+    match st {
+        "success" => ('#', "32"),
+        "up to date" => ('=', "32"),
+        "marked" => ('m', "32"),
+        "failed" => ('X', "31"),
+        "upstream_failed" => ('^', "33"),
+        "interrupted" => ('!', "33"),
+        "running" => ('>', "36"),
+        "retrying" => ('r', "36"),
+        "waiting" => ('w', "36"),
+        "queued" => ('q', "36"),
+        "cleared" => ('c', "35"),
+        "skipped" => ('s', "32"),
+        _ => ('.', "2"),
+    }
+}
+
+/// Statuses in legend order, with their words.
+const STATUS_LEGEND: &[(&str, &str)] = &[
+    ("success", "success"),
+    ("up to date", "up to date (no record)"),
+    ("marked", "marked"),
+    ("failed", "failed"),
+    ("upstream_failed", "upstream failed"),
+    ("interrupted", "interrupted"),
+    ("running", "running"),
+    ("retrying", "retrying"),
+    ("waiting", "waiting"),
+    ("queued", "queued"),
+    ("cleared", "cleared"),
+    ("missing", "missing"),
+];
+
+/// Columns of the terminal stdout goes to: `COLUMNS` when set, else the terminal's
+/// size, else 80.
+fn terminal_width() -> usize {
+    if let Some(n) = std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<usize>().ok()).filter(|n| *n > 0) {
+        return n;
+    }
+    // SAFETY: TIOCGWINSZ only writes the winsize struct it is given.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    if std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0
+        && ws.ws_col > 0
+    {
+        return usize::from(ws.ws_col);
+    }
+    80
 }
 
 fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool) -> Result<i32> {

@@ -1004,19 +1004,14 @@ fn parse_params(k: &Keys<'_>, vars: &[(String, String)]) -> Result<Vec<(String, 
                 }
                 ParamKind::Choice(vals)
             }
+            DeValue::Table(t) => param_kind_table(k.doc, t, &name, &vspan)?,
             other => match as_plain_str(other) {
-                Some("date") => ParamKind::Date,
-                Some("hour") => ParamKind::Hour,
-                Some("month") => ParamKind::Month,
-                Some(s) => {
-                    let hint = did_you_mean(s, ["date", "hour", "month"])
-                        .map(|d| format!("did you mean `{d}`?"))
-                        .unwrap_or_else(|| "use \"date\", \"hour\", \"month\" or a list of allowed values".into());
-                    return Err(Error::at_help(format!("unknown param kind `{s}`"), &vspan, hint));
-                }
+                Some(s) => param_kind(s, &vspan)?,
                 None => {
                     return Err(Error::at_help(
-                        format!("param `{name}` must be \"date\", \"hour\", \"month\" or a list of values"),
+                        format!(
+                            "param `{name}` must be \"date\", \"hour\", \"week\", \"month\", \"int\", \"string\" or a list of values"
+                        ),
                         &vspan,
                         "e.g. params = { date = \"date\", region = [\"eu\", \"us\"] }",
                     ));
@@ -1043,6 +1038,62 @@ fn parse_params(k: &Keys<'_>, vars: &[(String, String)]) -> Result<Vec<(String, 
         out.push((name, kind));
     }
     Ok(out)
+}
+
+const PARAM_KINDS: [&str; 6] = ["date", "hour", "week", "month", "int", "string"];
+
+/// A param kind written by name: `"date"`, `"int"`, `"string"`, ….
+fn param_kind(s: &str, span: &Span) -> Result<ParamKind> {
+    Ok(match s {
+        "date" => ParamKind::Date,
+        "hour" => ParamKind::Hour,
+        "week" => ParamKind::Week,
+        "month" => ParamKind::Month,
+        "int" => ParamKind::Int { min: None, max: None },
+        "string" => ParamKind::Str,
+        _ => {
+            let hint = did_you_mean(s, PARAM_KINDS).map(|d| format!("did you mean `{d}`?")).unwrap_or_else(|| {
+                "use \"date\", \"hour\", \"week\", \"month\", \"int\", \"string\" or a list of allowed values".into()
+            });
+            return Err(Error::at_help(format!("unknown param kind `{s}`"), span, hint));
+        }
+    })
+}
+
+/// `{ kind = "int", min = 0, max = 99 }` (the bounds are for `int` only).
+fn param_kind_table<'a>(doc: &'a Arc<Source>, t: &'a Table<'static>, name: &str, span: &Span) -> Result<ParamKind> {
+    let keys = Keys::check(doc, t, &format!("param `{name}`"), &["kind", "min", "max"])?;
+    let Some((kind_name, kspan)) = keys.str("kind")? else {
+        return Err(Error::at_help(
+            format!("param `{name}` needs a `kind`"),
+            span,
+            "e.g. { kind = \"int\", min = 0, max = 99 }",
+        ));
+    };
+    let kind = param_kind(&kind_name, &kspan)?;
+    let (min, max) = (keys.int("min")?, keys.int("max")?);
+    match kind {
+        ParamKind::Int { .. } => {
+            if let (Some((a, _)), Some((b, bspan))) = (&min, &max)
+                && a > b
+            {
+                return Err(Error::at_help(
+                    format!("`max` ({b}) is below `min` ({a})"),
+                    bspan,
+                    "swap them, or widen the range",
+                ));
+            }
+            Ok(ParamKind::Int { min: min.map(|m| m.0), max: max.map(|m| m.0) })
+        }
+        other => match min.or(max) {
+            Some((_, bspan)) => Err(Error::at_help(
+                format!("`min` and `max` are for int params, not {} params", other.name()),
+                &bspan,
+                "remove them",
+            )),
+            None => Ok(other),
+        },
+    }
 }
 
 struct StepCtx<'a> {
@@ -1522,7 +1573,9 @@ fn invertible(
     // Two params side by side with nothing between them cannot be told apart reliably.
     for w in out.windows(2) {
         if let [OutSeg::Param(a, _), OutSeg::Param(b, _)] = w
-            && (matches!(params[*a].1, ParamKind::Choice(_)) || matches!(params[*b].1, ParamKind::Choice(_)))
+            && [a, b]
+                .iter()
+                .any(|i| matches!(params[**i].1, ParamKind::Choice(_) | ParamKind::Int { .. } | ParamKind::Str))
         {
             return Err(fail("two params stand side by side with no text between them".into()));
         }
@@ -1536,7 +1589,10 @@ fn check_strftime_invertible(kind: &ParamKind, fmt: &str) -> std::result::Result
         ParamKind::Date => "2021-11-27",
         ParamKind::Hour => "2021-11-27T13",
         ParamKind::Month => "2021-11",
-        ParamKind::Choice(_) => return Err("strftime on a list param".into()),
+        ParamKind::Week => "2021-W47",
+        ParamKind::Choice(_) | ParamKind::Int { .. } | ParamKind::Str => {
+            return Err(format!("strftime on a {} param", kind.name()));
+        }
     };
     let v = kind.parse(probe).map_err(|e| e.to_string())?;
     let mut rendered = String::new();

@@ -36,7 +36,9 @@ pub struct Task {
 /// What the command line asks for.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
-    /// Step names, task ids or output paths. Empty: every step no other step depends on.
+    /// Step names, task ids or output paths. Empty: every task of every step for the
+    /// requested values (steps with a param that has no value and no domain left out; see
+    /// [`left_out`]).
     pub targets: Vec<String>,
     pub date: Option<NaiveDate>,
     pub range: Option<(String, String)>,
@@ -151,8 +153,13 @@ pub fn unformat<'a>(kind: &ParamKind, fmt: &OutFmt, s: &'a str) -> Option<(Param
         Some((f(head)?, &s[n..]))
     };
     match (fmt, kind) {
-        (_, ParamKind::Choice(_)) | (OutFmt::Lossy(_), _) => None,
+        (_, ParamKind::Choice(_) | ParamKind::Int { .. } | ParamKind::Str) | (OutFmt::Lossy(_), _) => None,
         (OutFmt::Canonical, ParamKind::Date) => fixed(10, &|h| kind.parse(h).ok()),
+        (OutFmt::Canonical, ParamKind::Week) => fixed(8, &|h| kind.parse(h).ok()),
+        (OutFmt::DsNodash, ParamKind::Week) => fixed(7, &|h| {
+            digits(&h[..4])?;
+            kind.parse(&format!("{}-{}", &h[..4], &h[4..])).ok()
+        }),
         (OutFmt::Canonical, ParamKind::Hour) => fixed(13, &|h| kind.parse(h).ok()),
         (OutFmt::Canonical, ParamKind::Month) => fixed(7, &|h| kind.parse(h).ok()),
         (OutFmt::DsNodash, ParamKind::Date) => fixed(8, &|h| {
@@ -182,7 +189,11 @@ pub fn unformat<'a>(kind: &ParamKind, fmt: &OutFmt, s: &'a str) -> Option<(Param
                     kind.parse(&format!("{}T{h:02}", d.format("%Y-%m-%d"))).ok()?
                 }
                 ParamKind::Month => kind.parse(&format!("{:04}-{:02}", parsed.year()?, parsed.month()?)).ok()?,
-                ParamKind::Choice(_) => return None,
+                ParamKind::Week => {
+                    let d = parsed.to_naive_date().ok()?;
+                    kind.parse_bound(&d.format("%Y-%m-%d").to_string(), false).ok()?
+                }
+                ParamKind::Choice(_) | ParamKind::Int { .. } | ParamKind::Str => return None,
             };
             Some((v, rest))
         }
@@ -350,6 +361,31 @@ fn match_segs(
                         }
                     }
                 }
+                ParamKind::Int { .. } | ParamKind::Str => {
+                    // Free values: try every length up to the next `/` that parses; the
+                    // literals after the segment decide (several full matches are reported
+                    // as ambiguous by the caller).
+                    let seg_end = s.find('/').unwrap_or(s.len());
+                    let run_end = match kind {
+                        ParamKind::Int { .. } => {
+                            let sign = usize::from(s.starts_with('-'));
+                            sign + s[sign..seg_end].bytes().take_while(u8::is_ascii_digit).count()
+                        }
+                        _ => seg_end,
+                    };
+                    // What follows is a literal or the end (free params never stand side by
+                    // side): only lengths it fits are parsed (and string values interned).
+                    let fits = |e: usize| match rest.first() {
+                        Some(OutSeg::Lit(l)) => s[e..].starts_with(l.as_str()),
+                        None => e == s.len(),
+                        Some(OutSeg::Param(..)) => true,
+                    };
+                    for end in (1..=run_end).filter(|&e| s.is_char_boundary(e) && fits(e)) {
+                        if let Ok(v) = kind.parse(&s[..end]) {
+                            try_value(v, &s[end..], vals);
+                        }
+                    }
+                }
                 _ => {
                     if let Some((v, r)) = unformat(kind, fmt, s) {
                         try_value(v, r, vals);
@@ -445,7 +481,12 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
     let mut roots: Vec<u32> = Vec::new();
     let all_steps = req.targets.is_empty();
     if all_steps {
+        // Every task of every step for the requested values (SPEC §3.1), except steps with
+        // a param that has no value and no domain (named by `left_out`).
         for si in 0..ff.steps.len() {
+            if valueless_param(&ff.steps[si], req).is_some() {
+                continue;
+            }
             for vals in step_values(ff, si, req)? {
                 roots.push(b.task(si as u32, vals)?);
             }
@@ -460,67 +501,11 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
     }
     let mut g = b.g;
     g.targets = b.target_ids.into_iter().collect();
-    if all_steps {
-        // A cycle through every step leaves no step undepended-on: report it rather than
-        // building nothing.
-        topo_order(ff, &g)?;
-        // Every step that no other step depends on, and what those need.
-        let mut depended = vec![false; ff.steps.len()];
-        for t in &g.tasks {
-            for &d in &t.deps {
-                let ds = g.tasks[d as usize].step;
-                if ds != t.step {
-                    depended[ds as usize] = true;
-                }
-            }
-        }
-        roots.retain(|&r| !depended[g.tasks[r as usize].step as usize]);
-        g = prune(g, &roots);
-        roots = g.roots.clone();
-    }
     roots.sort_unstable();
     roots.dedup();
     g.roots = roots;
     g.order = topo_order(ff, &g)?;
     Ok(g)
-}
-
-/// Keep only the tasks reachable from `roots`, renumbered.
-fn prune(g: TaskGraph, roots: &[u32]) -> TaskGraph {
-    let n = g.tasks.len();
-    let mut keep = vec![false; n];
-    let mut stack: Vec<u32> = roots.to_vec();
-    while let Some(t) = stack.pop() {
-        if std::mem::replace(&mut keep[t as usize], true) {
-            continue;
-        }
-        stack.extend(g.tasks[t as usize].deps.iter().copied());
-    }
-    let mut remap = vec![NONE; n];
-    let mut next = 0u32;
-    for (i, k) in keep.iter().enumerate() {
-        if *k {
-            remap[i] = next;
-            next += 1;
-        }
-    }
-    let mut tasks = Vec::with_capacity(next as usize);
-    for (i, mut t) in g.tasks.into_iter().enumerate() {
-        if keep[i] {
-            for d in &mut t.deps {
-                *d = remap[*d as usize];
-            }
-            tasks.push(t);
-        }
-    }
-    let producer = g.producer.iter().map(|&p| if p == NONE { NONE } else { remap[p as usize] }).collect();
-    TaskGraph {
-        tasks,
-        targets: g.targets,
-        producer,
-        roots: roots.iter().map(|&r| remap[r as usize]).collect(),
-        order: Vec::new(),
-    }
 }
 
 impl Builder<'_> {
@@ -781,7 +766,16 @@ fn step_values(ff: &Fluxfile, si: usize, req: &Request) -> Result<Vec<Box<[Param
         let mut vals: Vec<ParamValue> = if let Some((_, vs)) = given {
             let mut out = Vec::new();
             for v in vs {
-                if kind.is_time() && v.contains("..") {
+                if matches!(kind, ParamKind::Int { .. })
+                    && let Some((a, b)) = v.split_once("..")
+                {
+                    let bad = |e: String| Error::Usage(format!("--param {name}={v}: {e}"));
+                    let (a, b) = (kind.parse(a).map_err(bad)?, kind.parse(b).map_err(bad)?);
+                    if kind.count_between(a, b) > crate::param::MAX_EXPANSION {
+                        return Err(bad(format!("more than the limit of {} values", crate::param::MAX_EXPANSION)));
+                    }
+                    out.extend(kind.values_between(a, b));
+                } else if kind.is_time() && v.contains("..") {
                     let (a, b) = v.split_once("..").unwrap_or((v, v));
                     out.extend(kind.expand_range(a, b).map_err(|e| Error::Usage(format!("--param {name}={v}: {e}")))?);
                 } else if kind.is_time() && kind.parse(v).is_err() {
@@ -813,9 +807,15 @@ fn step_values(ff: &Fluxfile, si: usize, req: &Request) -> Result<Vec<Box<[Param
                 )));
             }
         } else {
-            match kind {
-                ParamKind::Choice(all) => (0..all.len() as u32).map(ParamValue::Choice).collect(),
-                _ => Vec::new(),
+            match kind.domain() {
+                Some(all) => all,
+                None => {
+                    return Err(Error::Usage(format!(
+                        "step `{}` has {} param `{name}` and no value for it: pass --param {name}=…",
+                        step.name,
+                        missing_kind_text(kind),
+                    )));
+                }
             }
         };
         if Some(pi) == step.time_param {
@@ -838,6 +838,36 @@ fn step_values(ff: &Fluxfile, si: usize, req: &Request) -> Result<Vec<Box<[Param
         out = next;
     }
     Ok(out)
+}
+
+/// `a string`, `an int` (with its bound when one is given).
+fn missing_kind_text(kind: &ParamKind) -> String {
+    match kind {
+        ParamKind::Int { min: Some(m), max: None } => format!("an int (min {m})"),
+        ParamKind::Int { min: None, max: Some(m) } => format!("an int (max {m})"),
+        ParamKind::Int { .. } => "an int".into(),
+        k => format!("a {}", k.name()),
+    }
+}
+
+/// The first param of a step that has no value in the request and no domain of its own
+/// (a `string` param, an `int` without both bounds): such a step cannot be expanded.
+fn valueless_param<'s>(step: &'s Step, req: &Request) -> Option<&'s (String, ParamKind)> {
+    step.params
+        .iter()
+        .find(|(name, kind)| !kind.is_time() && kind.domain().is_none() && !req.params.iter().any(|(k, _)| k == name))
+}
+
+/// With no target, the steps left out because a param has no value and no domain (SPEC
+/// §3.1): (step, param, kind) in declaration order.
+pub fn left_out<'f>(ff: &'f Fluxfile, req: &Request) -> Vec<(&'f str, &'f str, &'f ParamKind)> {
+    if !req.targets.is_empty() {
+        return Vec::new();
+    }
+    ff.steps
+        .iter()
+        .filter_map(|st| valueless_param(st, req).map(|(name, kind)| (st.name.as_str(), name.as_str(), kind)))
+        .collect()
 }
 
 /// Kahn's algorithm; a leftover task means a cycle, which is reported by walking it.

@@ -12,6 +12,7 @@
 
 pub mod builder;
 pub mod cli;
+pub mod complete;
 pub mod error;
 pub mod exec;
 pub mod fluxfile;

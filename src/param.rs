@@ -1,7 +1,8 @@
 //! Param kinds and values: parse <-> canonical display round-trip, time arithmetic, and
 //! the expansion of `--date`, `--date-range` and step domains into values.
 //!
-//! Values are compact (`Copy`, 16 bytes) so a task's params cost nothing to store or hash.
+//! Values are compact (`Copy`, 24 bytes) so a task's params cost little to store or hash;
+//! free string values are interned once per process ([`intern`]).
 //! This module knows nothing about steps, templates or files.
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
@@ -17,8 +18,15 @@ pub enum ParamKind {
     Hour,
     /// `YYYY-MM`
     Month,
+    /// An ISO week, `YYYY-Www` (`2024-W09`).
+    Week,
     /// One of a fixed list of strings (`region = ["eu", "us"]`).
     Choice(Vec<String>),
+    /// A whole number (`"int"`, or `{ kind = "int", min = 0, max = 99 }`); the bounds,
+    /// when given, are inclusive, and with both it has a domain.
+    Int { min: Option<i64>, max: Option<i64> },
+    /// Any path-safe string (see [`check_segment`]).
+    Str,
 }
 
 /// One param value. Time values are counted from the Unix epoch so that they order,
@@ -33,6 +41,92 @@ pub enum ParamValue {
     Month(i32),
     /// Index into the kind's list.
     Choice(u32),
+    /// ISO weeks since the week of 1970-01-01 (whose Monday is 1969-12-29).
+    Week(i32),
+    /// An `int` param's value.
+    Int(i64),
+    /// A `string` param's value, interned.
+    Str(&'static str),
+}
+
+/// Why `s` cannot be a free param value, or `Ok`: a value is one path segment, so it may
+/// not be empty, `.` or `..`, contain `/`, start with `-` (it could read as an option in a
+/// command), or contain characters that task ids or `--param` lists use (`,` `=` `[` `]`),
+/// whitespace or control characters.
+pub fn check_segment(s: &str) -> Result<(), String> {
+    let why = if s.is_empty() {
+        "it is empty"
+    } else if s == "." || s == ".." {
+        "`.` and `..` name folders"
+    } else if s.contains('/') || s.contains('\\') {
+        "it contains a path separator"
+    } else if s.starts_with('-') {
+        "it starts with `-`"
+    } else if s.contains([',', '=', '[', ']']) {
+        "`,` `=` `[` `]` separate values in task ids and --param lists"
+    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "it contains whitespace or a control character"
+    } else {
+        return Ok(());
+    };
+    Err(format!("`{s}` cannot be a param value: {why} (a value must be one path segment)"))
+}
+
+/// The interned copy of `s`: every distinct string value is stored once per process, so
+/// values stay `Copy` and compare by content.
+pub fn intern(s: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static SET: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut set = SET.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&v) = set.get(s) {
+        return v;
+    }
+    let v: &'static str = Box::leak(Box::from(s));
+    set.insert(v);
+    v
+}
+
+/// Days since 1970-01-01 of the Monday of week `w` (see [`ParamValue::Week`]).
+fn week_monday(w: i64) -> i64 {
+    w * 7 - 3
+}
+
+/// The week (see [`ParamValue::Week`]) that contains day `days`.
+fn week_of_day(days: i64) -> i64 {
+    (days + 3).div_euclid(7)
+}
+
+/// (ISO year, week number) of week `w`: the year of its Thursday.
+fn iso_week_parts(w: i64) -> (i64, u32) {
+    let thursday = week_monday(w) + 3;
+    let (y, _, _) = civil_from_days(thursday);
+    (y, ((thursday - days_from_civil(y, 1, 1)) / 7 + 1) as u32)
+}
+
+/// `YYYY-Www` -> week.
+fn parse_week(b: &[u8]) -> Option<i64> {
+    if b.len() != 8 || b[4] != b'-' || b[5] != b'W' {
+        return None;
+    }
+    let y = i64::from(digits(&b[0..4])?);
+    let n = i64::from(digits(&b[6..8])?);
+    let first = week_of_day(days_from_civil(y, 1, 4));
+    let w = first + n - 1;
+    (n >= 1 && iso_week_parts(w).0 == y).then_some(w)
+}
+
+/// A canonical integer: `0`, `42`, `-7` (no sign on positives, no leading zeros).
+fn parse_int(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || (digits.len() > 1 && digits.starts_with('0'))
+    {
+        return None;
+    }
+    if s == "-0" {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// The calendar fields of the start of a time value (see [`ParamValue::civil`]).
@@ -196,18 +290,26 @@ fn date_error(s: &str, e: DateError, what: &str, expected: &str) -> String {
 const DATE_FORM: &str = "YYYY-MM-DD";
 const HOUR_FORM: &str = "YYYY-MM-DDTHH, e.g. 2024-03-01T02";
 const MONTH_FORM: &str = "YYYY-MM";
+const WEEK_FORM: &str = "YYYY-Www, an ISO week such as 2024-W09";
 
 impl ParamValue {
     /// Recognises the shape of a canonical time string: a date (`2024-01-05`), an hour
-    /// (`2024-03-01T02`) or a month (`2024-02`). `None` for anything else.
+    /// (`2024-03-01T02`), an ISO week (`2024-W09`) or a month (`2024-02`). `None` for
+    /// anything else.
     pub fn parse_time(s: &str) -> Option<ParamValue> {
         let b = s.as_bytes();
         match b.len() {
             10 => parse_date_days(b).ok().map(|d| ParamValue::Date(d as i32)),
             13 => parse_hour_hours(b).ok().map(ParamValue::Hour),
+            8 => parse_week(b).map(|w| ParamValue::Week(w as i32)),
             7 => parse_month_parts(b).ok().map(|(y, m)| ParamValue::Month(month_index(y, m) as i32)),
             _ => None,
         }
+    }
+
+    /// True for date, hour, week and month values.
+    pub fn is_time(self) -> bool {
+        matches!(self, ParamValue::Date(_) | ParamValue::Hour(_) | ParamValue::Month(_) | ParamValue::Week(_))
     }
 
     /// Appends the canonical form of a time value (`Choice` values need their kind: use
@@ -218,7 +320,7 @@ impl ParamValue {
     }
 
     /// Appends the compact form of a time value, without separators: `20240105`,
-    /// `2024010502`, `202402` (Airflow's `ds_nodash`).
+    /// `2024010502`, `202402`, `2024W09` (Airflow's `ds_nodash`).
     pub fn write_nodash(self, out: &mut String) {
         self.write_with(out, false);
     }
@@ -237,8 +339,23 @@ impl ParamValue {
                 let (y, m) = month_parts(i64::from(m));
                 (y, m, 0, None)
             }
+            ParamValue::Week(w) => {
+                let (y, n) = iso_week_parts(i64::from(w));
+                write_year(y, out);
+                out.push_str(if separators { "-W" } else { "W" });
+                push2(n, out);
+                return;
+            }
             ParamValue::Choice(i) => {
                 let _ = write!(out, "#{i}");
+                return;
+            }
+            ParamValue::Int(n) => {
+                let _ = write!(out, "{n}");
+                return;
+            }
+            ParamValue::Str(s) => {
+                out.push_str(s);
                 return;
             }
         };
@@ -261,13 +378,15 @@ impl ParamValue {
         }
     }
 
-    /// The calendar fields of the start of a time value (`None` for `Choice`).
+    /// The calendar fields of the start of a time value (a week's Monday; `None` for
+    /// values that are not times).
     pub fn civil(self) -> Option<Civil> {
         let (days, hour) = match self {
             ParamValue::Date(d) => (i64::from(d), 0),
             ParamValue::Hour(h) => (h.div_euclid(24), h.rem_euclid(24) as u32),
             ParamValue::Month(m) => (month_first_day(i64::from(m)), 0),
-            ParamValue::Choice(_) => return None,
+            ParamValue::Week(w) => (week_monday(i64::from(w)), 0),
+            ParamValue::Choice(_) | ParamValue::Int(_) | ParamValue::Str(_) => return None,
         };
         let (year, month, day) = civil_from_days(days);
         const BEFORE: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
@@ -285,19 +404,26 @@ impl ParamValue {
             ParamValue::Month(m) => {
                 return (MIN_YEAR..=MAX_YEAR).contains(&month_parts(i64::from(m)).0);
             }
-            ParamValue::Choice(_) => return true,
+            ParamValue::Week(w) => {
+                return (MIN_YEAR..=MAX_YEAR).contains(&iso_week_parts(i64::from(w)).0);
+            }
+            ParamValue::Choice(_) | ParamValue::Int(_) | ParamValue::Str(_) => return true,
         };
         (days_from_civil(MIN_YEAR, 1, 1)..=days_from_civil(MAX_YEAR, 12, 31)).contains(&days)
     }
 
-    /// The value shifted by `n` of its own unit (days, hours, months; index for `Choice`),
-    /// or `None` on overflow. The result may be out of [`in_range`](Self::in_range).
+    /// The value shifted by `n` of its own unit (days, hours, weeks, months; index for
+    /// `Choice`; the number for `Int`), or `None` on overflow or for `Str`. The result may
+    /// be out of [`in_range`](Self::in_range).
     pub fn checked_add(self, n: i64) -> Option<ParamValue> {
         Some(match self {
             ParamValue::Date(d) => ParamValue::Date(i32::try_from(i64::from(d).checked_add(n)?).ok()?),
             ParamValue::Hour(h) => ParamValue::Hour(h.checked_add(n)?),
             ParamValue::Month(m) => ParamValue::Month(i32::try_from(i64::from(m).checked_add(n)?).ok()?),
             ParamValue::Choice(c) => ParamValue::Choice(u32::try_from(i64::from(c).checked_add(n)?).ok()?),
+            ParamValue::Week(w) => ParamValue::Week(i32::try_from(i64::from(w).checked_add(n)?).ok()?),
+            ParamValue::Int(i) => ParamValue::Int(i.checked_add(n)?),
+            ParamValue::Str(_) => return None,
         })
     }
 
@@ -317,20 +443,42 @@ impl ParamValue {
             ParamValue::Month(_) => return self.checked_add(n),
             ParamValue::Date(d) => ParamValue::Date(i32::try_from(shift_day(i64::from(d))?).ok()?),
             ParamValue::Hour(h) => ParamValue::Hour(shift_day(h.div_euclid(24))? * 24 + h.rem_euclid(24)),
-            ParamValue::Choice(_) => return None,
+            ParamValue::Week(_) | ParamValue::Choice(_) | ParamValue::Int(_) | ParamValue::Str(_) => return None,
         })
     }
 
-    /// The start of a time value's interval as a chrono date-time (`None` for `Choice` or
-    /// when chrono cannot represent it).
+    /// The start of a time value's interval as a chrono date-time (`None` for values that
+    /// are not times, or when chrono cannot represent it).
     pub fn start(self) -> Option<NaiveDateTime> {
         let (days, hour) = match self {
             ParamValue::Date(d) => (i64::from(d), 0),
             ParamValue::Hour(h) => (h.div_euclid(24), h.rem_euclid(24) as u32),
             ParamValue::Month(m) => (month_first_day(i64::from(m)), 0),
-            ParamValue::Choice(_) => return None,
+            ParamValue::Week(w) => (week_monday(i64::from(w)), 0),
+            ParamValue::Choice(_) | ParamValue::Int(_) | ParamValue::Str(_) => return None,
         };
         naive(days, hour)
+    }
+
+    /// The dates of a week (Monday to Sunday) or a month, in order; `None` for other values.
+    pub fn days(self) -> Option<Vec<ParamValue>> {
+        let (first, last) = match self {
+            ParamValue::Week(w) => (week_monday(i64::from(w)), week_monday(i64::from(w)) + 6),
+            ParamValue::Month(m) => (month_first_day(i64::from(m)), month_first_day(i64::from(m) + 1) - 1),
+            _ => return None,
+        };
+        Some(collect_range(first, last, |d| Some(ParamValue::Date(i32::try_from(d).ok()?))))
+    }
+
+    /// The week that contains a date or an hour (a week stays itself); `None` otherwise.
+    pub fn week(self) -> Option<ParamValue> {
+        let days = match self {
+            ParamValue::Date(d) => i64::from(d),
+            ParamValue::Hour(h) => h.div_euclid(24),
+            ParamValue::Week(_) => return Some(self),
+            _ => return None,
+        };
+        i32::try_from(week_of_day(days)).ok().map(ParamValue::Week)
     }
 }
 
@@ -385,6 +533,7 @@ enum Shape {
     Date,
     Hour,
     Month,
+    Week,
 }
 
 impl Shape {
@@ -393,7 +542,8 @@ impl Shape {
             ParamValue::Date(_) => Some(Shape::Date),
             ParamValue::Hour(_) => Some(Shape::Hour),
             ParamValue::Month(_) => Some(Shape::Month),
-            ParamValue::Choice(_) => None,
+            ParamValue::Week(_) => Some(Shape::Week),
+            ParamValue::Choice(_) | ParamValue::Int(_) | ParamValue::Str(_) => None,
         }
     }
 
@@ -402,6 +552,7 @@ impl Shape {
             Shape::Date => "a date",
             Shape::Hour => "an hour",
             Shape::Month => "a month",
+            Shape::Week => "a week",
         }
     }
 }
@@ -416,23 +567,45 @@ fn hour_span(v: ParamValue) -> Option<(i64, i64)> {
             let next = month_first_day(i64::from(m) + 1);
             Some((first * 24, next * 24 - 1))
         }
-        ParamValue::Choice(_) => None,
+        ParamValue::Week(w) => {
+            let first = week_monday(i64::from(w));
+            Some((first * 24, (first + 7) * 24 - 1))
+        }
+        ParamValue::Choice(_) | ParamValue::Int(_) | ParamValue::Str(_) => None,
     }
 }
 
 impl ParamKind {
-    /// True for the date, hour and month kinds.
+    /// True for the date, hour, week and month kinds.
     pub fn is_time(&self) -> bool {
-        !matches!(self, ParamKind::Choice(_))
+        matches!(self, ParamKind::Date | ParamKind::Hour | ParamKind::Month | ParamKind::Week)
     }
 
-    /// The kind's name as written in a Fluxfile: `date`, `hour`, `month`, or `list`.
+    /// The kind's name as written in a Fluxfile: `date`, `hour`, `week`, `month`, `int`,
+    /// `string`, or `list`.
     pub fn name(&self) -> &'static str {
         match self {
             ParamKind::Date => "date",
             ParamKind::Hour => "hour",
             ParamKind::Month => "month",
+            ParamKind::Week => "week",
             ParamKind::Choice(_) => "list",
+            ParamKind::Int { .. } => "int",
+            ParamKind::Str => "string",
+        }
+    }
+
+    /// Every value of a kind that lists them: a list's values, an int's `min..=max` when
+    /// both bounds are given (`None` past [`MAX_EXPANSION`] values). `None` for kinds
+    /// without a domain of their own (time kinds take theirs from the step, strings have none).
+    pub fn domain(&self) -> Option<Vec<ParamValue>> {
+        match self {
+            ParamKind::Choice(all) => Some((0..all.len() as u32).map(ParamValue::Choice).collect()),
+            ParamKind::Int { min: Some(a), max: Some(b) } => {
+                let count = (i128::from(*b) - i128::from(*a) + 1).max(0);
+                (count <= i128::from(MAX_EXPANSION)).then(|| collect_range(*a, *b, |v| Some(ParamValue::Int(v))))
+            }
+            _ => None,
         }
     }
 
@@ -450,11 +623,25 @@ impl ParamKind {
             ParamKind::Month => parse_month_parts(b)
                 .map(|(y, m)| ParamValue::Month(month_index(y, m) as i32))
                 .map_err(|e| date_error(s, e, "month", MONTH_FORM)),
+            ParamKind::Week => parse_week(b)
+                .map(|w| ParamValue::Week(w as i32))
+                .ok_or_else(|| format!("`{s}` is not a valid week (expected {WEEK_FORM})")),
             ParamKind::Choice(list) => match list.iter().position(|x| x == s) {
                 Some(i) => Ok(ParamValue::Choice(u32::try_from(i).unwrap_or(u32::MAX))),
                 None if list.is_empty() => Err(format!("`{s}` is not allowed: the param's list of values is empty")),
                 None => Err(format!("`{s}` is not one of the allowed values: {}", list.join(", "))),
             },
+            ParamKind::Int { min, max } => {
+                let n = parse_int(s).ok_or_else(|| format!("`{s}` is not a whole number (e.g. 0, 42, -7)"))?;
+                if let Some(m) = min.filter(|m| n < *m) {
+                    return Err(format!("`{s}` is below the param's minimum of {m}"));
+                }
+                if let Some(m) = max.filter(|m| n > *m) {
+                    return Err(format!("`{s}` is above the param's maximum of {m}"));
+                }
+                Ok(ParamValue::Int(n))
+            }
+            ParamKind::Str => check_segment(s).map(|()| ParamValue::Str(intern(s))),
         }
     }
 
@@ -476,14 +663,16 @@ impl ParamKind {
                     ParamValue::Hour(if is_end { hi } else { lo })
                 }
                 (ParamKind::Month, ParamValue::Date(d)) => ParamValue::Month(month_of_day(i64::from(d)) as i32),
+                (ParamKind::Week, ParamValue::Date(_)) => v.week().unwrap_or(v),
                 _ => v,
             }
         };
         let accepted: &[Shape] = match self {
-            ParamKind::Choice(_) => return self.parse(s),
+            ParamKind::Choice(_) | ParamKind::Int { .. } | ParamKind::Str => return self.parse(s),
             ParamKind::Date => &[Shape::Date, Shape::Month],
             ParamKind::Hour => &[Shape::Hour, Shape::Date, Shape::Month],
             ParamKind::Month => &[Shape::Month, Shape::Date],
+            ParamKind::Week => &[Shape::Week, Shape::Date],
         };
         match ParamValue::parse_time(s) {
             Some(v) if Shape::of(v).is_some_and(|sh| accepted.contains(&sh)) => Ok(pick(v)),
@@ -491,6 +680,7 @@ impl ParamKind {
                 let forms = match self {
                     ParamKind::Date => "YYYY-MM-DD or YYYY-MM",
                     ParamKind::Hour => "YYYY-MM-DDTHH, YYYY-MM-DD or YYYY-MM",
+                    ParamKind::Week => "YYYY-Www or YYYY-MM-DD",
                     _ => "YYYY-MM or YYYY-MM-DD",
                 };
                 Err(format!("`{s}` is not a valid {which} for a {} param (expected {forms})", self.name()))
@@ -517,15 +707,16 @@ impl ParamKind {
         }
     }
 
-    /// `--date D`: a date kind takes D, an hour kind every hour of D (24 values), a month
-    /// kind the month of D. A list kind takes nothing (empty).
+    /// `--date D`: a date kind takes D, an hour kind every hour of D (24 values), a week
+    /// kind the ISO week of D, a month kind the month of D. Other kinds take nothing (empty).
     pub fn expand_date(&self, d: NaiveDate) -> Vec<ParamValue> {
         let days = days_of(d);
         match self {
             ParamKind::Date => vec![ParamValue::Date(days as i32)],
             ParamKind::Hour => (0..24).map(|h| ParamValue::Hour(days * 24 + h)).collect(),
             ParamKind::Month => vec![ParamValue::Month(month_of_day(days) as i32)],
-            ParamKind::Choice(_) => Vec::new(),
+            ParamKind::Week => vec![ParamValue::Week(week_of_day(days) as i32)],
+            ParamKind::Choice(_) | ParamKind::Int { .. } | ParamKind::Str => Vec::new(),
         }
     }
 
@@ -536,7 +727,7 @@ impl ParamKind {
     /// months; and so on. A after B, mixed shapes, a list kind, or more than
     /// [`MAX_EXPANSION`] values are errors.
     pub fn expand_range(&self, a: &str, b: &str) -> Result<Vec<ParamValue>, String> {
-        const ANY: &str = "a date (YYYY-MM-DD), an hour (YYYY-MM-DDTHH) or a month (YYYY-MM)";
+        const ANY: &str = "a date (YYYY-MM-DD), an hour (YYYY-MM-DDTHH), a week (YYYY-Www) or a month (YYYY-MM)";
         let va = ParamValue::parse_time(a).ok_or_else(|| format!("`{a}` is not {ANY}"))?;
         let vb = ParamValue::parse_time(b).ok_or_else(|| format!("`{b}` is not {ANY}"))?;
         let (sa, sb) = (Shape::of(va), Shape::of(vb));
@@ -555,8 +746,12 @@ impl ParamKind {
             ParamKind::Hour => (lo, hi, "hours"),
             ParamKind::Date => (lo.div_euclid(24), hi.div_euclid(24), "dates"),
             ParamKind::Month => (month_of_day(lo.div_euclid(24)), month_of_day(hi.div_euclid(24)), "months"),
-            ParamKind::Choice(_) => {
-                return Err(format!("a date range (`{a}..{b}`) cannot set a list param; pass its values with --param"));
+            ParamKind::Week => (week_of_day(lo.div_euclid(24)), week_of_day(hi.div_euclid(24)), "weeks"),
+            ParamKind::Choice(_) | ParamKind::Int { .. } | ParamKind::Str => {
+                return Err(format!(
+                    "a date range (`{a}..{b}`) cannot set a {} param; pass its values with --param",
+                    self.name()
+                ));
             }
         };
         let count = (i128::from(last) - i128::from(first) + 1).max(0) as u128;
@@ -567,6 +762,7 @@ impl ParamKind {
             Some(match self {
                 ParamKind::Hour => ParamValue::Hour(x),
                 ParamKind::Date => ParamValue::Date(i32::try_from(x).ok()?),
+                ParamKind::Week => ParamValue::Week(i32::try_from(x).ok()?),
                 _ => ParamValue::Month(i32::try_from(x).ok()?),
             })
         };
@@ -583,6 +779,8 @@ impl ParamKind {
             (V::Hour(x), V::Hour(y)) => collect_range(x, y, |v| Some(V::Hour(v))),
             (V::Month(x), V::Month(y)) => collect_range(i64::from(x), i64::from(y), |v| Some(V::Month(v as i32))),
             (V::Choice(x), V::Choice(y)) => collect_range(i64::from(x), i64::from(y), |v| Some(V::Choice(v as u32))),
+            (V::Week(x), V::Week(y)) => collect_range(i64::from(x), i64::from(y), |v| Some(V::Week(v as i32))),
+            (V::Int(x), V::Int(y)) => collect_range(x, y, |v| Some(V::Int(v))),
             _ => Vec::new(),
         }
     }
@@ -591,8 +789,10 @@ impl ParamKind {
     pub fn count_between(&self, a: ParamValue, b: ParamValue) -> u64 {
         use ParamValue as V;
         let (x, y) = match (a, b) {
-            (V::Date(x), V::Date(y)) | (V::Month(x), V::Month(y)) => (i128::from(x), i128::from(y)),
-            (V::Hour(x), V::Hour(y)) => (i128::from(x), i128::from(y)),
+            (V::Date(x), V::Date(y)) | (V::Month(x), V::Month(y)) | (V::Week(x), V::Week(y)) => {
+                (i128::from(x), i128::from(y))
+            }
+            (V::Hour(x), V::Hour(y)) | (V::Int(x), V::Int(y)) => (i128::from(x), i128::from(y)),
             (V::Choice(x), V::Choice(y)) => (i128::from(x), i128::from(y)),
             _ => return 0,
         };
@@ -600,11 +800,12 @@ impl ParamKind {
     }
 
     /// The time interval `[start, end)` a time value covers (date: D 00:00 .. D+1 00:00;
-    /// hour: H:00 .. H+1:00; month: first day 00:00 .. first day of the next month 00:00).
-    /// `None` for `Choice`, or when chrono cannot represent it.
+    /// hour: H:00 .. H+1:00; week: Monday 00:00 .. the next Monday 00:00; month: first day
+    /// 00:00 .. first day of the next month 00:00). `None` for values that are not times, or
+    /// when chrono cannot represent it.
     pub fn interval(&self, v: ParamValue) -> Option<(NaiveDateTime, NaiveDateTime)> {
         let next = match v {
-            ParamValue::Choice(_) => return None,
+            ParamValue::Choice(_) | ParamValue::Int(_) | ParamValue::Str(_) => return None,
             ParamValue::Month(_) => v.add_months(1)?,
             _ => v.checked_add(1)?,
         };
@@ -618,7 +819,8 @@ impl ParamKind {
             ParamKind::Date => ParamValue::Date(i32::try_from(days - 1).ok()?),
             ParamKind::Hour => ParamValue::Hour(days * 24 + i64::from(now.hour()) - 1),
             ParamKind::Month => ParamValue::Month(i32::try_from(month_of_day(days) - 1).ok()?),
-            ParamKind::Choice(_) => return None,
+            ParamKind::Week => ParamValue::Week(i32::try_from(week_of_day(days) - 1).ok()?),
+            ParamKind::Choice(_) | ParamKind::Int { .. } | ParamKind::Str => return None,
         })
     }
 }
@@ -799,6 +1001,44 @@ mod tests {
         assert!(!k.is_time());
         assert_eq!(k.name(), "list");
         assert_eq!(k.parse_bound("eu", true), Ok(ParamValue::Choice(0)));
+    }
+
+    #[test]
+    fn weeks_ints_and_strings() {
+        let k = ParamKind::Week;
+        // ISO weeks at year boundaries, against chrono.
+        let mut date = nd(1990, 1, 1);
+        while date <= nd(2040, 12, 31) {
+            let iso = date.iso_week();
+            let w = ParamValue::Date(days_of(date) as i32).week().unwrap();
+            assert_eq!(k.format(w), format!("{:04}-W{:02}", iso.year(), iso.week()), "{date}");
+            assert_eq!(k.parse(&k.format(w)), Ok(w));
+            assert_eq!(ParamValue::parse_time(&k.format(w)), Some(w));
+            date += chrono::Duration::days(3);
+        }
+        assert!(k.parse("2020-W53").is_ok());
+        assert!(k.parse("2021-W53").is_err());
+        assert!(k.parse("2024-W00").is_err());
+        let w = k.parse("2024-W09").unwrap();
+        let days: Vec<String> = w.days().unwrap().iter().map(|d| ParamKind::Date.format(*d)).collect();
+        assert_eq!(days.first().map(String::as_str), Some("2024-02-26"));
+        assert_eq!(days.last().map(String::as_str), Some("2024-03-03"));
+        assert_eq!(k.interval(w), Some((ndt(2024, 2, 26, 0), ndt(2024, 3, 4, 0))));
+        assert_eq!(k.last_ended(ndt(2024, 3, 4, 0)), Some(w));
+        let mut s = String::new();
+        w.write_nodash(&mut s);
+        assert_eq!(s, "2024W09");
+        let i = ParamKind::Int { min: Some(-2), max: Some(2) };
+        assert_eq!(i.parse("-2"), Ok(ParamValue::Int(-2)));
+        assert!(i.parse("3").is_err() && i.parse("-0").is_err() && i.parse("01").is_err() && i.parse("+1").is_err());
+        assert_eq!(i.domain().map(|d| d.len()), Some(5));
+        assert_eq!(ParamKind::Int { min: Some(0), max: None }.domain(), None);
+        let st = ParamKind::Str;
+        assert_eq!(st.parse("a.b_c-d"), Ok(ParamValue::Str("a.b_c-d")));
+        for bad in ["", ".", "..", "a/b", "-x", "a b", "a,b", "a=b", "x[1]", "a\\b"] {
+            assert!(st.parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(std::ptr::eq(intern("same"), intern(&String::from("same"))));
     }
 
     #[test]

@@ -121,9 +121,16 @@ fn encode(g: &TaskGraph) -> Vec<u8> {
                 ParamValue::Hour(h) => (1, h),
                 ParamValue::Month(m) => (2, i64::from(m)),
                 ParamValue::Choice(c) => (3, i64::from(c)),
+                ParamValue::Week(w) => (4, i64::from(w)),
+                ParamValue::Int(n) => (5, n),
+                // A string value: its length, then its bytes.
+                ParamValue::Str(s) => (6, s.len() as i64),
             };
             out.push(tag);
             out.extend_from_slice(&v.to_le_bytes());
+            if let ParamValue::Str(s) = p {
+                out.extend_from_slice(s.as_bytes());
+            }
         }
         put_list(&mut out, &t.inputs);
         put_list(&mut out, &t.outputs);
@@ -182,6 +189,13 @@ fn decode(b: &[u8]) -> Option<TaskGraph> {
                 1 => ParamValue::Hour(v),
                 2 => ParamValue::Month(i32::try_from(v).ok()?),
                 3 => ParamValue::Choice(u32::try_from(v).ok()?),
+                4 => ParamValue::Week(i32::try_from(v).ok()?),
+                5 => ParamValue::Int(v),
+                6 => {
+                    let s = std::str::from_utf8(r.take(usize::try_from(v).ok()?)?).ok()?;
+                    crate::param::check_segment(s).ok()?;
+                    ParamValue::Str(crate::param::intern(s))
+                }
                 _ => return None,
             });
         }
@@ -221,7 +235,14 @@ mod tests {
                 },
                 Task {
                     step: 1,
-                    params: vec![ParamValue::Hour(-5), ParamValue::Choice(2)].into(),
+                    params: vec![
+                        ParamValue::Hour(-5),
+                        ParamValue::Choice(2),
+                        ParamValue::Week(2800),
+                        ParamValue::Int(-3),
+                        ParamValue::Str("x.y"),
+                    ]
+                    .into(),
                     inputs: vec![1],
                     outputs: vec![2],
                     deps: vec![0],

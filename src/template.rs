@@ -74,6 +74,8 @@ pub enum Filter {
     AddDays(i64),
     /// `add_hours(n)`: an hour moved by `n` hours.
     AddHours(i64),
+    /// `add_weeks(n)`: a week, date or hour moved by `n` weeks.
+    AddWeeks(i64),
     /// `add_months(n)`: a month, or a date/hour with its day clamped to the month's end.
     AddMonths(i64),
     /// `strftime(fmt)`: chrono format of the start of a date, hour or month.
@@ -161,6 +163,9 @@ impl Engine {
         });
         env.add_filter("add_hours", |v: &Value, n: i64| {
             time_filter(v, "add_hours", |s| shift_str(&Filter::AddHours(n), s))
+        });
+        env.add_filter("add_weeks", |v: &Value, n: i64| {
+            time_filter(v, "add_weeks", |s| shift_str(&Filter::AddWeeks(n), s))
         });
         env.add_filter("add_months", |v: &Value, n: i64| {
             time_filter(v, "add_months", |s| shift_str(&Filter::AddMonths(n), s))
@@ -612,6 +617,9 @@ fn shift(f: &Filter, v: ParamValue) -> Result<ParamValue, ShiftError> {
         (Filter::AddDays(n), ParamValue::Date(_)) => v.checked_add(*n),
         (Filter::AddDays(n), ParamValue::Hour(_)) => n.checked_mul(24).and_then(|h| v.checked_add(h)),
         (Filter::AddHours(n), ParamValue::Hour(_)) => v.checked_add(*n),
+        (Filter::AddWeeks(n), ParamValue::Week(_)) => v.checked_add(*n),
+        (Filter::AddWeeks(n), ParamValue::Date(_)) => n.checked_mul(7).and_then(|d| v.checked_add(d)),
+        (Filter::AddWeeks(n), ParamValue::Hour(_)) => n.checked_mul(7 * 24).and_then(|h| v.checked_add(h)),
         (Filter::AddMonths(n), ParamValue::Date(_) | ParamValue::Hour(_) | ParamValue::Month(_)) => v.add_months(*n),
         _ => return Err(ShiftError::Shape),
     };
@@ -623,6 +631,7 @@ fn shift_str(f: &Filter, s: &str) -> Result<String, String> {
     let (name, n) = match f {
         Filter::AddDays(n) => ("add_days", n),
         Filter::AddHours(n) => ("add_hours", n),
+        Filter::AddWeeks(n) => ("add_weeks", n),
         Filter::AddMonths(n) => ("add_months", n),
         _ => return Err(format!("internal error: {f:?} is not a shift")),
     };
@@ -635,7 +644,13 @@ fn shift_str(f: &Filter, s: &str) -> Result<String, String> {
         }
         Err(ShiftError::Range) => Err(format!("{name}({n}) on `{s}` goes outside the years 0000 to 9999")),
         Err(ShiftError::Shape) => Err(match (name, v) {
+            ("add_weeks", _) => format!("add_weeks: `{s}` is a month; use add_months"),
+            ("add_days", ParamValue::Week(_)) => format!("add_days: `{s}` is a week; use add_weeks"),
             ("add_days", _) => format!("add_days: `{s}` is a month; use add_months"),
+            ("add_months", _) => format!("add_months: `{s}` is a week; use add_weeks"),
+            (_, ParamValue::Week(_)) => {
+                format!("add_hours: `{s}` is a week, not an hour (YYYY-MM-DDTHH); use add_weeks")
+            }
             (_, ParamValue::Date(_)) => {
                 format!("add_hours: `{s}` is a date, not an hour (YYYY-MM-DDTHH); use add_days")
             }
@@ -822,10 +837,13 @@ fn dirname(s: &str) -> &str {
 fn days_of(s: &str) -> Result<Vec<String>, String> {
     match ParamValue::parse_time(s) {
         Some(ParamValue::Month(_)) => Ok(expand(&ParamKind::Date, s, s)?),
-        Some(_) => {
-            Err(format!("days: `{s}` is not a month (YYYY-MM); days lists the dates of a month or of date_range(a, b)"))
+        Some(w @ ParamValue::Week(_)) => {
+            Ok(w.days().unwrap_or_default().into_iter().map(|d| ParamKind::Date.format(d)).collect())
         }
-        None => Err(format!("days: `{s}` is not a month (YYYY-MM)")),
+        Some(_) => Err(format!(
+            "days: `{s}` is not a month (YYYY-MM) or a week (YYYY-Www); days lists the dates of a month, a week or of date_range(a, b)"
+        )),
+        None => Err(format!("days: `{s}` is not a month (YYYY-MM) or a week (YYYY-Www)")),
     }
 }
 
@@ -916,7 +934,7 @@ fn days_filter(v: &Value) -> Result<Value, Error> {
     if is_list(v) {
         return Ok(v.clone());
     }
-    let s = string_arg(v, "days", "a month (YYYY-MM) or a list of dates")?;
+    let s = string_arg(v, "days", "a month (YYYY-MM), a week (YYYY-Www) or a list of dates")?;
     days_of(&s).map(Value::from).map_err(invalid)
 }
 
@@ -1118,6 +1136,7 @@ impl<'s> Parser<'s> {
             let filter = match (fname, int_arg, str_arg) {
                 ("add_days", Some(n), None) => Filter::AddDays(n),
                 ("add_hours", Some(n), None) => Filter::AddHours(n),
+                ("add_weeks", Some(n), None) => Filter::AddWeeks(n),
                 ("add_months", Some(n), None) => Filter::AddMonths(n),
                 ("strftime", None, Some(f)) => Filter::Strftime(f),
                 ("ds_nodash", ..) if !has_args => Filter::DsNodash,
@@ -1279,7 +1298,7 @@ fn render_fast(
                         other => Cur::Str(map_str(other.into_str()?, g)),
                     }
                 }
-                Filter::AddDays(_) | Filter::AddHours(_) | Filter::AddMonths(_) => {
+                Filter::AddDays(_) | Filter::AddHours(_) | Filter::AddWeeks(_) | Filter::AddMonths(_) => {
                     Cur::Time(shift(f, cur.time()?).ok()?, false)
                 }
                 Filter::DsNodash => Cur::Time(cur.time()?, true),
@@ -1541,7 +1560,7 @@ mod tests {
             ),
             (
                 "{{ date | days }}",
-                "days: `2024-01-05` is not a month (YYYY-MM); days lists the dates of a month or of date_range(a, b)",
+                "days: `2024-01-05` is not a month (YYYY-MM) or a week (YYYY-Www); days lists the dates of a month, a week or of date_range(a, b)",
             ),
             (
                 "{{ month | add_hours(1) }}",

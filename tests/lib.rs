@@ -10,6 +10,8 @@ mod test;
 
 #[path = "integration/cli.rs"]
 mod cli;
+#[path = "integration/completion.rs"]
+mod completion;
 #[path = "integration/concurrency.rs"]
 mod concurrency;
 #[path = "integration/crash.rs"]
@@ -34,6 +36,8 @@ mod hdfs;
 mod keys;
 #[path = "integration/output.rs"]
 mod output;
+#[path = "integration/param_kinds.rs"]
+mod param_kinds;
 #[path = "integration/params.rs"]
 mod params;
 #[path = "integration/planning.rs"]
@@ -44,9 +48,13 @@ mod property;
 mod staleness;
 #[path = "integration/state.rs"]
 mod state;
+#[path = "integration/status_grid.rs"]
+mod status_grid;
 #[path = "integration/stores.rs"]
 mod stores;
 #[path = "integration/template_checks.rs"]
 mod template_checks;
 #[path = "integration/templates.rs"]
 mod templates;
+#[path = "integration/whole_range.rs"]
+mod whole_range;
