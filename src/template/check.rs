@@ -38,6 +38,7 @@ pub const FILTERS: &[&str] = &[
     "add_days",
     "add_hours",
     "add_months",
+    "add_weeks",
     "strftime",
     "ds_nodash",
     "basename",
