@@ -288,6 +288,7 @@ impl<'a> Build<'a> {
             run_id,
             started_at: unix_now(),
             made_dirs: HashSet::new(),
+            warned_in_place: HashSet::new(),
             // Per run, so that a task's orphans after a kill -9 of flux never share a staging
             // path with a later attempt.
             stage_root: stage_dir(&self.ff.state_dir, run_id),
@@ -465,7 +466,7 @@ impl<'a> Build<'a> {
             }
             if remote.is_some() && !step.stage {
                 // The commands write the URI themselves (Spark and friends).
-                job_outputs.push(JobOutput { staged: None, path: fin, dir, name: name.clone(), remote });
+                job_outputs.push(JobOutput { staged: None, path: fin, dir, name: name.clone(), remote, before: None });
                 outs.push(End::Remote(name));
                 continue;
             }
@@ -474,7 +475,8 @@ impl<'a> Build<'a> {
                 if let Some(parent) = staged.parent() {
                     mkdir(parent)?;
                 }
-                job_outputs.push(JobOutput { staged: Some(staged.clone()), path: fin, dir, name, remote });
+                let before = if remote.is_none() { metas[o as usize] } else { None };
+                job_outputs.push(JobOutput { staged: Some(staged.clone()), path: fin, dir, name, remote, before });
                 // Leftovers of this run's earlier attempt (the folder is new for each run,
                 // so a first attempt has none).
                 if attempt > 1 {
@@ -486,7 +488,7 @@ impl<'a> Build<'a> {
                 }
                 staged
             } else {
-                job_outputs.push(JobOutput { staged: None, path: fin.clone(), dir, name, remote });
+                job_outputs.push(JobOutput { staged: None, path: fin.clone(), dir, name, remote, before: None });
                 fin
             };
             outs.push(End::Local(path));
@@ -511,7 +513,7 @@ impl<'a> Build<'a> {
                 Some(m) if step.stage && !copy && store::is_remote(name) => {
                     let digest = self.digests.digest(name, Path::new(""), &m).map_err(|e| e.to_string())?;
                     let local = store::cache_path(&self.ff.state_dir.join("cache"), name, &digest);
-                    ins.push(self.cmd_path(&local));
+                    ins.push(local.to_string_lossy().into_owned());
                     fetches.push((name.to_string(), m, local));
                 }
                 _ => ins.push(name.to_string()),
@@ -520,6 +522,9 @@ impl<'a> Build<'a> {
         let out_strs: Vec<String> = outs
             .iter()
             .map(|o| match o {
+                // Staged paths are absolute, so that a command may change folders first;
+                // unstaged ones are the targets as written.
+                End::Local(p) if step.stage => p.to_string_lossy().into_owned(),
                 End::Local(p) => self.cmd_path(p),
                 End::Remote(u) => u.clone(),
             })
@@ -656,6 +661,8 @@ struct Runner<'b, 'a> {
     /// When this build started (unix seconds).
     started_at: f64,
     made_dirs: HashSet<PathBuf>,
+    /// Steps already warned of a command that wrote its final path instead of staging.
+    warned_in_place: HashSet<u32>,
     stage_root: PathBuf,
     hooks: Hooks,
 }
@@ -1098,6 +1105,18 @@ impl Runner<'_, '_> {
         let log = fin.logged.then(|| self.b.log_path(t, &self.ids[ti], attempt).to_string_lossy().into_owned());
         let started_s = started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let outcome = fin.outcome;
+        if let Some(&i) = fin.in_place.first()
+            && self.warned_in_place.insert(self.b.g.tasks[ti].step as u32)
+        {
+            let name = self.b.g.target(self.b.g.tasks[ti].outputs[i]);
+            let step = self.step(t);
+            rep.event(Event::Warning(&format!(
+                "step `{}` wrote `{name}` itself instead of the staging path flux gave it: accepted as with \
+                 `stage = false` (not atomic: readers may see a partial file, and a failed attempt's file is \
+                 deleted); write to `{{{{ outputs[{i}] }}}}` for atomic writes, or set `stage = false`",
+                step.name
+            )));
+        }
         if outcome == Outcome::Success {
             for (&o, m) in self.b.g.tasks[ti].outputs.iter().zip(fin.outputs) {
                 self.metas[o as usize] = Some(m);
