@@ -371,7 +371,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         forced,
         triggers,
         fail_fast: b.fail_fast,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: redacted_command(std::env::args()),
         only,
         wait: b.wait.as_deref().map(parse_wait).transpose()?,
         cpu_budget: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
@@ -440,6 +440,28 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     // (ninja does the same).
     std::mem::forget((g, records, digests, report, ff));
     Ok(code)
+}
+
+/// The command line as the run record keeps it: `--var` values (secrets, maybe) are
+/// replaced by `***`, names kept; `--param` values are kept (they name what was built).
+pub fn redacted_command(args: impl IntoIterator<Item = String>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut next_is_var = false;
+    for a in args {
+        let hide = |kv: &str| kv.split_once('=').map_or_else(|| kv.to_string(), |(k, _)| format!("{k}=***"));
+        if next_is_var {
+            out.push(hide(&a));
+            next_is_var = false;
+        } else if a == "--var" {
+            out.push(a);
+            next_is_var = true;
+        } else if let Some(kv) = a.strip_prefix("--var=") {
+            out.push(format!("--var={}", hide(kv)));
+        } else {
+            out.push(a);
+        }
+    }
+    out.join(" ")
 }
 
 /// User + system CPU seconds of this process (`RUSAGE_SELF`, all its threads) or of its

@@ -44,3 +44,5 @@ mod state;
 mod stores;
 #[path = "integration/templates.rs"]
 mod templates;
+#[path = "integration/vars.rs"]
+mod vars;
