@@ -123,6 +123,9 @@ enum Cmd {
         /// Also delete their outputs.
         #[arg(long)]
         delete_outputs: bool,
+        /// Also clear every task downstream of them (among the dates given, else theirs).
+        #[arg(long)]
+        downstream: bool,
     },
     /// Recent task attempts, newest first.
     History {
@@ -177,8 +180,8 @@ struct BuildArgs {
     /// Run the requested tasks even if they are up to date.
     #[arg(long)]
     force: bool,
-    /// Force STEP's tasks and everything downstream of them.
-    #[arg(long, value_name = "STEP")]
+    /// Force STEP's tasks (or the task TASK) and everything downstream of them.
+    #[arg(long, value_name = "STEP|TASK")]
     from: Option<String>,
     /// Stop launching new tasks after the first failure.
     #[arg(long)]
@@ -241,7 +244,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Cmd::Logs { task, attempt, follow } => cmd_logs(cli, task, *attempt, *follow),
         Cmd::History { step, limit, output } => cmd_history(cli, step.as_deref(), *limit, *output),
         Cmd::Status { sel, output } => cmd_status(cli, sel, *output),
-        Cmd::Clear { sel, delete_outputs } => cmd_clear(cli, sel, *delete_outputs),
+        Cmd::Clear { sel, delete_outputs, downstream } => cmd_clear(cli, sel, *delete_outputs, *downstream),
         Cmd::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "flux", &mut std::io::stdout());
@@ -341,13 +344,25 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         forced.extend(g.roots.iter().copied());
     }
     if let Some(from) = &b.from {
-        let Some(si) = ff.step_index(from) else {
+        if let Some(si) = ff.step_index(from) {
+            forced.extend(downstream_of(&g, si as u32));
+        } else if from.contains('[') {
+            let id = graph::canonical_task_id(&ff, from).map_err(|e| match e {
+                Error::Usage(m) => Error::Usage(format!("--from {from}: {m}")),
+                other => other,
+            })?;
+            let Some(t) = (0..g.tasks.len() as u32).find(|&t| g.task_id(&ff, t) == id) else {
+                return Err(Error::Usage(format!(
+                    "--from {from}: {id} is not part of this build; name targets (or dates) that include it"
+                )));
+            };
+            forced.extend(crate::select::downstream(&g, &[t]));
+        } else {
             let hint = crate::error::did_you_mean(from, ff.steps.iter().map(|s| s.name.as_str()))
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
-            return Err(Error::Usage(format!("--from {from}: no such step{hint}")));
-        };
-        forced.extend(downstream_of(&g, si as u32));
+            return Err(Error::Usage(format!("--from {from}: no such step or task{hint}")));
+        }
     }
     if b.executor != "local" {
         return Err(Error::Usage(format!(
@@ -923,12 +938,18 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
     Ok(0)
 }
 
-fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool) -> Result<i32> {
+fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool, downstream: bool) -> Result<i32> {
     if sel.targets.is_empty() {
         return Err(Error::Usage("flux clear needs targets: step names, task ids or output paths".into()));
     }
     let ff = load(cli, sel)?;
-    let g = graph::build(&ff, &request(sel)?)?;
+    let req = request(sel)?;
+    let mut g = graph::build(&ff, &req)?;
+    if downstream {
+        let (all, tasks) = crate::select::with_downstream(&ff, &req, &g)?;
+        g = all;
+        g.roots = tasks;
+    }
     let mut db = StateDb::open(&ff.state_dir)?;
     let mut batch = crate::state::Batch::default();
     let mut deleted = 0;

@@ -21,6 +21,7 @@ pub mod param;
 pub mod plan;
 pub mod plancache;
 pub mod report;
+pub mod select;
 pub mod state;
 pub mod store;
 pub mod target;

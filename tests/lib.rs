@@ -34,6 +34,8 @@ mod params;
 mod planning;
 #[path = "integration/property.rs"]
 mod property;
+#[path = "integration/selection.rs"]
+mod selection;
 #[path = "integration/staging.rs"]
 mod staging;
 #[path = "integration/staleness.rs"]
