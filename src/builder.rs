@@ -42,6 +42,8 @@ pub struct Options {
     /// What `cpus` and `mem` are budgeted against (this machine's).
     pub cpu_budget: u32,
     pub mem_budget: u64,
+    /// `--var` values: redacted from the rendered commands the state DB keeps.
+    pub redact: Vec<String>,
 }
 
 /// What happened to one task (or would, in a dry run).
@@ -241,6 +243,20 @@ impl<'a> Build<'a> {
             run_id: None,
             digest_reads: self.digests.reads.load(std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// Why task `t` would run or is up to date, after the dry run that gave `report`.
+    pub fn explain(&self, t: u32, report: &Report, db: Option<&StateDb>, secrets: &[String]) -> Result<String> {
+        let metas = self.stat_all()?;
+        let decided = |u: u32| {
+            let r = &report.results[u as usize];
+            crate::explain::Decided {
+                status: r.status,
+                reason: r.reason.map(Reason::as_str),
+                message: r.message.as_deref(),
+            }
+        };
+        Ok(crate::explain::explain(&self.planner, self.g, t, &report.ids, &decided, &metas, db, secrets))
     }
 
     /// Build for real.
@@ -1106,7 +1122,7 @@ impl Runner<'_, '_> {
         let started_s = started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let outcome = fin.outcome;
         if let Some(&i) = fin.in_place.first()
-            && self.warned_in_place.insert(self.b.g.tasks[ti].step as u32)
+            && self.warned_in_place.insert(self.b.g.tasks[ti].step)
         {
             let name = self.b.g.target(self.b.g.tasks[ti].outputs[i]);
             let step = self.step(t);
@@ -1152,6 +1168,12 @@ impl Runner<'_, '_> {
                     duration_s: dur,
                 });
                 self.record_quick(t, quick);
+            }
+            let (run_id, redact) = (self.run_id, &self.b.opts.redact);
+            if let Some(d) =
+                crate::explain::detail(self.planner, t, &self.ids[ti], run_id, attempt, &self.metas, redact)
+            {
+                self.batch.details.push(d);
             }
             rep.event(Event::Succeeded { id: &self.ids[ti], duration: fin.duration });
             self.hook(t, "success", "success", attempt, log.clone(), None);

@@ -116,6 +116,22 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// Accept the named tasks' current outputs as done: the next build skips them while
+    /// their inputs and commands stay as they are now.
+    Mark {
+        #[command(flatten)]
+        sel: Selection,
+        /// Also mark every task downstream of them (among the dates given, else theirs).
+        #[arg(long)]
+        downstream: bool,
+    },
+    /// Why a task would run, or why it is up to date (same as `build -n --explain TASK`).
+    Why {
+        /// A task id, e.g. 'rollup[2024-01-05]'.
+        task: String,
+        #[command(flatten)]
+        sel: Selection,
+    },
     /// Forget tasks' success so the next build reruns them (reason `forced`).
     Clear {
         #[command(flatten)]
@@ -177,6 +193,10 @@ struct BuildArgs {
     /// Print what would run and why; run and write nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// Explain why TASK would run or is up to date: its outputs, inputs, command and
+    /// upstream (implies --dry-run).
+    #[arg(long, value_name = "TASK")]
+    explain: Option<String>,
     /// Run the requested tasks even if they are up to date.
     #[arg(long)]
     force: bool,
@@ -244,6 +264,35 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Cmd::Logs { task, attempt, follow } => cmd_logs(cli, task, *attempt, *follow),
         Cmd::History { step, limit, output } => cmd_history(cli, step.as_deref(), *limit, *output),
         Cmd::Status { sel, output } => cmd_status(cli, sel, *output),
+        Cmd::Mark { sel, downstream } => {
+            let ff = load(cli, sel)?;
+            let command = redacted_command(std::env::args());
+            crate::mark::run(&ff, &request(sel)?, *downstream, &command, &var_values(sel))
+        }
+        Cmd::Why { task, sel } => {
+            let b = BuildArgs {
+                sel: Selection {
+                    targets: sel.targets.clone(),
+                    date: sel.date.clone(),
+                    date_range: sel.date_range.clone(),
+                    params: sel.params.clone(),
+                    vars: sel.vars.clone(),
+                    profile: sel.profile.clone(),
+                },
+                jobs: None,
+                dry_run: true,
+                explain: Some(task.clone()),
+                force: false,
+                from: None,
+                fail_fast: false,
+                rerun_triggers: Vec::new(),
+                only: false,
+                wait: None,
+                executor: "local".into(),
+                output: OutputFormat::Text,
+            };
+            cmd_build(cli, &b)
+        }
         Cmd::Clear { sel, delete_outputs, downstream } => cmd_clear(cli, sel, *delete_outputs, *downstream),
         Cmd::Completions { shell } => {
             let mut cmd = Cli::command();
@@ -309,13 +358,24 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     let ff = load(cli, &b.sel)?;
     timing(cli, "load Fluxfile", t0);
     let t1 = Instant::now();
-    let req = request(&b.sel)?;
+    let dry_run = b.dry_run || b.explain.is_some();
+    let mut req = request(&b.sel)?;
+    let explain = match &b.explain {
+        Some(task) => {
+            let id = graph::canonical_task_id(&ff, task)?;
+            if req.targets.is_empty() {
+                req.targets.push(id.clone());
+            }
+            Some(id)
+        }
+        None => None,
+    };
     let key = crate::plancache::key(&ff, &req);
     let (g, cached) = match crate::plancache::load(&ff.state_dir, &key).filter(|g| crate::plancache::fits(&ff, g)) {
         Some(g) => (g, true),
         None => {
             let g = graph::build(&ff, &req)?;
-            if !b.dry_run {
+            if !dry_run {
                 crate::plancache::store(&ff.state_dir, &key, &g);
             }
             (g, false)
@@ -382,7 +442,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     let jobs = b.jobs.or(ff.jobs).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let opts = Options {
         jobs,
-        dry_run: b.dry_run,
+        dry_run,
         forced,
         triggers,
         fail_fast: b.fail_fast,
@@ -391,6 +451,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         wait: b.wait.as_deref().map(parse_wait).transpose()?,
         cpu_budget: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         mem_budget: machine_memory(),
+        redact: var_values(&b.sel),
     };
 
     let t2 = Instant::now();
@@ -401,8 +462,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     let (state, stats) = std::thread::scope(|s| {
         let stats = local_only.then(|| s.spawn(|| crate::target::stat_many(&ff.dir, &g.targets)));
         let state = (|| -> Result<_> {
-            let db =
-                if b.dry_run { StateDb::open_existing(&ff.state_dir)? } else { Some(StateDb::open(&ff.state_dir)?) };
+            let db = if dry_run { StateDb::open_existing(&ff.state_dir)? } else { Some(StateDb::open(&ff.state_dir)?) };
             let records = match &db {
                 Some(d) => d.load_tasks()?,
                 None => Default::default(),
@@ -426,7 +486,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         cli.verbose > 0,
     );
     let t3 = Instant::now();
-    let report = if b.dry_run {
+    let report = if dry_run {
         build.dry_run(rep.as_mut())?
     } else {
         install_signal_handlers();
@@ -435,7 +495,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     };
     timing(
         cli,
-        &format!("{} ({} files read for digests)", if b.dry_run { "decide" } else { "build" }, report.digest_reads),
+        &format!("{} ({} files read for digests)", if dry_run { "decide" } else { "build" }, report.digest_reads),
         t3,
     );
     if cli.verbose > 0 && crate::store::requests().total() > 0 {
@@ -446,15 +506,29 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         eprintln!("flux: cpu {own:.3}s in flux itself, {commands:.3}s in commands");
     }
 
+    if let Some(id) = &explain {
+        let Some(t) = report.ids.iter().position(|x| x == id) else {
+            return Err(Error::Usage(format!(
+                "--explain {id}: not among the tasks planned for these targets and dates; name it as a target, or give its --date"
+            )));
+        };
+        print!("{}", build.explain(t as u32, &report, db.as_ref(), &opts.redact)?);
+        return Ok(0);
+    }
     match b.output {
-        OutputFormat::Json => print_json(&ff, &g, &report, b.dry_run),
-        OutputFormat::Text => print_text(&g, &report, b.dry_run, t0),
+        OutputFormat::Json => print_json(&ff, &g, &report, dry_run),
+        OutputFormat::Text => print_text(&g, &report, dry_run, t0),
     }
     let code = report.exit_code();
     // The process ends now: freeing a large graph piece by piece would only cost time
     // (ninja does the same).
     std::mem::forget((g, records, digests, report, ff));
     Ok(code)
+}
+
+/// The values given with `--var`, which nothing flux keeps may hold in plain text.
+fn var_values(sel: &Selection) -> Vec<String> {
+    sel.vars.iter().filter_map(|v| v.split_once('=').map(|(_, v)| v.to_string())).collect()
 }
 
 /// The command line as the run record keeps it: `--var` values (secrets, maybe) are
@@ -800,6 +874,8 @@ fn task_status(ff: &Fluxfile, g: &TaskGraph, t: u32, id: &str, records: &Records
         Some(r) => match r.last_status {
             Status::Success | Status::Skipped if g.tasks[t as usize].outputs.is_empty() || outputs_exist() => "success",
             Status::Success | Status::Skipped => "missing",
+            Status::Marked if g.tasks[t as usize].outputs.is_empty() || outputs_exist() => "marked",
+            Status::Marked => "missing",
             other => other.as_str(),
         },
         None if !g.tasks[t as usize].outputs.is_empty() && outputs_exist() => "up to date",
@@ -876,6 +952,7 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
     let symbol = |st: &str| -> String {
         let (ch, code) = match st {
             "success" => ('#', "32"),
+            "marked" => ('m', "32"),
             "up to date" => ('=', "32"),
             "failed" => ('X', "31"),
             "upstream_failed" => ('^', "33"),

@@ -22,12 +22,16 @@ mod operations;
 mod examples;
 #[path = "integration/execution.rs"]
 mod execution;
+#[path = "integration/explain.rs"]
+mod explain;
 #[path = "integration/fluxfile.rs"]
 mod fluxfile;
 #[path = "integration/hdfs.rs"]
 mod hdfs;
 #[path = "integration/keys.rs"]
 mod keys;
+#[path = "integration/mark.rs"]
+mod mark;
 #[path = "integration/params.rs"]
 mod params;
 #[path = "integration/planning.rs"]

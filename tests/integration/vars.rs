@@ -46,7 +46,7 @@ fn var_values_never_reach_the_state_db_or_logs_in_plain_text() {
     t.run_args(json_build(&["--var", &format!("token={secret}")])).assert_status(0).assert_summary(1, 0, 0, 0);
     t.run_args(json_build(&[&format!("--var=token={secret}"), "--force"])).assert_status(0);
     // A failing build too (its log and error records).
-    t.write("Fluxfile", &VARS.replace("| wc -c >", "| wc -c > /dev/null; false >"));
+    t.write("Fluxfile", VARS.replace("| wc -c >", "| wc -c > /dev/null; false >"));
     t.run_args(json_build(&["--var", &format!("token={secret}")])).assert_status(1);
     let files = state_bytes(&t);
     assert!(files.iter().any(|(p, _)| p.ends_with("state.db")), "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
