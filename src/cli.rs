@@ -1002,8 +1002,9 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
     }
     let _ = writeln!(
         o,
-        "\n{} success  {} up to date (no record)  {} failed  {} upstream failed  {} interrupted  {} running/waiting  {} cleared  {} missing",
+        "\n{} success  {} marked  {} up to date (no record)  {} failed  {} upstream failed  {} interrupted  {} running/waiting  {} cleared  {} missing",
         symbol("success"),
+        symbol("marked"),
         symbol("up to date"),
         symbol("failed"),
         symbol("upstream_failed"),

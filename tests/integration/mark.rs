@@ -36,7 +36,7 @@ fn a_failed_task_fixed_by_hand_and_marked_does_not_rerun() {
         .map(|a| a["task"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(marked.len(), 2, "{marked:?}\n{}", h.describe());
-    t.run_args(["status", "--date", "2024-01-01"]).assert_status(0).stdout_has("m");
+    t.run_args(["status", "--date", "2024-01-01"]).assert_status(0).stdout_has("\na     m\nb     m\n");
 }
 
 #[test]
