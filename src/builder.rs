@@ -482,7 +482,7 @@ impl<'a> Build<'a> {
             }
             if remote.is_some() && !step.stage {
                 // The commands write the URI themselves (Spark and friends).
-                job_outputs.push(JobOutput { staged: None, path: fin, dir, name: name.clone(), remote, before: None });
+                job_outputs.push(JobOutput { staged: None, path: fin, dir, name: name.clone(), remote });
                 outs.push(End::Remote(name));
                 continue;
             }
@@ -491,8 +491,7 @@ impl<'a> Build<'a> {
                 if let Some(parent) = staged.parent() {
                     mkdir(parent)?;
                 }
-                let before = if remote.is_none() { metas[o as usize] } else { None };
-                job_outputs.push(JobOutput { staged: Some(staged.clone()), path: fin, dir, name, remote, before });
+                job_outputs.push(JobOutput { staged: Some(staged.clone()), path: fin, dir, name, remote });
                 // Leftovers of this run's earlier attempt (the folder is new for each run,
                 // so a first attempt has none).
                 if attempt > 1 {
@@ -504,7 +503,7 @@ impl<'a> Build<'a> {
                 }
                 staged
             } else {
-                job_outputs.push(JobOutput { staged: None, path: fin.clone(), dir, name, remote, before: None });
+                job_outputs.push(JobOutput { staged: None, path: fin.clone(), dir, name, remote });
                 fin
             };
             outs.push(End::Local(path));

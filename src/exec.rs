@@ -75,9 +75,6 @@ pub struct JobOutput {
     /// A remote target: uploaded from `staged` (or, with no staging, written by the
     /// commands themselves); `path` is unused.
     pub remote: Option<String>,
-    /// The final path's stat before the attempt (local staged outputs): a command that
-    /// writes the final path itself instead of the staged one changes it.
-    pub before: Option<crate::target::Meta>,
 }
 
 /// How a job ended.
@@ -322,11 +319,18 @@ fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>, reap: &Sender<
     let started = Instant::now();
     let id = job.id;
     let mut log = LogSink::new(job.log.clone());
+    // Each local staged output's final path before the commands run: a command that writes
+    // there itself instead of to the staged path changes it.
+    let before: Vec<Option<crate::target::Meta>> = job
+        .outputs
+        .iter()
+        .map(|o| if o.staged.is_some() && o.remote.is_none() { crate::target::stat(&o.path) } else { None })
+        .collect();
     let mut outcome = run_job(&job, running, &mut log);
     let mut outputs = Vec::new();
     let mut in_place = Vec::new();
     if outcome == Outcome::Success {
-        match commit_outputs(&job, reap, &mut in_place) {
+        match commit_outputs(&job, &before, reap, &mut in_place) {
             Ok(metas) => outputs = metas,
             Err(message) => {
                 outcome = Outcome::Failed { exit_code: Some(0), message };
@@ -338,8 +342,8 @@ fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>, reap: &Sender<
     } else {
         // Like make's .DELETE_ON_ERROR: what a failed attempt wrote at a staged output's
         // final path itself (not through staging) must not look like an output.
-        for o in job.outputs.iter().filter(|o| o.staged.is_some() && o.remote.is_none()) {
-            if wrote_final(o) {
+        for (o, before) in job.outputs.iter().zip(&before) {
+            if o.staged.is_some() && o.remote.is_none() && wrote_final(o, *before) {
                 discard_written(&o.path);
             }
         }
@@ -367,6 +371,7 @@ fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>, reap: &Sender<
 /// if the step had `stage = false`; its index goes to `in_place`.
 fn commit_outputs(
     job: &Job,
+    before: &[Option<crate::target::Meta>],
     reap: &Sender<PathBuf>,
     in_place: &mut Vec<usize>,
 ) -> Result<Vec<crate::target::Meta>, String> {
@@ -395,7 +400,7 @@ fn commit_outputs(
             // A folder output's staging folder is made before the commands run: left
             // empty while the final folder changed, the commands wrote there instead.
             let empty_dir = o.dir && std::fs::read_dir(staged).is_ok_and(|mut d| d.next().is_none());
-            if empty_dir && wrote_final(o) {
+            if empty_dir && wrote_final(o, before[i]) {
                 in_place.push(i);
                 let _ = std::fs::remove_dir(staged);
             } else {
@@ -405,7 +410,7 @@ fn commit_outputs(
                         let _ = reap.send(old);
                     }
                     Ok(None) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && wrote_final(o) => in_place.push(i),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && wrote_final(o, before[i]) => in_place.push(i),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_written(i, o, staged)),
                     Err(e) => return Err(format!("cannot move output `{}` into place: {e}", o.name)),
                 }
@@ -429,9 +434,9 @@ fn not_written(i: usize, o: &JobOutput, staged: &std::path::Path) -> String {
 }
 
 /// Whether the attempt changed a staged output's final path itself (it exists, and is not
-/// what it was before the attempt: created, replaced, or rewritten).
-fn wrote_final(o: &JobOutput) -> bool {
-    crate::target::stat(&o.path).is_some_and(|now| Some(now) != o.before)
+/// what it was before the attempt, `before`: created, replaced, or rewritten).
+fn wrote_final(o: &JobOutput, before: Option<crate::target::Meta>) -> bool {
+    crate::target::stat(&o.path).is_some_and(|now| Some(now) != before)
 }
 
 /// Delete what a failed attempt wrote at an output's final path (the one place that does).
