@@ -125,12 +125,13 @@ enum Cmd {
         #[arg(long)]
         downstream: bool,
     },
-    /// Why a task would run, or why it is up to date (same as `build -n --explain TASK`).
+    /// Why a task would run, or why it is up to date (same as `build -n --explain TASK`,
+    /// and takes the same options).
     Why {
         /// A task id, e.g. 'rollup[2024-01-05]'.
         task: String,
         #[command(flatten)]
-        sel: Selection,
+        build: BuildArgs,
     },
     /// Forget tasks' success so the next build reruns them (reason `forced`).
     Clear {
@@ -161,7 +162,7 @@ enum Cmd {
 }
 
 /// What to build: targets and param values.
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone)]
 struct Selection {
     /// Step names, task ids (`rollup[2024-01-05]`, `report[date=2024-01-05,region=eu]`) or output paths.
     #[arg(value_name = "TARGET")]
@@ -183,7 +184,7 @@ struct Selection {
     profile: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 struct BuildArgs {
     #[command(flatten)]
     sel: Selection,
@@ -269,28 +270,9 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             let command = redacted_command(std::env::args());
             crate::mark::run(&ff, &request(sel)?, *downstream, &command, &var_values(sel))
         }
-        Cmd::Why { task, sel } => {
-            let b = BuildArgs {
-                sel: Selection {
-                    targets: sel.targets.clone(),
-                    date: sel.date.clone(),
-                    date_range: sel.date_range.clone(),
-                    params: sel.params.clone(),
-                    vars: sel.vars.clone(),
-                    profile: sel.profile.clone(),
-                },
-                jobs: None,
-                dry_run: true,
-                explain: Some(task.clone()),
-                force: false,
-                from: None,
-                fail_fast: false,
-                rerun_triggers: Vec::new(),
-                only: false,
-                wait: None,
-                executor: "local".into(),
-                output: OutputFormat::Text,
-            };
+        Cmd::Why { task, build } => {
+            let mut b = build.clone();
+            b.explain = Some(task.clone());
             cmd_build(cli, &b)
         }
         Cmd::Clear { sel, delete_outputs, downstream } => cmd_clear(cli, sel, *delete_outputs, *downstream),
