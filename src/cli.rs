@@ -343,6 +343,9 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     let dry_run = b.dry_run || b.explain.is_some();
     let mut req = request(&b.sel)?;
     let explain = match &b.explain {
+        Some(_) if b.output == OutputFormat::Json => {
+            return Err(Error::Usage("--explain prints text: drop --output json".into()));
+        }
         Some(task) => {
             let id = graph::canonical_task_id(&ff, task)?;
             if req.targets.is_empty() {

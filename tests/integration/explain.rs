@@ -79,3 +79,11 @@ fn explain_of_an_unknown_task_is_a_usage_error() {
     let t = built();
     t.run_args(["why", "nosuch[2024-01-01]"]).assert_status(2);
 }
+
+#[test]
+fn explain_with_json_output_is_a_usage_error() {
+    let t = built();
+    t.run_args(["build", "--explain", "b[2024-01-01]", "--output", "json"])
+        .assert_status(2)
+        .stderr_has("--explain prints text");
+}
