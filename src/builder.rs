@@ -49,6 +49,8 @@ pub struct Options {
     pub stream: bool,
     /// Render the commands of would-run tasks in a dry run (`-p`, `--output json`).
     pub dry_commands: bool,
+    /// `--var` values: redacted from the rendered commands the state DB keeps.
+    pub redact: Vec<String>,
 }
 
 /// Environment variables of a job: name, value.
@@ -305,6 +307,20 @@ impl<'a> Build<'a> {
         })
     }
 
+    /// Why task `t` would run or is up to date, after the dry run that gave `report`.
+    pub fn explain(&self, t: u32, report: &Report, db: Option<&StateDb>, secrets: &[String]) -> Result<String> {
+        let metas = self.stat_all()?;
+        let decided = |u: u32| {
+            let r = &report.results[u as usize];
+            crate::explain::Decided {
+                status: r.status,
+                reason: r.reason.map(Reason::as_str),
+                message: r.message.as_deref(),
+            }
+        };
+        Ok(crate::explain::explain(&self.planner, self.g, t, &report.ids, &decided, &metas, db, secrets))
+    }
+
     /// Build for real.
     pub fn run(&self, db: &mut StateDb, rep: &mut dyn Reporter) -> Result<Report> {
         let ids = self.ids();
@@ -368,6 +384,7 @@ impl<'a> Build<'a> {
             failure_to_write: false,
             run_id,
             made_dirs: HashSet::new(),
+            warned_in_place: HashSet::new(),
             // Per run, so that a task's orphans after a kill -9 of flux never share a staging
             // path with a later attempt.
             stage_root: stage_dir(&self.ff.state_dir, run_id),
@@ -610,13 +627,13 @@ impl<'a> Build<'a> {
                 Some(m) if stage && !copy && store::is_remote(name) => {
                     let digest = self.digests.digest(name, Path::new(""), &m).map_err(|e| e.to_string())?;
                     let local = store::cache_path(&self.ff.state_dir.join("cache"), name, &digest);
-                    ins.push(self.cmd_path(&local));
+                    ins.push(local.to_string_lossy().into_owned());
                     fetches.push((name.to_string(), m, local));
                 }
                 _ => ins.push(name.to_string()),
             }
         }
-        let (commands, env) = self.job_commands(t, id, &ins, &outs, attempt, run_id)?;
+        let (commands, env) = self.job_commands(t, id, &ins, &outs, stage, attempt, run_id)?;
         Ok(Job {
             id: t,
             commands,
@@ -640,12 +657,16 @@ impl<'a> Build<'a> {
         id: &str,
         ins: &[String],
         outs: &[End],
+        staged: bool,
         attempt: u32,
         run_id: i64,
     ) -> std::result::Result<(Vec<String>, Env), RenderError> {
         let out_strs: Vec<String> = outs
             .iter()
             .map(|o| match o {
+                // Staged paths are absolute, so that a command may change folders first;
+                // unstaged ones are the targets as written.
+                End::Local(p) if staged => p.to_string_lossy().into_owned(),
                 End::Local(p) => self.cmd_path(p),
                 End::Remote(u) => u.clone(),
             })
@@ -673,7 +694,7 @@ impl<'a> Build<'a> {
                 if store::is_remote(name) { End::Remote(name.to_string()) } else { End::Local(self.planner.abs(name)) }
             })
             .collect();
-        let (commands, _env) = self.job_commands(t, id, &ins, &outs, 1, 0)?;
+        let (commands, _env) = self.job_commands(t, id, &ins, &outs, false, 1, 0)?;
         // Hooks see the targets' names (see `Run::hook`).
         let names: Vec<String> = task.outputs.iter().map(|&o| self.g.target(o).to_string()).collect();
         let r = CmdRender { inputs: &ins, outputs: &names, attempt: 1, run_id: 0 };
@@ -843,6 +864,8 @@ struct Runner<'b, 'a> {
     failure_to_write: bool,
     run_id: i64,
     made_dirs: HashSet<PathBuf>,
+    /// Steps already warned of a command that wrote its final path instead of staging.
+    warned_in_place: HashSet<u32>,
     stage_root: PathBuf,
     hooks: Hooks,
     /// What was at the outputs of each running `stage = false` task before its attempt.
@@ -1432,6 +1455,18 @@ impl Runner<'_, '_> {
         self.results[ti].log = log.clone();
         let started_s = started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let outcome = fin.outcome;
+        if let Some(&i) = fin.in_place.first()
+            && self.warned_in_place.insert(self.b.g.tasks[ti].step)
+        {
+            let name = self.b.g.target(self.b.g.tasks[ti].outputs[i]);
+            let step = self.step(t);
+            rep.event(Event::Warning(&format!(
+                "step `{}` wrote `{name}` itself instead of the staging path flux gave it: accepted as with \
+                 `stage = false` (not atomic: readers may see a partial file, and a failed attempt's file is \
+                 deleted); write to `{{{{ outputs[{i}] }}}}` for atomic writes, or set `stage = false`",
+                step.name
+            )));
+        }
         if outcome == Outcome::Success {
             for (&o, m) in self.b.g.tasks[ti].outputs.iter().zip(fin.outputs) {
                 self.metas[o as usize] = Some(m);
@@ -1467,6 +1502,12 @@ impl Runner<'_, '_> {
                     duration_s: dur,
                 });
                 self.record_quick(t, quick);
+            }
+            let (run_id, redact) = (self.run_id, &self.b.opts.redact);
+            if let Some(d) =
+                crate::explain::detail(self.planner, t, &self.ids[ti], run_id, attempt, &self.metas, redact)
+            {
+                self.batch.details.push(d);
             }
             rep.event(Event::Succeeded { id: &self.ids[ti], reason: reason.as_str(), duration: fin.duration });
             self.hook(t, "success", "success", attempt, log.clone(), None);

@@ -120,6 +120,23 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// Accept the named tasks' current outputs as done: the next build skips them while
+    /// their inputs and commands stay as they are now.
+    Mark {
+        #[command(flatten)]
+        sel: Selection,
+        /// Also mark every task downstream of them (among the dates given, else theirs).
+        #[arg(long)]
+        downstream: bool,
+    },
+    /// Why a task would run, or why it is up to date (same as `build -n --explain TASK`,
+    /// and takes the same options).
+    Why {
+        /// A task id, e.g. 'rollup[2024-01-05]'.
+        task: String,
+        #[command(flatten)]
+        build: BuildArgs,
+    },
     /// Forget tasks' success so the next build reruns them (reason `forced`).
     Clear {
         #[command(flatten)]
@@ -127,6 +144,9 @@ enum Cmd {
         /// Also delete their outputs.
         #[arg(long)]
         delete_outputs: bool,
+        /// Also clear every task downstream of them (among the dates given, else theirs).
+        #[arg(long)]
+        downstream: bool,
     },
     /// Recent task attempts, newest first.
     History {
@@ -158,7 +178,7 @@ enum Cmd {
 }
 
 /// What to build: targets and param values.
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone)]
 struct Selection {
     /// Step names, task ids (`rollup[2024-01-05]`, `report[date=2024-01-05,region=eu]`) or output paths.
     #[arg(value_name = "TARGET")]
@@ -180,7 +200,7 @@ struct Selection {
     profile: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 struct BuildArgs {
     #[command(flatten)]
     sel: Selection,
@@ -190,11 +210,15 @@ struct BuildArgs {
     /// Print what would run and why; run and write nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// Explain why TASK would run or is up to date: its outputs, inputs, command and
+    /// upstream (implies --dry-run).
+    #[arg(long, value_name = "TASK")]
+    explain: Option<String>,
     /// Run the requested tasks even if they are up to date.
     #[arg(long)]
     force: bool,
-    /// Force STEP's tasks and everything downstream of them.
-    #[arg(long, value_name = "STEP")]
+    /// Force STEP's tasks (or the task TASK) and everything downstream of them.
+    #[arg(long, value_name = "STEP|TASK")]
     from: Option<String>,
     /// Stop launching new tasks after the first failure.
     #[arg(long)]
@@ -268,7 +292,17 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Cmd::Logs { task, run, attempt, follow } => cmd_logs(cli, task, *run, *attempt, *follow),
         Cmd::History { step, limit, output } => cmd_history(cli, step.as_deref(), *limit, *output),
         Cmd::Status { sel, output } => cmd_status(cli, sel, *output),
-        Cmd::Clear { sel, delete_outputs } => cmd_clear(cli, sel, *delete_outputs),
+        Cmd::Mark { sel, downstream } => {
+            let ff = load(cli, sel)?;
+            let command = redacted_command(std::env::args());
+            crate::mark::run(&ff, &request(sel)?, *downstream, &command, &var_values(sel))
+        }
+        Cmd::Why { task, build } => {
+            let mut b = build.clone();
+            b.explain = Some(task.clone());
+            cmd_build(cli, &b)
+        }
+        Cmd::Clear { sel, delete_outputs, downstream } => cmd_clear(cli, sel, *delete_outputs, *downstream),
         Cmd::Completions { shell } => {
             let mut cmd = Cli::command();
             let mut buf: Vec<u8> = Vec::new();
@@ -404,13 +438,27 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     let ff = load(cli, &b.sel)?;
     timing(cli, "load Fluxfile", t0);
     let t1 = Instant::now();
-    let req = request(&b.sel)?;
+    let dry_run = b.dry_run || b.explain.is_some();
+    let mut req = request(&b.sel)?;
+    let explain = match &b.explain {
+        Some(_) if b.output == OutputFormat::Json => {
+            return Err(Error::Usage("--explain prints text: drop --output json".into()));
+        }
+        Some(task) => {
+            let id = graph::canonical_task_id(&ff, task)?;
+            if req.targets.is_empty() {
+                req.targets.push(id.clone());
+            }
+            Some(id)
+        }
+        None => None,
+    };
     let key = crate::plancache::key(&ff, &req);
     let (g, cached) = match crate::plancache::load(&ff.state_dir, &key).filter(|g| crate::plancache::fits(&ff, g)) {
         Some(g) => (g, true),
         None => {
             let g = graph::build(&ff, &req)?;
-            if !b.dry_run {
+            if !dry_run {
                 crate::plancache::store(&ff.state_dir, &key, &g);
             }
             (g, false)
@@ -440,13 +488,25 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         forced.extend(g.roots.iter().copied());
     }
     if let Some(from) = &b.from {
-        let Some(si) = ff.step_index(from) else {
+        if let Some(si) = ff.step_index(from) {
+            forced.extend(downstream_of(&g, si as u32));
+        } else if from.contains('[') {
+            let id = graph::canonical_task_id(&ff, from).map_err(|e| match e {
+                Error::Usage(m) => Error::Usage(format!("--from {from}: {m}")),
+                other => other,
+            })?;
+            let Some(t) = (0..g.tasks.len() as u32).find(|&t| g.task_id(&ff, t) == id) else {
+                return Err(Error::Usage(format!(
+                    "--from {from}: {id} is not part of this build; name targets (or dates) that include it"
+                )));
+            };
+            forced.extend(crate::select::downstream(&g, &[t]));
+        } else {
             let hint = crate::error::did_you_mean(from, ff.steps.iter().map(|s| s.name.as_str()))
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
-            return Err(Error::Usage(format!("--from {from}: no such step{hint}")));
-        };
-        forced.extend(downstream_of(&g, si as u32));
+            return Err(Error::Usage(format!("--from {from}: no such step or task{hint}")));
+        }
     }
     if b.executor != "local" {
         return Err(Error::Usage(format!(
@@ -466,18 +526,19 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     let jobs = b.jobs.or(ff.jobs).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let opts = Options {
         jobs,
-        dry_run: b.dry_run,
+        dry_run,
         forced,
         triggers,
         fail_fast: b.fail_fast,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: redacted_command(std::env::args()),
         only,
         wait: b.wait.as_deref().map(parse_wait).transpose()?,
         cpu_budget: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         mem_budget: machine_memory(),
         print_commands: b.print_commands,
         stream: b.stream,
-        dry_commands: b.dry_run && (b.print_commands || b.output == OutputFormat::Json),
+        dry_commands: dry_run && (b.print_commands || b.output == OutputFormat::Json),
+        redact: var_values(&b.sel),
     };
 
     let t2 = Instant::now();
@@ -488,8 +549,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     let (state, stats) = std::thread::scope(|s| {
         let stats = local_only.then(|| s.spawn(|| crate::target::stat_many(&ff.dir, &g.targets)));
         let state = (|| -> Result<_> {
-            let db =
-                if b.dry_run { StateDb::open_existing(&ff.state_dir)? } else { Some(StateDb::open(&ff.state_dir)?) };
+            let db = if dry_run { StateDb::open_existing(&ff.state_dir)? } else { Some(StateDb::open(&ff.state_dir)?) };
             let records = match &db {
                 Some(d) => d.load_tasks()?,
                 None => Default::default(),
@@ -515,7 +575,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         stream: b.stream,
     });
     let t3 = Instant::now();
-    let report = if b.dry_run {
+    let report = if dry_run {
         build.dry_run(rep.as_mut())?
     } else {
         install_signal_handlers();
@@ -524,7 +584,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     };
     timing(
         cli,
-        &format!("{} ({} files read for digests)", if b.dry_run { "decide" } else { "build" }, report.digest_reads),
+        &format!("{} ({} files read for digests)", if dry_run { "decide" } else { "build" }, report.digest_reads),
         t3,
     );
     if cli.verbose > 0 && crate::store::requests().total() > 0 {
@@ -535,11 +595,20 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         eprintln!("flux: cpu {own:.3}s in flux itself, {commands:.3}s in commands");
     }
 
+    if let Some(id) = &explain {
+        let Some(t) = report.ids.iter().position(|x| x == id) else {
+            return Err(Error::Usage(format!(
+                "--explain {id}: not among the tasks planned for these targets and dates; name it as a target, or give its --date"
+            )));
+        };
+        print!("{}", build.explain(t as u32, &report, db.as_ref(), &opts.redact)?);
+        return Ok(0);
+    }
     let left = graph::left_out(&ff, &req);
     match b.output {
-        OutputFormat::Json => print_json(&ff, &g, &report, b.dry_run, b.log_lines, &left),
+        OutputFormat::Json => print_json(&ff, &g, &report, dry_run, b.log_lines, &left),
         OutputFormat::Text => {
-            print_text(&ff, &g, &report, b.dry_run, cli.verbose > 0, t0);
+            print_text(&ff, &g, &report, dry_run, cli.verbose > 0, t0);
             print_left_out(&left);
         }
     }
@@ -551,6 +620,33 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     // (ninja does the same).
     std::mem::forget((g, records, digests, report, ff));
     Ok(code)
+}
+
+/// The values given with `--var`, which nothing flux keeps may hold in plain text.
+fn var_values(sel: &Selection) -> Vec<String> {
+    sel.vars.iter().filter_map(|v| v.split_once('=').map(|(_, v)| v.to_string())).collect()
+}
+
+/// The command line as the run record keeps it: `--var` values (secrets, maybe) are
+/// replaced by `***`, names kept; `--param` values are kept (they name what was built).
+pub fn redacted_command(args: impl IntoIterator<Item = String>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut next_is_var = false;
+    for a in args {
+        let hide = |kv: &str| kv.split_once('=').map_or_else(|| kv.to_string(), |(k, _)| format!("{k}=***"));
+        if next_is_var {
+            out.push(hide(&a));
+            next_is_var = false;
+        } else if a == "--var" {
+            out.push(a);
+            next_is_var = true;
+        } else if let Some(kv) = a.strip_prefix("--var=") {
+            out.push(format!("--var={}", hide(kv)));
+        } else {
+            out.push(a);
+        }
+    }
+    out.join(" ")
 }
 
 /// User + system CPU seconds of this process (`RUSAGE_SELF`, all its threads) or of its
@@ -929,6 +1025,8 @@ fn task_status(ff: &Fluxfile, g: &TaskGraph, t: u32, id: &str, records: &Records
         Some(r) => match r.last_status {
             Status::Success | Status::Skipped if g.tasks[t as usize].outputs.is_empty() || outputs_exist() => "success",
             Status::Success | Status::Skipped => "missing",
+            Status::Marked if g.tasks[t as usize].outputs.is_empty() || outputs_exist() => "marked",
+            Status::Marked => "missing",
             other => other.as_str(),
         },
         None if !g.tasks[t as usize].outputs.is_empty() && outputs_exist() => "up to date",
@@ -1143,12 +1241,18 @@ fn terminal_width() -> usize {
     80
 }
 
-fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool) -> Result<i32> {
+fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool, downstream: bool) -> Result<i32> {
     if sel.targets.is_empty() {
         return Err(Error::Usage("flux clear needs targets: step names, task ids or output paths".into()));
     }
     let ff = load(cli, sel)?;
-    let g = graph::build(&ff, &request(sel)?)?;
+    let req = request(sel)?;
+    let mut g = graph::build(&ff, &req)?;
+    if downstream {
+        let (all, tasks) = crate::select::with_downstream(&ff, &req, &g)?;
+        g = all;
+        g.roots = tasks;
+    }
     if delete_outputs {
         guard(&ff).check_outputs(&ff, &g)?;
     }

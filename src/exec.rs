@@ -121,6 +121,9 @@ pub struct Finished {
     pub logged: bool,
     /// After a success: each output's stat, in place.
     pub outputs: Vec<crate::target::Meta>,
+    /// Staged outputs that the commands wrote at their final path instead (by index):
+    /// accepted as if the step had `stage = false`.
+    pub in_place: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +186,7 @@ impl LocalExecutor {
                             duration: Duration::ZERO,
                             logged: false,
                             outputs: Vec::new(),
+                            in_place: Vec::new(),
                         }
                     };
                     let _ = tx.send(fin);
@@ -405,12 +409,33 @@ fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>, reap: &Sender<
     let started = Instant::now();
     let id = job.id;
     let mut log = LogSink::new(job.log.clone(), job.echo.clone());
+    // Each local staged output's final path before the commands run: a command that writes
+    // there itself instead of to the staged path changes it.
+    let before: Vec<Option<crate::target::Meta>> = job
+        .outputs
+        .iter()
+        .map(|o| if o.staged.is_some() && o.remote.is_none() { crate::target::stat(&o.path) } else { None })
+        .collect();
     let mut outcome = run_job(&job, running, &mut log);
     let mut outputs = Vec::new();
+    let mut in_place = Vec::new();
     if outcome == Outcome::Success {
-        match commit_outputs(&job, reap) {
+        match commit_outputs(&job, &before, reap, &mut in_place) {
             Ok(metas) => outputs = metas,
-            Err(message) => outcome = Outcome::Failed { exit_code: Some(0), message },
+            Err(message) => {
+                outcome = Outcome::Failed { exit_code: Some(0), message };
+                for &i in &in_place {
+                    discard_written(&job.outputs[i].path);
+                }
+            }
+        }
+    } else {
+        // Like make's .DELETE_ON_ERROR: what a failed attempt wrote at a staged output's
+        // final path itself (not through staging) must not look like an output.
+        for (o, before) in job.outputs.iter().zip(&before) {
+            if o.staged.is_some() && o.remote.is_none() && wrote_final(o, *before) {
+                discard_written(&o.path);
+            }
         }
     }
     let killed = running.lock().ok().and_then(|mut m| m.remove(&id)).and_then(|r| r.killed);
@@ -427,19 +452,26 @@ fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>, reap: &Sender<
         log.write(msg.as_bytes());
     }
     let logged = log.finish(outcome != Outcome::Success);
-    Finished { id, outcome, duration: started.elapsed(), logged, outputs }
+    Finished { id, outcome, duration: started.elapsed(), logged, outputs, in_place }
 }
 
 /// Move staged outputs into place and stat them; a missing output fails the job
-/// (a command that "succeeded" without writing what it promised).
-fn commit_outputs(job: &Job, reap: &Sender<PathBuf>) -> Result<Vec<crate::target::Meta>, String> {
+/// (a command that "succeeded" without writing what it promised). A command that wrote
+/// a staged output's final path itself, leaving the staged one unwritten, is accepted as
+/// if the step had `stage = false`; its index goes to `in_place`.
+fn commit_outputs(
+    job: &Job,
+    before: &[Option<crate::target::Meta>],
+    reap: &Sender<PathBuf>,
+    in_place: &mut Vec<usize>,
+) -> Result<Vec<crate::target::Meta>, String> {
     let mut metas = Vec::with_capacity(job.outputs.len());
-    for o in &job.outputs {
+    for (i, o) in job.outputs.iter().enumerate() {
         if let Some(target) = &o.remote {
             let meta = match &o.staged {
                 Some(staged) => {
                     if !staged.exists() {
-                        return Err(format!("the command succeeded but did not write output `{}`", o.name));
+                        return Err(not_written(i, o, staged));
                     }
                     let m = crate::store::upload(staged, target).map_err(|e| format!("cannot upload output: {e}"))?;
                     let _ = crate::target::remove(staged);
@@ -455,13 +487,23 @@ fn commit_outputs(job: &Job, reap: &Sender<PathBuf>) -> Result<Vec<crate::target
             continue;
         }
         if let Some(staged) = &o.staged {
-            // A missing staged file shows as NotFound from the rename: no extra stat.
-            let old = crate::target::commit_keeping_old(staged, &o.path, o.dir).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => format!("the command succeeded but did not write output `{}`", o.name),
-                _ => format!("cannot move output `{}` into place: {e}", o.name),
-            })?;
-            if let Some(old) = old {
-                let _ = reap.send(old);
+            // A folder output's staging folder is made before the commands run: left
+            // empty while the final folder changed, the commands wrote there instead.
+            let empty_dir = o.dir && std::fs::read_dir(staged).is_ok_and(|mut d| d.next().is_none());
+            if empty_dir && wrote_final(o, before[i]) {
+                in_place.push(i);
+                let _ = std::fs::remove_dir(staged);
+            } else {
+                // A missing staged file shows as NotFound from the rename: no extra stat.
+                match crate::target::commit_keeping_old(staged, &o.path, o.dir) {
+                    Ok(Some(old)) => {
+                        let _ = reap.send(old);
+                    }
+                    Ok(None) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && wrote_final(o, before[i]) => in_place.push(i),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_written(i, o, staged)),
+                    Err(e) => return Err(format!("cannot move output `{}` into place: {e}", o.name)),
+                }
             }
         }
         match crate::target::stat(&o.path) {
@@ -470,6 +512,26 @@ fn commit_outputs(job: &Job, reap: &Sender<PathBuf>) -> Result<Vec<crate::target
         }
     }
     Ok(metas)
+}
+
+/// The message for a staged output that nothing wrote: where flux expected it.
+fn not_written(i: usize, o: &JobOutput, staged: &std::path::Path) -> String {
+    format!(
+        "the command succeeded but did not write output `{}`: flux expected it at {} (what          `{{{{ outputs[{i}] }}}}` gives the command); write to `{{{{ outputs[{i}] }}}}`",
+        o.name,
+        staged.display()
+    )
+}
+
+/// Whether the attempt changed a staged output's final path itself (it exists, and is not
+/// what it was before the attempt, `before`: created, replaced, or rewritten).
+fn wrote_final(o: &JobOutput, before: Option<crate::target::Meta>) -> bool {
+    crate::target::stat(&o.path).is_some_and(|now| Some(now) != before)
+}
+
+/// Delete what a failed attempt wrote at an output's final path (the one place that does).
+fn discard_written(path: &std::path::Path) {
+    let _ = crate::target::remove(path);
 }
 
 fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut LogSink) -> Outcome {

@@ -589,6 +589,7 @@ impl<'o> Loader<'o> {
         }
         // Every profile is checked, selected or not, so a typo never waits for the day
         // the profile is used.
+        let mut profile_vars: Vec<String> = Vec::new();
         if let Some((profiles, _)) = top.table("profile")? {
             for (name, v) in profiles.iter() {
                 let span = Span::new(&main.source, v.span());
@@ -602,6 +603,7 @@ impl<'o> Loader<'o> {
                 let pk = Keys::check(&main.source, pt, &format!("[profile.{}]", name.get_ref()), &["vars"])?;
                 if let Some((t, _)) = pk.table("vars")? {
                     for (var, val) in t.iter() {
+                        profile_vars.push(var.get_ref().to_string());
                         let vspan = Span::new(&main.source, val.span());
                         let Some(value) = scalar_string(val.get_ref()) else {
                             return Err(Error::at_help(
@@ -645,6 +647,18 @@ impl<'o> Loader<'o> {
             }
         }
         for (k, v) in &self.opts.vars {
+            // A typo'd `--var rooot=scratch` must not build with the default `root`.
+            if !var_spans.contains_key(k) && !profile_vars.contains(k) {
+                let declared = var_spans.keys().map(String::as_str).chain(profile_vars.iter().map(String::as_str));
+                let hint = match did_you_mean(k, declared) {
+                    Some(s) => format!("; did you mean `{s}`?"),
+                    None => String::new(),
+                };
+                return Err(Error::Usage(format!(
+                    "--var {k}: the Fluxfile declares no var `{k}` (in [vars] or a profile){hint}; \
+                     declare it in [vars] to set it from the command line"
+                )));
+            }
             check_var_value(k, v).map_err(|e| Error::Usage(format!("--var {k}={v}: {}; {}", e.0, e.1)))?;
             set_var(&mut vars, k, v.clone());
         }

@@ -179,6 +179,13 @@ const MIGRATIONS: &[&str] = &[
         run_id       INTEGER
     ) WITHOUT ROWID;
     "#,
+    // 2: what a run was (`build`, `mark`); the rendered commands and per-input digests of
+    // successful (and marked) attempts, for `--explain`.
+    r#"
+    ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'build';
+    ALTER TABLE attempts ADD COLUMN commands TEXT;
+    ALTER TABLE attempts ADD COLUMN inputs_json TEXT;
+    "#,
 ];
 
 /// The schema version this flux writes: the number of migrations.
@@ -196,11 +203,13 @@ pub enum Status {
     UpstreamFailed,
     Skipped,
     Interrupted,
+    /// Accepted as done by `flux mark`.
+    Marked,
 }
 
 impl Status {
     /// Every status, in lifecycle order.
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
         Status::Queued,
         Status::Waiting,
         Status::Running,
@@ -210,6 +219,7 @@ impl Status {
         Status::UpstreamFailed,
         Status::Skipped,
         Status::Interrupted,
+        Status::Marked,
     ];
 
     /// The name stored in the database and shown to users (`upstream_failed`, ...).
@@ -224,6 +234,7 @@ impl Status {
             Status::UpstreamFailed => "upstream_failed",
             Status::Skipped => "skipped",
             Status::Interrupted => "interrupted",
+            Status::Marked => "marked",
         }
     }
 
@@ -239,6 +250,7 @@ impl Status {
             "upstream_failed" => Status::UpstreamFailed,
             "skipped" => Status::Skipped,
             "interrupted" => Status::Interrupted,
+            "marked" => Status::Marked,
             _ => return None,
         })
     }
@@ -369,6 +381,21 @@ pub enum TaskUpdate {
     /// The fingerprint was confirmed for these input stats and command sources: store the
     /// quick key (the row must exist; apply after the Success or Adopt that made it).
     Quick { task_id: String, key: Hash, verified_ns: i64 },
+    /// `flux mark`: store the fingerprint like a success (last_status = marked,
+    /// success_at = commit time, forced = false), keeping duration_s.
+    Mark { task_id: String, cmd_hash: Hash, inputs_hash: Hash },
+}
+
+/// What a successful (or marked) attempt ran and read, for `--explain`: its commands
+/// rendered with the final targets (var values given with `--var` redacted) and each
+/// input's digest. Applied to the attempt's row, after the batch's attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptDetail {
+    pub run_id: i64,
+    pub task_id: String,
+    pub attempt: u32,
+    pub commands: String,
+    pub inputs_json: String,
 }
 
 /// Writes to apply together in one transaction.
@@ -380,16 +407,31 @@ pub struct Batch {
     /// Leases to give back (task ids held by this process's [`Holder`]), in the same
     /// transaction as the records of those tasks.
     pub releases: Vec<String>,
+    pub details: Vec<AttemptDetail>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.attempts.is_empty() && self.tasks.is_empty() && self.digests.is_empty() && self.releases.is_empty()
+        self.attempts.is_empty()
+            && self.tasks.is_empty()
+            && self.digests.is_empty()
+            && self.releases.is_empty()
+            && self.details.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.attempts.len() + self.tasks.len() + self.digests.len() + self.releases.len()
+        self.attempts.len() + self.tasks.len() + self.digests.len() + self.releases.len() + self.details.len()
     }
+}
+
+/// The details of a task's last successful or marked attempt that has them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastSuccess {
+    pub run_id: i64,
+    pub status: Status,
+    pub ended_at: Option<f64>,
+    pub commands: String,
+    pub inputs_json: String,
 }
 
 /// A connection to `<state>/state.db`.
@@ -734,20 +776,57 @@ impl StateDb {
     /// Insert a run row (started_at now, status "running", the command line, pid,
     /// hostname); returns its id.
     pub fn begin_run(&mut self, command: &str) -> Result<i64, StateError> {
-        let path = self.path.clone();
-        wait_busy(&path, || self.begin_run_once(command))
+        self.begin_run_of_kind(command, "build")
     }
 
-    fn begin_run_once(&mut self, command: &str) -> Result<i64, StateError> {
+    /// [`StateDb::begin_run`] for a run of another kind (`mark`).
+    pub fn begin_run_of_kind(&mut self, command: &str, kind: &str) -> Result<i64, StateError> {
+        let path = self.path.clone();
+        wait_busy(&path, || self.begin_run_once(command, kind))
+    }
+
+    fn begin_run_once(&mut self, command: &str, kind: &str) -> Result<i64, StateError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "INSERT INTO runs (started_at, status, command, pid, host) \
-                 VALUES (?1, 'running', ?2, ?3, ?4)",
+                "INSERT INTO runs (started_at, status, command, pid, host, kind) \
+                 VALUES (?1, 'running', ?2, ?3, ?4, ?5)",
             )
             .at(&self.path)?;
-        stmt.execute(params![now_s(), command, std::process::id(), hostname()]).at(&self.path)?;
+        stmt.execute(params![now_s(), command, std::process::id(), hostname(), kind]).at(&self.path)?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The kind of a run (`build`, `mark`), if it exists.
+    pub fn run_kind(&self, run_id: i64) -> Result<Option<String>, StateError> {
+        self.conn
+            .prepare_cached("SELECT kind FROM runs WHERE id = ?1")
+            .at(&self.path)?
+            .query_row([run_id], |r| r.get(0))
+            .optional()
+            .at(&self.path)
+    }
+
+    /// The last successful or marked attempt of a task that recorded its commands.
+    pub fn last_success(&self, task_id: &str) -> Result<Option<LastSuccess>, StateError> {
+        self.conn
+            .prepare_cached(
+                "SELECT run_id, status, ended_at, commands, inputs_json FROM attempts \
+                 WHERE task_id = ?1 AND status IN ('success', 'marked') AND commands IS NOT NULL \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .at(&self.path)?
+            .query_row([task_id], |r| {
+                Ok(LastSuccess {
+                    run_id: r.get(0)?,
+                    status: status_at(r, 1)?,
+                    ended_at: r.get(2)?,
+                    commands: r.get(3)?,
+                    inputs_json: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                })
+            })
+            .optional()
+            .at(&self.path)
     }
 
     /// Set the end time and final status of a run.
@@ -920,6 +999,18 @@ impl StateDb {
             }
         }
 
+        if !batch.details.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE attempts SET commands = ?4, inputs_json = ?5 \
+                     WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
+                )
+                .at(path)?;
+            for d in &batch.details {
+                stmt.execute(params![d.run_id, d.task_id, d.attempt, d.commands, d.inputs_json]).at(path)?;
+            }
+        }
+
         if !batch.tasks.is_empty() {
             let mut success = tx
                 .prepare_cached(
@@ -953,6 +1044,15 @@ impl StateDb {
                 .at(path)?;
             let mut quick =
                 tx.prepare_cached("UPDATE tasks SET quick_key = ?2, verified_ns = ?3 WHERE task_id = ?1").at(path)?;
+            let mut mark = tx
+                .prepare_cached(
+                    "INSERT INTO tasks (task_id, last_status, cmd_hash, inputs_hash, success_at, forced) \
+                     VALUES (?1, 'marked', ?2, ?3, ?4, 0) \
+                     ON CONFLICT (task_id) DO UPDATE SET last_status = 'marked', \
+                     cmd_hash = excluded.cmd_hash, inputs_hash = excluded.inputs_hash, \
+                     success_at = excluded.success_at, forced = 0, quick_key = NULL",
+                )
+                .at(path)?;
             for update in &batch.tasks {
                 match update {
                     TaskUpdate::Success { task_id, cmd_hash, inputs_hash, duration_s } => {
@@ -965,6 +1065,9 @@ impl StateDb {
                     TaskUpdate::Clear { task_id } => clear.execute(params![task_id]),
                     TaskUpdate::Quick { task_id, key, verified_ns } => {
                         quick.execute(params![task_id, key, verified_ns])
+                    }
+                    TaskUpdate::Mark { task_id, cmd_hash, inputs_hash } => {
+                        mark.execute(params![task_id, cmd_hash, inputs_hash, now])
                     }
                 }
                 .at(path)?;
@@ -1000,6 +1103,7 @@ impl StateDb {
         batch.tasks.clear();
         batch.digests.clear();
         batch.releases.clear();
+        batch.details.clear();
         Ok(())
     }
 
@@ -1514,6 +1618,37 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_1_database_gains_run_kinds_and_attempt_details() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO runs (started_at, status, command) VALUES (1, 'success', 'flux build'); \
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let mut db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(db.run_kind(1).unwrap().as_deref(), Some("build"));
+        let run = db.begin_run_of_kind("flux mark a", "mark").unwrap();
+        assert_eq!(db.run_kind(run).unwrap().as_deref(), Some("mark"));
+        let mut batch = Batch::default();
+        batch.attempts.push(attempt(run, "a", "a", 1, Status::Marked));
+        batch.details.push(AttemptDetail {
+            run_id: run,
+            task_id: "a".into(),
+            attempt: 1,
+            commands: "run: true\n".into(),
+            inputs_json: "[]".into(),
+        });
+        db.commit(&mut batch).unwrap();
+        let last = db.last_success("a").unwrap().unwrap();
+        assert_eq!((last.run_id, last.status, last.commands.as_str()), (run, Status::Marked, "run: true\n"));
+    }
+
+    #[test]
     fn too_new_is_refused_and_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DB_FILE);
@@ -1531,7 +1666,7 @@ mod tests {
             other => panic!("expected TooNew, got {other:?}"),
         }
         let msg = err.to_string();
-        assert!(msg.contains("written by a newer flux (schema 99; this flux knows up to 1)"));
+        assert!(msg.contains(&format!("written by a newer flux (schema 99; this flux knows up to {SCHEMA_VERSION})")));
         assert!(msg.contains("upgrade flux, or point `state` at another folder"));
         assert!(msg.contains("state.db"));
         assert_eq!(std::fs::read(&path).unwrap(), before, "file modified");

@@ -28,6 +28,8 @@ mod operations;
 mod examples;
 #[path = "integration/execution.rs"]
 mod execution;
+#[path = "integration/explain.rs"]
+mod explain;
 #[path = "integration/fluxfile.rs"]
 mod fluxfile;
 #[path = "integration/hdfs.rs"]
@@ -38,12 +40,18 @@ mod keys;
 mod output;
 #[path = "integration/param_kinds.rs"]
 mod param_kinds;
+#[path = "integration/mark.rs"]
+mod mark;
 #[path = "integration/params.rs"]
 mod params;
 #[path = "integration/planning.rs"]
 mod planning;
 #[path = "integration/property.rs"]
 mod property;
+#[path = "integration/selection.rs"]
+mod selection;
+#[path = "integration/staging.rs"]
+mod staging;
 #[path = "integration/staleness.rs"]
 mod staleness;
 #[path = "integration/state.rs"]
@@ -58,3 +66,5 @@ mod template_checks;
 mod templates;
 #[path = "integration/whole_range.rs"]
 mod whole_range;
+#[path = "integration/vars.rs"]
+mod vars;

@@ -262,7 +262,7 @@ fn from_an_unknown_step_says_did_you_mean() {
     chain()
         .run_args(["build", "--date", "2024-01-01", "--from", "bb"])
         .assert_status(2)
-        .stderr_is("error: --from bb: no such step; did you mean `b`?\n");
+        .stderr_is("error: --from bb: no such step or task; did you mean `b`?\n");
 }
 
 #[test]

@@ -53,7 +53,7 @@ fn a_state_database_from_a_newer_flux_is_refused_and_left_untouched() {
     t.remove("a.txt");
     let db = t.abs(".flux/state.db");
     let expected = format!(
-        "error: state database {} was written by a newer flux (schema 99; this flux knows up to 1): upgrade flux, or point `state` at another folder\n",
+        "error: state database {} was written by a newer flux (schema 99; this flux knows up to 2): upgrade flux, or point `state` at another folder\n",
         db.display()
     );
     for args in
