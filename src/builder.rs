@@ -634,9 +634,13 @@ impl<'a> Build<'a> {
             }
         }
         let (commands, env) = self.job_commands(t, id, &ins, &outs, stage, attempt, run_id)?;
+        // `--var` values never reach the logs in plain text (SPEC §9).
+        let headers = (!self.opts.redact.is_empty())
+            .then(|| commands.iter().map(|c| crate::explain::redact(c, &self.opts.redact)).collect());
         Ok(Job {
             id: t,
             commands,
+            headers,
             fetches,
             copies,
             env,

@@ -1283,7 +1283,7 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool, downstream: bool)
     if delete_outputs {
         line.push_str(&format!(", deleted {}", crate::report::plural(deleted, "output")));
     }
-    println!("{line}; the next build reruns them");
+    println!("{line}; the next build reruns {}", if g.roots.len() == 1 { "it" } else { "them" });
     Ok(0)
 }
 

@@ -31,6 +31,9 @@ pub struct Job {
     pub id: u32,
     /// Shell commands, run in order; the first failure stops the job.
     pub commands: Vec<String>,
+    /// What the log's header shows for each command, when it differs from the command
+    /// (secrets masked); `None`: the commands themselves.
+    pub headers: Option<Vec<String>>,
     /// Remote inputs to download into the cache before anything runs: (target, its
     /// stat, the cache path the commands read).
     pub fetches: Vec<(String, crate::target::Meta, PathBuf)>,
@@ -549,12 +552,12 @@ fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut Log
             return Outcome::Failed { exit_code: None, message };
         }
     }
-    for cmd in &job.commands {
+    for (i, cmd) in job.commands.iter().enumerate() {
         // Stop before starting the next command if the job was killed meanwhile.
         if running.lock().ok().and_then(|m| m.get(&job.id).map(|r| r.killed.is_some())).unwrap_or(false) {
             return Outcome::Interrupted;
         }
-        log.announce(cmd);
+        log.announce(job.headers.as_ref().and_then(|h| h.get(i)).map_or(cmd, String::as_str));
         let (reader, writer) = match std::io::pipe() {
             Ok(p) => p,
             Err(e) => {

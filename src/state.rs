@@ -754,6 +754,8 @@ impl StateDb {
             check_unversioned(&path, &tables)?;
             return Ok(None);
         }
+        // Another program's database says so first, whatever its version.
+        check_flux_tables(&path, version, &tables)?;
         if version < SCHEMA_VERSION {
             return Err(sql_error(
                 &path,
@@ -763,7 +765,6 @@ impl StateDb {
                 ),
             ));
         }
-        check_flux_tables(&path, version, &tables)?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(Some(StateDb { conn, path, holder: None, writable: false, attempts_seen: Cell::new(0) }))
     }

@@ -36,12 +36,12 @@ mod fluxfile;
 mod hdfs;
 #[path = "integration/keys.rs"]
 mod keys;
+#[path = "integration/mark.rs"]
+mod mark;
 #[path = "integration/output.rs"]
 mod output;
 #[path = "integration/param_kinds.rs"]
 mod param_kinds;
-#[path = "integration/mark.rs"]
-mod mark;
 #[path = "integration/params.rs"]
 mod params;
 #[path = "integration/planning.rs"]
@@ -64,7 +64,7 @@ mod stores;
 mod template_checks;
 #[path = "integration/templates.rs"]
 mod templates;
-#[path = "integration/whole_range.rs"]
-mod whole_range;
 #[path = "integration/vars.rs"]
 mod vars;
+#[path = "integration/whole_range.rs"]
+mod whole_range;

@@ -87,8 +87,11 @@ run = ["echo to-stdout", "echo to-stderr >&2", "echo x > {{ outputs[0] }}"]
     t.run_args(json_build(&["--date", "2024-01-05"])).assert_status(0);
     // Each command's header comes before its output (the third printed nothing).
     let log = t.read(".flux/logs/l/l_2024-01-05_/1-1.log");
-    let head = "$ echo to-stdout\nto-stdout\n$ echo to-stderr >&2\nto-stderr\n$ echo x > .flux/stage/";
-    assert!(log.starts_with(head) && log.ends_with(".txt\n") && log.lines().count() == 5, "{log}");
+    let head = format!(
+        "$ echo to-stdout\nto-stdout\n$ echo to-stderr >&2\nto-stderr\n$ echo x > {}/.flux/stage/",
+        t.path().display()
+    );
+    assert!(log.starts_with(&head) && log.ends_with(".txt\n") && log.lines().count() == 5, "{log}");
     // Neither reaches flux's own stdout or stderr.
     let t2 = Test::new().fluxfile(
         "[step.l]\noutputs = [\"l.txt\"]\nrun = \"echo to-stdout; echo to-stderr >&2; echo x > {{ outputs[0] }}\"\n",

@@ -177,7 +177,8 @@ fn print_commands_shows_each_tasks_commands_before_it_runs() {
         .position(|l| *l == "run  count[2024-01-01] (missing-output)")
         .unwrap_or_else(|| panic!("{}", o.describe()));
     assert_eq!(lines[run + 1], "    $ echo counting");
-    assert!(lines[run + 2].starts_with("    $ wc -l < events/2024-01-01.csv > .flux/stage/"), "{}", o.describe());
+    let staged = format!("    $ wc -l < events/2024-01-01.csv > {}/.flux/stage/", t.path().display());
+    assert!(lines[run + 2].starts_with(&staged), "{}", o.describe());
     let ok = lines
         .iter()
         .position(|l| l.starts_with("ok   count[2024-01-01] "))
@@ -185,7 +186,9 @@ fn print_commands_shows_each_tasks_commands_before_it_runs() {
     assert!(run < ok);
     // Each attempt's log starts with its commands (`$ `), before their output.
     let log = t.read(".flux/logs/count/count_2024-01-01_/1-1.log");
-    assert!(log.starts_with("$ echo counting\ncounting\n$ wc -l < events/2024-01-01.csv > .flux/stage/"), "{log}");
+    let head =
+        format!("$ echo counting\ncounting\n$ wc -l < events/2024-01-01.csv > {}/.flux/stage/", t.path().display());
+    assert!(log.starts_with(&head), "{log}");
     // A failed attempt's log has its commands even when it printed nothing.
     let f = Test::new().fluxfile("[step.f]\noutputs = [\"f.txt\"]\nrun = [\"true\", \"exit 3\"]\n");
     f.run_args(["build"]).assert_status(1);
@@ -325,6 +328,6 @@ fn counts_in_messages_agree_with_their_nouns() {
     t.run_args(["status", "--date-range", "2024-01-01..2024-01-02"]).assert_status(0).stdout_has("(2 dates)\n");
     t.run_args(["clear", "d[2024-01-01]", "--delete-outputs"])
         .assert_status(0)
-        .stdout_is("cleared 1 task, deleted 1 output; the next build reruns them\n");
+        .stdout_is("cleared 1 task, deleted 1 output; the next build reruns it\n");
     t.run_args(["check"]).assert_status(0).stdout_has(": 1 step, OK\n");
 }

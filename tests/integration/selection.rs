@@ -52,7 +52,7 @@ fn clear_downstream_clears_the_tasks_below_too() {
     let o = t.run_args(json_build(&RANGE));
     o.assert_status(0).assert_ran(&["a[2024-01-01]", "b[2024-01-01]", "c[2024-01-01]"]);
     // Without --downstream, only the named task.
-    t.run_args(["clear", "b[2024-01-02]"]).assert_status(0).stdout_has("cleared 1 tasks");
+    t.run_args(["clear", "b[2024-01-02]"]).assert_status(0).stdout_has("cleared 1 task;");
     t.run_args(json_build(&RANGE)).assert_status(0).assert_ran(&["b[2024-01-02]"]);
     // Among the dates given.
     t.run_args(["clear", "a", "--downstream", RANGE[0], RANGE[1]]).assert_status(0).stdout_has("cleared 6 tasks");
