@@ -132,6 +132,8 @@ pub struct LocalExecutor {
     /// `target::commit_keeping_old`).
     reap: Sender<PathBuf>,
     reaper: std::thread::JoinHandle<()>,
+    /// The process groups spawned (see `crate::procs`).
+    groups: Arc<crate::procs::Groups>,
 }
 
 /// Time between TERM and KILL (SPEC §2.1 `timeout`).
@@ -144,6 +146,7 @@ impl LocalExecutor {
         let (jobs, job_rx) = channel::<Job>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let running = Arc::new(Mutex::new(HashMap::new()));
+        let groups = Arc::new(crate::procs::Groups::default());
         let (reap, reap_rx) = channel::<PathBuf>();
         let reaper = std::thread::spawn(move || {
             for old in reap_rx {
@@ -152,12 +155,16 @@ impl LocalExecutor {
         });
         for _ in 0..workers.max(1) {
             let (job_rx, tx, running, reap) = (job_rx.clone(), tx.clone(), running.clone(), reap.clone());
+            let groups = groups.clone();
+            // Commands are spawned on this thread and their shell dies with it
+            // (PR_SET_PDEATHSIG fires when the spawning thread ends): it returns only
+            // between jobs, after its command was reaped.
             std::thread::spawn(move || {
                 loop {
                     let next = job_rx.lock().map_err(|_| ()).and_then(|r| r.recv().map_err(|_| ()));
                     let Ok(job) = next else { return };
                     let fin = if take(&job, &running) {
-                        run_one(job, &running, &reap)
+                        run_one(job, &running, &reap, &groups)
                     } else {
                         running.lock().ok().map(|mut m| m.remove(&job.id));
                         Finished {
@@ -172,7 +179,18 @@ impl LocalExecutor {
                 }
             });
         }
-        LocalExecutor { rx, running, jobs, reap, reaper }
+        LocalExecutor { rx, running, jobs, reap, reaper, groups }
+    }
+
+    /// Also append each process group, the moment it is spawned, to `path` (see
+    /// `crate::procs`).
+    pub fn record_groups_in(&self, path: &std::path::Path) {
+        self.groups.write_to(path)
+    }
+
+    /// The process groups spawned since the last call, to record on their attempts.
+    pub fn take_spawned(&self) -> Vec<crate::procs::Spawned> {
+        self.groups.take()
     }
 
     /// Stop the workers and wait until every replaced output is deleted.
@@ -311,11 +329,16 @@ impl LogSink {
 }
 
 /// Run one job to its end on the calling thread.
-fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>, reap: &Sender<PathBuf>) -> Finished {
+fn run_one(
+    job: Job,
+    running: &Arc<Mutex<HashMap<u32, Running>>>,
+    reap: &Sender<PathBuf>,
+    groups: &crate::procs::Groups,
+) -> Finished {
     let started = Instant::now();
     let id = job.id;
     let mut log = LogSink::new(job.log.clone());
-    let mut outcome = run_job(&job, running, &mut log);
+    let mut outcome = run_job(&job, running, &mut log, groups);
     let mut outputs = Vec::new();
     if outcome == Outcome::Success {
         match commit_outputs(&job, reap) {
@@ -382,7 +405,12 @@ fn commit_outputs(job: &Job, reap: &Sender<PathBuf>) -> Result<Vec<crate::target
     Ok(metas)
 }
 
-fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut LogSink) -> Outcome {
+fn run_job(
+    job: &Job,
+    running: &Arc<Mutex<HashMap<u32, Running>>>,
+    log: &mut LogSink,
+    groups: &crate::procs::Groups,
+) -> Outcome {
     for (target, meta, local) in &job.fetches {
         if let Err(message) = crate::store::fetch(target, meta, local) {
             let message = format!("cannot fetch input: {message}");
@@ -419,6 +447,7 @@ fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut Log
         for (k, v) in &job.env {
             c.env(k, v);
         }
+        crate::procs::die_with_flux(&mut c);
         let spawned = c.spawn();
         drop(c); // closes our copies of the pipe's write end
         let mut child = match spawned {
@@ -428,6 +457,7 @@ fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut Log
             }
         };
         let pid = child.id() as i32;
+        groups.spawned(job.id, pid);
         if let Ok(mut m) = running.lock()
             && let Some(r) = m.get_mut(&job.id)
         {
@@ -436,7 +466,9 @@ fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut Log
                 signal(Some(pid), libc::SIGTERM);
             }
         }
-        let status = match pump(reader, &mut child, log) {
+        let pumped = pump(reader, &mut child, log);
+        groups.reaped(pid);
+        let status = match pumped {
             Ok(s) => s,
             Err(e) => {
                 return Outcome::Failed { exit_code: None, message: format!("waiting for the command: {e}") };

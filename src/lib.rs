@@ -20,6 +20,7 @@ pub mod hooks;
 pub mod param;
 pub mod plan;
 pub mod plancache;
+pub mod procs;
 pub mod report;
 pub mod state;
 pub mod store;

@@ -103,6 +103,16 @@ const MIGRATIONS: &[&str] = &[
         run_id       INTEGER
     ) WITHOUT ROWID;
     "#,
+    // 2: what the next build needs after flux died (SPEC §5, §8): each attempt's process
+    // group and its leader's start time (clock ticks since boot, /proc/<pid>/stat field
+    // 22), and the fingerprint the attempt was started for; open runs found by index.
+    r#"
+    ALTER TABLE attempts ADD COLUMN pgid INTEGER;
+    ALTER TABLE attempts ADD COLUMN pgid_start INTEGER;
+    ALTER TABLE attempts ADD COLUMN expect_cmd_hash BLOB;
+    ALTER TABLE attempts ADD COLUMN expect_inputs_hash BLOB;
+    CREATE INDEX runs_open ON runs(id) WHERE ended_at IS NULL;
+    "#,
 ];
 
 /// The schema version this flux writes: the number of migrations.
@@ -297,16 +307,55 @@ pub struct Batch {
     /// Leases to give back (task ids held by this process's [`Holder`]), in the same
     /// transaction as the records of those tasks.
     pub releases: Vec<String>,
+    /// Facts about attempts written in this batch or earlier (process groups, expected
+    /// fingerprints), applied after `attempts`.
+    pub attempt_facts: Vec<AttemptFact>,
+}
+
+/// A fact about one attempt `(run_id, task_id, attempt)`, stored on its row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptFact {
+    /// A command of the attempt was spawned as the leader of process group `pgid`, which
+    /// started at `start` (clock ticks since boot).
+    Group { run_id: i64, task_id: String, attempt: u32, pgid: i32, start: u64 },
+    /// The fingerprint the attempt was started for (known before it ran).
+    Expect { run_id: i64, task_id: String, attempt: u32, cmd_hash: Hash, inputs_hash: Hash },
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.attempts.is_empty() && self.tasks.is_empty() && self.digests.is_empty() && self.releases.is_empty()
+        self.attempts.is_empty()
+            && self.tasks.is_empty()
+            && self.digests.is_empty()
+            && self.releases.is_empty()
+            && self.attempt_facts.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.attempts.len() + self.tasks.len() + self.digests.len() + self.releases.len()
+        self.attempts.len() + self.tasks.len() + self.digests.len() + self.releases.len() + self.attempt_facts.len()
     }
+}
+
+/// A run whose flux died (see [`StateDb::dead_runs`]): what is left to clean up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadRun {
+    pub id: i64,
+    /// Process groups its attempts recorded: (pgid, leader start time).
+    pub groups: Vec<(i32, u64)>,
+    /// Its attempts still `running`, as they were when it died.
+    pub running: Vec<DeadAttempt>,
+}
+
+/// An attempt that was running when its flux died.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadAttempt {
+    pub run_id: i64,
+    pub task_id: String,
+    pub attempt: u32,
+    pub reason: Option<String>,
+    pub started_at: f64,
+    /// The fingerprint it was started for, if recorded.
+    pub expect: Option<(Hash, Hash)>,
 }
 
 /// A connection to `<state>/state.db`.
@@ -335,6 +384,9 @@ pub struct Claim {
     pub mine: bool,
     /// When the task last succeeded, read under the lease (None if never, or not ours).
     pub success_at: Option<f64>,
+    /// The lease was another holder's, dead or silent, and is ours now: what that holder
+    /// left running must be ended before the task runs again (SPEC §5).
+    pub taken_over: bool,
 }
 
 /// A row of the leases table.
@@ -364,7 +416,7 @@ impl Lease {
 }
 
 /// Whether a process with this pid exists on this machine.
-fn pid_alive(pid: i64) -> bool {
+pub(crate) fn pid_alive(pid: i64) -> bool {
     if pid <= 0 || pid > i64::from(i32::MAX) {
         return false;
     }
@@ -527,6 +579,27 @@ fn attempt_row(row: &Row<'_>) -> rusqlite::Result<AttemptRow> {
         log_path: row.get(11)?,
         error: row.get(12)?,
     })
+}
+
+fn write_attempt_facts(tx: &rusqlite::Transaction<'_>, facts: &[AttemptFact]) -> rusqlite::Result<()> {
+    let mut group = tx.prepare_cached(
+        "UPDATE attempts SET pgid = ?4, pgid_start = ?5 WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
+    )?;
+    let mut expect = tx.prepare_cached(
+        "UPDATE attempts SET expect_cmd_hash = ?4, expect_inputs_hash = ?5 \
+         WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
+    )?;
+    for f in facts {
+        match f {
+            AttemptFact::Group { run_id, task_id, attempt, pgid, start } => {
+                group.execute(params![run_id, task_id, attempt, pgid, *start as i64])?
+            }
+            AttemptFact::Expect { run_id, task_id, attempt, cmd_hash, inputs_hash } => {
+                expect.execute(params![run_id, task_id, attempt, cmd_hash, inputs_hash])?
+            }
+        };
+    }
+    Ok(())
 }
 
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -829,6 +902,10 @@ impl StateDb {
             }
         }
 
+        if !batch.attempt_facts.is_empty() {
+            write_attempt_facts(&tx, &batch.attempt_facts).at(path)?;
+        }
+
         if !batch.releases.is_empty() {
             let holder = self.holder.as_ref().map(|h| h.id.clone()).unwrap_or_default();
             let mut stmt = tx.prepare_cached("DELETE FROM leases WHERE task_id = ?1 AND holder = ?2").at(path)?;
@@ -842,6 +919,7 @@ impl StateDb {
         batch.tasks.clear();
         batch.digests.clear();
         batch.releases.clear();
+        batch.attempt_facts.clear();
         Ok(())
     }
 
@@ -878,14 +956,15 @@ impl StateDb {
                 .at(path)?;
             for &task in tasks {
                 let current = get.query_row([task], Lease::from_row).optional().at(path)?;
-                let free = current.is_none_or(|l| !l.held_by_other(&me, now, stale_after));
+                let free = current.as_ref().is_none_or(|l| !l.held_by_other(&me, now, stale_after));
+                let taken_over = free && current.is_some_and(|l| l.holder != me.id);
                 let mut success_at = None;
                 if free {
                     put.execute(params![task, me.id, me.pid, me.host, now, run_id]).at(path)?;
                     success_at =
                         succeeded.query_row([task], |r| r.get::<_, Option<f64>>(0)).optional().at(path)?.flatten();
                 }
-                out.push(Claim { mine: free, success_at });
+                out.push(Claim { mine: free, success_at, taken_over });
             }
         }
         tx.commit().at(path)?;
@@ -917,6 +996,83 @@ impl StateDb {
             .execute(params![me.id, now_s()])
             .at(&self.path)?;
         Ok(())
+    }
+
+    /// Runs of this host that never ended and whose flux process is gone: flux died
+    /// (kill -9, power cut of a terminal, a crash) while they ran. A run whose pid now
+    /// belongs to another process counts as alive (it is left for later, never touched).
+    pub fn dead_runs(&self) -> Result<Vec<DeadRun>, StateError> {
+        let path = &self.path;
+        let host = hostname();
+        let open: Vec<(i64, Option<i64>, Option<String>)> = self
+            .conn
+            .prepare_cached("SELECT id, pid, host FROM runs WHERE ended_at IS NULL")
+            .at(path)?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .at(path)?
+            .collect::<rusqlite::Result<_>>()
+            .at(path)?;
+        let mut out = Vec::new();
+        for (id, pid, run_host) in open {
+            let Some(pid) = pid else { continue };
+            if run_host != host || pid_alive(pid) {
+                continue;
+            }
+            let groups = self
+                .conn
+                .prepare_cached("SELECT DISTINCT pgid, pgid_start FROM attempts WHERE run_id = ?1 AND pgid IS NOT NULL")
+                .at(path)?
+                .query_map([id], |r| Ok((r.get::<_, i32>(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64)))
+                .at(path)?
+                .collect::<rusqlite::Result<_>>()
+                .at(path)?;
+            let running = self
+                .conn
+                .prepare_cached(
+                    "SELECT task_id, attempt, reason, started_at, expect_cmd_hash, expect_inputs_hash \
+                     FROM attempts WHERE run_id = ?1 AND status = 'running'",
+                )
+                .at(path)?
+                .query_map([id], |r| {
+                    let expect = match (hash_at(r, 4)?, hash_at(r, 5)?) {
+                        (Some(c), Some(i)) => Some((c, i)),
+                        _ => None,
+                    };
+                    Ok(DeadAttempt {
+                        run_id: id,
+                        task_id: r.get(0)?,
+                        attempt: int_at(r, 1)?,
+                        reason: r.get(2)?,
+                        started_at: r.get(3)?,
+                        expect,
+                    })
+                })
+                .at(path)?
+                .collect::<rusqlite::Result<_>>()
+                .at(path)?;
+            out.push(DeadRun { id, groups, running });
+        }
+        Ok(out)
+    }
+
+    /// Close a dead run once what it left is cleaned up: its `running` attempts become
+    /// `interrupted` (flux died) and the run ends `interrupted`.
+    pub fn close_dead_run(&mut self, run_id: i64) -> Result<(), StateError> {
+        let path = &self.path;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).at(path)?;
+        let now = now_s();
+        tx.prepare_cached(
+            "UPDATE attempts SET status = 'interrupted', ended_at = ?2, \
+             error = 'flux died while it ran (run ' || ?1 || ')' WHERE run_id = ?1 AND status = 'running'",
+        )
+        .at(path)?
+        .execute(params![run_id, now])
+        .at(path)?;
+        tx.prepare_cached("UPDATE runs SET ended_at = ?2, status = 'interrupted' WHERE id = ?1 AND ended_at IS NULL")
+            .at(path)?
+            .execute(params![run_id, now])
+            .at(path)?;
+        tx.commit().at(path)
     }
 
     /// One task's record, read afresh (after a claim, another process may have run it).

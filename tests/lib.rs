@@ -28,6 +28,8 @@ mod fluxfile;
 mod hdfs;
 #[path = "integration/keys.rs"]
 mod keys;
+#[path = "integration/orphans.rs"]
+mod orphans;
 #[path = "integration/params.rs"]
 mod params;
 #[path = "integration/planning.rs"]
