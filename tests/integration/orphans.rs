@@ -349,3 +349,28 @@ fn a_build_taking_over_a_dead_flux_lease_ends_what_it_left_first() {
     kill_marked(&hold);
     assert!(gone, "the dead flux's processes outlived the lease take-over: {left:?} ({:?})", started.elapsed());
 }
+
+#[test]
+fn a_fatal_state_db_error_stops_the_running_tasks_before_flux_exits() {
+    let mark = sleep_marker(30);
+    let t = Test::new().fluxfile(&format!(
+        "[step.s]\noutputs = [\"out/s.txt\"]\nrun = \"sleep {mark} & sleep {mark}; echo x > {{{{ outputs[0] }}}}\"\n"
+    ));
+    let mut bg = Bg::spawn(&t, &["build"]);
+    if !wait_until(Duration::from_secs(10), || sleeps_with(&mark).len() == 2) {
+        kill_marked(&mark);
+        panic!("the task never started");
+    }
+    // Another connection holds the write lock for longer than flux waits for it: its next
+    // write of records fails. Whatever flux then does (exit, or keep the records and try
+    // again later), its tasks are stopped, and none is left once it has ended.
+    let conn = db(&t);
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let reacted = wait_until(Duration::from_secs(40), || !bg.running() || procs_with(&mark).is_empty());
+    drop(conn);
+    let o = bg.wait(Duration::from_secs(120));
+    let left = procs_with(&mark);
+    kill_marked(&mark);
+    assert!(reacted, "flux neither stopped its tasks nor ended with a locked state DB\n{}", o.describe());
+    assert!(left.is_empty(), "tasks outlived flux after a fatal state DB error: {left:?}\n{}", o.describe());
+}
