@@ -1055,12 +1055,28 @@ fn cmd_history(cli: &Cli, step: Option<&str>, limit: usize, output: OutputFormat
     Ok(0)
 }
 
-extern "C" fn on_signal(_: libc::c_int) {
+extern "C" fn on_signal(sig: libc::c_int) {
     crate::builder::INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if sig == libc::SIGHUP {
+        // The terminal is gone: writes to it would fail (and `println!` panic), so what is
+        // left to print goes nowhere, and flux still stops its tasks and exits 130.
+        // SAFETY: isatty, open and dup2 are async-signal-safe; the fds are our own.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+            if null >= 0 {
+                for fd in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+                    if libc::isatty(fd) == 1 {
+                        libc::dup2(null, fd);
+                    }
+                }
+                libc::close(null);
+            }
+        }
+    }
 }
 
 /// SIGINT, SIGTERM and SIGHUP (the terminal closed, an SSH connection dropped) only count;
-/// the build loop reacts (SPEC §6).
+/// the build loop reacts (SPEC §6). Under `nohup` (SIGHUP ignored) SIGHUP stays ignored.
 fn install_signal_handlers() {
     // SAFETY: the handler only touches an atomic, which is async-signal-safe.
     unsafe {
@@ -1070,6 +1086,10 @@ fn install_signal_handlers() {
         sa.sa_flags = libc::SA_RESTART;
         libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
-        libc::sigaction(libc::SIGHUP, &sa, std::ptr::null_mut());
+        // A SIGHUP ignored by whoever started flux (`nohup`) stays ignored.
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0 && old.sa_sigaction != libc::SIG_IGN {
+            libc::sigaction(libc::SIGHUP, &sa, std::ptr::null_mut());
+        }
     }
 }

@@ -70,6 +70,36 @@ fn sighup_is_handled_like_ctrl_c() {
 }
 
 #[test]
+fn sighup_stays_ignored_under_nohup() {
+    let mark = sleep_marker(1);
+    let t = Test::new().fluxfile(&format!(
+        "[step.s]\noutputs = [\"out/s.txt\"]\nrun = \"sleep {mark}; echo s > {{{{ outputs[0] }}}}\"\n"
+    ));
+    let args: Vec<std::ffi::OsString> = ["build", "--output", "json"].iter().map(Into::into).collect();
+    let mut cmd = t.command(&args);
+    // SAFETY: signal(2) in the child before exec, as nohup does.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("start flux");
+    let pid = child.id() as i32;
+    let started = wait_until(Duration::from_secs(10), || sleeps_with(&mark).len() == 1);
+    // SAFETY: kill(2) of our own child, not reaped yet.
+    unsafe {
+        libc::kill(pid, libc::SIGHUP);
+    }
+    let out = child.wait_with_output().expect("wait for flux");
+    kill_marked(&mark);
+    assert!(started, "the task never started");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(t.read("out/s.txt"), "s\n");
+}
+
+#[test]
 fn kill_9_during_stage_false_tasks_then_a_rebuild_leaves_exact_outputs_and_no_process_of_the_dead_run() {
     let mark = sleep_marker(2);
     let t = Test::new().fluxfile(&format!(
