@@ -1055,24 +1055,8 @@ fn cmd_history(cli: &Cli, step: Option<&str>, limit: usize, output: OutputFormat
     Ok(0)
 }
 
-extern "C" fn on_signal(sig: libc::c_int) {
+extern "C" fn on_signal(_: libc::c_int) {
     crate::builder::INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    if sig == libc::SIGHUP {
-        // The terminal is gone: writes to it would fail (and `println!` panic), so what is
-        // left to print goes nowhere, and flux still stops its tasks and exits 130.
-        // SAFETY: isatty, open and dup2 are async-signal-safe; the fds are our own.
-        unsafe {
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
-            if null >= 0 {
-                for fd in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
-                    if libc::isatty(fd) == 1 {
-                        libc::dup2(null, fd);
-                    }
-                }
-                libc::close(null);
-            }
-        }
-    }
 }
 
 /// SIGINT, SIGTERM and SIGHUP (the terminal closed, an SSH connection dropped) only count;

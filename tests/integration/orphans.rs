@@ -70,6 +70,57 @@ fn sighup_is_handled_like_ctrl_c() {
 }
 
 #[test]
+fn a_hangup_of_the_terminal_flux_prints_to_still_exits_130() {
+    let mark = sleep_marker(30);
+    let t = Test::new().fluxfile(&format!(
+        "[step.s]\noutputs = [\"out/s.txt\"]\nrun = \"sleep {mark}; echo s > {{{{ outputs[0] }}}}\"\n"
+    ));
+    // A pseudo-terminal for flux's stdout and stderr, as over SSH.
+    // SAFETY: plain libc calls on fds this test owns; ptsname_r writes into `name`.
+    let (master, slave) = unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(master >= 0 && libc::grantpt(master) == 0 && libc::unlockpt(master) == 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
+        let path = std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned();
+        let slave = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("open the pty");
+        (master, slave)
+    };
+    let args: Vec<std::ffi::OsString> = ["build"].iter().map(Into::into).collect();
+    let mut cmd = t.command(&args);
+    cmd.stdout(slave.try_clone().unwrap()).stderr(slave);
+    let mut child = cmd.spawn().expect("start flux");
+    let pid = child.id() as i32;
+    // What flux prints before the hangup (a line or two) fits in the terminal's buffer.
+    let started = wait_until(Duration::from_secs(10), || sleeps_with(&mark).len() == 1);
+    // The terminal goes away, then the hangup signal arrives.
+    // SAFETY: closing the master side of our own pty (nothing else uses it).
+    unsafe {
+        libc::close(master);
+    }
+    // SAFETY: kill(2) of our own child, not reaped yet.
+    unsafe {
+        libc::kill(pid, libc::SIGHUP);
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_no_process_left(&mark, Duration::from_secs(2), "after the hangup");
+    assert!(started, "the task never started");
+    assert_eq!(status.and_then(|s| s.code()), Some(130), "{status:?}");
+    let last: String = db(&t).query_row("SELECT status FROM attempts", [], |r| r.get(0)).unwrap();
+    assert_eq!(last, "interrupted");
+}
+
+#[test]
 fn sighup_stays_ignored_under_nohup() {
     let mark = sleep_marker(1);
     let t = Test::new().fluxfile(&format!(
