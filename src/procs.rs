@@ -292,7 +292,10 @@ pub fn sweep_dead_runs(db: &mut StateDb, state_dir: &Path) -> Result<Swept, Stat
         let _ = std::fs::remove_dir_all(&stage);
         db.close_dead_run(run.id)?;
         for a in run.running {
-            out.running.insert(a.task_id.clone(), a);
+            // A task taken over from one dead run by another that died too: the later wins.
+            if out.running.get(&a.task_id).is_none_or(|o| o.started_at < a.started_at) {
+                out.running.insert(a.task_id.clone(), a);
+            }
         }
         out.runs.push(run.id);
     }
