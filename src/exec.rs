@@ -17,9 +17,8 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -442,14 +441,9 @@ fn run_job(
                 return Outcome::Failed { exit_code: None, message: format!("cannot make a pipe: {e}") };
             }
         };
-        let mut c = Command::new("/bin/sh");
-        c.arg("-c").arg(cmd).current_dir(&job.cwd).stdin(Stdio::null()).stdout(writer).stderr(writer2).process_group(0);
-        for (k, v) in &job.env {
-            c.env(k, v);
-        }
-        crate::procs::die_with_flux(&mut c);
-        let spawned = c.spawn();
-        drop(c); // closes our copies of the pipe's write end
+        // Its own process group, stdin /dev/null, dying with flux (see `procs`).
+        let spawned = crate::procs::spawn_shell(cmd, &job.cwd, &job.env, &writer, &writer2);
+        drop((writer, writer2)); // closes our copies of the pipe's write end
         let mut child = match spawned {
             Ok(ch) => ch,
             Err(e) => {
@@ -491,7 +485,7 @@ fn run_job(
 /// stop reading once nothing arrives for a moment rather than waiting for it.
 fn pump(
     reader: std::io::PipeReader,
-    child: &mut std::process::Child,
+    child: &mut crate::procs::Proc,
     log: &mut LogSink,
 ) -> std::io::Result<std::process::ExitStatus> {
     use std::io::Read;
