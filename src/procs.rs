@@ -114,6 +114,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 libc::sigaction(sig, &dfl, std::ptr::null_mut());
             }
         }
+        // A source that is itself one of 0, 1, 2 (flux started with one of them closed)
+        // would be overwritten by an earlier dup2: move it out of the way first.
+        for fd in a.fds.iter_mut() {
+            if *fd < 3 {
+                *fd = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3);
+            }
+        }
         let ok = libc::dup2(a.fds[0], 0) >= 0
             && libc::dup2(a.fds[1], 1) >= 0
             && libc::dup2(a.fds[2], 2) >= 0
