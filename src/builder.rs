@@ -20,7 +20,7 @@ use crate::graph::{NONE, TaskGraph, task_key};
 use crate::hooks::{Hooks, TaskEvent};
 use crate::plan::{CmdRender, Decision, Fingerprint, Planner, Reason, RenderError, Triggers};
 use crate::report::{Event, Reporter};
-use crate::state::{AttemptRecord, Batch, Records, StateDb, Status, TaskUpdate};
+use crate::state::{AttemptFact, AttemptRecord, Batch, Records, StateDb, Status, TaskUpdate};
 use crate::store;
 use crate::target::{self, Digests, Meta};
 
@@ -106,8 +106,13 @@ impl Report {
     }
 }
 
-/// Counter of SIGINT/SIGTERM received; set by the handler installed in `cli`.
+/// Counter of SIGINT/SIGTERM/SIGHUP received; set by the handler installed in `cli`.
 pub static INTERRUPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Set by `cli` from `FLUX_TEST_PANIC_AFTER_START` (a test hook, see docs/operations.md):
+/// panic in the build loop once a task has run for half a second, to test what a panic
+/// does to running tasks.
+pub static PANIC_AFTER_START: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn interrupts() -> usize {
     INTERRUPTS.load(std::sync::atomic::Ordering::SeqCst)
@@ -343,6 +348,8 @@ impl<'a> Build<'a> {
                 });
             }
         };
+        // What dead runs left running ends before anything runs again (SPEC §5).
+        let swept = crate::procs::sweep_dead_runs(db, &self.ff.state_dir)?;
         // Tasks outside --only are never decided, so they never count.
         let outside = self.opts.only.as_ref().map_or(0, |o| n - o.len());
         rep.event(Event::Planned { total: n - outside });
@@ -392,8 +399,14 @@ impl<'a> Build<'a> {
             before: HashMap::new(),
             commands: HashMap::new(),
             echo,
+            dead_attempts: HashMap::new(),
+            spawned: Vec::new(),
         };
+        r.swept(swept, rep);
         let exec = LocalExecutor::new(self.opts.jobs);
+        exec.record_groups_in(&crate::procs::group_file(&r.stage_root));
+        // A fatal error (`?` below) stops the running commands before it is returned.
+        let stop_guard = crate::procs::StopOnError::armed();
         let mut last_beat = Instant::now();
         loop {
             r.decide_ready(rep);
@@ -448,8 +461,15 @@ impl<'a> Build<'a> {
             if !r.ready.is_empty() {
                 continue;
             }
+            if PANIC_AFTER_START.load(std::sync::atomic::Ordering::Relaxed)
+                && r.running.values().any(|(at, _)| at.elapsed().is_ok_and(|d| d >= Duration::from_millis(500)))
+            {
+                panic!("FLUX_TEST_PANIC_AFTER_START is set: a panic in the build loop, as asked");
+            }
             // Wait briefly for a job, to notice signals, timeouts, retries and late sources.
-            if let Some(fin) = exec.wait(Duration::from_millis(50)) {
+            let fin = exec.wait(Duration::from_millis(50));
+            r.note_groups(exec.take_spawned());
+            if let Some(fin) = fin {
                 // Bookkeeping first: a failure must stop --fail-fast before anything else
                 // starts, and the finished task's dependents must be queued by priority.
                 r.in_flight -= 1;
@@ -504,6 +524,7 @@ impl<'a> Build<'a> {
         };
         r.write_back(db, end, &exec, rep);
         exec.finish();
+        stop_guard.disarm();
         let _ = crate::guard::remove_owned(&r.stage_root, &r.stage_root);
         rep.finish();
         Ok(Report {
@@ -878,11 +899,112 @@ struct Runner<'b, 'a> {
     commands: HashMap<u32, Vec<String>>,
     /// `--stream`: where the commands' output lines go.
     echo: Option<crate::report::LineSink>,
+    /// Attempts that were running when their flux died, by task id (see `recognise`).
+    dead_attempts: HashMap<String, crate::state::DeadAttempt>,
+    /// Process groups spawned for tasks not announced yet (see `note_groups`).
+    spawned: Vec<crate::procs::Spawned>,
 }
 
 impl Runner<'_, '_> {
     fn step(&self, t: u32) -> &Step {
         &self.b.ff.steps[self.b.g.tasks[t as usize].step as usize]
+    }
+
+    /// Dead runs were cleaned up: keep what they had running, for `recognise`.
+    fn swept(&mut self, swept: crate::procs::Swept, rep: &mut dyn Reporter) {
+        if swept.killed > 0 {
+            let runs: Vec<String> = swept.runs.iter().map(|r| r.to_string()).collect();
+            rep.event(Event::Warning(&format!(
+                "ended {} process group(s) left running by flux run(s) {} that died",
+                swept.killed,
+                runs.join(", ")
+            )));
+        }
+        self.dead_attempts.extend(swept.running);
+    }
+
+    /// Record process groups on their attempts: those of tasks announced (`begin`), whose
+    /// attempt row is in the batch or written; the others wait for their announcement.
+    fn note_groups(&mut self, new: Vec<crate::procs::Spawned>) {
+        self.spawned.extend(new);
+        if self.spawned.is_empty() {
+            return;
+        }
+        for s in std::mem::take(&mut self.spawned) {
+            if !self.running.contains_key(&s.id) {
+                self.spawned.push(s);
+                continue;
+            }
+            self.batch.attempt_facts.push(AttemptFact::Group {
+                run_id: self.run_id,
+                task_id: self.ids[s.id as usize].clone(),
+                attempt: self.results[s.id as usize].attempts,
+                pgid: s.pgid,
+                start: s.start,
+            });
+        }
+    }
+
+    /// Whether a task about to run was in fact done by a flux that died before writing its
+    /// record: its attempt was `running` when that flux died, was started for the very
+    /// fingerprint the task has now, the step stages its outputs (so they appear only once
+    /// every command succeeded), and every output is local and was modified after that
+    /// attempt started. Then its success is recorded instead of running it again (see
+    /// docs/decisions.md, "A commit interrupted by kill -9").
+    fn recognise(&mut self, t: u32) -> bool {
+        let ti = t as usize;
+        if self.dead_attempts.is_empty() {
+            return false;
+        }
+        let Some(dead) = self.dead_attempts.remove(&self.ids[ti]) else { return false };
+        let step = self.step(t);
+        let reason_ok =
+            matches!(self.results[ti].reason, Some(Reason::InputChanged | Reason::CommandChanged | Reason::Failed));
+        let Some((fp, quick)) = self.prints.get(&t).copied().and_then(|(fp, q)| fp.map(|fp| (fp, q))) else {
+            return false;
+        };
+        let outputs = &self.b.g.tasks[ti].outputs;
+        if !step.stage || !reason_ok || outputs.is_empty() || dead.expect != Some((fp.cmd, fp.inputs)) {
+            return false;
+        }
+        let started_ns = (dead.started_at * 1e9) as i64;
+        let mut newest = started_ns;
+        for &o in outputs {
+            if store::is_remote(self.b.g.target(o)) {
+                return false;
+            }
+            let m = self.b.restat(o);
+            self.metas[o as usize] = m;
+            match m {
+                Some(m) if m.mtime_ns >= started_ns => newest = newest.max(m.mtime_ns),
+                _ => return false,
+            }
+        }
+        let log = self.b.log_path(t, &self.ids[ti], dead.run_id, dead.attempt);
+        let log = log.exists().then(|| log.to_string_lossy().into_owned());
+        let mut rec = self.b.attempt(
+            dead.run_id,
+            t,
+            &self.ids[ti],
+            dead.attempt,
+            Status::Success,
+            None,
+            dead.started_at,
+            newest as f64 / 1e9,
+            Some(0),
+            log.as_deref(),
+            None,
+        );
+        rec.reason = dead.reason;
+        self.batch.attempts.push(rec);
+        self.batch.tasks.push(TaskUpdate::Success {
+            task_id: self.ids[ti].clone(),
+            cmd_hash: fp.cmd,
+            inputs_hash: fp.inputs,
+            duration_s: (newest - started_ns) as f64 / 1e9,
+        });
+        self.record_quick(t, quick);
+        true
     }
 
     /// Remember that the fingerprint holds for these input stats (see `Planner::decide`).
@@ -1211,6 +1333,11 @@ impl Runner<'_, '_> {
             let names: Vec<&str> =
                 to_claim.iter().chain(ahead.iter().map(|i| &i.2.0)).map(|&t| self.ids[t as usize].as_str()).collect();
             let claims = db.claim(&names, self.run_id, LEASE_STALE_S)?;
+            if claims.iter().any(|c| c.taken_over) {
+                // A lease of a dead flux: end what it left running first (SPEC §5).
+                let swept = crate::procs::sweep_dead_runs(db, &self.b.ff.state_dir)?;
+                self.swept(swept, rep);
+            }
             let n_now = to_claim.len();
             let candidates: Vec<u32> = to_claim.into_iter().chain(ahead.iter().map(|i| i.2.0)).collect();
             for (k, (t, claim)) in candidates.into_iter().zip(claims).enumerate() {
@@ -1234,7 +1361,7 @@ impl Runner<'_, '_> {
                 // Only a success recorded since our records were loaded can mean another
                 // process did the work; then look closer.
                 let loaded = self.b.records.get(&self.ids[ti]).and_then(|r| r.success_at);
-                if claim.success_at != loaded && self.done_elsewhere(db, t)? {
+                if (claim.success_at != loaded && self.done_elsewhere(db, t)?) || self.recognise(t) {
                     self.results[ti].reason = None;
                     self.batch.releases.push(self.ids[ti].clone());
                     rep.event(Event::Skipped { id: &self.ids[ti] });
@@ -1419,6 +1546,16 @@ impl Runner<'_, '_> {
         running.ended_at = None;
         self.pending_running.insert(t, self.batch.attempts.len());
         self.batch.attempts.push(running);
+        if let Some(fp) = self.prints.get(&t).and_then(|p| p.0) {
+            // What this attempt is expected to record, should flux die before it does.
+            self.batch.attempt_facts.push(AttemptFact::Expect {
+                run_id: self.run_id,
+                task_id: self.ids[ti].clone(),
+                attempt,
+                cmd_hash: fp.cmd,
+                inputs_hash: fp.inputs,
+            });
+        }
         let commands = self.commands.remove(&t);
         rep.event(Event::Started {
             id: &self.ids[ti],
@@ -1443,6 +1580,7 @@ impl Runner<'_, '_> {
     fn finished(&mut self, fin: crate::exec::Finished, rep: &mut dyn Reporter) {
         let t = fin.id;
         let ti = t as usize;
+        self.note_groups(Vec::new());
         let step = self.step(t);
         let (pool, cpus, mem) = (step.pool, step.cpus, step.mem.unwrap_or(0));
         let (sensor, retries, retry_delay, retry_backoff, poll, wait, timeout) =

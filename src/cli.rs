@@ -579,6 +579,11 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         build.dry_run(rep.as_mut())?
     } else {
         install_signal_handlers();
+        // A panic stops the running commands before flux exits (they must not outlive it).
+        crate::procs::stop_tasks_on_panic();
+        if std::env::var_os("FLUX_TEST_PANIC_AFTER_START").is_some_and(|v| v == "1") {
+            crate::builder::PANIC_AFTER_START.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let db = db.as_mut().ok_or_else(|| Error::Internal("no state database".into()))?;
         build.run(db, rep.as_mut())?
     };
@@ -1413,7 +1418,8 @@ extern "C" fn on_signal(_: libc::c_int) {
     crate::builder::INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
 
-/// SIGINT and SIGTERM only count; the build loop reacts (SPEC §6).
+/// SIGINT, SIGTERM and SIGHUP (the terminal closed, an SSH connection dropped) only count;
+/// the build loop reacts (SPEC §6). Under `nohup` (SIGHUP ignored) SIGHUP stays ignored.
 fn install_signal_handlers() {
     // SAFETY: the handler only touches an atomic, which is async-signal-safe.
     unsafe {
@@ -1423,5 +1429,10 @@ fn install_signal_handlers() {
         sa.sa_flags = libc::SA_RESTART;
         libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+        // A SIGHUP ignored by whoever started flux (`nohup`) stays ignored.
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0 && old.sa_sigaction != libc::SIG_IGN {
+            libc::sigaction(libc::SIGHUP, &sa, std::ptr::null_mut());
+        }
     }
 }

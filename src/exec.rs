@@ -17,9 +17,8 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -155,6 +154,8 @@ pub struct LocalExecutor {
     /// `target::commit_keeping_old`).
     reap: Sender<PathBuf>,
     reaper: std::thread::JoinHandle<()>,
+    /// The process groups spawned (see `crate::procs`).
+    groups: Arc<crate::procs::Groups>,
 }
 
 /// Time between TERM and KILL (SPEC §2.1 `timeout`).
@@ -167,6 +168,7 @@ impl LocalExecutor {
         let (jobs, job_rx) = channel::<Job>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let running = Arc::new(Mutex::new(HashMap::new()));
+        let groups = Arc::new(crate::procs::Groups::default());
         let (reap, reap_rx) = channel::<PathBuf>();
         let reaper = std::thread::spawn(move || {
             for old in reap_rx {
@@ -175,12 +177,16 @@ impl LocalExecutor {
         });
         for _ in 0..workers.max(1) {
             let (job_rx, tx, running, reap) = (job_rx.clone(), tx.clone(), running.clone(), reap.clone());
+            let groups = groups.clone();
+            // Commands are spawned on this thread and their shell dies with it
+            // (PR_SET_PDEATHSIG fires when the spawning thread ends): it returns only
+            // between jobs, after its command was reaped.
             std::thread::spawn(move || {
                 loop {
                     let next = job_rx.lock().map_err(|_| ()).and_then(|r| r.recv().map_err(|_| ()));
                     let Ok(job) = next else { return };
                     let fin = if take(&job, &running) {
-                        run_one(job, &running, &reap)
+                        run_one(job, &running, &reap, &groups)
                     } else {
                         running.lock().ok().map(|mut m| m.remove(&job.id));
                         Finished {
@@ -196,7 +202,18 @@ impl LocalExecutor {
                 }
             });
         }
-        LocalExecutor { rx, running, jobs, reap, reaper }
+        LocalExecutor { rx, running, jobs, reap, reaper, groups }
+    }
+
+    /// Also append each process group, the moment it is spawned, to `path` (see
+    /// `crate::procs`).
+    pub fn record_groups_in(&self, path: &std::path::Path) {
+        self.groups.write_to(path)
+    }
+
+    /// The process groups spawned since the last call, to record on their attempts.
+    pub fn take_spawned(&self) -> Vec<crate::procs::Spawned> {
+        self.groups.take()
     }
 
     /// Stop the workers and wait until every replaced output is deleted.
@@ -408,7 +425,12 @@ fn prefixed(label: &str, lines: &[u8]) -> String {
 }
 
 /// Run one job to its end on the calling thread.
-fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>, reap: &Sender<PathBuf>) -> Finished {
+fn run_one(
+    job: Job,
+    running: &Arc<Mutex<HashMap<u32, Running>>>,
+    reap: &Sender<PathBuf>,
+    groups: &crate::procs::Groups,
+) -> Finished {
     let started = Instant::now();
     let id = job.id;
     let mut log = LogSink::new(job.log.clone(), job.echo.clone());
@@ -419,7 +441,7 @@ fn run_one(job: Job, running: &Arc<Mutex<HashMap<u32, Running>>>, reap: &Sender<
         .iter()
         .map(|o| if o.staged.is_some() && o.remote.is_none() { crate::target::stat(&o.path) } else { None })
         .collect();
-    let mut outcome = run_job(&job, running, &mut log);
+    let mut outcome = run_job(&job, running, &mut log, groups);
     let mut outputs = Vec::new();
     let mut in_place = Vec::new();
     if outcome == Outcome::Success {
@@ -537,7 +559,12 @@ fn discard_written(path: &std::path::Path) {
     let _ = crate::target::remove(path);
 }
 
-fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut LogSink) -> Outcome {
+fn run_job(
+    job: &Job,
+    running: &Arc<Mutex<HashMap<u32, Running>>>,
+    log: &mut LogSink,
+    groups: &crate::procs::Groups,
+) -> Outcome {
     for (target, meta, local) in &job.fetches {
         if let Err(message) = crate::store::fetch(target, meta, local) {
             let message = format!("cannot fetch input: {message}");
@@ -570,13 +597,9 @@ fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut Log
                 return Outcome::Failed { exit_code: None, message: format!("cannot make a pipe: {e}") };
             }
         };
-        let mut c = Command::new("/bin/sh");
-        c.arg("-c").arg(cmd).current_dir(&job.cwd).stdin(Stdio::null()).stdout(writer).stderr(writer2).process_group(0);
-        for (k, v) in &job.env {
-            c.env(k, v);
-        }
-        let spawned = c.spawn();
-        drop(c); // closes our copies of the pipe's write end
+        // Its own process group, stdin /dev/null, dying with flux (see `procs`).
+        let spawned = crate::procs::spawn_shell(cmd, &job.cwd, &job.env, &writer, &writer2);
+        drop((writer, writer2)); // closes our copies of the pipe's write end
         let mut child = match spawned {
             Ok(ch) => ch,
             Err(e) => {
@@ -584,6 +607,7 @@ fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut Log
             }
         };
         let pid = child.id() as i32;
+        groups.spawned(job.id, pid);
         if let Ok(mut m) = running.lock()
             && let Some(r) = m.get_mut(&job.id)
         {
@@ -592,7 +616,9 @@ fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut Log
                 signal(Some(pid), libc::SIGTERM);
             }
         }
-        let status = match pump(reader, &mut child, log) {
+        let pumped = pump(reader, &mut child, log);
+        groups.reaped(pid);
+        let status = match pumped {
             Ok(s) => s,
             Err(e) => {
                 return Outcome::Failed { exit_code: None, message: format!("waiting for the command: {e}") };
@@ -615,7 +641,7 @@ fn run_job(job: &Job, running: &Arc<Mutex<HashMap<u32, Running>>>, log: &mut Log
 /// stop reading once nothing arrives for a moment rather than waiting for it.
 fn pump(
     reader: std::io::PipeReader,
-    child: &mut std::process::Child,
+    child: &mut crate::procs::Proc,
     log: &mut LogSink,
 ) -> std::io::Result<std::process::ExitStatus> {
     use std::io::Read;

@@ -6,7 +6,8 @@
 //! history in SQLite ([`state`]). The layers, from the bottom: [`error`], [`param`],
 //! [`template`] → [`fluxfile`] → [`graph`] (+ [`plancache`]) → [`plan`] (reading stats
 //! and digests from [`target`], and from [`store`] for remote targets) → [`builder`] (running jobs through [`exec`], firing
-//! [`hooks`]); [`cli`] wires them up and, with [`report`], is the only code that prints.
+//! [`hooks`]; [`procs`] makes commands die with flux and ends what dead runs left); [`cli`]
+//! wires them up and, with [`report`], is the only code that prints.
 //! `docs/concepts.md` explains the model; `docs/decisions.md` where it departs from or
 //! fills in the specification.
 
@@ -24,6 +25,7 @@ pub mod mark;
 pub mod param;
 pub mod plan;
 pub mod plancache;
+pub mod procs;
 pub mod report;
 pub mod select;
 pub mod state;

@@ -186,6 +186,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE attempts ADD COLUMN commands TEXT;
     ALTER TABLE attempts ADD COLUMN inputs_json TEXT;
     "#,
+    // 3: what the next build needs after flux died (SPEC §5, §8): each attempt's process
+    // group and its leader's start time (clock ticks since boot, /proc/<pid>/stat field
+    // 22), and the fingerprint the attempt was started for; open runs found by index.
+    r#"
+    ALTER TABLE attempts ADD COLUMN pgid INTEGER;
+    ALTER TABLE attempts ADD COLUMN pgid_start INTEGER;
+    ALTER TABLE attempts ADD COLUMN expect_cmd_hash BLOB;
+    ALTER TABLE attempts ADD COLUMN expect_inputs_hash BLOB;
+    CREATE INDEX runs_open ON runs(id) WHERE ended_at IS NULL;
+    "#,
 ];
 
 /// The schema version this flux writes: the number of migrations.
@@ -408,6 +418,19 @@ pub struct Batch {
     /// transaction as the records of those tasks.
     pub releases: Vec<String>,
     pub details: Vec<AttemptDetail>,
+    /// Facts about attempts written in this batch or earlier (process groups, expected
+    /// fingerprints), applied after `attempts`.
+    pub attempt_facts: Vec<AttemptFact>,
+}
+
+/// A fact about one attempt `(run_id, task_id, attempt)`, stored on its row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptFact {
+    /// A command of the attempt was spawned as the leader of process group `pgid`, which
+    /// started at `start` (clock ticks since boot).
+    Group { run_id: i64, task_id: String, attempt: u32, pgid: i32, start: u64 },
+    /// The fingerprint the attempt was started for (known before it ran).
+    Expect { run_id: i64, task_id: String, attempt: u32, cmd_hash: Hash, inputs_hash: Hash },
 }
 
 impl Batch {
@@ -417,10 +440,12 @@ impl Batch {
             && self.digests.is_empty()
             && self.releases.is_empty()
             && self.details.is_empty()
+            && self.attempt_facts.is_empty()
     }
 
     pub fn len(&self) -> usize {
         self.attempts.len() + self.tasks.len() + self.digests.len() + self.releases.len() + self.details.len()
+            + self.attempt_facts.len()
     }
 }
 
@@ -432,6 +457,28 @@ pub struct LastSuccess {
     pub ended_at: Option<f64>,
     pub commands: String,
     pub inputs_json: String,
+}
+
+/// A run whose flux died (see [`StateDb::dead_runs`]): what is left to clean up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadRun {
+    pub id: i64,
+    /// Process groups its attempts recorded: (pgid, leader start time).
+    pub groups: Vec<(i32, u64)>,
+    /// Its attempts still `running`, as they were when it died.
+    pub running: Vec<DeadAttempt>,
+}
+
+/// An attempt that was running when its flux died.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadAttempt {
+    pub run_id: i64,
+    pub task_id: String,
+    pub attempt: u32,
+    pub reason: Option<String>,
+    pub started_at: f64,
+    /// The fingerprint it was started for, if recorded.
+    pub expect: Option<(Hash, Hash)>,
 }
 
 /// A connection to `<state>/state.db`.
@@ -464,6 +511,9 @@ pub struct Claim {
     /// connection loaded the task records ([`StateDb::load_tasks`]): that run's id and
     /// its error. Read under the lease, so the task is not run a second time.
     pub failed_in: Option<(i64, Option<String>)>,
+    /// The lease was another holder's, dead or silent, and is ours now: what that holder
+    /// left running must be ended before the task runs again (SPEC §5).
+    pub taken_over: bool,
 }
 
 /// A row of the leases table.
@@ -493,7 +543,7 @@ impl Lease {
 }
 
 /// Whether a process with this pid exists on this machine.
-fn pid_alive(pid: i64) -> bool {
+pub(crate) fn pid_alive(pid: i64) -> bool {
     if pid <= 0 || pid > i64::from(i32::MAX) {
         return false;
     }
@@ -668,6 +718,27 @@ fn attempt_row(row: &Row<'_>) -> rusqlite::Result<AttemptRow> {
         log_path: row.get(11)?,
         error: row.get(12)?,
     })
+}
+
+fn write_attempt_facts(tx: &rusqlite::Transaction<'_>, facts: &[AttemptFact]) -> rusqlite::Result<()> {
+    let mut group = tx.prepare_cached(
+        "UPDATE attempts SET pgid = ?4, pgid_start = ?5 WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
+    )?;
+    let mut expect = tx.prepare_cached(
+        "UPDATE attempts SET expect_cmd_hash = ?4, expect_inputs_hash = ?5 \
+         WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
+    )?;
+    for f in facts {
+        match f {
+            AttemptFact::Group { run_id, task_id, attempt, pgid, start } => {
+                group.execute(params![run_id, task_id, attempt, pgid, *start as i64])?
+            }
+            AttemptFact::Expect { run_id, task_id, attempt, cmd_hash, inputs_hash } => {
+                expect.execute(params![run_id, task_id, attempt, cmd_hash, inputs_hash])?
+            }
+        };
+    }
+    Ok(())
 }
 
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -1091,6 +1162,10 @@ impl StateDb {
             }
         }
 
+        if !batch.attempt_facts.is_empty() {
+            write_attempt_facts(&tx, &batch.attempt_facts).at(path)?;
+        }
+
         if !batch.releases.is_empty() {
             let holder = self.holder.as_ref().map(|h| h.id.clone()).unwrap_or_default();
             let mut stmt = tx.prepare_cached("DELETE FROM leases WHERE task_id = ?1 AND holder = ?2").at(path)?;
@@ -1105,6 +1180,7 @@ impl StateDb {
         batch.digests.clear();
         batch.releases.clear();
         batch.details.clear();
+        batch.attempt_facts.clear();
         Ok(())
     }
 
@@ -1153,7 +1229,8 @@ impl StateDb {
                 .at(path)?;
             for &task in tasks {
                 let current = get.query_row([task], Lease::from_row).optional().at(path)?;
-                let free = current.is_none_or(|l| !l.held_by_other(&me, now, stale_after));
+                let free = current.as_ref().is_none_or(|l| !l.held_by_other(&me, now, stale_after));
+                let taken_over = free && current.as_ref().is_some_and(|l| l.holder != me.id);
                 let (mut success_at, mut failed_in) = (None, None);
                 if free {
                     put.execute(params![task, me.id, me.pid, me.host, now, run_id]).at(path)?;
@@ -1181,7 +1258,7 @@ impl StateDb {
                         }
                     }
                 }
-                out.push(Claim { mine: free, success_at, failed_in });
+                out.push(Claim { mine: free, success_at, failed_in, taken_over });
             }
         }
         tx.commit().at(path)?;
@@ -1222,6 +1299,83 @@ impl StateDb {
             .execute(params![me.id, now_s()])
             .at(&self.path)?;
         Ok(())
+    }
+
+    /// Runs of this host that never ended and whose flux process is gone: flux died
+    /// (kill -9, power cut of a terminal, a crash) while they ran. A run whose pid now
+    /// belongs to another process counts as alive (it is left for later, never touched).
+    pub fn dead_runs(&self) -> Result<Vec<DeadRun>, StateError> {
+        let path = &self.path;
+        let host = hostname();
+        let open: Vec<(i64, Option<i64>, Option<String>)> = self
+            .conn
+            .prepare_cached("SELECT id, pid, host FROM runs WHERE ended_at IS NULL")
+            .at(path)?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .at(path)?
+            .collect::<rusqlite::Result<_>>()
+            .at(path)?;
+        let mut out = Vec::new();
+        for (id, pid, run_host) in open {
+            let Some(pid) = pid else { continue };
+            if run_host != host || pid_alive(pid) {
+                continue;
+            }
+            let groups = self
+                .conn
+                .prepare_cached("SELECT DISTINCT pgid, pgid_start FROM attempts WHERE run_id = ?1 AND pgid IS NOT NULL")
+                .at(path)?
+                .query_map([id], |r| Ok((r.get::<_, i32>(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64)))
+                .at(path)?
+                .collect::<rusqlite::Result<_>>()
+                .at(path)?;
+            let running = self
+                .conn
+                .prepare_cached(
+                    "SELECT task_id, attempt, reason, started_at, expect_cmd_hash, expect_inputs_hash \
+                     FROM attempts WHERE run_id = ?1 AND status = 'running'",
+                )
+                .at(path)?
+                .query_map([id], |r| {
+                    let expect = match (hash_at(r, 4)?, hash_at(r, 5)?) {
+                        (Some(c), Some(i)) => Some((c, i)),
+                        _ => None,
+                    };
+                    Ok(DeadAttempt {
+                        run_id: id,
+                        task_id: r.get(0)?,
+                        attempt: int_at(r, 1)?,
+                        reason: r.get(2)?,
+                        started_at: r.get(3)?,
+                        expect,
+                    })
+                })
+                .at(path)?
+                .collect::<rusqlite::Result<_>>()
+                .at(path)?;
+            out.push(DeadRun { id, groups, running });
+        }
+        Ok(out)
+    }
+
+    /// Close a dead run once what it left is cleaned up: its `running` attempts become
+    /// `interrupted` (flux died) and the run ends `interrupted`.
+    pub fn close_dead_run(&mut self, run_id: i64) -> Result<(), StateError> {
+        let path = &self.path;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).at(path)?;
+        let now = now_s();
+        tx.prepare_cached(
+            "UPDATE attempts SET status = 'interrupted', ended_at = ?2, \
+             error = 'flux died while it ran (run ' || ?1 || ')' WHERE run_id = ?1 AND status = 'running'",
+        )
+        .at(path)?
+        .execute(params![run_id, now])
+        .at(path)?;
+        tx.prepare_cached("UPDATE runs SET ended_at = ?2, status = 'interrupted' WHERE id = ?1 AND ended_at IS NULL")
+            .at(path)?
+            .execute(params![run_id, now])
+            .at(path)?;
+        tx.commit().at(path)
     }
 
     /// One task's record, read afresh (after a claim, another process may have run it).
@@ -1667,7 +1821,10 @@ mod tests {
             other => panic!("expected TooNew, got {other:?}"),
         }
         let msg = err.to_string();
-        assert!(msg.contains(&format!("written by a newer flux (schema 99; this flux knows up to {SCHEMA_VERSION})")));
+        assert!(
+            msg.contains(&format!("written by a newer flux (schema 99; this flux knows up to {SCHEMA_VERSION})")),
+            "{msg}"
+        );
         assert!(msg.contains("upgrade flux, or point `state` at another folder"));
         assert!(msg.contains("state.db"));
         assert_eq!(std::fs::read(&path).unwrap(), before, "file modified");

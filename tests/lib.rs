@@ -42,6 +42,8 @@ mod mark;
 mod output;
 #[path = "integration/param_kinds.rs"]
 mod param_kinds;
+#[path = "integration/orphans.rs"]
+mod orphans;
 #[path = "integration/params.rs"]
 mod params;
 #[path = "integration/planning.rs"]
