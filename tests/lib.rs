@@ -28,6 +28,8 @@ mod fluxfile;
 mod hdfs;
 #[path = "integration/keys.rs"]
 mod keys;
+#[path = "integration/limits.rs"]
+mod limits;
 #[path = "integration/params.rs"]
 mod params;
 #[path = "integration/planning.rs"]
