@@ -24,6 +24,8 @@ mod examples;
 mod execution;
 #[path = "integration/fluxfile.rs"]
 mod fluxfile;
+#[path = "integration/fuzz.rs"]
+mod fuzz;
 #[path = "integration/hdfs.rs"]
 mod hdfs;
 #[path = "integration/keys.rs"]
