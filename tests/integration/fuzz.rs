@@ -1,7 +1,8 @@
 //! Fuzzing in CI: mutated Fluxfiles through `flux check` and `flux build -n`.
 //!
-//! The seeds are the example pipelines in `fluxfiles/`. Each case applies one to four
-//! byte or token mutations, chosen by a deterministic generator, and runs both commands.
+//! The seeds are the example pipelines in `fluxfiles/`, and one more written here for the
+//! keys they leave out. Each case applies one to four byte, token or line mutations,
+//! chosen by a deterministic generator, and runs both commands.
 //! Every run must:
 //!
 //! - end by itself within [`HANG`] (no hang, no runaway planning),
@@ -32,7 +33,58 @@ const SEEDS: &[(&str, &[&str])] = &[
     ("hourly", &["--date", "2024-03-01"]),
     ("monthly", &["--date", "2024-02-01"]),
     ("rollup", &["--date-range", "2024-01-01..2024-01-07"]),
+    ("keys", &["--date-range", "2024-01-01..2024-01-03"]),
 ];
+
+/// A fourth seed, beside the examples: the keys they leave out (pools, numbers, list
+/// params, `requires`, `end`, hooks, `include`d steps).
+const KEYS_SEED: &str = r#"[flux]
+start = "2024-01-01"
+jobs = 2
+max_tasks = 1000
+generate_timeout = "10s"
+include = ["more.toml"]
+
+[vars]
+root = "data"
+
+[pools]
+db = 2
+
+[step.extract]
+params = { date = "date", region = ["eu", "us"] }
+end = "2024-01-31"
+inputs = ["input/{{ region }}.csv"]
+outputs = ["{{ root }}/extract/{{ region }}/{{ date | ds_nodash }}.csv"]
+run = "grep {{ date }} {{ inputs[0] }} > {{ outputs[0] }}"
+retries = 2
+retry_delay = "1s"
+retry_backoff = 2
+timeout = "10m"
+pool = "db"
+priority = 5
+cpus = 2
+mem = "512M"
+wait = "1m"
+poll = "5s"
+on_failure = "echo {{ task }} failed"
+
+[step.load]
+params = { date = "date" }
+inputs = ["{{ root }}/extract/eu/{{ date | ds_nodash }}.csv", "{{ root }}/load/{{ date | add_days(-1) }}.txt"]
+outputs = ["{{ root }}/load/{{ date }}.txt"]
+requires = [{ step = "extract", date = "{{ date }}", region = "us" }]
+run = ["cat {{ inputs }} > {{ outputs[0] }}", "echo {{ inputs | length }}"]
+"#;
+
+const KEYS_MORE: &str = r#"[step.report]
+params = { month = "month" }
+inputs = ['''
+{% for d in month | days %}data/load/{{ d }}.txt
+{% endfor %}''']
+outputs = ["data/report/{{ month | strftime('%Y') }}/{{ month }}.txt"]
+run = "cat {{ inputs }} > {{ outputs[0] }}"
+"#;
 
 /// Pieces a token mutation puts in: template syntax, keys, extreme values, odd text.
 /// (Never `generate`: a mutated Fluxfile must not run commands at load.)
@@ -325,11 +377,20 @@ fn check(run: &Run, text: &str) -> Option<String> {
 }
 
 fn seed_text(name: &str) -> Vec<u8> {
+    if name == "keys" {
+        return KEYS_SEED.as_bytes().to_vec();
+    }
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fluxfiles").join(name).join("Fluxfile");
     std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
 }
 
 fn copy_inputs(name: &str, t: &Test) {
+    if name == "keys" {
+        t.write("more.toml", KEYS_MORE);
+        t.write("input/eu.csv", "2024-01-01,1\n");
+        t.write("input/us.csv", "2024-01-02,2\n");
+        return;
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fluxfiles").join(name).join("input");
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
@@ -358,6 +419,8 @@ fn mutated_fluxfiles_never_crash_hang_or_lose_their_location() {
         .map(|w| {
             std::thread::spawn(move || {
                 let mut findings = Vec::new();
+                // Runs that exited 0 and 2, for the summary.
+                let mut codes = [0usize; 2];
                 // One project per seed and worker, the Fluxfile rewritten for each case.
                 let projects: Vec<Test> = SEEDS
                     .iter()
@@ -383,21 +446,35 @@ fn mutated_fluxfiles_never_crash_hang_or_lose_their_location() {
                     build.extend_from_slice(args);
                     for cmd in [vec!["check"], build] {
                         let r = run(t, &cmd);
+                        match r.code {
+                            Some(0) => codes[0] += 1,
+                            Some(2) => codes[1] += 1,
+                            _ => {}
+                        }
                         if let Some(why) = check(&r, &lossy) {
                             findings.push((case, name, cmd.join(" "), why, text.clone(), r.stderr));
                             break;
                         }
                     }
                 }
-                findings
+                (findings, codes)
             })
         })
         .collect();
-    let mut findings: Vec<_> = handles.into_iter().flat_map(|h| h.join().expect("a fuzz worker")).collect();
+    let mut findings = Vec::new();
+    let mut codes = [0usize; 2];
+    for h in handles {
+        let (f, c) = h.join().expect("a fuzz worker");
+        findings.extend(f);
+        codes[0] += c[0];
+        codes[1] += c[1];
+    }
     findings.sort_by_key(|f| f.0);
     eprintln!(
-        "fuzz: {cases} cases (seed {seed:#x}) in {:.1}s, {} findings",
+        "fuzz: {cases} cases (seed {seed:#x}) in {:.1}s: {} runs exited 0, {} exited 2; {} findings",
         started.elapsed().as_secs_f64(),
+        codes[0],
+        codes[1],
         findings.len()
     );
     if findings.is_empty() {
@@ -405,7 +482,15 @@ fn mutated_fluxfiles_never_crash_hang_or_lose_their_location() {
     }
     let dir = findings_dir();
     let _ = std::fs::create_dir_all(&dir);
-    let mut report = String::new();
+    // Findings by kind: why, and the first line of stderr without what follows a colon.
+    let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+    for (_, _, cmd, why, _, stderr) in &findings {
+        let first = stderr.lines().next().unwrap_or("").split(": ").take(2).collect::<Vec<_>>().join(": ");
+        let first: Vec<&str> = first.split(' ').map(|w| if w.starts_with('/') { "PATH" } else { w }).collect();
+        let first = first.join(" ");
+        *kinds.entry(format!("{cmd}: {why}: {}", first.chars().take(80).collect::<String>())).or_default() += 1;
+    }
+    let mut report: String = kinds.iter().map(|(k, n)| format!("\n{n:>5} × {k}")).collect();
     for (case, name, cmd, why, text, stderr) in findings.iter().take(10) {
         let file = dir.join(format!("{seed:x}-{case}-{name}.Fluxfile"));
         let _ = std::fs::write(&file, text);
