@@ -622,10 +622,22 @@ impl Builder<'_> {
         let mut found = Vec::new();
         for tpl in &st.inputs {
             let text = ff.engine.render(tpl.id, &ctx).map_err(|e| {
-                Error::at(
-                    format!("{}: cannot render input `{}`: {e}", task_id(st, &params), ff.engine.source(tpl.id)),
-                    &tpl.span,
-                )
+                let msg = format!("{}: cannot render input `{}`: {e}", task_id(st, &params), ff.engine.source(tpl.id));
+                // A task at the edge of the calendar was reached by following inputs from
+                // task to task: a chain through several steps with no `start` or `end`.
+                let edge = st.time_param.and_then(|ti| params[ti].civil()).map(|c| c.year);
+                match edge {
+                    Some(y @ (0 | 9999)) => Error::at_help(
+                        msg,
+                        &tpl.span,
+                        format!(
+                            "planning followed inputs from task to task up to the year {y:04}: steps that read {} intervals of each other need {}",
+                            if y == 0 { "earlier" } else { "later" },
+                            if y == 0 { "a `start`" } else { "an `end`" }
+                        ),
+                    ),
+                    _ => Error::at(msg, &tpl.span),
+                }
             })?;
             for line in text.lines() {
                 let line = normalize(line);

@@ -361,6 +361,13 @@ run = "touch {{ outputs[0] }}"
     );
     let o = t.run_args_within(["build", "-n", "ping[2024-01-01T00]"], Duration::from_secs(20));
     o.assert_status(2).stderr_has("planning stopped at 100 tasks").stderr_has("max_tasks");
+    // Within the limit, such a chain ends at the edge of the calendar, and says why.
+    let o = t.run_args_within(["build", "-n", "ping[9999-12-31T00]"], Duration::from_secs(20));
+    o.assert_status(2)
+        .stderr_has("ping[9999-12-31T23]: cannot render input")
+        .stderr_has("planning followed inputs from task to task up to the year 9999")
+        .stderr_has("need an `end`");
+    assert_located(&o, "Fluxfile");
 }
 
 // ---- 3. locations ----
