@@ -1681,7 +1681,7 @@ impl Runner<'_, '_> {
             message = format!("sensor gave up after {}: {message}", humantime(wait));
         }
         if live && attempt <= retries {
-            let delay = retry_delay.mul_f64(retry_backoff.powi(attempt as i32 - 1));
+            let delay = crate::limits::retry_delay(retry_delay, retry_backoff, attempt);
             self.record_attempt(
                 t,
                 self.b.attempt(

@@ -523,7 +523,15 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     } else {
         None
     };
-    let jobs = b.jobs.or(ff.jobs).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let max_jobs = crate::limits::MAX_JOBS as usize;
+    if let Some(n) = b.jobs.filter(|&n| n > max_jobs) {
+        return Err(Error::Usage(format!("-j {n}: at most {max_jobs} parallel tasks")));
+    }
+    let jobs = b
+        .jobs
+        .or(ff.jobs)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, max_jobs);
     let opts = Options {
         jobs,
         dry_run,
@@ -667,7 +675,11 @@ fn cpu_seconds(who: libc::c_int) -> f64 {
 }
 
 fn parse_wait(s: &str) -> Result<std::time::Duration> {
-    crate::param::parse_duration(s).map_err(|e| Error::Usage(format!("--wait {s}: {e}")))
+    let d = crate::param::parse_duration(s).map_err(|e| Error::Usage(format!("--wait {s}: {e}")))?;
+    if d > crate::limits::MAX_DURATION {
+        return Err(Error::Usage(format!("--wait {s}: at most {}", crate::limits::MAX_DURATION_TEXT)));
+    }
+    Ok(d)
 }
 
 /// Total memory of this machine, for `mem` budgets (unlimited if unknown).
@@ -896,72 +908,6 @@ fn schedule_text(s: &crate::fluxfile::Schedule) -> String {
     }
 }
 
-/// Step-level edges: each step probed at a few values inside its domain (every step's
-/// `start` and `end`, and a default date), so that an edge into a step with a bounded
-/// domain is seen whatever the other step's own domain is.
-fn step_edges(ff: &Fluxfile) -> Result<Vec<(usize, usize)>> {
-    let mut dates: Vec<NaiveDate> = vec![NaiveDate::from_ymd_opt(2024, 6, 15).unwrap_or_default()];
-    for s in &ff.steps {
-        if let Some(ti) = s.time_param {
-            for v in [s.start, s.end].into_iter().flatten() {
-                if let Some((a, _)) = s.params[ti].1.interval(v) {
-                    dates.push(a.date());
-                }
-            }
-        }
-    }
-    dates.sort_unstable();
-    dates.dedup();
-    let mut targets = Vec::new();
-    for s in &ff.steps {
-        let mut seen = Vec::new();
-        for d in &dates {
-            let mut vals: Vec<crate::param::ParamValue> = Vec::new();
-            for (i, (_, k)) in s.params.iter().enumerate() {
-                let v = if Some(i) == s.time_param {
-                    let Some(mut v) = k.expand_date(*d).first().copied() else { continue };
-                    if let Some(st) = s.start {
-                        v = v.max(st);
-                    }
-                    if let Some(e) = s.end {
-                        v = v.min(e);
-                    }
-                    v
-                } else {
-                    probe_value(k)
-                };
-                vals.push(v);
-            }
-            if !seen.contains(&vals) {
-                targets.push(graph::task_id(s, &vals));
-                seen.push(vals);
-            }
-        }
-    }
-    let g = graph::build(ff, &Request { targets, ..Default::default() })?;
-    let mut edges: Vec<(usize, usize)> = Vec::new();
-    for t in &g.tasks {
-        for &d in &t.deps {
-            let e = (g.tasks[d as usize].step as usize, t.step as usize);
-            if e.0 != e.1 && !edges.contains(&e) {
-                edges.push(e);
-            }
-        }
-    }
-    edges.sort_unstable();
-    Ok(edges)
-}
-
-/// A value of a param that is not a time, to probe step edges with.
-fn probe_value(k: &crate::param::ParamKind) -> crate::param::ParamValue {
-    use crate::param::{ParamKind, ParamValue};
-    match k {
-        ParamKind::Int { min, max } => ParamValue::Int(min.unwrap_or_else(|| max.map_or(0, |m| m.min(0)))),
-        ParamKind::Str => ParamValue::Str(crate::param::intern("x")),
-        _ => ParamValue::Choice(0),
-    }
-}
-
 fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Result<i32> {
     let ff = load(cli, sel)?;
     let (nodes, edges): (Vec<String>, Vec<(usize, usize)>) = if tasks {
@@ -975,13 +921,16 @@ fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Re
         }
         (nodes, edges)
     } else {
-        (ff.steps.iter().map(|s| s.name.clone()).collect(), step_edges(&ff)?)
+        (ff.steps.iter().map(|s| s.name.clone()).collect(), graph::step_edges(&ff)?)
     };
     let mut o = std::io::stdout().lock();
     match format {
         GraphFormat::Text => {
-            for (i, n) in nodes.iter().enumerate() {
-                let ups: Vec<&str> = edges.iter().filter(|e| e.1 == i).map(|e| nodes[e.0].as_str()).collect();
+            let mut upstream: Vec<Vec<&str>> = vec![Vec::new(); nodes.len()];
+            for &(a, b) in &edges {
+                upstream[b].push(nodes[a].as_str());
+            }
+            for (n, ups) in nodes.iter().zip(&upstream) {
                 if ups.is_empty() {
                     let _ = writeln!(o, "{n}");
                 } else {

@@ -186,15 +186,16 @@ impl Error {
         }
     }
 
-    /// The full text shown to the user, without a trailing newline.
+    /// The full text shown to the user, without a trailing newline. Long quoted text (a
+    /// template, a value, a key) is shortened: see [`clip`].
     pub fn render(&self) -> String {
         match self {
             Error::Fluxfile(d) => render_diag(d),
             Error::Usage(m) | Error::Plan(m) | Error::State(m) | Error::Io(m) => {
-                format!("error: {m}")
+                format!("error: {}", clip(m))
             }
             Error::Internal(m) => {
-                format!("error: internal error (a bug in flux, please report it): {m}")
+                format!("error: internal error (a bug in flux, please report it): {}", clip(m))
             }
         }
     }
@@ -212,9 +213,13 @@ impl From<crate::state::StateError> for Error {
     }
 }
 
+/// The most characters of a source line a diagnostic shows; a longer line is cut to a
+/// window around the column, with `…` where text was left out.
+pub const MAX_SHOWN_LINE: usize = 200;
+
 /// rustc-style rendering of one diagnostic.
 pub fn render_diag(d: &Diag) -> String {
-    let mut out = format!("error: {}", d.message);
+    let mut out = format!("error: {}", clip(&d.message));
     if let Some(span) = &d.span {
         let (line, col) = span.line_col();
         let text = &span.source.text;
@@ -224,18 +229,87 @@ pub fn render_diag(d: &Diag) -> String {
         let line_text = text[line_start..line_end].trim_end_matches('\r');
         let end = floor_boundary(text, span.end.clamp(start, line_start + line_text.len()));
         let width = text[start..end].chars().count().max(1);
+        let (shown, caret_col) = line_window(line_text, col - 1);
+        let width = width.min(MAX_SHOWN_LINE + 1 - caret_col.min(MAX_SHOWN_LINE)).max(1);
         let lno = line.to_string();
         let pad = " ".repeat(lno.len());
-        let _ = write!(out, "\n{pad}--> {}:{line}:{col}", span.source.name);
-        let _ = write!(out, "\n{pad} |\n{lno} | {}", line_text.replace('\t', " "));
-        let _ = write!(out, "\n{pad} | {}{}", " ".repeat(col - 1), "^".repeat(width));
+        let _ = write!(out, "\n{pad}--> {}:{line}:{col}", clip(&span.source.name));
+        let _ = write!(out, "\n{pad} |\n{lno} | {}", shown.replace('\t', " "));
+        let _ = write!(out, "\n{pad} | {}{}", " ".repeat(caret_col), "^".repeat(width));
         if let Some(h) = &d.help {
-            let _ = write!(out, "\n{pad} = help: {h}");
+            let _ = write!(out, "\n{pad} = help: {}", clip(h));
         }
     } else if let Some(h) = &d.help {
-        let _ = write!(out, "\n  = help: {h}");
+        let _ = write!(out, "\n  = help: {}", clip(h));
     }
     out
+}
+
+/// The part of `line` shown under a diagnostic, and the caret's column in it (0-based,
+/// in characters), for a span starting at character `col`: the whole line when it is at
+/// most [`MAX_SHOWN_LINE`] characters, else a window of that many around the column.
+fn line_window(line: &str, col: usize) -> (String, usize) {
+    let n = line.chars().count();
+    if n <= MAX_SHOWN_LINE {
+        return (line.to_string(), col.min(n));
+    }
+    let col = col.min(n);
+    let first = col.saturating_sub(MAX_SHOWN_LINE / 2).min(n - MAX_SHOWN_LINE);
+    let last = first + MAX_SHOWN_LINE;
+    let mut shown = String::with_capacity(MAX_SHOWN_LINE + 8);
+    if first > 0 {
+        shown.push('…');
+    }
+    shown.extend(line.chars().skip(first).take(MAX_SHOWN_LINE));
+    if last < n {
+        shown.push('…');
+    }
+    (shown, col - first + usize::from(first > 0))
+}
+
+/// The longest piece of quoted text (between backticks) a message shows whole.
+const MAX_QUOTED: usize = 160;
+/// The longest line of a message shown whole.
+const MAX_MESSAGE_LINE: usize = 1000;
+
+/// A message with long quoted text (a template, a value, a key name between backticks)
+/// cut to its start and end around `…`, and any line longer than [`MAX_MESSAGE_LINE`]
+/// characters cut, so that a 600 KB line in a Fluxfile never becomes a 600 KB message.
+pub fn clip(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= MAX_QUOTED {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len().min(4 * MAX_MESSAGE_LINE));
+    for (i, part) in message.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        let n = part.chars().count();
+        if i % 2 == 1 && n > MAX_QUOTED {
+            out.extend(part.chars().take(MAX_QUOTED - 30));
+            out.push('…');
+            out.extend(part.chars().skip(n - 20));
+        } else {
+            out.push_str(part);
+        }
+    }
+    if out.lines().all(|l| l.chars().count() <= MAX_MESSAGE_LINE) {
+        return std::borrow::Cow::Owned(out);
+    }
+    let mut cut = String::with_capacity(out.len().min(4 * MAX_MESSAGE_LINE));
+    for (i, l) in out.split('\n').enumerate() {
+        if i > 0 {
+            cut.push('\n');
+        }
+        let n = l.chars().count();
+        if n > MAX_MESSAGE_LINE {
+            cut.extend(l.chars().take(MAX_MESSAGE_LINE));
+            let _ = write!(cut, "… ({} more characters)", n - MAX_MESSAGE_LINE);
+        } else {
+            cut.push_str(l);
+        }
+    }
+    std::borrow::Cow::Owned(cut)
 }
 
 /// "did you mean" for a misspelt name: the closest candidate within a small edit distance.
@@ -307,6 +381,26 @@ mod tests {
         assert_eq!(find("b", "q\"{{ y }}", 2), "{{");
         assert_eq!(find("c", "l1 {{ y }}", 3), "{{");
         assert_eq!(find("d", "é{{ y }}", 2), "{{");
+    }
+
+    #[test]
+    fn long_lines_are_shown_as_a_window_around_the_column() {
+        let long = format!("run = \"{}{{{{ nope }}}}{}\"", "a".repeat(300_000), "b".repeat(300_000));
+        let at = long.find("nope").unwrap_or(0);
+        let src = Arc::new(Source { name: "Fluxfile".into(), path: None, text: format!("[step.a]\n{long}\n") });
+        let d = Diag::new(format!("template reads `{long}`"), Some(Span::new(&src, 9 + at..9 + at + 4)));
+        let r = render_diag(&d);
+        assert!(r.len() < 1200, "{r}");
+        assert!(r.contains(&format!(" --> Fluxfile:2:{}", at + 1)), "{r}");
+        let lines: Vec<&str> = r.lines().collect();
+        let (code, caret) = (lines[3], lines[4]);
+        assert!(code.starts_with("2 | …") && code.ends_with('…'), "{r}");
+        let ci = caret.find('^').unwrap_or(0);
+        assert_eq!(code.chars().skip(ci).take(4).collect::<String>(), "nope", "{r}");
+        assert_eq!(caret.matches('^').count(), 4);
+        // Short lines are untouched; so are short messages.
+        assert_eq!(line_window("abc", 1), ("abc".to_string(), 1));
+        assert_eq!(clip("short `x`"), "short `x`");
     }
 
     #[test]

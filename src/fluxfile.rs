@@ -16,6 +16,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 
 use crate::error::{Diag, Error, Result, Source, Span, did_you_mean};
+use crate::limits;
 use crate::param::{self, ParamKind, ParamValue};
 use crate::template::{Engine, Filter, Mode, Segment, TemplateId};
 
@@ -142,6 +143,8 @@ pub struct Fluxfile {
     pub dir: PathBuf,
     pub state_dir: PathBuf,
     pub jobs: Option<usize>,
+    /// `[flux] max_tasks`: planning stops with an error past this many tasks.
+    pub max_tasks: u64,
     pub vars: Vec<(String, String)>,
     /// Pool name and size.
     pub pools: Vec<(String, usize)>,
@@ -190,15 +193,14 @@ impl Fluxfile {
             }
             None => find_fluxfile()?,
         };
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+        let bytes = std::fs::read(&path).map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
         let dir = path
             .parent()
             .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-        let source = Arc::new(Source { name: display_name(&path), path: Some(path.clone()), text });
+        let source = source_from_bytes(display_name(&path), Some(path.clone()), bytes)?;
         Loader::new(path, dir, opts).load(source)
     }
 }
@@ -211,6 +213,58 @@ fn display_name(path: &Path) -> String {
         return rel.display().to_string();
     }
     path.display().to_string()
+}
+
+/// A [`Source`] from the bytes of a file or a generator's output. Invalid UTF-8 is an error
+/// pointing at the first byte that is not part of a UTF-8 character.
+fn source_from_bytes(name: String, path: Option<PathBuf>, bytes: Vec<u8>) -> Result<Arc<Source>> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Arc::new(Source { name, path, text })),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let bad = e.as_bytes().get(at).copied().unwrap_or(0);
+            // The lossy text is the same as the bytes up to `at`, where U+FFFD stands in.
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let source = Arc::new(Source { name, path, text });
+            let span = Span::new(&source, at..at + char::REPLACEMENT_CHARACTER.len_utf8());
+            Err(Error::at_help(
+                format!("`{}` is not valid UTF-8: byte 0x{bad:02X} is not part of a UTF-8 character", source.name),
+                &span,
+                "a Fluxfile is UTF-8 text; save the file as UTF-8 (e.g. `iconv -t UTF-8`)",
+            ))
+        }
+    }
+}
+
+/// An integer key that must lie within `lo..=hi`.
+fn int_in(k: &Keys<'_>, key: &str, lo: i64, hi: i64, example: &str) -> Result<Option<(i64, Span)>> {
+    match k.int(key)? {
+        Some((n, span)) if n < lo || n > hi => Err(Error::at_help(
+            format!("`{key}` in {} must be {}, not {n}", k.what, bounds_text(lo, hi)),
+            &span,
+            format!("write e.g. `{example}`"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn bounds_text(lo: i64, hi: i64) -> String {
+    if lo == 0 { format!("0 or more and at most {hi}") } else { format!("between {lo} and {hi}") }
+}
+
+/// A duration key, at most [`limits::MAX_DURATION`].
+fn duration_in(k: &Keys<'_>, key: &str) -> Result<Option<(Duration, Span)>> {
+    let Some((s, span)) = k.str(key)? else { return Ok(None) };
+    let d = param::parse_duration(&s)
+        .map_err(|e| Error::at_help(e, &span, "write e.g. \"90s\", \"5m\", \"2h\" or \"1d\""))?;
+    if d > limits::MAX_DURATION {
+        return Err(Error::at_help(
+            format!("`{key}` in {} must be at most {}", k.what, limits::MAX_DURATION_TEXT),
+            &span,
+            "write e.g. \"90s\", \"5m\", \"2h\" or \"1d\"",
+        ));
+    }
+    Ok(Some((d, span)))
 }
 
 fn find_fluxfile() -> Result<PathBuf> {
@@ -358,6 +412,11 @@ impl<'a> Keys<'a> {
             None => Ok(None),
             Some((v, span)) => match as_int(v) {
                 Some(n) => Ok(Some((n, span))),
+                None if matches!(v, DeValue::Integer(_)) => Err(Error::at_help(
+                    format!("`{key}` in {} is too large a number", self.what),
+                    &span,
+                    format!("write `{key}` as a smaller integer"),
+                )),
                 None => Err(self.wrong(key, &span, "an integer", v)),
             },
         }
@@ -418,7 +477,8 @@ impl<'a> Keys<'a> {
 
 const TOP_KEYS: &[&str] = &["flux", "vars", "profile", "pools", "step", "store", "notify"];
 const INCLUDED_KEYS: &[&str] = &["vars", "pools", "step"];
-const FLUX_KEYS: &[&str] = &["start", "state", "jobs", "include", "generate", "timezone"];
+const FLUX_KEYS: &[&str] =
+    &["start", "state", "jobs", "include", "generate", "timezone", "generate_timeout", "max_tasks"];
 const STEP_KEYS: &[&str] = &[
     "params",
     "inputs",
@@ -495,6 +555,7 @@ impl<'o> Loader<'o> {
         let mut start: Option<(String, Span)> = None;
         let mut state_dir = self.dir.join(".flux");
         let mut jobs = None;
+        let mut max_tasks = limits::DEFAULT_MAX_TASKS;
         let mut extra_docs: Vec<&'static Doc> = Vec::new();
         if let Some((t, _)) = top.table("flux")? {
             let k = Keys::check(&main.source, t, "[flux]", FLUX_KEYS)?;
@@ -504,30 +565,42 @@ impl<'o> Loader<'o> {
             if let Some((s, _)) = k.str("state")? {
                 state_dir = self.dir.join(s);
             }
-            if let Some((n, span)) = k.int("jobs")? {
-                if n < 1 {
-                    return Err(Error::at_help("`jobs` must be at least 1", &span, "write e.g. `jobs = 4`"));
-                }
+            if let Some((n, _)) = int_in(&k, "jobs", 1, limits::MAX_JOBS, "jobs = 4")? {
                 jobs = Some(n as usize);
             }
+            if let Some((n, _)) = int_in(&k, "max_tasks", 1, limits::MAX_MAX_TASKS, "max_tasks = 10000000")? {
+                max_tasks = n as u64;
+            }
+            let generate_timeout = match duration_in(&k, "generate_timeout")? {
+                Some((d, span)) if d.is_zero() => {
+                    return Err(Error::at_help(
+                        "`generate_timeout` must be longer than 0s",
+                        &span,
+                        "write e.g. generate_timeout = \"5m\"",
+                    ));
+                }
+                Some((d, _)) => d,
+                None => limits::DEFAULT_GENERATE_TIMEOUT,
+            };
             if let Some(span) = k.key_span("timezone") {
                 return Err(not_yet("timezone", "time zones (the scheduler)", &span));
             }
             if let Some((pats, _)) = k.strs("include", false)? {
                 for (pat, span) in pats {
                     for file in self.glob(&pat, &span)? {
-                        let text = std::fs::read_to_string(&file).map_err(|e| {
+                        let bytes = std::fs::read(&file).map_err(|e| {
                             Error::at(format!("cannot read included file {}: {e}", file.display()), &span)
                         })?;
-                        let src = Arc::new(Source { name: display_name(&file), path: Some(file), text });
+                        let src = source_from_bytes(display_name(&file), Some(file), bytes)?;
                         extra_docs.push(self.add_doc(src)?);
                     }
                 }
             }
             if let Some((cmds, _)) = k.strs("generate", false)? {
                 for (cmd, span) in cmds {
-                    let text = self.generate(&cmd, &span)?;
-                    let src = Arc::new(Source { name: format!("generate: {cmd}"), path: None, text });
+                    let stdout = crate::generate::run(&cmd, &self.dir, generate_timeout)
+                        .map_err(|e| e.into_error(&cmd, &span))?;
+                    let src = source_from_bytes(format!("generate: {cmd}"), None, stdout)?;
                     extra_docs.push(self.add_doc(src)?);
                 }
             }
@@ -552,14 +625,19 @@ impl<'o> Loader<'o> {
                         "write e.g. webhook = \"http://127.0.0.1:9000/flux\"",
                     ));
                 }
-                let timeout = match k.str("timeout")? {
+                let timeout = match duration_in(&k, "timeout")? {
                     None => Duration::from_secs(10),
-                    Some((s, span)) => param::parse_duration(&s).map_err(|e| Error::at(e, &span))?,
+                    Some((d, span)) if d.is_zero() => {
+                        return Err(Error::at_help(
+                            "`timeout` in [notify] must be longer than 0s",
+                            &span,
+                            "write e.g. timeout = \"10s\"",
+                        ));
+                    }
+                    Some((d, _)) => d,
                 };
-                let retries = match k.int("retries")? {
-                    None => 3,
-                    Some((n, span)) => u32::try_from(n).map_err(|_| Error::at("`retries` must be 0 or more", &span))?,
-                };
+                let retries =
+                    int_in(&k, "retries", 0, limits::MAX_NOTIFY_RETRIES, "retries = 3")?.map_or(3, |(n, _)| n as u32);
                 notify = Some(Notify { webhook: url, timeout, retries });
             }
         }
@@ -671,10 +749,16 @@ impl<'o> Loader<'o> {
                 for (name, v) in t.iter() {
                     let span = Span::new(&doc.source, v.span());
                     match as_int(v.get_ref()) {
-                        Some(n) if n >= 1 => pools.push((name.get_ref().to_string(), n as usize)),
+                        Some(n) if (1..=limits::MAX_POOL).contains(&n) => {
+                            pools.push((name.get_ref().to_string(), n as usize))
+                        }
                         _ => {
                             return Err(Error::at_help(
-                                format!("pool `{}` must have a size of at least 1", name.get_ref()),
+                                format!(
+                                    "pool `{}` must have a size between 1 and {}",
+                                    name.get_ref(),
+                                    limits::MAX_POOL
+                                ),
                                 &span,
                                 "write e.g. `db = 2`",
                             ));
@@ -686,6 +770,7 @@ impl<'o> Loader<'o> {
 
         // steps: collect raw tables first so `requires` can name any step.
         let mut raw: Vec<RawStep> = Vec::new();
+        let mut raw_index: HashMap<String, usize> = HashMap::new();
         for doc in std::iter::once(main).chain(extra_docs.iter().copied()) {
             let allowed = if std::ptr::eq(doc, main) { TOP_KEYS } else { INCLUDED_KEYS };
             let k = Keys::check(&doc.source, &doc.table, &doc.source.name, allowed)?;
@@ -699,7 +784,7 @@ impl<'o> Loader<'o> {
                             format!("write it as a [step.{}] section", name.get_ref()),
                         ));
                     };
-                    if let Some(prev) = raw.iter().find(|r| r.name == *name.get_ref()) {
+                    if let Some(prev) = raw_index.get(name.get_ref().as_ref()).map(|&i| &raw[i]) {
                         let (l, c) = prev.name_span.line_col();
                         return Err(Error::at_help(
                             format!("step `{}` is defined twice", name.get_ref()),
@@ -711,6 +796,7 @@ impl<'o> Loader<'o> {
                         ));
                     }
                     check_name(name.get_ref(), &name_span, "step")?;
+                    raw_index.insert(name.get_ref().to_string(), raw.len());
                     raw.push(RawStep {
                         name: name.get_ref().to_string(),
                         name_span,
@@ -771,6 +857,7 @@ impl<'o> Loader<'o> {
             dir: self.dir,
             state_dir,
             jobs,
+            max_tasks,
             vars,
             pools,
             steps,
@@ -796,27 +883,6 @@ impl<'o> Loader<'o> {
             ));
         }
         Ok(out)
-    }
-
-    /// Run a `generate` command and return its stdout.
-    fn generate(&self, cmd: &str, span: &Span) -> Result<String> {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .current_dir(&self.dir)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| Error::at(format!("cannot run generator `{cmd}`: {e}"), span))?;
-        if !out.status.success() {
-            return Err(Error::at_help(
-                format!("generator `{cmd}` failed ({})", out.status),
-                span,
-                "run the command by hand to see why; its stdout must be Fluxfile TOML",
-            ));
-        }
-        String::from_utf8(out.stdout)
-            .map_err(|_| Error::at(format!("generator `{cmd}` printed bytes that are not UTF-8"), span))
     }
 }
 
@@ -1384,25 +1450,23 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
         ));
     }
 
-    let retries = match k.int("retries")? {
-        None => 0,
-        Some((n, span)) => u32::try_from(n).map_err(|_| Error::at("`retries` must be 0 or more", &span))?,
-    };
-    let duration = |key: &str| -> Result<Option<Duration>> {
-        match k.str(key)? {
-            None => Ok(None),
-            Some((s, span)) => param::parse_duration(&s)
-                .map(Some)
-                .map_err(|e| Error::at_help(e, &span, "write e.g. \"90s\", \"5m\", \"2h\" or \"1d\"")),
-        }
-    };
+    let retries = int_in(&k, "retries", 0, limits::MAX_RETRIES, "retries = 3")?.map_or(0, |(n, _)| n as u32);
+    let duration = |key: &str| -> Result<Option<Duration>> { Ok(duration_in(&k, key)?.map(|(d, _)| d)) };
     let retry_delay = duration("retry_delay")?.unwrap_or(Duration::from_secs(5));
     let timeout = duration("timeout")?;
+    if timeout.is_some_and(|d| d.is_zero()) {
+        let span = k.key_span("timeout").unwrap_or_else(|| r.name_span.clone());
+        return Err(Error::at_help("`timeout` must be longer than 0s", &span, "write e.g. timeout = \"10m\""));
+    }
     let retry_backoff = match k.float("retry_backoff")? {
         None => 1.0,
-        Some((f, _)) if f >= 1.0 && f.is_finite() => f,
+        Some((f, _)) if (1.0..=limits::MAX_BACKOFF).contains(&f) => f,
         Some((_, span)) => {
-            return Err(Error::at("`retry_backoff` must be a number of at least 1", &span));
+            return Err(Error::at_help(
+                format!("`retry_backoff` must be a number between 1 and {}", limits::MAX_BACKOFF),
+                &span,
+                "write e.g. `retry_backoff = 2` (each retry waits twice as long as the one before, up to a day)",
+            ));
         }
     };
     let pool = match k.str("pool")? {
@@ -1429,15 +1493,15 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
         }
     }
     let description = k.str("description")?.map(|(s, _)| s);
-    let cpus = match k.int("cpus")? {
-        None => 0,
-        Some((n, span)) if n >= 1 => u32::try_from(n).map_err(|_| Error::at("`cpus` is too large", &span))?,
-        Some((_, span)) => return Err(Error::at_help("`cpus` must be at least 1", &span, "write e.g. `cpus = 2`")),
-    };
+    let cpus = int_in(&k, "cpus", 1, limits::MAX_CPUS, "cpus = 2")?.map_or(0, |(n, _)| n as u32);
     let mem = match k.str("mem")? {
         None => None,
         Some((s, span)) => {
-            Some(param::parse_size(&s).map_err(|e| Error::at_help(e, &span, "write e.g. \"512M\" or \"4G\""))?)
+            let m = param::parse_size(&s).map_err(|e| Error::at_help(e, &span, "write e.g. \"512M\" or \"4G\""))?;
+            if m > limits::MAX_MEM {
+                return Err(Error::at_help("`mem` must be at most 1P", &span, "write e.g. \"512M\" or \"4G\""));
+            }
+            Some(m)
         }
     };
     let sensor = k.bool("sensor")?.is_some_and(|(b, _)| b);

@@ -16,7 +16,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Span};
 use crate::fluxfile::{Fluxfile, OutFmt, OutSeg, Step};
 use crate::param::{ParamKind, ParamValue};
 use crate::template::Context;
@@ -445,6 +445,8 @@ struct Builder<'a> {
     work: Vec<u32>,
     /// Per step: whether its input or requires templates read `task` (else no id is made).
     needs_id: Vec<bool>,
+    /// Step index by name, for targets named on the command line.
+    by_name: FxHashMap<&'a str, usize>,
 }
 
 /// Expand, infer and check: the graph for one request.
@@ -466,6 +468,7 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
                     .any(|t| ff.engine.names(t.id).iter().any(|n| n == "task"))
             })
             .collect(),
+        by_name: ff.steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect(),
     };
     // --param names must exist somewhere.
     let known = crate::fluxfile::all_param_names(ff);
@@ -487,7 +490,7 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
             if valueless_param(&ff.steps[si], req).is_some() {
                 continue;
             }
-            for vals in step_values(ff, si, req)? {
+            for vals in step_values(ff, si, req, b.room())? {
                 roots.push(b.task(si as u32, vals)?);
             }
         }
@@ -509,6 +512,11 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
 }
 
 impl Builder<'_> {
+    /// How many more tasks `[flux] max_tasks` allows.
+    fn room(&self) -> u64 {
+        self.ff.max_tasks.saturating_sub(self.g.tasks.len() as u64)
+    }
+
     fn intern(&mut self, s: &str) -> u32 {
         if let Some(id) = self.target_ids.get_index_of(s) {
             return id as u32;
@@ -526,23 +534,45 @@ impl Builder<'_> {
         }
         let id = self.g.tasks.len() as u32;
         let st = &self.ff.steps[step as usize];
+        if self.room() == 0 {
+            return Err(Error::Plan(format!(
+                "planning stopped at {} tasks, the limit of `max_tasks` in [flux], while adding {}; ask for fewer intervals (targets, --date, --date-range) or raise max_tasks",
+                self.ff.max_tasks,
+                task_id(st, &params)
+            )));
+        }
         let mut outputs = Vec::with_capacity(st.outputs.len());
         let mut buf = String::new();
         for o in &st.outputs {
             buf.clear();
-            render_segs(st, &o.segs, &params, &mut buf)?;
+            render_segs(st, &o.segs, &params, &mut buf).map_err(|e| match e {
+                Error::Plan(m) => Error::at(m, &o.tpl.span),
+                e => e,
+            })?;
             let tid = self.intern(&normalize(&buf));
             let prev = self.g.producer[tid as usize];
             if prev != NONE {
-                let a = task_id(
-                    &self.ff.steps[self.g.tasks[prev as usize].step as usize],
-                    &self.g.tasks[prev as usize].params,
-                );
-                return Err(Error::Plan(format!(
+                let pt = &self.g.tasks[prev as usize];
+                let ps = &self.ff.steps[pt.step as usize];
+                let a = task_id(ps, &pt.params);
+                let msg = format!(
                     "two tasks write `{}`: {a} and {}; give each task its own output path",
                     self.target_ids[tid as usize],
                     task_id(st, &params)
-                )));
+                );
+                // Point at this output; say where the other task's output is written.
+                let other = pt.outputs.iter().position(|&o| o == tid).and_then(|i| ps.outputs.get(i));
+                return Err(match other {
+                    Some(o2) if !std::ptr::eq(o2, o) => {
+                        let (l, c) = o2.tpl.span.line_col();
+                        Error::at_help(
+                            msg,
+                            &o.tpl.span,
+                            format!("{a} writes it through the output at {}:{l}:{c}", o2.tpl.span.source.name),
+                        )
+                    }
+                    _ => Error::at(msg, &o.tpl.span),
+                });
             }
             self.g.producer[tid as usize] = id;
             outputs.push(tid);
@@ -577,11 +607,22 @@ impl Builder<'_> {
         let mut found = Vec::new();
         for tpl in &st.inputs {
             let text = ff.engine.render(tpl.id, &ctx).map_err(|e| {
-                Error::Plan(format!(
-                    "{}: cannot render input `{}`: {e}",
-                    task_id(st, &params),
-                    ff.engine.source(tpl.id)
-                ))
+                let msg = format!("{}: cannot render input `{}`: {e}", task_id(st, &params), ff.engine.source(tpl.id));
+                // A task at the edge of the calendar was reached by following inputs from
+                // task to task: a chain through several steps with no `start` or `end`.
+                let edge = st.time_param.and_then(|ti| params[ti].civil()).map(|c| c.year);
+                match edge {
+                    Some(y @ (0 | 9999)) => Error::at_help(
+                        msg,
+                        &tpl.span,
+                        format!(
+                            "planning followed inputs from task to task up to the year {y:04}: steps that read {} intervals of each other need {}",
+                            if y == 0 { "earlier" } else { "later" },
+                            if y == 0 { "a `start`" } else { "an `end`" }
+                        ),
+                    ),
+                    _ => Error::at(msg, &tpl.span),
+                }
             })?;
             for line in text.lines() {
                 let line = normalize(line);
@@ -603,11 +644,31 @@ impl Builder<'_> {
                             && pv[ti] < params[ti]
                         {
                             let earlier = task_id(st, &pv);
-                            return Err(Error::Plan(format!(
-                                "step `{}` reads an earlier interval of itself ({} reads {earlier}) and has no `start`, so the chain would reach back without end; give the step `start = \"…\"` (or set `start` in [flux])",
-                                st.name,
-                                task_id(st, &params),
-                            )));
+                            return Err(Error::at(
+                                format!(
+                                    "step `{}` reads an earlier interval of itself through input `{}` ({} reads {earlier}) and has no `start`, so the chain would reach back without end; give the step `start = \"…\"` (or set `start` in [flux])",
+                                    st.name,
+                                    ff.engine.source(tpl.id),
+                                    task_id(st, &params),
+                                ),
+                                &tpl.span,
+                            ));
+                        }
+                        if ps == step_idx
+                            && let Some(ti) = st.time_param
+                            && st.end.is_none()
+                            && pv[ti] > params[ti]
+                        {
+                            let later = task_id(st, &pv);
+                            return Err(Error::at(
+                                format!(
+                                    "step `{}` reads a later interval of itself through input `{}` ({} reads {later}) and has no `end`, so the chain would run forward without end; give the step `end = \"…\"`",
+                                    st.name,
+                                    ff.engine.source(tpl.id),
+                                    task_id(st, &params),
+                                ),
+                                &tpl.span,
+                            ));
                         }
                         let p = self.task(ps, pv)?;
                         inputs.push(self.intern(&line));
@@ -616,11 +677,14 @@ impl Builder<'_> {
                     _ => {
                         let names: Vec<String> =
                             found.iter().map(|(s, v)| task_id(&ff.steps[*s as usize], v)).collect();
-                        return Err(Error::Plan(format!(
-                            "{}: input `{line}` could be written by several tasks: {}; make the output templates distinct",
-                            task_id(st, &params),
-                            names.join(", ")
-                        )));
+                        return Err(Error::at(
+                            format!(
+                                "{}: input `{line}` could be written by several tasks: {}; make the output templates distinct",
+                                task_id(st, &params),
+                                names.join(", ")
+                            ),
+                            &tpl.span,
+                        ));
                     }
                 }
             }
@@ -630,18 +694,17 @@ impl Builder<'_> {
             let mut vals = Vec::with_capacity(rs.params.len());
             for (pi, (pname, kind)) in rs.params.iter().enumerate() {
                 let v = if let Some((_, tpl)) = req.params.iter().find(|(i, _)| *i == pi) {
-                    let s = ff
-                        .engine
-                        .render(tpl.id, &ctx)
-                        .map_err(|e| Error::Plan(format!("{}: requires {}: {e}", task_id(st, &params), rs.name)))?;
+                    let s = ff.engine.render(tpl.id, &ctx).map_err(|e| {
+                        Error::at(format!("{}: requires {}: {e}", task_id(st, &params), rs.name), &tpl.span)
+                    })?;
                     kind.parse(s.trim()).map_err(|e| {
-                        Error::Plan(format!("{}: requires {}: {pname}: {e}", task_id(st, &params), rs.name))
+                        Error::at(format!("{}: requires {}: {pname}: {e}", task_id(st, &params), rs.name), &tpl.span)
                     })?
                 } else {
                     let i = st.params.iter().position(|(n, _)| n == pname).unwrap_or(0);
                     let s = &pstrs[i].1;
                     kind.parse(s).map_err(|e| {
-                        Error::Plan(format!("{}: requires {}: {pname}: {e}", task_id(st, &params), rs.name))
+                        Error::at(format!("{}: requires {}: {pname}: {e}", task_id(st, &params), rs.name), &req.span)
                     })?
                 };
                 vals.push(v);
@@ -664,7 +727,7 @@ impl Builder<'_> {
         let ff = self.ff;
         if let Some(open) = t.find('[')
             && t.ends_with(']')
-            && let Some(si) = ff.step_index(&t[..open])
+            && let Some(&si) = self.by_name.get(&t[..open])
         {
             let step = &ff.steps[si];
             let vals = parse_task_params(step, &t[open + 1..t.len() - 1])
@@ -678,8 +741,8 @@ impl Builder<'_> {
             }
             return Ok(vec![self.task(si as u32, vals)?]);
         }
-        if let Some(si) = ff.step_index(t) {
-            let values = step_values(ff, si, req)?;
+        if let Some(&si) = self.by_name.get(t) {
+            let values = step_values(ff, si, req, self.room())?;
             if values.is_empty() {
                 let step = &ff.steps[si];
                 return Err(Error::Usage(format!(
@@ -757,8 +820,15 @@ fn parse_task_params(step: &Step, inner: &str) -> std::result::Result<Box<[Param
     Ok(out.into_boxed_slice())
 }
 
-/// Every combination of param values a step is asked for (SPEC §3.2).
-fn step_values(ff: &Fluxfile, si: usize, req: &Request) -> Result<Vec<Box<[ParamValue]>>> {
+/// Every combination of param values a step is asked for (SPEC §3.2); more than `room`
+/// (what `[flux] max_tasks` still allows) is an error before any is made.
+fn step_values(ff: &Fluxfile, si: usize, req: &Request, room: u64) -> Result<Vec<Box<[ParamValue]>>> {
+    let too_many = |n: u64| {
+        Error::Plan(format!(
+            "step `{}` is asked for {n} tasks, more than the {} that `max_tasks` in [flux] still allows; ask for fewer intervals (targets, --date, --date-range) or raise max_tasks",
+            ff.steps[si].name, room
+        ))
+    };
     let step = &ff.steps[si];
     let mut per_param: Vec<Vec<ParamValue>> = Vec::with_capacity(step.params.len());
     for (pi, (name, kind)) in step.params.iter().enumerate() {
@@ -792,10 +862,20 @@ fn step_values(ff: &Fluxfile, si: usize, req: &Request) -> Result<Vec<Box<[Param
             } else if let Some((a, b)) = &req.range {
                 kind.expand_range(a, b).map_err(|e| Error::Usage(format!("--date-range {a}..{b}: {e}")))?
             } else if let (Some(s), Some(e)) = (step.start, step.end) {
+                let n = kind.count_between(s, e);
+                if n > room {
+                    return Err(too_many(n));
+                }
                 kind.values_between(s, e)
             } else if let (Some(s), Some(_), Some(now)) = (step.start, &step.schedule, req.now) {
                 match kind.last_ended(now) {
-                    Some(last) => kind.values_between(s, last),
+                    Some(last) => {
+                        let n = kind.count_between(s, last);
+                        if n > room {
+                            return Err(too_many(n));
+                        }
+                        kind.values_between(s, last)
+                    }
                     None => Vec::new(),
                 }
             } else {
@@ -824,6 +904,10 @@ fn step_values(ff: &Fluxfile, si: usize, req: &Request) -> Result<Vec<Box<[Param
         vals.sort_unstable();
         vals.dedup();
         per_param.push(vals);
+    }
+    let n = per_param.iter().fold(1u64, |n, v| n.saturating_mul(v.len() as u64));
+    if n > room {
+        return Err(too_many(n));
     }
     let mut out: Vec<Box<[ParamValue]>> = vec![Box::new([])];
     for vals in per_param {
@@ -900,12 +984,197 @@ fn topo_order(ff: &Fluxfile, g: &TaskGraph) -> Result<Vec<u32>> {
         if let Some(&i) = seen.get(&next) {
             let mut cyc: Vec<String> = path[i..].iter().rev().map(|&t| g.task_id(ff, t)).collect();
             cyc.push(cyc[0].clone());
-            return Err(Error::Plan(format!("cycle: {}", cyc.join(" -> "))));
+            let msg = format!("cycle: {}", cyc.join(" -> "));
+            // Point at what makes the last task of the walk depend on the first.
+            let (consumer, producer) = (cur, path[i]);
+            return Err(match edge_span(ff, g, consumer, producer) {
+                Some(span) => Error::at_help(
+                    msg,
+                    &span,
+                    format!(
+                        "here {} reads what {} writes, which closes the cycle",
+                        g.task_id(ff, consumer),
+                        g.task_id(ff, producer)
+                    ),
+                ),
+                None => Error::Plan(msg),
+            });
         }
         seen.insert(next, path.len());
         path.push(next);
         cur = next;
     }
+}
+
+/// Step-level edges for `flux graph`: (producer step, consumer step), sorted, without
+/// self-edges. Each step is probed at a few values inside its domain (a default date, its
+/// own `start` and `end`); each probe's inputs and `requires` are matched to the steps that
+/// write them, without expanding those in turn, so the cost is linear in the steps and
+/// their inputs. A producer matched outside its own domain is probed for again at its
+/// `start` and `end`, so that an edge into a step with a bounded domain is seen whatever
+/// the reader's own domain is.
+pub fn step_edges(ff: &Fluxfile) -> Result<Vec<(usize, usize)>> {
+    let matcher = Matcher::new(ff);
+    let default = NaiveDate::from_ymd_opt(2024, 6, 15).unwrap_or_default();
+    let bounds = |s: &Step| -> Vec<NaiveDate> {
+        let Some(ti) = s.time_param else { return Vec::new() };
+        [s.start, s.end]
+            .into_iter()
+            .flatten()
+            .filter_map(|v| s.params[ti].1.interval(v))
+            .map(|(a, _)| a.date())
+            .collect()
+    };
+    let mut edges: rustc_hash::FxHashSet<(usize, usize)> = Default::default();
+    let mut near: rustc_hash::FxHashSet<(usize, usize)> = Default::default();
+    let mut found = Vec::new();
+    for si in 0..ff.steps.len() {
+        let mut dates = vec![default];
+        dates.extend(bounds(&ff.steps[si]));
+        found.clear();
+        probe_producers(ff, &matcher, si, &dates, &mut found)?;
+        for &(p, in_dom) in &found {
+            if p != si {
+                if in_dom {
+                    edges.insert((p, si));
+                } else {
+                    near.insert((p, si));
+                }
+            }
+        }
+    }
+    let mut near: Vec<(usize, usize)> = near.into_iter().filter(|e| !edges.contains(e)).collect();
+    near.sort_unstable();
+    for (p, c) in near {
+        found.clear();
+        probe_producers(ff, &matcher, c, &bounds(&ff.steps[p]), &mut found)?;
+        if found.iter().any(|&(q, in_dom)| q == p && in_dom) {
+            edges.insert((p, c));
+        }
+    }
+    let mut edges: Vec<(usize, usize)> = edges.into_iter().collect();
+    edges.sort_unstable();
+    Ok(edges)
+}
+
+/// A value of a param that is not a time, to probe step edges with.
+fn probe_value(k: &ParamKind) -> ParamValue {
+    match k {
+        ParamKind::Int { min, max } => ParamValue::Int(min.unwrap_or_else(|| max.map_or(0, |m| m.min(0)))),
+        ParamKind::Str => ParamValue::Str(crate::param::intern("x")),
+        _ => ParamValue::Choice(0),
+    }
+}
+
+/// The steps that write what step `si` reads, probed at its values for `dates` (each
+/// clamped to the step's domain; list params take their first value), with whether the
+/// producing task lies inside its step's domain.
+fn probe_producers(
+    ff: &Fluxfile,
+    matcher: &Matcher,
+    si: usize,
+    dates: &[NaiveDate],
+    out: &mut Vec<(usize, bool)>,
+) -> Result<()> {
+    let st = &ff.steps[si];
+    let mut probes: Vec<Vec<ParamValue>> = Vec::new();
+    for d in dates {
+        let mut vals = Vec::with_capacity(st.params.len());
+        for (i, (_, k)) in st.params.iter().enumerate() {
+            let v = if Some(i) == st.time_param {
+                let Some(mut v) = k.expand_date(*d).first().copied() else { continue };
+                if let Some(s) = st.start {
+                    v = v.max(s);
+                }
+                if let Some(e) = st.end {
+                    v = v.min(e);
+                }
+                v
+            } else {
+                probe_value(k)
+            };
+            vals.push(v);
+        }
+        if !probes.contains(&vals) {
+            probes.push(vals);
+        }
+    }
+    let mut found = Vec::new();
+    for params in probes {
+        let tid = task_id(st, &params);
+        let pstrs: Vec<(&str, String)> =
+            st.params.iter().zip(params.iter()).map(|((n, k), v)| (n.as_str(), k.format(*v))).collect();
+        let ctx = Context {
+            step: &st.name,
+            task: &tid,
+            params: &pstrs,
+            vars: &ff.vars,
+            inputs: None,
+            outputs: None,
+            extra: &[],
+        };
+        for tpl in &st.inputs {
+            let text = ff.engine.render(tpl.id, &ctx).map_err(|e| {
+                Error::at(format!("{tid}: cannot render input `{}`: {e}", ff.engine.source(tpl.id)), &tpl.span)
+            })?;
+            for line in text.lines() {
+                let line = normalize(line);
+                if line.is_empty() {
+                    continue;
+                }
+                found.clear();
+                matcher.find(ff, &line, &mut found);
+                for (ps, pv) in &found {
+                    let ps = *ps as usize;
+                    out.push((ps, in_domain(&ff.steps[ps], pv)));
+                }
+            }
+        }
+        for req in &st.requires {
+            let rs = &ff.steps[req.step];
+            let mut vals = Vec::with_capacity(rs.params.len());
+            for (pi, (pname, kind)) in rs.params.iter().enumerate() {
+                let text = match req.params.iter().find(|(i, _)| *i == pi) {
+                    Some((_, tpl)) => ff
+                        .engine
+                        .render(tpl.id, &ctx)
+                        .map_err(|e| Error::at(format!("{tid}: requires {}: {e}", rs.name), &tpl.span))?,
+                    None => pstrs.iter().find(|(n, _)| n == pname).map(|(_, v)| v.clone()).unwrap_or_default(),
+                };
+                match kind.parse(text.trim()) {
+                    Ok(v) => vals.push(v),
+                    Err(e) => {
+                        return Err(Error::at(format!("{tid}: requires {}: {pname}: {e}", rs.name), &req.span));
+                    }
+                }
+            }
+            out.push((req.step, in_domain(rs, &vals)));
+        }
+    }
+    Ok(())
+}
+
+/// Where the Fluxfile makes `consumer` depend on `producer`: the input template one of
+/// whose targets `producer` writes, or else the `requires` entry naming its step.
+fn edge_span(ff: &Fluxfile, g: &TaskGraph, consumer: u32, producer: u32) -> Option<Span> {
+    let c = &g.tasks[consumer as usize];
+    let p = &g.tasks[producer as usize];
+    let st = &ff.steps[c.step as usize];
+    let tid = task_id(st, &c.params);
+    let pstrs: Vec<(&str, String)> =
+        st.params.iter().zip(c.params.iter()).map(|((n, k), v)| (n.as_str(), k.format(*v))).collect();
+    let ctx =
+        Context { step: &st.name, task: &tid, params: &pstrs, vars: &ff.vars, inputs: None, outputs: None, extra: &[] };
+    for tpl in &st.inputs {
+        let Ok(text) = ff.engine.render(tpl.id, &ctx) else { continue };
+        if text.lines().any(|l| {
+            let l = normalize(l);
+            p.outputs.iter().any(|&o| g.target(o) == l)
+        }) {
+            return Some(tpl.span.clone());
+        }
+    }
+    st.requires.iter().find(|r| r.step == p.step as usize).map(|r| r.span.clone())
 }
 
 /// Days in a month (for callers formatting intervals).

@@ -121,7 +121,7 @@ fn post_with_retries(n: &Notify, body: &[u8]) -> Result<(), String> {
     for attempt in 0..=n.retries {
         if attempt > 0 {
             std::thread::sleep(delay);
-            delay = delay.saturating_mul(2);
+            delay = delay.saturating_mul(2).min(crate::limits::MAX_NOTIFY_DELAY);
         }
         match post(&n.webhook, body, n.timeout) {
             Ok(code) if (200..300).contains(&code) => return Ok(()),

@@ -32,6 +32,8 @@ mod execution;
 mod explain;
 #[path = "integration/fluxfile.rs"]
 mod fluxfile;
+#[path = "integration/fuzz.rs"]
+mod fuzz;
 #[path = "integration/hdfs.rs"]
 mod hdfs;
 #[path = "integration/keys.rs"]
@@ -44,6 +46,8 @@ mod output;
 mod param_kinds;
 #[path = "integration/orphans.rs"]
 mod orphans;
+#[path = "integration/limits.rs"]
+mod limits;
 #[path = "integration/params.rs"]
 mod params;
 #[path = "integration/planning.rs"]

@@ -280,7 +280,13 @@ run = "echo b > {{ outputs[0] }}"
     );
     let o = t.run_args(["build", "--date", "2024-01-02"]);
     o.assert_status(2).stderr_is(
-        "error: two tasks write `x/2024-01-02.txt`: a[2024-01-02] and b[2024-01-02]; give each task its own output path\n",
+        "error: two tasks write `x/2024-01-02.txt`: a[2024-01-02] and b[2024-01-02]; give each task its own output path
+ --> Fluxfile:9:12
+  |
+9 | outputs = [\"x/{{ date }}.txt\"]
+  |            ^^^^^^^^^^^^^^^^^^
+  = help: a[2024-01-02] writes it through the output at Fluxfile:4:12
+",
     );
     assert!(!t.exists("x"));
 }
@@ -307,7 +313,12 @@ run = "cat {{ inputs }} > {{ outputs[0] }}"
 "#,
     );
     t.run_args(["build", "c", "--date", "2024-01-05"]).assert_status(2).stderr_is(
-        "error: c[2024-01-05]: input `x/2024-01-05.txt` could be written by several tasks: a[2024-01-05], b[2024-01-05]; make the output templates distinct\n",
+        "error: c[2024-01-05]: input `x/2024-01-05.txt` could be written by several tasks: a[2024-01-05], b[2024-01-05]; make the output templates distinct
+  --> Fluxfile:14:11
+   |
+14 | inputs = [\"x/{{ date }}.txt\"]
+   |           ^^^^^^^^^^^^^^^^^^
+",
     );
 }
 
