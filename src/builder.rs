@@ -676,6 +676,7 @@ impl<'a> Build<'a> {
     /// A task's commands as its job runs them (pre, run, post, in order) and its env, for
     /// the inputs and outputs it sees (`outs`: staged paths in a build, final ones in a
     /// dry run).
+    #[allow(clippy::too_many_arguments)]
     fn job_commands(
         &self,
         t: u32,

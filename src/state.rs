@@ -444,7 +444,11 @@ impl Batch {
     }
 
     pub fn len(&self) -> usize {
-        self.attempts.len() + self.tasks.len() + self.digests.len() + self.releases.len() + self.details.len()
+        self.attempts.len()
+            + self.tasks.len()
+            + self.digests.len()
+            + self.releases.len()
+            + self.details.len()
             + self.attempt_facts.len()
     }
 }

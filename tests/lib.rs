@@ -38,16 +38,16 @@ mod fuzz;
 mod hdfs;
 #[path = "integration/keys.rs"]
 mod keys;
+#[path = "integration/limits.rs"]
+mod limits;
 #[path = "integration/mark.rs"]
 mod mark;
+#[path = "integration/orphans.rs"]
+mod orphans;
 #[path = "integration/output.rs"]
 mod output;
 #[path = "integration/param_kinds.rs"]
 mod param_kinds;
-#[path = "integration/orphans.rs"]
-mod orphans;
-#[path = "integration/limits.rs"]
-mod limits;
 #[path = "integration/params.rs"]
 mod params;
 #[path = "integration/planning.rs"]
