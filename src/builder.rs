@@ -552,9 +552,9 @@ impl<'a> Build<'a> {
         }
     }
 
-    /// Make the folders, the staging paths and the job for one attempt. Without `made`
-    /// (a dry run) it only renders: no folder is made, nothing is staged (the commands
-    /// see the final paths) and nothing is fetched.
+    /// Make the folders, the staging paths and the job for one attempt (`made`: the
+    /// folders this build has made already). A dry run renders through
+    /// [`Self::dry_commands`] instead.
     #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
@@ -563,18 +563,16 @@ impl<'a> Build<'a> {
         attempt: u32,
         run_id: i64,
         stage_root: &Path,
-        mut made: Option<&mut HashSet<PathBuf>>,
+        made: &mut HashSet<PathBuf>,
         metas: &[Option<Meta>],
     ) -> std::result::Result<Job, String> {
         let g = self.g;
         let task = &g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
-        let dry = made.is_none();
-        let stage = step.stage && !dry;
+        let stage = step.stage;
         let planner = &self.planner;
         let key = task_key(id);
         let mut mkdir = |d: &Path| -> std::result::Result<(), String> {
-            let Some(made) = made.as_deref_mut() else { return Ok(()) };
             if made.contains(d) {
                 return Ok(());
             }
@@ -1450,7 +1448,7 @@ impl Runner<'_, '_> {
         let (pool, cpus, mem, stage) = (step.pool, step.cpus, step.mem.unwrap_or(0), step.stage);
         self.results[ti].attempts += 1;
         let attempt = self.results[ti].attempts;
-        let made = Some(&mut self.made_dirs);
+        let made = &mut self.made_dirs;
         match self.b.prepare(t, &self.ids[ti], attempt, self.run_id, &self.stage_root, made, &self.metas) {
             Ok(mut job) => {
                 if let Some(echo) = &self.echo {
