@@ -137,6 +137,15 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// Serve a read-only web UI over the state DB (steps, grid, graph, tasks, runs, logs).
+    Ui {
+        /// Address and port to listen on; anything but a loopback address needs a token.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        bind: String,
+        /// Every request must carry it (`Authorization: Bearer T`, or `?token=T` once).
+        #[arg(long, value_name = "T", env = "FLUX_UI_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -256,6 +265,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Cmd::History { step, limit, output } => cmd_history(cli, step.as_deref(), *limit, *output),
         Cmd::Status { sel, output } => cmd_status(cli, sel, *output),
         Cmd::Clear { sel, delete_outputs } => cmd_clear(cli, sel, *delete_outputs),
+        Cmd::Ui { bind, token } => cmd_ui(cli, bind, token.clone()),
         Cmd::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "flux", &mut std::io::stdout());
@@ -811,6 +821,22 @@ fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Re
             let _ = writeln!(o, "{doc}");
         }
     }
+    Ok(0)
+}
+
+fn cmd_ui(cli: &Cli, bind: &str, token: Option<String>) -> Result<i32> {
+    let ff = load(cli, &Selection::default())?;
+    let edges = step_edges(&ff)?;
+    let opts = crate::ui::Options { bind: bind.to_string(), token };
+    crate::ui::serve(ff, edges, opts, |url| {
+        // The URL on stdout (a script or a test reads it); flushed before anything else.
+        println!("flux ui: listening on {url}");
+        let _ = std::io::stdout().flush();
+    })
+    .map_err(|e| match e {
+        crate::ui::UiError::Listen(..) | crate::ui::UiError::Runtime(_) => Error::Io(e.to_string()),
+        _ => Error::Usage(e.to_string()),
+    })?;
     Ok(0)
 }
 

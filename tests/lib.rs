@@ -48,3 +48,5 @@ mod state;
 mod stores;
 #[path = "integration/templates.rs"]
 mod templates;
+#[path = "integration/ui.rs"]
+mod ui;
