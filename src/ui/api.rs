@@ -257,16 +257,22 @@ pub fn steps(p: &Project) -> ApiResult<Steps> {
             last: None,
         })
         .collect();
+    let by_name: HashMap<&str, usize> = ff.steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
     p.read(|conn| {
         let mut stmt = conn.prepare("SELECT task_id, last_status, forced FROM tasks")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let id: String = r.get(0)?;
-            let name = id.split('[').next().unwrap_or(&id);
-            if let Some(si) = ff.step_index(name) {
-                let last: String = r.get(1)?;
-                let st = task_status(&last, r.get::<_, i64>(2)? != 0);
-                *out[si].statuses.entry(st.to_string()).or_default() += 1;
+            let id: &str = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            let name = id.split('[').next().unwrap_or(id);
+            if let Some(&si) = by_name.get(name) {
+                let last: &str = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+                let st = task_status(last, r.get::<_, i64>(2)? != 0);
+                match out[si].statuses.get_mut(st) {
+                    Some(n) => *n += 1,
+                    None => {
+                        out[si].statuses.insert(st.to_string(), 1);
+                    }
+                }
                 out[si].tasks += 1;
             }
         }
@@ -366,11 +372,20 @@ pub fn grid(p: &Project, q: GridQuery) -> ApiResult<Grid> {
         ),
         _ => None,
     };
-    // (row index, interval, status char) of every task in the selection.
+    // Every task of the selection as (row, interval of the row's kind, status char); the
+    // intervals of each kind interned (at 100,000 tasks: one allocation per new row or
+    // interval, none per task of a step with only a time param).
+    struct Intervals {
+        kind: &'static str,
+        index: HashMap<String, u32>,
+        names: Vec<String>,
+    }
+    let by_name: HashMap<&str, usize> = p.ff.steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
     let mut rows: Vec<GridRow> = Vec::new();
+    let mut row_kind: Vec<usize> = Vec::new();
     let mut row_of: HashMap<String, usize> = HashMap::new();
-    let mut cells: Vec<(u32, String, char)> = Vec::new();
-    let mut all: BTreeMap<&'static str, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut cells: Vec<(u32, u32, u8)> = Vec::new();
+    let mut acc: Vec<Intervals> = Vec::new();
     let tasks = p.read(|conn| {
         let mut n = 0u64;
         let mut stmt = conn.prepare("SELECT task_id, last_status, forced FROM tasks")?;
@@ -378,70 +393,112 @@ pub fn grid(p: &Project, q: GridQuery) -> ApiResult<Grid> {
         while let Some(r) = it.next()? {
             n += 1;
             let id: &str = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-            let Some(pl) = p.place(id) else { continue };
-            if only.as_ref().is_some_and(|o| !o.contains(&pl.step)) {
+            let (name, inner) = match id.find('[') {
+                Some(open) if id.ends_with(']') => (&id[..open], Some(&id[open + 1..id.len() - 1])),
+                _ => (id, None),
+            };
+            let Some(&si) = by_name.get(name) else { continue };
+            if only.as_ref().is_some_and(|o| !o.contains(&si)) {
                 continue;
             }
+            let step = &p.ff.steps[si];
+            let owned;
+            let (row, interval): (&str, &str) = match (step.time_param, inner) {
+                (None, _) => (id, ""),
+                (Some(_), Some(v)) if step.params.len() == 1 => (name, v),
+                _ => {
+                    let Some(pl) = place(&p.ff, id) else { continue };
+                    owned = pl;
+                    (&owned.row, &owned.interval)
+                }
+            };
             let last: &str = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
-            let ch = symbol(task_status(last, r.get::<_, i64>(2)? != 0));
-            let ri = match row_of.get(&pl.row) {
+            let ch = symbol(task_status(last, r.get::<_, i64>(2)? != 0)) as u8;
+            let ri = match row_of.get(row) {
                 Some(&ri) => ri,
                 None => {
+                    let Some(pl) = place(&p.ff, id) else { continue };
+                    let slot = match acc.iter().position(|a| a.kind == pl.kind) {
+                        Some(k) => k,
+                        None => {
+                            acc.push(Intervals { kind: pl.kind, index: HashMap::new(), names: Vec::new() });
+                            acc.len() - 1
+                        }
+                    };
                     rows.push(GridRow {
                         row: pl.row.clone(),
-                        step: p.ff.steps[pl.step].name.clone(),
+                        step: step.name.clone(),
                         kind: pl.kind,
-                        template: pl.template.clone(),
+                        template: pl.template,
                         cells: String::new(),
                     });
-                    row_of.insert(pl.row.clone(), rows.len() - 1);
+                    row_kind.push(slot);
+                    row_of.insert(pl.row, rows.len() - 1);
                     rows.len() - 1
                 }
             };
-            let set = all.entry(pl.kind).or_default();
-            if !set.contains(&pl.interval) {
-                set.insert(pl.interval.clone());
-            }
-            cells.push((ri as u32, pl.interval, ch));
+            let a = &mut acc[row_kind[ri]];
+            let ii = match a.index.get(interval) {
+                Some(&i) => i,
+                None => {
+                    a.names.push(interval.to_string());
+                    a.index.insert(interval.to_string(), a.names.len() as u32 - 1);
+                    a.names.len() as u32 - 1
+                }
+            };
+            cells.push((ri as u32, ii, ch));
         }
         Ok(n)
     })?;
     // The window of each kind: the newest `limit` intervals up to `to`, from `from` on.
     let mut kinds = Vec::new();
-    let mut col_of: HashMap<&'static str, HashMap<String, usize>> = HashMap::new();
-    for (kind, set) in &all {
-        let in_range = |s: &&String| {
-            kind.is_empty()
-                || (q.from.as_deref().is_none_or(|f| s.as_str() >= f)
-                    && q.to.as_deref().is_none_or(|t| s.as_str() <= t))
+    // Column of each interval of each kind slot (`u32::MAX`: not on this page).
+    let mut col_of: Vec<Vec<u32>> = Vec::new();
+    for a in &acc {
+        let mut order: Vec<u32> = (0..a.names.len() as u32).collect();
+        order.sort_unstable_by(|&x, &y| a.names[x as usize].cmp(&a.names[y as usize]));
+        let name = |i: &u32| a.names[*i as usize].as_str();
+        let in_range = |i: &&u32| {
+            a.kind.is_empty()
+                || (q.from.as_deref().is_none_or(|f| name(i) >= f) && q.to.as_deref().is_none_or(|t| name(i) <= t))
         };
-        let total = set.iter().filter(in_range).count();
-        let mut newest_first = set.iter().rev().filter(in_range);
-        let intervals: Vec<String> = newest_first.by_ref().take(limit).cloned().collect();
-        let older = newest_first.next().cloned();
+        let total = order.iter().filter(in_range).count();
+        let mut newest_first = order.iter().rev().filter(in_range);
+        let page: Vec<u32> = newest_first.by_ref().take(limit).copied().collect();
+        let older = newest_first.next().map(|i| name(i).to_string());
         // The page above: the `limit` intervals newer than this page's first.
-        let newer = intervals.first().and_then(|first| {
-            let above: Vec<&String> = set.iter().filter(|s| *s > first).take(limit).collect();
-            above.last().map(|s| (*s).clone())
+        let newer = page.first().and_then(|first| {
+            let first = name(first);
+            order.iter().filter(|i| name(i) > first).take(limit).last().map(|i| name(i).to_string())
         });
-        col_of.insert(kind, intervals.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect());
-        kinds.push(GridKind { kind, intervals, total, older, newer });
+        let mut cols = vec![u32::MAX; a.names.len()];
+        for (c, &i) in page.iter().enumerate() {
+            cols[i as usize] = c as u32;
+        }
+        col_of.push(cols);
+        kinds.push(GridKind {
+            kind: a.kind,
+            intervals: page.iter().map(|i| name(i).to_string()).collect(),
+            total,
+            older,
+            newer,
+        });
     }
-    let width = |k: &str| kinds.iter().find(|g| g.kind == k).map_or(0, |g| g.intervals.len());
-    let mut bufs: Vec<Vec<u8>> = rows.iter().map(|r| vec![b' '; width(r.kind)]).collect();
+    let mut bufs: Vec<Vec<u8>> = row_kind.iter().map(|&k| vec![b' '; kinds[k].intervals.len()]).collect();
     let mut shown = 0;
-    for (ri, interval, ch) in cells {
-        let kind = rows[ri as usize].kind;
-        if let Some(&c) = col_of.get(kind).and_then(|m| m.get(&interval)) {
-            bufs[ri as usize][c] = ch as u8;
+    for (ri, ii, ch) in cells {
+        let c = col_of[row_kind[ri as usize]][ii as usize];
+        if c != u32::MAX {
+            bufs[ri as usize][c as usize] = ch;
             shown += 1;
         }
     }
+    kinds.sort_by_key(|k| k.kind);
     for (r, b) in rows.iter_mut().zip(bufs) {
         r.cells = String::from_utf8(b).unwrap_or_default();
     }
     // Rows in the Fluxfile's step order, then by name.
-    rows.sort_by(|a, b| (p.ff.step_index(&a.step), &a.row).cmp(&(p.ff.step_index(&b.step), &b.row)));
+    rows.sort_by(|a, b| (by_name.get(a.step.as_str()), &a.row).cmp(&(by_name.get(b.step.as_str()), &b.row)));
     rows.retain(|r| r.cells.bytes().any(|b| b != b' '));
     Ok(Grid {
         kinds,

@@ -404,3 +404,55 @@ fn ui_events_stream_a_tasks_changes_while_a_build_runs() {
     let e = seen.find(r#""status":"success""#).unwrap();
     assert!(r < e, "{seen}");
 }
+
+#[test]
+fn ui_grid_rows_keep_a_steps_other_params_and_kinds_apart() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.report]
+params = { region = ["eu", "us"], month = "month" }
+outputs = ["report/{{ region }}/{{ month }}.txt"]
+run = "echo {{ region }} > {{ outputs[0] }}"
+
+[step.hourly]
+params = { hour = "hour" }
+outputs = ["h/{{ hour }}.txt"]
+run = "echo > {{ outputs[0] }}"
+
+[step.setup]
+outputs = ["setup.txt"]
+run = "echo > {{ outputs[0] }}"
+"#,
+    );
+    t.run_args(["build", "--date-range", "2024-01-31..2024-02-01", "report", "setup"]).assert_status(0);
+    t.run_args(["build", "--date", "2024-02-01", "--param", "hour=2024-02-01T05", "hourly"]).assert_status(0);
+    let ui = Ui::start(&t, &["--bind", "127.0.0.1:0"], &[]);
+    let grid = ui.json("/api/grid");
+    let kinds: Vec<&str> = grid["kinds"].as_array().unwrap().iter().map(|k| k["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["", "hour", "month"], "{grid}");
+    assert_eq!(grid["kinds"][1]["intervals"], serde_json::json!(["2024-02-01T05"]));
+    assert_eq!(grid["kinds"][2]["intervals"], serde_json::json!(["2024-02", "2024-01"]));
+    let rows: Vec<(String, String, String)> = grid["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["row"].as_str().unwrap().into(),
+                r["template"].as_str().unwrap().into(),
+                r["cells"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("report[region=eu]".into(), "report[region=eu,month={}]".into(), "##".into()),
+            ("report[region=us]".into(), "report[region=us,month={}]".into(), "##".into()),
+            ("hourly".into(), "hourly[{}]".into(), "#".into()),
+            ("setup".into(), "setup".into(), "#".into()),
+        ]
+    );
+    // A cell's task id, from the row's template, names the task's page.
+    assert_eq!(ui.json("/api/tasks/report%5Bregion%3Dus%2Cmonth%3D2024-01%5D")["record"]["status"], "success");
+}
