@@ -238,8 +238,12 @@ function listen() {
 }
 
 function init() {
+  // htmx's onLoad and DOMContentLoaded may both call this for one page: once per canvas.
+  const canvas = document.querySelector('#grid-canvas, #gantt-canvas');
+  if (canvas && canvas.dataset.ready) return;
   if (view && view.stop) view.stop();
   view = initGrid() || initGantt();
+  if (canvas) canvas.dataset.ready = '1';
   listen();
 }
 
