@@ -826,6 +826,9 @@ fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Re
 
 fn cmd_ui(cli: &Cli, bind: &str, token: Option<String>) -> Result<i32> {
     let ff = load(cli, &Selection::default())?;
+    // A state DB that is there but unusable (newer, damaged, another program's) is refused
+    // now, as the other commands that read it do, rather than on every request.
+    StateDb::open_existing(&ff.state_dir)?;
     let edges = step_edges(&ff)?;
     let opts = crate::ui::Options { bind: bind.to_string(), token };
     crate::ui::serve(ff, edges, opts, |url| {

@@ -456,3 +456,17 @@ run = "echo > {{ outputs[0] }}"
     // A cell's task id, from the row's template, names the task's page.
     assert_eq!(ui.json("/api/tasks/report%5Bregion%3Dus%2Cmonth%3D2024-01%5D")["record"]["status"], "success");
 }
+
+#[test]
+fn ui_starts_without_a_state_db_and_refuses_an_unusable_one() {
+    let t = Test::new().fluxfile(PIPELINE);
+    let ui = Ui::start(&t, &["--bind", "127.0.0.1:0"], &[]);
+    assert_eq!(ui.json("/api/grid")["rows"], serde_json::json!([]));
+    assert_eq!(ui.json("/api/runs")["runs"], serde_json::json!([]));
+    assert_eq!(ui.json("/api/steps")["steps"][0]["tasks"], 0);
+    assert!(!t.exists(".flux/state.db"), "flux ui must not create the state DB");
+    drop(ui);
+    let t =
+        t.file(".flux/state.db", "not a database, just text that is long enough to be read as a header\n".repeat(20));
+    t.run_args(["ui", "--bind", "127.0.0.1:0"]).assert_status(2).stderr_has("state.db");
+}
