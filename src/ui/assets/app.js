@@ -135,16 +135,17 @@ function initGrid() {
   canvas.addEventListener('focus', announce);
   return {
     change(ch) {
-      let dirty = false;
+      let dirty = false, outside = 0;
       for (const t of ch.tasks) {
-        if (t.row == null) continue;
-        const ri = rowOf[t.row]; if (ri === undefined) continue;
+        const ri = t.row == null ? undefined : rowOf[t.row];
         const r = data.rows[ri];
-        const ci = colOf[r.kind] && colOf[r.kind][t.interval ?? ''];
-        if (ci === undefined) continue;
+        const ci = r && colOf[r.kind] && colOf[r.kind][t.interval ?? ''];
+        // A task of a row or an interval not on this page: say so, do not move the page.
+        if (ci === undefined) { outside++; continue; }
         r.chars[cols[ci].i] = t.symbol; dirty = true;
       }
       if (dirty) { sc.request(); announce(); }
+      return outside;
     },
   };
 }
@@ -231,7 +232,8 @@ function listen() {
   events.addEventListener('change', (e) => {
     const ch = JSON.parse(e.data);
     const l = live(); if (l) l.textContent = `live: ${ch.tasks.length} changes at ${new Date().toLocaleTimeString()}`;
-    if (view) view.change(ch);
+    const outside = view ? view.change(ch) : 0;
+    if (outside && l) l.textContent += ` (${outside} of them off this page: reload to see them)`;
   });
   events.addEventListener('reload', () => { if (view) location.reload(); });
   events.onerror = () => { const l = live(); if (l) l.textContent = 'not live (reconnecting)'; };
