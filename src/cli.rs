@@ -158,6 +158,15 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// Serve a read-only web UI over the state DB (steps, grid, graph, tasks, runs, logs).
+    Ui {
+        /// Address and port to listen on; anything but a loopback address needs a token.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        bind: String,
+        /// Every request must carry it (`Authorization: Bearer T`, or `?token=T` once).
+        #[arg(long, value_name = "T", env = "FLUX_UI_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Print a shell completion script (flags, subcommands, step names and task ids).
     Completions {
         #[arg(value_enum)]
@@ -303,6 +312,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             cmd_build(cli, &b)
         }
         Cmd::Clear { sel, delete_outputs, downstream } => cmd_clear(cli, sel, *delete_outputs, *downstream),
+        Cmd::Ui { bind, token } => cmd_ui(cli, bind, token.clone()),
         Cmd::Completions { shell } => {
             let mut cmd = Cli::command();
             let mut buf: Vec<u8> = Vec::new();
@@ -966,6 +976,25 @@ fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Re
             let _ = writeln!(o, "{doc}");
         }
     }
+    Ok(0)
+}
+
+fn cmd_ui(cli: &Cli, bind: &str, token: Option<String>) -> Result<i32> {
+    let ff = load(cli, &Selection::default())?;
+    // A state DB that is there but unusable (newer, damaged, another program's) is refused
+    // now, as the other commands that read it do, rather than on every request.
+    StateDb::open_existing(&ff.state_dir)?;
+    let edges = graph::step_edges(&ff)?;
+    let opts = crate::ui::Options { bind: bind.to_string(), token };
+    crate::ui::serve(ff, edges, opts, |url| {
+        // The URL on stdout (a script or a test reads it); flushed before anything else.
+        println!("flux ui: listening on {url}");
+        let _ = std::io::stdout().flush();
+    })
+    .map_err(|e| match e {
+        crate::ui::UiError::Listen(..) | crate::ui::UiError::Runtime(_) => Error::Io(e.to_string()),
+        _ => Error::Usage(e.to_string()),
+    })?;
     Ok(0)
 }
 

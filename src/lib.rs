@@ -34,6 +34,7 @@ pub mod state;
 pub mod store;
 pub mod target;
 pub mod template;
+pub mod ui;
 
 /// Run flux with these arguments; returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {

@@ -74,3 +74,5 @@ mod templates;
 mod vars;
 #[path = "integration/whole_range.rs"]
 mod whole_range;
+#[path = "integration/ui.rs"]
+mod ui;
