@@ -22,6 +22,7 @@ pub mod param;
 pub mod plan;
 pub mod plancache;
 pub mod report;
+pub mod schedule;
 pub mod state;
 pub mod store;
 pub mod target;

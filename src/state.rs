@@ -29,6 +29,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
+mod sched;
+pub use sched::{Interval, SchedStep, SchedulerHolder, now_secs};
+
 /// A blake3 digest.
 pub type Hash = [u8; 32];
 
@@ -178,6 +181,39 @@ const MIGRATIONS: &[&str] = &[
         heartbeat_at REAL,
         run_id       INTEGER
     ) WITHOUT ROWID;
+    "#,
+    // 2: the scheduler (SPEC §10): runs of kind `schedule`, per-step watermarks, the
+    // intervals it made due (with their SLA deadlines and misses), its lease.
+    r#"
+    ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'build';
+
+    CREATE TABLE sched_steps (
+        step         TEXT PRIMARY KEY NOT NULL,
+        through      TEXT,
+        evaluated_at REAL NOT NULL,
+        first_seen   REAL NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE sched_intervals (
+        step          TEXT NOT NULL,
+        value         TEXT NOT NULL,
+        due_at        REAL NOT NULL,
+        deadline      REAL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        done_at       REAL,
+        sla_missed_at REAL,
+        PRIMARY KEY (step, value)
+    ) WITHOUT ROWID;
+    CREATE INDEX sched_intervals_open ON sched_intervals(step, done_at);
+
+    CREATE TABLE scheduler (
+        id           INTEGER PRIMARY KEY CHECK (id = 1),
+        holder       TEXT NOT NULL,
+        pid          INTEGER NOT NULL,
+        host         TEXT NOT NULL,
+        started_at   REAL NOT NULL,
+        heartbeat_at REAL NOT NULL
+    );
     "#,
 ];
 

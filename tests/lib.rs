@@ -40,6 +40,8 @@ mod params;
 mod planning;
 #[path = "integration/property.rs"]
 mod property;
+#[path = "integration/schedule.rs"]
+mod schedule;
 #[path = "integration/staleness.rs"]
 mod staleness;
 #[path = "integration/state.rs"]

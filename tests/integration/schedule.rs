@@ -1,0 +1,312 @@
+//! `flux schedule` (SPEC §10): ticks at a given `--now` (`--once`), watermarks, catch-up,
+//! time zones, SLAs, the scheduler lease, stopping, hot reload. No test sleeps through
+//! real time: `--now` sets the scheduler's clock, and the loop runs with short ticks.
+
+use crate::test::*;
+
+fn once(t: &Test, now: &str) -> Output {
+    t.run_args(["schedule", "--once", "--now", now])
+}
+
+/// The lines of a file the commands append to (empty if it does not exist).
+fn lines(t: &Test, rel: &str) -> Vec<String> {
+    t.maybe_read(rel).map(|b| String::from_utf8_lossy(&b).lines().map(str::to_string).collect()).unwrap_or_default()
+}
+
+/// The same, sorted (tasks of one tick run in parallel).
+fn sorted(t: &Test, rel: &str) -> Vec<String> {
+    let mut v = lines(t, rel);
+    v.sort();
+    v
+}
+
+fn daily(extra: &str) -> String {
+    format!(
+        r#"
+[step.daily]
+params = {{ date = "date" }}
+start = "2024-01-01"
+outputs = ["out/{{{{ date }}}}.txt"]
+run = "echo {{{{ date }}}} >> ran.txt; echo {{{{ date }}}} > {{{{ outputs[0] }}}}"
+schedule = "@daily"
+{extra}
+"#
+    )
+}
+
+#[test]
+fn daily_catches_up_from_start_to_the_last_ended_day() {
+    let t = Test::new().fluxfile(&daily(""));
+    once(&t, "2024-01-04T00:30:00Z").assert_success();
+    assert_eq!(sorted(&t, "ran.txt"), ["2024-01-01", "2024-01-02", "2024-01-03"]);
+    assert!(!t.exists("out/2024-01-04.txt"), "2024-01-04 has not ended yet");
+}
+
+#[test]
+fn a_second_tick_at_the_same_time_runs_nothing() {
+    let t = Test::new().fluxfile(&daily(""));
+    once(&t, "2024-01-04T00:30:00Z").assert_success();
+    // Outputs removed by hand: only the watermark keeps the tick from building them again.
+    t.remove("out");
+    let o = once(&t, "2024-01-04T00:30:00Z");
+    o.assert_success().stdout_lacks("ok ");
+    assert_eq!(lines(&t, "ran.txt").len(), 3, "{}", o.describe());
+    // The next day fires the schedule again and plans only the new interval.
+    let o = once(&t, "2024-01-05T00:10:00Z");
+    o.assert_success().stderr_has("interval 2024-01-04");
+    assert_eq!(lines(&t, "ran.txt").len(), 4, "{}", o.describe());
+    assert!(!t.exists("out/2024-01-01.txt"), "a done interval is not planned again");
+}
+
+#[test]
+fn hourly_catches_up_hours_in_utc() {
+    let t = Test::new().fluxfile(
+        r#"
+[flux]
+timezone = "America/New_York"
+
+[step.h]
+params = { hour = "hour" }
+start = "2024-01-01T00"
+outputs = ["h/{{ hour }}.txt"]
+run = "echo {{ hour }} >> ran.txt; touch {{ outputs[0] }}"
+schedule = "@hourly"
+"#,
+    );
+    once(&t, "2024-01-01T05:10:00Z").assert_success();
+    assert_eq!(
+        sorted(&t, "ran.txt"),
+        ["2024-01-01T00", "2024-01-01T01", "2024-01-01T02", "2024-01-01T03", "2024-01-01T04"]
+    );
+}
+
+#[test]
+fn monthly_catches_up_ended_months() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.m]
+params = { month = "month" }
+start = "2023-11"
+outputs = ["m/{{ month }}.txt"]
+run = "echo {{ month }} >> ran.txt; touch {{ outputs[0] }}"
+schedule = "@monthly"
+"#,
+    );
+    once(&t, "2024-01-31T23:59:00Z").assert_success();
+    assert_eq!(sorted(&t, "ran.txt"), ["2023-11", "2023-12"]);
+    once(&t, "2024-02-01T00:00:01Z").assert_success();
+    assert_eq!(sorted(&t, "ran.txt"), ["2023-11", "2023-12", "2024-01"]);
+}
+
+#[test]
+fn a_cron_schedule_evaluates_the_step_only_when_it_fires() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.h]
+params = { hour = "hour" }
+start = "2024-01-01T00"
+outputs = ["h/{{ hour }}.txt"]
+run = "echo {{ hour }} >> ran.txt; touch {{ outputs[0] }}"
+schedule = "0 */6 * * *"
+"#,
+    );
+    // Never evaluated: at once, everything ended so far.
+    once(&t, "2024-01-01T05:00:00Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt").len(), 5);
+    // Fired at 06:00: hours 05, 06, 07.
+    once(&t, "2024-01-01T08:30:00Z").assert_success();
+    assert_eq!(sorted(&t, "ran.txt")[5..], ["2024-01-01T05", "2024-01-01T06", "2024-01-01T07"]);
+    // Hours 08..10 have ended, but the schedule has not fired since 08:30.
+    once(&t, "2024-01-01T11:59:00Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt").len(), 8);
+    // 12:00 fires: hours 08..11.
+    once(&t, "2024-01-01T12:00:30Z").assert_success();
+    assert_eq!(sorted(&t, "ran.txt")[8..], ["2024-01-01T08", "2024-01-01T09", "2024-01-01T10", "2024-01-01T11"]);
+}
+
+#[test]
+fn catchup_false_builds_only_the_latest_interval() {
+    let t = Test::new().fluxfile(&daily("catchup = false"));
+    once(&t, "2024-01-10T01:00:00Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt"), ["2024-01-09"]);
+    once(&t, "2024-01-13T01:00:00Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt"), ["2024-01-09", "2024-01-12"]);
+}
+
+#[test]
+fn max_active_runs_builds_intervals_oldest_first() {
+    let t = Test::new().fluxfile(&daily("max_active_runs = 1"));
+    let o = once(&t, "2024-01-04T00:30:00Z");
+    o.assert_success().stderr_has("2 more held back by max_active_runs");
+    assert_eq!(lines(&t, "ran.txt"), ["2024-01-01"]);
+    once(&t, "2024-01-04T00:30:00Z").assert_success();
+    once(&t, "2024-01-04T00:30:00Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt"), ["2024-01-01", "2024-01-02", "2024-01-03"]);
+    once(&t, "2024-01-04T00:30:00Z").assert_success().stdout_lacks("ok ");
+    assert_eq!(lines(&t, "ran.txt").len(), 3);
+}
+
+#[test]
+fn newest_first_reverses_the_order_under_max_active_runs() {
+    let t = Test::new().fluxfile(&daily("max_active_runs = 2"));
+    t.run_args(["schedule", "--once", "--newest-first", "--now", "2024-01-04T00:30:00Z"]).assert_success();
+    let mut got = lines(&t, "ran.txt");
+    got.sort();
+    assert_eq!(got, ["2024-01-02", "2024-01-03"]);
+}
+
+#[test]
+fn a_failed_interval_is_built_again_when_the_schedule_next_fires() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.daily]
+params = { date = "date" }
+start = "2024-01-01"
+outputs = ["out/{{ date }}.txt"]
+run = "echo {{ date }} >> ran.txt; test -e ok && touch {{ outputs[0] }}"
+schedule = "@daily"
+"#,
+    );
+    once(&t, "2024-01-02T00:30:00Z").assert_status(1);
+    // Same time: the schedule has not fired again, the failure waits.
+    once(&t, "2024-01-02T00:40:00Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt"), ["2024-01-01"]);
+    t.write("ok", "");
+    once(&t, "2024-01-03T00:10:00Z").assert_success();
+    assert_eq!(sorted(&t, "ran.txt"), ["2024-01-01", "2024-01-01", "2024-01-02"]);
+}
+
+#[test]
+fn upstream_of_a_scheduled_step_is_built_too() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.extract]
+params = { date = "date" }
+outputs = ["raw/{{ date }}.txt"]
+run = "echo raw {{ date }} > {{ outputs[0] }}"
+
+[step.daily]
+params = { date = "date" }
+start = "2024-01-01"
+inputs = ["raw/{{ date }}.txt"]
+outputs = ["out/{{ date }}.txt"]
+run = "cp {{ inputs[0] }} {{ outputs[0] }}"
+schedule = "@daily"
+"#,
+    );
+    once(&t, "2024-01-03T00:30:00Z").assert_success();
+    assert_eq!(t.read("out/2024-01-02.txt"), "raw 2024-01-02\n");
+    assert!(t.exists("raw/2024-01-01.txt"));
+}
+
+#[test]
+fn dry_run_lists_what_the_tick_would_run_and_why() {
+    let t = Test::new().fluxfile(&daily(""));
+    let o = t.run_args(["schedule", "--once", "--dry-run", "--now", "2024-01-03T00:30:00Z"]);
+    o.assert_success()
+        .stderr_has("daily: never evaluated; 2 intervals 2024-01-01..2024-01-02")
+        .stdout_has("daily[2024-01-01] (missing-output)");
+    assert!(!t.exists("ran.txt") && !t.exists(".flux"), "a dry run runs and writes nothing");
+    once(&t, "2024-01-03T00:30:00Z").assert_success();
+    t.run_args(["schedule", "--dry-run", "--now", "2024-01-03T00:40:00Z"])
+        .assert_success()
+        .stderr_has("daily: not due (next fire 2024-01-04T00:00:00Z)");
+}
+
+#[test]
+fn each_tick_is_a_schedule_run_in_history() {
+    let t = Test::new().fluxfile(&daily(""));
+    once(&t, "2024-01-02T00:30:00Z").assert_success();
+    t.run_args(["build", "--date", "2024-01-05"]).assert_success();
+    let h = t.run_args(["history", "--output", "json"]);
+    h.assert_success();
+    let doc = h.json();
+    let attempts = doc["attempts"].as_array().unwrap();
+    let kind_of = |task: &str| {
+        attempts.iter().find(|a| a["task"] == task).map(|a| a["run_kind"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(kind_of("daily[2024-01-01]").as_deref(), Some("schedule"), "{}", h.describe());
+    assert_eq!(kind_of("daily[2024-01-05]").as_deref(), Some("build"), "{}", h.describe());
+    t.run_args(["history"]).assert_success().stdout_has("(schedule)");
+}
+
+// ---- time zones ----
+
+#[test]
+fn daily_in_berlin_on_the_spring_forward_day_ends_at_local_midnight() {
+    let t = Test::new().fluxfile(
+        r#"
+[flux]
+timezone = "Europe/Berlin"
+
+[step.daily]
+params = { date = "date" }
+start = "2024-03-31"
+outputs = ["out/{{ date }}.txt"]
+run = "echo {{ date }} >> ran.txt; touch {{ outputs[0] }}"
+schedule = "@daily"
+"#,
+    );
+    // 23:59 CEST on 31 March (a 23-hour day: 23:00 UTC the day before .. 22:00 UTC).
+    once(&t, "2024-03-31T21:59:00Z").assert_success();
+    assert!(lines(&t, "ran.txt").is_empty());
+    // Local midnight, 22:00 UTC: the day has ended.
+    once(&t, "2024-03-31T22:00:00Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt"), ["2024-03-31"]);
+}
+
+#[test]
+fn a_cron_time_in_the_dst_gap_fires_once() {
+    let t = Test::new().fluxfile(
+        r#"
+[flux]
+timezone = "Europe/Berlin"
+
+[step.daily]
+params = { date = "date" }
+start = "2024-03-30"
+outputs = ["out/{{ date }}.txt"]
+run = "echo {{ date }} >> ran.txt; test -e ok && touch {{ outputs[0] }}"
+schedule = "30 2 * * *"
+"#,
+    );
+    // 01:10 CET on 31 March: first evaluation, 30 March fails.
+    once(&t, "2024-03-31T00:10:00Z").assert_status(1);
+    // 01:50 CET: 02:30 has not come (it never comes: 02:00 jumps to 03:00).
+    once(&t, "2024-03-31T00:50:00Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt").len(), 1);
+    // 03:10 CEST: the 02:30 run fired at 03:00, once.
+    once(&t, "2024-03-31T01:10:00Z").assert_status(1).stderr_has("fired at 2024-03-31T03:00:00+02:00");
+    assert_eq!(lines(&t, "ran.txt").len(), 2);
+    once(&t, "2024-03-31T01:40:00Z").assert_success();
+    once(&t, "2024-03-31T23:00:00Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt").len(), 2, "no second run before 02:30 on 1 April");
+}
+
+// ---- validation ----
+
+#[test]
+fn schedule_settings_are_validated_with_their_place() {
+    let cases = [
+        ("schedule = \"0 0 * * * *\"", "has 5 fields", "Fluxfile:6:12"),
+        (
+            "schedule = \"@daily\"\nsla = \"2h\"\nmax_active_runs = 0",
+            "`max_active_runs` must be at least 1",
+            "Fluxfile:8:19",
+        ),
+        ("sla = \"2h\"", "`sla` needs a `schedule`", "Fluxfile:6:1"),
+        ("schedule = \"61 * * * *\"", "is not a schedule", "Fluxfile:6:12"),
+    ];
+    for (extra, message, place) in cases {
+        let t = Test::new().fluxfile(&format!(
+            "[step.s]\nparams = {{ date = \"date\" }}\nstart = \"2024-01-01\"\noutputs = [\"s/{{{{ date }}}}\"]\nrun = \"touch {{{{ outputs[0] }}}}\"\n{extra}\n"
+        ));
+        t.run_args(["check"]).assert_status(2).stderr_has(message).stderr_has(place);
+    }
+    let t = Test::new().fluxfile(&format!("[flux]\ntimezone = \"Europe/Berln\"\n{}", daily("")));
+    t.run_args(["check"])
+        .assert_status(2)
+        .stderr_has("`Europe/Berln` is not a time zone")
+        .stderr_has("did you mean `Europe/Berlin`")
+        .stderr_has("Fluxfile:2:12");
+}
