@@ -967,10 +967,20 @@ type Cell = (Option<usize>, String, &'static str);
 fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
     let ff = load(cli, sel)?;
     let g = graph::build(&ff, &request(sel)?)?;
-    let records = match StateDb::open_existing(&ff.state_dir)? {
-        Some(db) => db.load_tasks()?,
-        None => Records::default(),
+    let (records, late_intervals) = match StateDb::open_existing(&ff.state_dir)? {
+        Some(db) => (db.load_tasks()?, db.late_intervals()?),
+        None => (Records::default(), Vec::new()),
     };
+    // Tasks whose interval missed its SLA (SPEC §10): `late`, beside their status.
+    let late_set: HashSet<(&str, &str)> = late_intervals.iter().map(|i| (i.step.as_str(), i.value.as_str())).collect();
+    let is_late = |t: u32| {
+        let task = &g.tasks[t as usize];
+        let step = &ff.steps[task.step as usize];
+        step.time_param.is_some_and(|ti| {
+            late_set.contains(&(step.name.as_str(), step.params[ti].1.format(task.params[ti]).as_str()))
+        })
+    };
+    let late: Vec<String> = (0..g.tasks.len() as u32).filter(|&t| is_late(t)).map(|t| g.task_id(&ff, t)).collect();
     // Rows: a step with its non-time params; columns: time values, one grid per kind of
     // time (dates, hours, months), since their columns do not line up.
     let mut intervals: Vec<(&'static str, String)> = Vec::new();
@@ -1020,6 +1030,7 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
                     "task": id,
                     "interval": c.map(|c| intervals[c].1.clone()),
                     "status": st,
+                    "late": late.contains(id),
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
@@ -1095,6 +1106,9 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
         symbol("cleared"),
         symbol("missing")
     );
+    if !late.is_empty() {
+        let _ = writeln!(o, "late (SLA missed): {}", late.join(", "));
+    }
     Ok(0)
 }
 

@@ -310,3 +310,77 @@ fn schedule_settings_are_validated_with_their_place() {
         .stderr_has("did you mean `Europe/Berlin`")
         .stderr_has("Fluxfile:2:12");
 }
+
+// ---- SLAs ----
+
+fn with_sla(extra: &str) -> String {
+    format!(
+        r#"
+[step.daily]
+params = {{ date = "date" }}
+start = "2024-01-01"
+outputs = ["out/{{{{ date }}}}.txt"]
+run = "test -e ok && touch {{{{ outputs[0] }}}}"
+schedule = "@daily"
+sla = "1h"
+on_sla_miss = "echo $FLUX_TASK {{{{ date }}}} $FLUX_STATUS >> late.txt"
+{extra}
+"#
+    )
+}
+
+#[test]
+fn an_sla_miss_fires_the_hook_exactly_once() {
+    let t = Test::new().fluxfile(&with_sla(""));
+    // Due at 00:00, deadline 01:00: failed, but not late yet.
+    once(&t, "2024-01-02T00:30:00Z").assert_status(1);
+    assert!(lines(&t, "late.txt").is_empty());
+    // Past the deadline (the schedule has not fired: nothing is built, the SLA is checked).
+    let o = once(&t, "2024-01-02T01:30:00Z");
+    o.assert_success().stderr_has("LATE daily[2024-01-01] missed its SLA: not done by 2024-01-02T01:00:00Z");
+    assert_eq!(lines(&t, "late.txt"), ["daily[2024-01-01] 2024-01-01 late"]);
+    // Another process, later: the miss is on record, not fired again.
+    once(&t, "2024-01-02T02:00:00Z").assert_success().stderr_lacks("LATE");
+    assert_eq!(lines(&t, "late.txt").len(), 1);
+    // flux status shows it.
+    t.run_args(["status", "--date", "2024-01-01"]).assert_success().stdout_has("late (SLA missed): daily[2024-01-01]");
+    let s = t.run_args(["status", "--date", "2024-01-01", "--output", "json"]);
+    assert_eq!(s.json()["rows"][0]["cells"][0]["late"], true, "{}", s.describe());
+}
+
+#[test]
+fn a_task_done_in_time_is_not_late() {
+    let t = Test::new().file("ok", "").fluxfile(&with_sla(""));
+    once(&t, "2024-01-02T00:30:00Z").assert_success();
+    once(&t, "2024-01-02T05:00:00Z").assert_success().stderr_lacks("LATE");
+    assert!(lines(&t, "late.txt").is_empty());
+}
+
+#[test]
+fn intervals_late_when_first_seen_fire_one_summary_per_step() {
+    let t = Test::new().file("ok", "").fluxfile(&with_sla(""));
+    let o = once(&t, "2024-01-10T05:00:00Z");
+    o.assert_success().stderr_has("9 intervals of daily were already past their SLA");
+    assert_eq!(lines(&t, "late.txt"), ["daily[2024-01-01..2024-01-09] 2024-01-09 late"]);
+}
+
+#[test]
+fn an_sla_miss_posts_one_sla_miss_event_to_the_webhook() {
+    let (port, got) = crate::keys::http_sink();
+    let t = Test::new().fluxfile(&format!(
+        "[notify]\nwebhook = \"http://127.0.0.1:{port}/flux\"\n{}",
+        with_sla("").replace("on_sla_miss = ", "# on_sla_miss = ")
+    ));
+    once(&t, "2024-01-02T00:30:00Z").assert_status(1);
+    once(&t, "2024-01-02T01:30:00Z").assert_success();
+    once(&t, "2024-01-02T01:40:00Z").assert_success();
+    let bodies = got.lock().map(|v| v.clone()).unwrap_or_default();
+    let misses: Vec<serde_json::Value> = bodies
+        .iter()
+        .filter_map(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .filter(|e| e["event"] == "sla_miss")
+        .collect();
+    assert_eq!(misses.len(), 1, "{bodies:?}");
+    assert_eq!(misses[0]["task"], "daily[2024-01-01]");
+    assert_eq!(misses[0]["status"], "late");
+}
