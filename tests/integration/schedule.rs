@@ -2,6 +2,8 @@
 //! time zones, SLAs, the scheduler lease, stopping, hot reload. No test sleeps through
 //! real time: `--now` sets the scheduler's clock, and the loop runs with short ticks.
 
+use std::time::{Duration, Instant};
+
 use crate::test::*;
 
 fn once(t: &Test, now: &str) -> Output {
@@ -383,4 +385,159 @@ fn an_sla_miss_posts_one_sla_miss_event_to_the_webhook() {
     assert_eq!(misses.len(), 1, "{bodies:?}");
     assert_eq!(misses[0]["task"], "daily[2024-01-01]");
     assert_eq!(misses[0]["status"], "late");
+}
+
+// ---- the long-running scheduler ----
+
+/// Wait (up to 30 s) until `cond` holds.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn looping(t: &Test, extra: &[&str]) -> Running {
+    let mut args = vec!["schedule", "--tick", "50ms", "--now", "2024-01-03T00:30:00Z"];
+    args.extend_from_slice(extra);
+    t.spawn_args(args)
+}
+
+/// Whether a process is gone (or a zombie waiting to be reaped by someone else).
+fn gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn the_loop_ticks_until_sigterm_and_exits_0() {
+    let t = Test::new().fluxfile(&daily(""));
+    let r = looping(&t, &[]);
+    wait_for("the first tick", || t.exists("out/2024-01-02.txt"));
+    r.signal("TERM");
+    let o = t.finish(r);
+    o.assert_success().stderr_has("flux schedule: stopped");
+    assert_eq!(sorted(&t, "ran.txt"), ["2024-01-01", "2024-01-02"]);
+}
+
+#[test]
+fn a_second_scheduler_is_refused_while_one_runs() {
+    let t = Test::new().fluxfile(&daily(""));
+    let r = looping(&t, &[]);
+    wait_for("the first tick", || t.exists("out/2024-01-02.txt"));
+    let o = t.run_args(["schedule", "--once"]);
+    o.assert_status(2)
+        .stderr_has("another flux schedule holds this project's scheduler lease")
+        .stderr_has(&format!("pid {}", r.child.id()))
+        .stderr_has("--wait");
+    // --wait takes over once the first one stops.
+    let waiting = t.spawn_args(["schedule", "--once", "--wait", "--now", "2024-01-04T00:30:00Z"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!t.exists("out/2024-01-03.txt"), "the waiting scheduler ticked while the first one held the lease");
+    r.signal("TERM");
+    t.finish(r).assert_success();
+    let w = t.finish(waiting);
+    w.assert_success().stderr_has("waiting for it to stop");
+    assert!(t.exists("out/2024-01-03.txt"), "{}", w.describe());
+}
+
+#[test]
+fn a_dead_schedulers_lease_is_taken_over() {
+    let t = Test::new().fluxfile(&daily(""));
+    let r = looping(&t, &[]);
+    wait_for("the first tick", || t.exists("out/2024-01-02.txt"));
+    r.signal("KILL");
+    let mut child = r.child;
+    let _ = child.wait();
+    once(&t, "2024-01-04T00:30:00Z").assert_success();
+    assert!(t.exists("out/2024-01-03.txt"));
+}
+
+#[test]
+fn sigterm_lets_running_tasks_finish_within_the_grace() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.daily]
+params = { date = "date" }
+start = "2024-01-02"
+outputs = ["out/{{ date }}.txt"]
+run = "touch started; while ! test -e go; do sleep 0.02; done; touch {{ outputs[0] }}"
+schedule = "@daily"
+"#,
+    );
+    let r = looping(&t, &["--grace", "20s"]);
+    wait_for("the task to start", || t.exists("started"));
+    r.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    t.write("go", "");
+    let o = t.finish(r);
+    o.assert_success().stderr_has("flux schedule: stopped");
+    assert!(t.exists("out/2024-01-02.txt"), "the task finished in its grace\n{}", o.describe());
+}
+
+#[test]
+fn sigterm_interrupts_running_tasks_after_the_grace_and_leaves_no_orphan() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.daily]
+params = { date = "date" }
+start = "2024-01-02"
+outputs = ["out/{{ date }}.txt"]
+run = "sleep 60 & echo $! > pid.txt; wait; touch {{ outputs[0] }}"
+schedule = "@daily"
+"#,
+    );
+    let r = looping(&t, &["--grace", "300ms"]);
+    wait_for("the task to start", || t.exists("pid.txt") && !t.read("pid.txt").trim().is_empty());
+    let pid = t.read("pid.txt");
+    let sent = Instant::now();
+    r.signal("TERM");
+    let o = t.finish(r);
+    o.assert_success();
+    assert!(sent.elapsed() >= Duration::from_millis(300), "interrupted before the grace was over");
+    assert!(sent.elapsed() < Duration::from_secs(20), "{}", o.describe());
+    assert!(!t.exists("out/2024-01-02.txt"));
+    wait_for("the task's process to end", || gone(&pid));
+    let h = t.run_args(["history", "--output", "json"]);
+    assert_eq!(h.json()["attempts"][0]["status"], "interrupted", "{}", h.describe());
+}
+
+#[test]
+fn the_fluxfile_is_reloaded_when_it_changes_and_a_broken_edit_is_kept_out() {
+    let t = Test::new().fluxfile(&daily(""));
+    let r = looping(&t, &[]);
+    wait_for("the first tick", || t.exists("out/2024-01-02.txt"));
+    let added = r#"
+[step.more]
+params = { date = "date" }
+start = "2024-01-01"
+outputs = ["more/{{ date }}.txt"]
+run = "echo more {{ date }} > {{ outputs[0] }}"
+schedule = "@daily"
+"#;
+    t.write("Fluxfile", format!("{}{added}", daily("")));
+    wait_for("the added step's tasks", || t.exists("more/2024-01-02.txt"));
+    assert_eq!(t.read("more/2024-01-01.txt"), "more 2024-01-01\n");
+    // A broken edit: reported with its place, the last good definition kept.
+    t.write("Fluxfile", format!("{}{added}\n[step.broken]\nschedul = \"@daily\"\n", daily("")));
+    std::thread::sleep(Duration::from_millis(400));
+    let fixed = r#"
+[step.third]
+params = { date = "date" }
+start = "2024-01-01"
+outputs = ["third/{{ date }}.txt"]
+run = "touch {{ outputs[0] }}"
+schedule = "@daily"
+"#;
+    t.write("Fluxfile", format!("{}{added}{fixed}", daily("")));
+    wait_for("the fixed file's new step", || t.exists("third/2024-01-02.txt"));
+    r.signal("TERM");
+    let o = t.finish(r);
+    o.assert_success()
+        .stderr_has("unknown key `schedul` in [step.broken]")
+        .stderr_has("Fluxfile:18:1")
+        .stderr_has("keeping the last good definition");
 }
