@@ -147,7 +147,7 @@ enum Cmd {
 }
 
 /// What to build: targets and param values.
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone)]
 struct Selection {
     /// Step names, task ids (`rollup[2024-01-05]`, `report[date=2024-01-05,region=eu]`) or output paths.
     #[arg(value_name = "TARGET")]
@@ -169,7 +169,7 @@ struct Selection {
     profile: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 struct BuildArgs {
     #[command(flatten)]
     sel: Selection,
@@ -591,14 +591,14 @@ fn cmd_schedule(cli: &Cli, a: &ScheduleArgs) -> Result<i32> {
         args: BuildArgs,
     }
     impl crate::schedule::Host for CliHost<'_> {
-        fn load(&mut self) -> Result<Fluxfile> {
+        fn load(&self) -> Result<Fluxfile> {
             load(self.cli, &self.args.sel)
         }
-        fn build(&mut self, ff: &Fluxfile, req: Request, dry_run: bool) -> Result<crate::schedule::Built> {
-            self.args.dry_run = dry_run;
-            plan_and_build(self.cli, &self.args, ff, &req, Instant::now(), true)
+        fn build(&self, ff: &Fluxfile, req: Request, dry_run: bool) -> Result<crate::schedule::Built> {
+            let args = BuildArgs { dry_run, ..self.args.clone() };
+            plan_and_build(self.cli, &args, ff, &req, Instant::now(), true)
         }
-        fn say(&mut self, line: &str) {
+        fn say(&self, line: &str) {
             eprintln!("{line}");
         }
     }
@@ -618,7 +618,7 @@ fn cmd_schedule(cli: &Cli, a: &ScheduleArgs) -> Result<i32> {
         stream: false,
         log_lines: 20,
     };
-    crate::schedule::run(&mut CliHost { cli, args }, &opts)
+    crate::schedule::run(&CliHost { cli, args }, &opts)
 }
 
 /// User + system CPU seconds of this process (`RUSAGE_SELF`, all its threads) or of its

@@ -59,13 +59,14 @@ pub struct Built {
 }
 
 /// What the scheduler needs from the command line: loading the Fluxfile, building a
-/// request as `flux build` does, and printing.
-pub trait Host {
-    fn load(&mut self) -> Result<Fluxfile>;
+/// request as `flux build` does, and printing. Builds run on a thread of their own while
+/// the scheduler ticks on.
+pub trait Host: Sync {
+    fn load(&self) -> Result<Fluxfile>;
     /// Plan and build (or, with `dry_run`, print what would run and why).
-    fn build(&mut self, ff: &Fluxfile, req: Request, dry_run: bool) -> Result<Built>;
+    fn build(&self, ff: &Fluxfile, req: Request, dry_run: bool) -> Result<Built>;
     /// A line for the user (stderr).
-    fn say(&mut self, line: &str);
+    fn say(&self, line: &str);
 }
 
 /// The scheduler's clock: `--now` moves it, real time runs it on.
@@ -100,8 +101,11 @@ fn source_hash(files: &[PathBuf]) -> Option<blake3::Hash> {
     Some(h.finalize())
 }
 
+/// Intervals handed to one build: (step, value, task ids).
+type Work = Vec<(String, String, Vec<String>)>;
+
 /// Run the scheduler; returns the exit code.
-pub fn run(host: &mut dyn Host, opts: &Options) -> Result<i32> {
+pub fn run(host: &dyn Host, opts: &Options) -> Result<i32> {
     let ff = host.load()?;
     let hash = source_hash(&ff.sources);
     let mut cur = Current { ff: Arc::new(ff), hash };
@@ -134,7 +138,7 @@ pub fn run(host: &mut dyn Host, opts: &Options) -> Result<i32> {
                     host.say(&format!("{who}; waiting for it to stop"));
                     said_wait = true;
                 }
-                if STOPS.load(Ordering::SeqCst) > 0 {
+                if stopping() {
                     return Ok(0);
                 }
                 std::thread::sleep(Duration::from_millis(200));
@@ -148,51 +152,86 @@ pub fn run(host: &mut dyn Host, opts: &Options) -> Result<i32> {
         cur.ff.timezone.name(),
         if opts.once { String::new() } else { format!(", a tick every {:?}", opts.tick) }
     ));
-    let mut failed = false;
-    let mut first = true;
-    let result = loop {
-        if STOPS.load(Ordering::SeqCst) > 0 {
-            break Ok(());
-        }
-        if !first {
-            reload(host, &mut cur);
-        }
-        first = false;
-        let started = Instant::now();
-        let backlog = match one_tick(host, &mut db, &cur.ff, &clock, opts) {
-            Ok((code, backlog)) => {
-                failed |= code == 1;
-                backlog
+    let result = std::thread::scope(|scope| -> Result<bool> {
+        // One build at a time, on a thread of its own, so that ticks (SLA checks, reloads,
+        // new intervals) go on while it runs; it keeps the definition it started with.
+        let mut flight: Option<(std::thread::ScopedJoinHandle<'_, Result<Built>>, Work)> = None;
+        let mut failed = false;
+        let mut first = true;
+        loop {
+            if let Some((h, _)) = &flight
+                && h.is_finished()
+                && let Some((h, work)) = flight.take()
+            {
+                let built = h.join().unwrap_or_else(|_| Err(Error::Internal("the build thread panicked".into())));
+                match finish(host, &mut db, &cur.ff, &clock, work, built) {
+                    Ok(code) => failed |= code == 1,
+                    Err(e) if opts.once => return Err(e),
+                    Err(e) => host.say(&e.render()),
+                }
+                if opts.once {
+                    return Ok(failed);
+                }
             }
-            Err(e) if opts.once => break Err(e),
-            Err(e) => {
-                host.say(&e.render());
-                false
+            if stopping() || (opts.once && !first) {
+                if flight.is_none() {
+                    return Ok(failed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
             }
-        };
-        if opts.once {
-            break Ok(());
+            if !first {
+                reload(host, &mut cur);
+            }
+            first = false;
+            let started = Instant::now();
+            let in_flight: Vec<(String, String)> =
+                flight.iter().flat_map(|(_, w)| w.iter().map(|(s, v, _)| (s.clone(), v.clone()))).collect();
+            let (req, work, backlog) = match evaluate(host, &mut db, &cur.ff, clock.now(), opts, &in_flight) {
+                Ok(x) => x,
+                Err(e) if opts.once => return Err(e),
+                Err(e) => {
+                    host.say(&e.render());
+                    (None, Vec::new(), false)
+                }
+            };
+            if let Some(req) = req
+                && flight.is_none()
+            {
+                let ff = cur.ff.clone();
+                flight = Some((scope.spawn(move || host.build(&ff, req, false)), work));
+            }
+            if opts.once {
+                continue;
+            }
+            // Intervals left for later go as soon as the build ends; else the next tick.
+            let pause = opts.tick.saturating_sub(started.elapsed());
+            let until = Instant::now() + pause;
+            while Instant::now() < until && !stopping() {
+                if backlog && flight.as_ref().is_some_and(|(h, _)| h.is_finished()) {
+                    break;
+                }
+                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(20)));
+            }
         }
-        // Held-back intervals go at once; otherwise wait for the next tick.
-        let pause = if backlog { Duration::ZERO } else { opts.tick.saturating_sub(started.elapsed()) };
-        let until = Instant::now() + pause;
-        while Instant::now() < until && STOPS.load(Ordering::SeqCst) == 0 {
-            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(20)));
-        }
-    };
+    });
     beat.stop();
     let _ = db.scheduler_release(&me);
-    result?;
-    if STOPS.load(Ordering::SeqCst) > 0 {
+    let failed = result?;
+    if stopping() {
         host.say("flux schedule: stopped");
         return Ok(0);
     }
     Ok(if failed { 1 } else { 0 })
 }
 
+fn stopping() -> bool {
+    STOPS.load(Ordering::SeqCst) > 0
+}
+
 /// Reload the Fluxfile if it or an include changed; a broken edit is reported and the
 /// last good definition kept (SPEC §10).
-fn reload(host: &mut dyn Host, cur: &mut Current) {
+fn reload(host: &dyn Host, cur: &mut Current) {
     let hash = source_hash(&cur.ff.sources);
     if hash.is_some() && hash == cur.hash {
         return;
@@ -214,22 +253,24 @@ fn reload(host: &mut dyn Host, cur: &mut Current) {
     }
 }
 
-/// One tick: evaluate, record, check SLAs, build, record, check SLAs again. Returns the
-/// build's exit code and whether intervals were held back by `max_active_runs`.
-fn one_tick(
-    host: &mut dyn Host,
+/// The evaluation part of a tick: evaluate the steps whose schedule fired, record their
+/// new intervals and watermarks, check SLAs. Returns the request for the due intervals
+/// (none if nothing is due), those intervals, and whether some were held back.
+fn evaluate(
+    host: &dyn Host,
     db: &mut StateDb,
     ff: &Fluxfile,
-    clock: &Clock,
+    now: DateTime<Utc>,
     opts: &Options,
-) -> Result<(i32, bool)> {
-    let now = clock.now();
+    in_flight: &[(String, String)],
+) -> Result<(Option<Request>, Work, bool)> {
     let steps = db.sched_steps()?;
     let open = db.open_intervals()?;
-    let plan = tick::plan(ff, &steps, &open, now, opts.newest_first);
+    let plan = tick::plan(ff, &steps, &open, in_flight, now, opts.newest_first);
     let mut targets: Vec<String> = Vec::new();
-    let mut intervals: Vec<(String, String, Vec<String>)> = Vec::new();
+    let mut work: Work = Vec::new();
     let mut backlog = false;
+    let building = !in_flight.is_empty();
     for t in &plan {
         let step = &ff.steps[t.step];
         let Some(why) = &t.why else { continue };
@@ -244,24 +285,47 @@ fn one_tick(
             ));
             continue;
         }
-        backlog |= t.held > 0;
+        backlog |= t.held > 0 || (building && !t.due.is_empty());
+        if building {
+            if !t.new.is_empty() {
+                host.say(&format!("{}: {why}; {} due, built when the running build ends", step.name, t.new.len()));
+            }
+            continue;
+        }
         if !t.due.is_empty() {
             host.say(&format!("{}: {why}; {}", step.name, due_text(step, &t.due, t.held)));
         }
         for &v in &t.due {
             let ids = tick::task_ids(step, v);
             targets.extend(ids.iter().cloned());
-            intervals.push((step.name.clone(), kind.format(v), ids));
+            work.push((step.name.clone(), kind.format(v), ids));
         }
     }
     check_slas(host, db, ff, now, 0)?;
     if targets.is_empty() {
-        return Ok((0, backlog));
+        return Ok((None, work, backlog));
     }
-    let req = Request { targets, now: Some(now.naive_utc()), ..Default::default() };
-    let built = host.build(ff, req, false)?;
+    Ok((Some(Request { targets, now: Some(now.naive_utc()), ..Default::default() }), work, backlog))
+}
+
+/// After a build: record which intervals are done, mark its run a scheduler tick, check
+/// SLAs again. Returns the build's exit code.
+fn finish(
+    host: &dyn Host,
+    db: &mut StateDb,
+    ff: &Fluxfile,
+    clock: &Clock,
+    work: Work,
+    built: Result<Built>,
+) -> Result<i32> {
     let after = clock.now();
-    let done: Vec<(String, String, bool)> = intervals
+    let (built, err) = match built {
+        Ok(b) => (b, None),
+        // A planning error: the intervals count as tried, and are tried again when their
+        // step's schedule next fires.
+        Err(e) => (Built { code: e.exit_code(), ..Default::default() }, Some(e)),
+    };
+    let done: Vec<(String, String, bool)> = work
         .into_iter()
         .map(|(step, value, ids)| {
             let ok = tick::interval_done(&ids, &built.statuses);
@@ -273,10 +337,13 @@ fn one_tick(
         db.set_run_kind(id, "schedule")?;
     }
     check_slas(host, db, ff, after, built.run_id.unwrap_or(0))?;
-    Ok((built.code, backlog))
+    match err {
+        Some(e) => Err(e),
+        None => Ok(built.code),
+    }
 }
 
-fn check_slas(host: &mut dyn Host, db: &mut StateDb, ff: &Fluxfile, now: DateTime<Utc>, run_id: i64) -> Result<()> {
+fn check_slas(host: &dyn Host, db: &mut StateDb, ff: &Fluxfile, now: DateTime<Utc>, run_id: i64) -> Result<()> {
     let missed = db.sched_sla_check(time::secs(now))?;
     if missed.is_empty() {
         return Ok(());
@@ -309,12 +376,12 @@ fn due_text(step: &crate::fluxfile::Step, due: &[crate::param::ParamValue], held
 
 /// `--once --dry-run`: what the next tick would do, per step, and the tasks that would
 /// run with their reasons. Writes nothing.
-fn dry_run(host: &mut dyn Host, ff: &Fluxfile, now: DateTime<Utc>, opts: &Options) -> Result<i32> {
+fn dry_run(host: &dyn Host, ff: &Fluxfile, now: DateTime<Utc>, opts: &Options) -> Result<i32> {
     let (steps, open) = match StateDb::open_existing(&ff.state_dir)? {
         Some(db) => (db.sched_steps()?, db.open_intervals()?),
         None => (Vec::new(), Vec::new()),
     };
-    let plan = tick::plan(ff, &steps, &open, now, opts.newest_first);
+    let plan = tick::plan(ff, &steps, &open, &[], now, opts.newest_first);
     let mut targets = Vec::new();
     let tz = ff.timezone;
     host.say(&format!("flux schedule --dry-run at {}", time::show(now, tz)));

@@ -29,11 +29,13 @@ pub struct StepTick {
 }
 
 /// Plan a tick at `now` from what the state DB says about the steps and their
-/// unfinished intervals.
+/// unfinished intervals; `in_flight` (step, value) are being built and count against
+/// `max_active_runs`.
 pub fn plan(
     ff: &Fluxfile,
     steps: &[SchedStep],
     open: &[Interval],
+    in_flight: &[(String, String)],
     now: DateTime<Utc>,
     newest_first: bool,
 ) -> Vec<StepTick> {
@@ -45,9 +47,10 @@ pub fn plan(
         let known = steps.iter().find(|s| s.step == step.name);
         let parse = |s: &str| kind.parse(s).ok();
         let in_domain = |v: &ParamValue| step.start.is_none_or(|s| *v >= s) && step.end.is_none_or(|e| *v <= e);
+        let flying = in_flight.iter().filter(|(s, _)| *s == step.name).count();
         let mut unfinished: Vec<(ParamValue, i64)> = open
             .iter()
-            .filter(|i| i.step == step.name)
+            .filter(|i| i.step == step.name && !in_flight.iter().any(|(s, v)| *s == i.step && *v == i.value))
             .filter_map(|i| parse(&i.value).map(|v| (v, i.attempts)))
             .filter(|(v, _)| in_domain(v))
             .collect();
@@ -58,7 +61,7 @@ pub fn plan(
                 match time::next_fire(schedule, last, tz) {
                     Some(t) if t <= now => Some(format!("{} fired at {}", schedule.text(), time::show(t, tz))),
                     _ if unfinished.iter().any(|(_, attempts)| *attempts == 0) => {
-                        Some("intervals held back by max_active_runs".to_string())
+                        Some("intervals due but not built yet".to_string())
                     }
                     _ => None,
                 }
@@ -110,11 +113,12 @@ pub fn plan(
         if newest_first {
             due.reverse();
         }
-        if let Some(max) = step.max_active_runs
-            && due.len() > max as usize
-        {
-            t.held = due.len() - max as usize;
-            due.truncate(max as usize);
+        if let Some(max) = step.max_active_runs {
+            let room = (max as usize).saturating_sub(flying);
+            if due.len() > room {
+                t.held = due.len() - room;
+                due.truncate(room);
+            }
         }
         t.due = due;
         out.push(t);

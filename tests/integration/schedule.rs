@@ -519,7 +519,7 @@ run = "echo more {{ date }} > {{ outputs[0] }}"
 schedule = "@daily"
 "#;
     t.write("Fluxfile", format!("{}{added}", daily("")));
-    wait_for("the added step's tasks", || t.exists("more/2024-01-02.txt"));
+    wait_for("the added step's tasks", || t.exists("more/2024-01-01.txt") && t.exists("more/2024-01-02.txt"));
     assert_eq!(t.read("more/2024-01-01.txt"), "more 2024-01-01\n");
     // A broken edit: reported with its place, the last good definition kept.
     t.write("Fluxfile", format!("{}{added}\n[step.broken]\nschedul = \"@daily\"\n", daily("")));
@@ -540,4 +540,42 @@ schedule = "@daily"
         .stderr_has("unknown key `schedul` in [step.broken]")
         .stderr_has("Fluxfile:18:1")
         .stderr_has("keeping the last good definition");
+}
+
+#[test]
+fn ticks_go_on_while_a_build_runs() {
+    let slow = r#"
+[step.slow]
+params = { date = "date" }
+start = "2024-01-02"
+outputs = ["slow/{{ date }}.txt"]
+run = "touch started; while ! test -e go; do sleep 0.02; done; touch {{ outputs[0] }}"
+schedule = "@daily"
+"#;
+    let t = Test::new().fluxfile(slow);
+    let r = looping(&t, &[]);
+    wait_for("the slow task to start", || t.exists("started"));
+    // Reloaded while the slow build runs; the new step is built when that build ends.
+    t.write("Fluxfile", format!("{slow}{}", daily("")));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!t.exists("ran.txt"), "one build at a time");
+    t.write("go", "");
+    wait_for("the added step's tasks", || t.exists("out/2024-01-02.txt"));
+    r.signal("TERM");
+    let o = t.finish(r);
+    o.assert_success();
+    let reloaded = o.stderr.find("changed, reloaded").expect("reloaded");
+    let slow_done = o.stderr.find("ok   slow[2024-01-02]").expect("slow built");
+    assert!(reloaded < slow_done, "the reload waited for the build\n{}", o.describe());
+    o.stderr_has("daily: never evaluated; 2 due, built when the running build ends");
+}
+
+#[test]
+fn the_loop_builds_held_back_intervals_one_at_a_time_oldest_first() {
+    let t = Test::new().fluxfile(&daily("max_active_runs = 1"));
+    let r = t.spawn_args(["schedule", "--tick", "50ms", "--now", "2024-01-05T00:30:00Z"]);
+    wait_for("the last interval", || t.exists("out/2024-01-04.txt"));
+    r.signal("TERM");
+    t.finish(r).assert_success();
+    assert_eq!(lines(&t, "ran.txt"), ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]);
 }
