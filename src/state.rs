@@ -1567,7 +1567,7 @@ mod tests {
             other => panic!("expected TooNew, got {other:?}"),
         }
         let msg = err.to_string();
-        assert!(msg.contains("written by a newer flux (schema 99; this flux knows up to 1)"));
+        assert!(msg.contains(&format!("written by a newer flux (schema 99; this flux knows up to {SCHEMA_VERSION})")));
         assert!(msg.contains("upgrade flux, or point `state` at another folder"));
         assert!(msg.contains("state.db"));
         assert_eq!(std::fs::read(&path).unwrap(), before, "file modified");

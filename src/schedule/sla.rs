@@ -130,9 +130,10 @@ fn render(
     if let Some(ti) = step.time_param {
         let (name, kind) = &step.params[ti];
         params.push((name.as_str(), value.to_string()));
-        if let Some((a, b)) = kind.parse(value).ok().and_then(|v| time::interval(kind, v, ff.timezone)) {
-            extra.push(("interval_start", time::show(a, ff.timezone)));
-            extra.push(("interval_end", time::show(b, ff.timezone)));
+        if let Some((a, b)) = kind.parse(value).ok().and_then(|v| crate::graph::interval_rfc3339(kind, v, ff.timezone))
+        {
+            extra.push(("interval_start", a));
+            extra.push(("interval_end", b));
         }
     }
     let ctx =

@@ -2,47 +2,20 @@
 //! ends, in `[flux] timezone`. Hours are UTC hours whatever the zone; dates, weeks and
 //! months begin and end at local midnight, so a day can last 23 or 25 hours.
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::fluxfile::Schedule;
 use crate::param::{ParamKind, ParamValue};
 
-/// Whether a kind's intervals are UTC hours (not moved by the zone).
-fn is_utc(kind: &ParamKind) -> bool {
-    matches!(kind, ParamKind::Hour)
-}
-
-/// The instant a local wall-clock time names in `tz`: the earlier of a repeated time, and
-/// for a time in a gap (spring forward) the first instant after the gap.
-pub fn local_instant(tz: Tz, t: NaiveDateTime) -> Option<DateTime<Utc>> {
-    for minutes in 0..=24 * 60 {
-        let probe = t + Duration::minutes(minutes);
-        match tz.from_local_datetime(&probe) {
-            LocalResult::Single(x) => return Some(x.with_timezone(&Utc)),
-            LocalResult::Ambiguous(a, _) => return Some(a.with_timezone(&Utc)),
-            LocalResult::None => {
-                // In the gap: the gap's end is the first valid minute after it, found by
-                // stepping on; its instant is this probe's wall time before the jump.
-                continue;
-            }
-        }
-    }
-    None
-}
-
 /// `[start, end)` of a time value as instants: hours in UTC, the rest in `tz`.
 pub fn interval(kind: &ParamKind, v: ParamValue, tz: Tz) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let (a, b) = kind.interval(v)?;
-    if is_utc(kind) {
-        return Some((a.and_utc(), b.and_utc()));
-    }
-    Some((local_instant(tz, a)?, local_instant(tz, b)?))
+    crate::param::interval_in(kind, v, tz)
 }
 
 /// The latest value of `kind` whose interval has ended at or before `now`.
 pub fn last_ended(kind: &ParamKind, now: DateTime<Utc>, tz: Tz) -> Option<ParamValue> {
-    if is_utc(kind) {
+    if matches!(kind, ParamKind::Hour) {
         return kind.last_ended(now.naive_utc());
     }
     kind.last_ended(now.with_timezone(&tz).naive_local())

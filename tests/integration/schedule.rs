@@ -245,7 +245,7 @@ timezone = "Europe/Berlin"
 params = { date = "date" }
 start = "2024-03-31"
 outputs = ["out/{{ date }}.txt"]
-run = "echo {{ date }} >> ran.txt; touch {{ outputs[0] }}"
+run = "echo {{ date }} >> ran.txt; echo {{ interval_start }} {{ interval_end }} > {{ outputs[0] }}"
 schedule = "@daily"
 "#,
     );
@@ -255,6 +255,7 @@ schedule = "@daily"
     // Local midnight, 22:00 UTC: the day has ended.
     once(&t, "2024-03-31T22:00:00Z").assert_success();
     assert_eq!(lines(&t, "ran.txt"), ["2024-03-31"]);
+    assert_eq!(t.read("out/2024-03-31.txt"), "2024-03-30T23:00:00Z 2024-03-31T22:00:00Z\n");
 }
 
 #[test]

@@ -43,6 +43,9 @@ fn set_user_version(t: &Test, v: i64) {
 fn a_state_database_from_a_newer_flux_is_refused_and_left_untouched() {
     let t = Test::new().fluxfile(ONE);
     t.run_args(json_build(&[])).assert_status(0);
+    let known: i64 = rusqlite::Connection::open(t.abs(".flux/state.db"))
+        .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+        .expect("user_version");
     set_user_version(&t, 99);
     for f in [".flux/state.db-wal", ".flux/state.db-shm"] {
         if t.exists(f) {
@@ -53,7 +56,7 @@ fn a_state_database_from_a_newer_flux_is_refused_and_left_untouched() {
     t.remove("a.txt");
     let db = t.abs(".flux/state.db");
     let expected = format!(
-        "error: state database {} was written by a newer flux (schema 99; this flux knows up to 1): upgrade flux, or point `state` at another folder\n",
+        "error: state database {} was written by a newer flux (schema 99; this flux knows up to {known}): upgrade flux, or point `state` at another folder\n",
         db.display()
     );
     for args in
