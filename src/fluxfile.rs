@@ -162,8 +162,8 @@ pub struct Fluxfile {
     /// `[flux] timezone`: where dates, weeks and months begin and end, and when cron
     /// schedules fire (SPEC §10). Hours are UTC hours whatever it is.
     pub timezone: chrono_tz::Tz,
-    /// The files read (the Fluxfile and its includes), for `flux schedule`'s reload.
-    pub sources: Vec<PathBuf>,
+    /// The `include` patterns as absolute globs, so that a reload sees new matches.
+    pub include_globs: Vec<String>,
 }
 
 /// `[notify]`: where failure, retry and SLA events are POSTed.
@@ -510,6 +510,7 @@ impl<'o> Loader<'o> {
         let mut state_dir = self.dir.join(".flux");
         let mut jobs = None;
         let mut timezone = chrono_tz::Tz::UTC;
+        let mut include_globs = Vec::new();
         let mut extra_docs: Vec<&'static Doc> = Vec::new();
         if let Some((t, _)) = top.table("flux")? {
             let k = Keys::check(&main.source, t, "[flux]", FLUX_KEYS)?;
@@ -539,6 +540,7 @@ impl<'o> Loader<'o> {
             }
             if let Some((pats, _)) = k.strs("include", false)? {
                 for (pat, span) in pats {
+                    include_globs.push(self.dir.join(&pat).to_string_lossy().to_string());
                     for file in self.glob(&pat, &span)? {
                         let text = std::fs::read_to_string(&file).map_err(|e| {
                             Error::at(format!("cannot read included file {}: {e}", file.display()), &span)
@@ -789,7 +791,7 @@ impl<'o> Loader<'o> {
             notify,
             stores,
             timezone,
-            sources: self.docs.iter().filter_map(|d| d.source.path.clone()).collect(),
+            include_globs,
         })
     }
 

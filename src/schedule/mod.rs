@@ -90,12 +90,20 @@ struct Current {
     hash: Option<blake3::Hash>,
 }
 
-fn source_hash(files: &[PathBuf]) -> Option<blake3::Hash> {
+/// The content hash of the files a Fluxfile is read from: its own, and whatever its
+/// `include` patterns match now (a new match counts as a change).
+fn source_hash(ff: &Fluxfile) -> Option<blake3::Hash> {
+    let mut files: Vec<PathBuf> = vec![ff.path.clone()];
+    for pat in &ff.include_globs {
+        let mut found: Vec<PathBuf> = glob::glob(pat).ok()?.filter_map(|p| p.ok()).filter(|p| p.is_file()).collect();
+        found.sort();
+        files.extend(found);
+    }
     let mut h = blake3::Hasher::new();
     for f in files {
         h.update(f.as_os_str().as_encoded_bytes());
         h.update(&[0]);
-        h.update(&std::fs::read(f).ok()?);
+        h.update(&std::fs::read(&f).ok()?);
         h.update(&[0]);
     }
     Some(h.finalize())
@@ -107,7 +115,7 @@ type Work = Vec<(String, String, Vec<String>)>;
 /// Run the scheduler; returns the exit code.
 pub fn run(host: &dyn Host, opts: &Options) -> Result<i32> {
     let ff = host.load()?;
-    let hash = source_hash(&ff.sources);
+    let hash = source_hash(&ff);
     let mut cur = Current { ff: Arc::new(ff), hash };
     let clock = Clock { base: opts.now, started: Instant::now() };
     if opts.dry_run {
@@ -232,14 +240,14 @@ fn stopping() -> bool {
 /// Reload the Fluxfile if it or an include changed; a broken edit is reported and the
 /// last good definition kept (SPEC §10).
 fn reload(host: &dyn Host, cur: &mut Current) {
-    let hash = source_hash(&cur.ff.sources);
+    let hash = source_hash(&cur.ff);
     if hash.is_some() && hash == cur.hash {
         return;
     }
     match host.load() {
         Ok(ff) => {
             host.say(&format!("flux schedule: {} changed, reloaded", cur.ff.path.display()));
-            let hash = source_hash(&ff.sources);
+            let hash = source_hash(&ff);
             *cur = Current { ff: Arc::new(ff), hash };
         }
         Err(e) => {

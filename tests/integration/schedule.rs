@@ -580,3 +580,24 @@ fn the_loop_builds_held_back_intervals_one_at_a_time_oldest_first() {
     t.finish(r).assert_success();
     assert_eq!(lines(&t, "ran.txt"), ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]);
 }
+
+#[test]
+fn a_new_file_matching_an_include_is_picked_up() {
+    let t = Test::new().fluxfile(&format!("[flux]\ninclude = [\"pipes/*.toml\"]\n{}", daily(""))).dir("pipes");
+    let r = looping(&t, &[]);
+    wait_for("the first tick", || t.exists("out/2024-01-02.txt"));
+    t.write(
+        "pipes/more.toml",
+        r#"
+[step.more]
+params = { date = "date" }
+start = "2024-01-02"
+outputs = ["more/{{ date }}.txt"]
+run = "touch {{ outputs[0] }}"
+schedule = "@daily"
+"#,
+    );
+    wait_for("the included step's task", || t.exists("more/2024-01-02.txt"));
+    r.signal("TERM");
+    t.finish(r).assert_success();
+}
