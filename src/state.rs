@@ -748,6 +748,8 @@ impl StateDb {
             check_unversioned(&path, &tables)?;
             return Ok(None);
         }
+        // Not flux's database at all, before "an older flux's".
+        check_flux_tables(&path, version, &tables)?;
         if version < SCHEMA_VERSION {
             return Err(sql_error(
                 &path,
@@ -757,7 +759,6 @@ impl StateDb {
                 ),
             ));
         }
-        check_flux_tables(&path, version, &tables)?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(Some(StateDb { conn, path, holder: None, writable: false, attempts_seen: Cell::new(0) }))
     }
