@@ -434,6 +434,9 @@ fn a_second_scheduler_is_refused_while_one_runs() {
         .stderr_has("another flux schedule holds this project's scheduler lease")
         .stderr_has(&format!("pid {}", r.child.id()))
         .stderr_has("--wait");
+    // flux build runs beside it.
+    t.run_args(["build", "daily", "--date", "2024-01-07"]).assert_success();
+    assert!(t.exists("out/2024-01-07.txt"));
     // --wait takes over once the first one stops.
     let waiting = t.spawn_args(["schedule", "--once", "--wait", "--now", "2024-01-04T00:30:00Z"]);
     std::thread::sleep(Duration::from_millis(300));
@@ -600,4 +603,27 @@ schedule = "@daily"
     wait_for("the included step's task", || t.exists("more/2024-01-02.txt"));
     r.signal("TERM");
     t.finish(r).assert_success();
+}
+
+#[test]
+fn a_silent_holders_lease_is_taken_over_after_30_seconds() {
+    let t = Test::new().fluxfile(&daily(""));
+    once(&t, "2024-01-02T00:30:00Z").assert_success();
+    // A live process (this test) on this host that has not renewed the lease: refused
+    // while its heartbeat is fresh, taken over once it is 30 s old.
+    let hold = |age: f64| {
+        let conn = rusqlite::Connection::open(t.abs(".flux/state.db")).expect("open the state db");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+        conn.execute(
+            "INSERT OR REPLACE INTO scheduler (id, holder, pid, host, started_at, heartbeat_at) VALUES (1, 'other', ?1, ?2, ?3, ?4)",
+            rusqlite::params![std::process::id(), host, now - 100.0, now - age],
+        )
+        .expect("write the lease");
+    };
+    hold(5.0);
+    once(&t, "2024-01-03T00:30:00Z").assert_status(2).stderr_has(&format!("pid {}", std::process::id()));
+    hold(31.0);
+    once(&t, "2024-01-03T00:30:00Z").assert_success();
+    assert!(t.exists("out/2024-01-02.txt"));
 }
