@@ -28,11 +28,13 @@ use crate::state::{Holder, StateDb};
 /// A scheduler lease not renewed for this long is taken over (SPEC §10).
 pub const LEASE_STALE_S: f64 = 30.0;
 /// How often the holder renews it.
-const HEARTBEAT: Duration = Duration::from_secs(5);
+const HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// SIGINT/SIGTERM received by the scheduler (its handler counts here, not in the
 /// builder's counter, so that running tasks get their grace first).
 static STOPS: AtomicUsize = AtomicUsize::new(0);
+/// Another scheduler took the lease over (this one was silent for too long): stop.
+static LOST: AtomicBool = AtomicBool::new(false);
 
 /// `flux schedule`'s options.
 #[derive(Debug, Clone)]
@@ -226,6 +228,11 @@ pub fn run(host: &dyn Host, opts: &Options) -> Result<i32> {
     beat.stop();
     let _ = db.scheduler_release(&me);
     let failed = result?;
+    if LOST.load(Ordering::SeqCst) {
+        return Err(Error::Usage(
+            "another flux schedule took this project's scheduler lease over (this one was silent for more than 30 s); stopped".into(),
+        ));
+    }
     if stopping() {
         host.say("flux schedule: stopped");
         return Ok(0);
@@ -464,8 +471,13 @@ impl Heartbeat {
                     }
                 }
                 if last.elapsed() >= HEARTBEAT {
-                    if let Some(db) = db.as_mut() {
-                        let _ = db.scheduler_heartbeat(&me);
+                    if let Some(db) = db.as_mut()
+                        && let Ok(false) = db.scheduler_heartbeat(&me)
+                        && !LOST.swap(true, Ordering::SeqCst)
+                    {
+                        // Silent for too long (stopped, asleep): another scheduler has the
+                        // project now. Stop as on SIGTERM.
+                        STOPS.fetch_add(1, Ordering::SeqCst);
                     }
                     last = Instant::now();
                 }

@@ -627,3 +627,16 @@ fn a_silent_holders_lease_is_taken_over_after_30_seconds() {
     once(&t, "2024-01-03T00:30:00Z").assert_success();
     assert!(t.exists("out/2024-01-02.txt"));
 }
+
+#[test]
+fn a_scheduler_whose_lease_was_taken_over_stops() {
+    let t = Test::new().fluxfile(&daily(""));
+    let r = looping(&t, &[]);
+    wait_for("the first tick", || t.exists("out/2024-01-02.txt"));
+    // As if this scheduler had been silent for 30 s and another had taken over.
+    let conn = rusqlite::Connection::open(t.abs(".flux/state.db")).expect("open the state db");
+    conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    conn.execute("UPDATE scheduler SET holder = 'other', pid = ?1", [std::process::id()]).expect("take the lease");
+    let o = t.finish(r);
+    o.assert_status(2).stderr_has("took this project's scheduler lease over");
+}
