@@ -299,6 +299,8 @@ fn schedule_settings_are_validated_with_their_place() {
         ),
         ("sla = \"2h\"", "`sla` needs a `schedule`", "Fluxfile:6:1"),
         ("schedule = \"61 * * * *\"", "is not a schedule", "Fluxfile:6:12"),
+        ("schedule = \"@daily\"\non_sla_miss = \"true\"", "`on_sla_miss` needs an `sla`", "Fluxfile:7:1"),
+        ("catchup = false", "`catchup` needs a `schedule`", "Fluxfile:6:1"),
     ];
     for (extra, message, place) in cases {
         let t = Test::new().fluxfile(&format!(
