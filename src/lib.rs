@@ -6,7 +6,9 @@
 //! history in SQLite ([`state`]). The layers, from the bottom: [`error`], [`param`],
 //! [`template`] → [`fluxfile`] → [`graph`] (+ [`plancache`]) → [`plan`] (reading stats
 //! and digests from [`target`], and from [`store`] for remote targets) → [`builder`] (running jobs through [`exec`], firing
-//! [`hooks`]); [`cli`] wires them up and, with [`report`], is the only code that prints.
+//! [`hooks`]) → [`schedule`] (ticks that build scheduled steps' intervals, through the
+//! build path [`cli`] hands it); [`cli`] wires them up and, with [`report`], is the only
+//! code that prints (the scheduler prints through [`cli`] too).
 //! `docs/concepts.md` explains the model; `docs/decisions.md` where it departs from or
 //! fills in the specification.
 
