@@ -114,6 +114,10 @@ pub static INTERRUPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 /// does to running tasks.
 pub static PANIC_AFTER_START: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Set by `flux schedule` on SIGTERM/SIGINT: start nothing new and let running tasks
+/// finish (its grace), as a stop does but without interrupting them.
+pub static DRAIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn interrupts() -> usize {
     INTERRUPTS.load(std::sync::atomic::Ordering::SeqCst)
 }
@@ -1059,7 +1063,7 @@ impl Runner<'_, '_> {
 
     /// The build is stopping: Ctrl-C, or a state DB write that failed for good.
     fn stopping(&self) -> bool {
-        self.seen_interrupts > 0 || self.db_error.is_some()
+        self.seen_interrupts > 0 || self.db_error.is_some() || DRAIN.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A write to the state DB failed past its retries (busy past the limit, disk full, an

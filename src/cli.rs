@@ -167,6 +167,8 @@ enum Cmd {
         #[arg(long, value_name = "T", env = "FLUX_UI_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// The scheduler: build each scheduled step's intervals as they end (docs/scheduling.md).
+    Schedule(ScheduleArgs),
     /// Print a shell completion script (flags, subcommands, step names and task ids).
     Completions {
         #[arg(value_enum)]
@@ -259,6 +261,40 @@ struct BuildArgs {
     log_lines: usize,
 }
 
+#[derive(Args, Debug)]
+struct ScheduleArgs {
+    /// One tick, then exit (0, or 1 if a task failed): for cron or CI.
+    #[arg(long)]
+    once: bool,
+    /// Print what the next tick would run, per step and why; run and write nothing (implies --once).
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Time between ticks.
+    #[arg(long, value_name = "DUR", default_value = "30s")]
+    tick: String,
+    /// After SIGTERM/SIGINT, how long running tasks may finish before they are interrupted.
+    #[arg(long, value_name = "DUR", default_value = "30s")]
+    grace: String,
+    /// Believe it is TIME (RFC 3339, e.g. 2024-03-05T00:30:00Z); the clock runs on from it.
+    #[arg(long, value_name = "TIME")]
+    now: Option<String>,
+    /// Under max_active_runs, build the newest intervals first (default: oldest first).
+    #[arg(long)]
+    newest_first: bool,
+    /// If another scheduler holds the project, wait for it to stop instead of exiting 2.
+    #[arg(long)]
+    wait: bool,
+    /// Parallel tasks (default: [flux] jobs, else the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+    /// Override a var of the Fluxfile.
+    #[arg(long = "var", value_name = "K=V")]
+    vars: Vec<String>,
+    /// Use the vars of [profile.P.vars].
+    #[arg(long)]
+    profile: Option<String>,
+}
+
 /// Parse arguments and run; returns the exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let cli = match Cli::try_parse_from(args) {
@@ -313,6 +349,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Cmd::Clear { sel, delete_outputs, downstream } => cmd_clear(cli, sel, *delete_outputs, *downstream),
         Cmd::Ui { bind, token } => cmd_ui(cli, bind, token.clone()),
+        Cmd::Schedule(a) => cmd_schedule(cli, a),
         Cmd::Completions { shell } => {
             let mut cmd = Cli::command();
             let mut buf: Vec<u8> = Vec::new();
@@ -447,15 +484,33 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     let t0 = Instant::now();
     let ff = load(cli, &b.sel)?;
     timing(cli, "load Fluxfile", t0);
+    let req = request(&b.sel)?;
+    let built = plan_and_build(cli, b, &ff, &req, t0, false)?;
+    // The process ends now: freeing a large Fluxfile piece by piece would only cost time.
+    std::mem::forget(ff);
+    Ok(built.code)
+}
+
+/// Plan `req` and build it (or dry-run it, or explain one task) with `b`'s settings, then
+/// print the result: `flux build`, and each tick of `flux schedule` (`scheduled`: the
+/// scheduler owns the signals, no plan cache is kept, and the process lives on).
+fn plan_and_build(
+    cli: &Cli,
+    b: &BuildArgs,
+    ff: &Fluxfile,
+    req: &Request,
+    t0: Instant,
+    scheduled: bool,
+) -> Result<crate::schedule::Built> {
     let t1 = Instant::now();
     let dry_run = b.dry_run || b.explain.is_some();
-    let mut req = request(&b.sel)?;
+    let mut req = req.clone();
     let explain = match &b.explain {
         Some(_) if b.output == OutputFormat::Json => {
             return Err(Error::Usage("--explain prints text: drop --output json".into()));
         }
         Some(task) => {
-            let id = graph::canonical_task_id(&ff, task)?;
+            let id = graph::canonical_task_id(ff, task)?;
             if req.targets.is_empty() {
                 req.targets.push(id.clone());
             }
@@ -463,18 +518,19 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         }
         None => None,
     };
-    let key = crate::plancache::key(&ff, &req);
-    let (g, cached) = match crate::plancache::load(&ff.state_dir, &key).filter(|g| crate::plancache::fits(&ff, g)) {
+    let key = crate::plancache::key(ff, &req);
+    let cache = if scheduled { None } else { crate::plancache::load(&ff.state_dir, &key) };
+    let (g, cached) = match cache.filter(|g| crate::plancache::fits(ff, g)) {
         Some(g) => (g, true),
         None => {
-            let g = graph::build(&ff, &req)?;
-            if !dry_run {
+            let g = graph::build(ff, &req)?;
+            if !dry_run && !scheduled {
                 crate::plancache::store(&ff.state_dir, &key, &g);
             }
             (g, false)
         }
     };
-    guard(&ff).check_outputs(&ff, &g)?;
+    guard(ff).check_outputs(ff, &g)?;
     timing(cli, &format!("plan {} tasks{}", g.tasks.len(), if cached { " (cached)" } else { "" }), t1);
 
     let mut triggers = Triggers::default();
@@ -501,11 +557,11 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         if let Some(si) = ff.step_index(from) {
             forced.extend(downstream_of(&g, si as u32));
         } else if from.contains('[') {
-            let id = graph::canonical_task_id(&ff, from).map_err(|e| match e {
+            let id = graph::canonical_task_id(ff, from).map_err(|e| match e {
                 Error::Usage(m) => Error::Usage(format!("--from {from}: {m}")),
                 other => other,
             })?;
-            let Some(t) = (0..g.tasks.len() as u32).find(|&t| g.task_id(&ff, t) == id) else {
+            let Some(t) = (0..g.tasks.len() as u32).find(|&t| g.task_id(ff, t) == id) else {
                 return Err(Error::Usage(format!(
                     "--from {from}: {id} is not part of this build; name targets (or dates) that include it"
                 )));
@@ -528,7 +584,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         if b.sel.targets.is_empty() {
             return Err(Error::Usage("--only needs targets: the tasks to run alone".into()));
         }
-        check_only_inputs(&ff, &g)?;
+        check_only_inputs(ff, &g)?;
         Some(g.roots.iter().copied().collect::<HashSet<u32>>())
     } else {
         None
@@ -581,7 +637,7 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     let what = if db.is_some() { "task records; digests are looked up when a task needs one" } else { "no state yet" };
     timing(cli, &format!("load state ({} {what})", records.len()), t2);
 
-    let mut build = Build::new(&ff, &g, &records, &digests, &opts);
+    let mut build = Build::new(ff, &g, &records, &digests, &opts);
     if let Some(metas) = stats {
         build = build.with_stats(stat_ns, metas);
     }
@@ -596,7 +652,9 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
     let report = if dry_run {
         build.dry_run(rep.as_mut())?
     } else {
-        install_signal_handlers();
+        if !scheduled {
+            install_signal_handlers();
+        }
         // A panic stops the running commands before flux exits (they must not outlive it).
         crate::procs::stop_tasks_on_panic();
         if std::env::var_os("FLUX_TEST_PANIC_AFTER_START").is_some_and(|v| v == "1") {
@@ -625,24 +683,99 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
             )));
         };
         print!("{}", build.explain(t as u32, &report, db.as_ref(), &opts.redact)?);
-        return Ok(0);
+        return Ok(crate::schedule::Built { run_id: None, statuses: Default::default(), code: 0 });
     }
-    let left = graph::left_out(&ff, &req);
+    let left = graph::left_out(ff, &req);
     match b.output {
-        OutputFormat::Json => print_json(&ff, &g, &report, dry_run, b.log_lines, &left),
+        OutputFormat::Json => print_json(ff, &g, &report, dry_run, b.log_lines, &left),
         OutputFormat::Text => {
-            print_text(&ff, &g, &report, dry_run, cli.verbose > 0, t0);
+            print_text(ff, &g, &report, dry_run, cli.verbose > 0, t0);
             print_left_out(&left);
         }
     }
     if let Some(cause) = &report.db_error {
         eprintln!("{}", Error::Io(format!("{cause}; the build was stopped")).render());
     }
-    let code = report.exit_code();
-    // The process ends now: freeing a large graph piece by piece would only cost time
-    // (ninja does the same).
-    std::mem::forget((g, records, digests, report, ff));
-    Ok(code)
+    let built = crate::schedule::Built {
+        run_id: report.run_id,
+        statuses: g
+            .roots
+            .iter()
+            .map(|&t| (report.ids[t as usize].clone(), report.results[t as usize].status))
+            .collect(),
+        code: report.exit_code(),
+    };
+    if !scheduled {
+        // The process ends now: freeing a large graph piece by piece would only cost time
+        // (ninja does the same).
+        std::mem::forget((g, records, digests, report));
+    }
+    Ok(built)
+}
+
+
+/// `flux schedule` (SPEC §10): the scheduler, building through [`plan_and_build`].
+fn cmd_schedule(cli: &Cli, a: &ScheduleArgs) -> Result<i32> {
+    if a.jobs == Some(0) {
+        return Err(Error::Usage("-j 0: give a positive number of parallel tasks, e.g. -j 4".into()));
+    }
+    let dur =
+        |flag: &str, s: &str| crate::param::parse_duration(s).map_err(|e| Error::Usage(format!("--{flag} {s}: {e}")));
+    let tick = dur("tick", &a.tick)?;
+    if tick.is_zero() {
+        return Err(Error::Usage("--tick 0: give a time between ticks, e.g. --tick 30s".into()));
+    }
+    let now = match &a.now {
+        None => None,
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| Error::Usage(format!("--now {t}: {e} (expected RFC 3339, e.g. 2024-03-05T00:30:00Z)")))?
+                .with_timezone(&chrono::Utc),
+        ),
+    };
+    let opts = crate::schedule::Options {
+        once: a.once || a.dry_run,
+        dry_run: a.dry_run,
+        now,
+        tick,
+        grace: dur("grace", &a.grace)?,
+        newest_first: a.newest_first,
+        wait: a.wait,
+    };
+    struct CliHost<'c> {
+        cli: &'c Cli,
+        args: BuildArgs,
+    }
+    impl crate::schedule::Host for CliHost<'_> {
+        fn load(&self) -> Result<Fluxfile> {
+            load(self.cli, &self.args.sel)
+        }
+        fn build(&self, ff: &Fluxfile, req: Request, dry_run: bool) -> Result<crate::schedule::Built> {
+            let args = BuildArgs { dry_run, ..self.args.clone() };
+            plan_and_build(self.cli, &args, ff, &req, Instant::now(), true)
+        }
+        fn say(&self, line: &str) {
+            eprintln!("{line}");
+        }
+    }
+    let args = BuildArgs {
+        sel: Selection { vars: a.vars.clone(), profile: a.profile.clone(), ..Default::default() },
+        jobs: a.jobs,
+        dry_run: false,
+        force: false,
+        from: None,
+        fail_fast: false,
+        rerun_triggers: Vec::new(),
+        only: false,
+        wait: None,
+        executor: "local".into(),
+        output: OutputFormat::Text,
+        print_commands: false,
+        stream: false,
+        log_lines: 20,
+        explain: None,
+    };
+    crate::schedule::run(&CliHost { cli, args }, &opts)
 }
 
 /// The values given with `--var`, which nothing flux keeps may hold in plain text.
@@ -1023,10 +1156,20 @@ type Cell = (Option<usize>, String, &'static str);
 fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
     let ff = load(cli, sel)?;
     let g = graph::build(&ff, &request(sel)?)?;
-    let records = match StateDb::open_existing(&ff.state_dir)? {
-        Some(db) => db.load_tasks()?,
-        None => Records::default(),
+    let (records, late_intervals) = match StateDb::open_existing(&ff.state_dir)? {
+        Some(db) => (db.load_tasks()?, db.late_intervals()?),
+        None => (Records::default(), Vec::new()),
     };
+    // Tasks whose interval missed its SLA (SPEC §10): `late`, beside their status.
+    let late_set: HashSet<(&str, &str)> = late_intervals.iter().map(|i| (i.step.as_str(), i.value.as_str())).collect();
+    let is_late = |t: u32| {
+        let task = &g.tasks[t as usize];
+        let step = &ff.steps[task.step as usize];
+        step.time_param.is_some_and(|ti| {
+            late_set.contains(&(step.name.as_str(), step.params[ti].1.format(task.params[ti]).as_str()))
+        })
+    };
+    let late: Vec<String> = (0..g.tasks.len() as u32).filter(|&t| is_late(t)).map(|t| g.task_id(&ff, t)).collect();
     // Rows: a step with its non-time params; columns: time values, one grid per kind of
     // time (dates, hours, months), since their columns do not line up.
     let mut intervals: Vec<(&'static str, String)> = Vec::new();
@@ -1076,6 +1219,7 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
                     "task": id,
                     "interval": c.map(|c| intervals[c].1.clone()),
                     "status": st,
+                    "late": late.contains(id),
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
@@ -1169,6 +1313,9 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
         .map(|(st, words)| format!("{} {words}", symbol(st)))
         .collect();
     let _ = writeln!(o, "\n{}", legend.join("  "));
+    if !late.is_empty() {
+        let _ = writeln!(o, "late (SLA missed): {}", late.join(", "));
+    }
     Ok(0)
 }
 
@@ -1347,10 +1494,21 @@ fn cmd_history(cli: &Cli, step: Option<&str>, limit: usize, output: OutputFormat
     {
         return Err(Error::Usage(format!("--step {s}: no such step")));
     }
-    let rows = match StateDb::open_existing(&ff.state_dir)? {
-        Some(db) => db.history(step, limit)?,
-        None => Vec::new(),
+    let (rows, kinds) = match StateDb::open_existing(&ff.state_dir)? {
+        Some(db) => {
+            let rows = db.history(step, limit)?;
+            // Each run's kind: `build`, or `schedule` for a scheduler tick.
+            let mut kinds: HashMap<i64, String> = HashMap::new();
+            for a in &rows {
+                if let std::collections::hash_map::Entry::Vacant(e) = kinds.entry(a.run_id) {
+                    e.insert(db.run_kind(a.run_id)?.unwrap_or_default());
+                }
+            }
+            (rows, kinds)
+        }
+        None => (Vec::new(), HashMap::new()),
     };
+    let kind = |run: i64| kinds.get(&run).map_or("", String::as_str);
     let mut o = std::io::stdout().lock();
     match output {
         OutputFormat::Json => {
@@ -1358,7 +1516,7 @@ fn cmd_history(cli: &Cli, step: Option<&str>, limit: usize, output: OutputFormat
                 .iter()
                 .map(|a| {
                     serde_json::json!({
-                        "run_id": a.run_id, "task": a.task_id, "step": a.step,
+                        "run_id": a.run_id, "run_kind": kind(a.run_id), "task": a.task_id, "step": a.step,
                         "params": serde_json::from_str::<serde_json::Value>(&a.params_json).unwrap_or(serde_json::Value::Null),
                         "attempt": a.attempt, "status": a.status.as_str(), "reason": a.reason,
                         "started_at": a.started_at, "ended_at": a.ended_at,
@@ -1377,8 +1535,9 @@ fn cmd_history(cli: &Cli, step: Option<&str>, limit: usize, output: OutputFormat
                 let dur = a.ended_at.map(|e| format!("{:.2}s", e - a.started_at)).unwrap_or_else(|| "-".into());
                 let _ = writeln!(
                     o,
-                    "{when}  run {:<4} {:<15} {:<32} attempt {} {:>8}  {}{}",
+                    "{when}  run {:<4}{} {:<15} {:<32} attempt {} {:>8}  {}{}",
                     a.run_id,
+                    if kind(a.run_id) == "schedule" { " (schedule)" } else { "" },
                     a.status.as_str(),
                     a.task_id,
                     a.attempt,

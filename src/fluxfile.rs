@@ -133,6 +133,13 @@ pub struct Step {
     pub on_success: Option<Tpl>,
     pub on_failure: Option<Tpl>,
     pub on_retry: Option<Tpl>,
+    /// `catchup = false`: the scheduler builds only the latest ended interval (SPEC §10).
+    pub catchup: bool,
+    /// At most this many intervals of the step in one scheduler tick, oldest first.
+    pub max_active_runs: Option<u32>,
+    /// Deadline after the end of a task's interval, and the hook that fires on a miss.
+    pub sla: Option<Duration>,
+    pub on_sla_miss: Option<Tpl>,
 }
 
 /// The validated Fluxfile: immutable once loaded.
@@ -155,6 +162,11 @@ pub struct Fluxfile {
     pub notify: Option<Notify>,
     /// `[store."scheme://authority"]` settings.
     pub stores: Vec<crate::store::StoreConfig>,
+    /// `[flux] timezone`: where dates, weeks and months begin and end, and when cron
+    /// schedules fire (SPEC §10). Hours are UTC hours whatever it is.
+    pub timezone: chrono_tz::Tz,
+    /// The `include` patterns as absolute globs, so that a reload sees new matches.
+    pub include_globs: Vec<String>,
 }
 
 /// `[notify]`: where failure, retry and SLA events are POSTed.
@@ -494,6 +506,8 @@ const STEP_KEYS: &[&str] = &[
     "start",
     "end",
     "schedule",
+    "catchup",
+    "max_active_runs",
     "retries",
     "retry_delay",
     "retry_backoff",
@@ -514,7 +528,7 @@ const STEP_KEYS: &[&str] = &[
 ];
 /// Step keys parsed and validated, but not acted on by this version: using one is an error
 /// that says so rather than a silently ignored setting.
-const NOT_YET: &[(&str, &str)] = &[("on_sla_miss", "SLAs (the scheduler)"), ("sla", "SLAs (the scheduler)")];
+const NOT_YET: &[(&str, &str)] = &[];
 
 struct RawStep {
     name: String,
@@ -556,6 +570,8 @@ impl<'o> Loader<'o> {
         let mut state_dir = self.dir.join(".flux");
         let mut jobs = None;
         let mut max_tasks = limits::DEFAULT_MAX_TASKS;
+        let mut timezone = chrono_tz::Tz::UTC;
+        let mut include_globs = Vec::new();
         let mut extra_docs: Vec<&'static Doc> = Vec::new();
         if let Some((t, _)) = top.table("flux")? {
             let k = Keys::check(&main.source, t, "[flux]", FLUX_KEYS)?;
@@ -582,11 +598,21 @@ impl<'o> Loader<'o> {
                 Some((d, _)) => d,
                 None => limits::DEFAULT_GENERATE_TIMEOUT,
             };
-            if let Some(span) = k.key_span("timezone") {
-                return Err(not_yet("timezone", "time zones (the scheduler)", &span));
+            if let Some((name, span)) = k.str("timezone")? {
+                timezone = name.parse::<chrono_tz::Tz>().map_err(|_| {
+                    let hint = crate::error::did_you_mean(&name, chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()))
+                        .map(|s| format!("did you mean `{s}`? "))
+                        .unwrap_or_default();
+                    Error::at_help(
+                        format!("`{name}` is not a time zone flux knows"),
+                        &span,
+                        format!("{hint}use an IANA name such as \"UTC\", \"Europe/Berlin\" or \"America/New_York\""),
+                    )
+                })?;
             }
             if let Some((pats, _)) = k.strs("include", false)? {
                 for (pat, span) in pats {
+                    include_globs.push(self.dir.join(&pat).to_string_lossy().to_string());
                     for file in self.glob(&pat, &span)? {
                         let bytes = std::fs::read(&file).map_err(|e| {
                             Error::at(format!("cannot read included file {}: {e}", file.display()), &span)
@@ -865,6 +891,8 @@ impl<'o> Loader<'o> {
             digest: hasher.finalize(),
             notify,
             stores,
+            timezone,
+            include_globs,
         })
     }
 
@@ -1531,6 +1559,32 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
     let on_success = hook("on_success", engine)?;
     let on_failure = hook("on_failure", engine)?;
     let on_retry = hook("on_retry", engine)?;
+    let on_sla_miss = hook("on_sla_miss", engine)?;
+    let catchup = k.bool("catchup")?.is_none_or(|(b, _)| b);
+    let max_active_runs = match k.int("max_active_runs")? {
+        None => None,
+        Some((n, span)) => Some(u32::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
+            Error::at_help("`max_active_runs` must be at least 1", &span, "write e.g. `max_active_runs = 1`")
+        })?),
+    };
+    let sla = duration("sla")?;
+    for key in ["sla", "on_sla_miss", "catchup", "max_active_runs"] {
+        if schedule.is_none()
+            && let Some(span) = k.key_span(key)
+        {
+            return Err(Error::at_help(
+                format!("`{key}` needs a `schedule`: it is about the intervals the scheduler builds"),
+                &span,
+                "add e.g. schedule = \"@daily\", or remove it",
+            ));
+        }
+    }
+    if on_sla_miss.is_some()
+        && sla.is_none()
+        && let Some(span) = k.key_span("on_sla_miss")
+    {
+        return Err(Error::at_help("`on_sla_miss` needs an `sla`", &span, "add e.g. sla = \"2h\""));
+    }
 
     Ok(Step {
         name: r.name.clone(),
@@ -1564,6 +1618,10 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
         on_success,
         on_failure,
         on_retry,
+        catchup,
+        max_active_runs,
+        sla,
+        on_sla_miss,
     })
 }
 
@@ -1689,41 +1747,42 @@ fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
         "@monthly" => return Ok(Schedule::Monthly),
         _ => {}
     }
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!("`{s}` is not a schedule: a cron expression has 5 fields, this has {}", fields.len()));
+    let fields = s.split_whitespace().count();
+    if !s.starts_with('@') && fields != 5 {
+        return Err(format!(
+            "`{s}` is not a schedule: a cron expression has 5 fields (minute hour day month weekday), this has {fields}"
+        ));
     }
-    let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
-    let names = ["minute", "hour", "day of month", "month", "day of week"];
-    for (i, f) in fields.iter().enumerate() {
-        for part in f.split(',') {
-            let (base, step) = match part.split_once('/') {
-                Some((b, st)) => (b, Some(st)),
-                None => (part, None),
-            };
-            if let Some(st) = step
-                && st.parse::<u32>().map_or(true, |n| n == 0)
-            {
-                return Err(format!("bad step `/{st}` in the {} field of `{s}`", names[i]));
-            }
-            if base == "*" {
-                continue;
-            }
-            let (lo, hi) = base.split_once('-').unwrap_or((base, base));
-            for n in [lo, hi] {
-                let Ok(v) = n.parse::<u32>() else {
-                    return Err(format!("`{n}` is not a number in the {} field of `{s}`", names[i]));
-                };
-                if v < ranges[i].0 || v > ranges[i].1 {
-                    return Err(format!(
-                        "{v} is out of range {}-{} for the {} field of `{s}`",
-                        ranges[i].0, ranges[i].1, names[i]
-                    ));
-                }
-            }
+    cron_of(s).map(|_| Schedule::Cron(s.to_string()))
+}
+
+/// A schedule's cron expression, parsed by croner (5 fields, or an `@`-name).
+pub fn cron_of(s: &str) -> std::result::Result<croner::Cron, String> {
+    let expr = match s {
+        "@hourly" => "0 * * * *",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@weekly" => "0 0 * * 0",
+        "@monthly" => "0 0 1 * *",
+        other => other,
+    };
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("`{s}` is not a schedule: {e}"))
+}
+
+impl Schedule {
+    /// The schedule as written (`@daily`, or the cron expression).
+    pub fn text(&self) -> &str {
+        match self {
+            Schedule::Hourly => "@hourly",
+            Schedule::Daily => "@daily",
+            Schedule::Weekly => "@weekly",
+            Schedule::Monthly => "@monthly",
+            Schedule::Cron(c) => c,
         }
     }
-    Ok(Schedule::Cron(s.to_string()))
 }
 
 /// Params that appear anywhere: used by `--param` validation.

@@ -1177,13 +1177,14 @@ fn edge_span(ff: &Fluxfile, g: &TaskGraph, consumer: u32, producer: u32) -> Opti
     st.requires.iter().find(|r| r.step == p.step as usize).map(|r| r.span.clone())
 }
 
-/// Days in a month (for callers formatting intervals).
-pub fn interval_rfc3339(kind: &ParamKind, v: ParamValue) -> Option<(String, String)> {
-    let (a, b) = kind.interval(v)?;
+/// The interval of a time value as RFC 3339 UTC instants, its dates, weeks and months
+/// bounded by local midnight in `tz` (`interval_start`, `interval_end`).
+pub fn interval_rfc3339(kind: &ParamKind, v: ParamValue, tz: chrono_tz::Tz) -> Option<(String, String)> {
+    let (a, b) = crate::param::interval_in(kind, v, tz)?;
     let f = |t: NaiveDateTime| {
         format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", t.year(), t.month(), t.day(), t.hour(), t.minute(), t.second())
     };
-    Some((f(a), f(b)))
+    Some((f(a.naive_utc()), f(b.naive_utc())))
 }
 
 /// The canonical id of a task named on the command line (`extract[2024-01-05]`,

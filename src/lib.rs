@@ -6,8 +6,10 @@
 //! history in SQLite ([`state`]). The layers, from the bottom: [`error`], [`param`],
 //! [`template`] → [`fluxfile`] → [`graph`] (+ [`plancache`]) → [`plan`] (reading stats
 //! and digests from [`target`], and from [`store`] for remote targets) → [`builder`] (running jobs through [`exec`], firing
-//! [`hooks`]; [`procs`] makes commands die with flux and ends what dead runs left); [`cli`]
-//! wires them up and, with [`report`], is the only code that prints.
+//! [`hooks`]; [`procs`] makes commands die with flux and ends what dead runs left) →
+//! [`schedule`] (ticks that build scheduled steps' intervals, through the build path
+//! [`cli`] hands it); [`cli`] wires them up and, with [`report`], is the only code that
+//! prints (the scheduler prints through [`cli`] too).
 //! `docs/concepts.md` explains the model; `docs/decisions.md` where it departs from or
 //! fills in the specification.
 
@@ -29,6 +31,7 @@ pub mod plan;
 pub mod plancache;
 pub mod procs;
 pub mod report;
+pub mod schedule;
 pub mod select;
 pub mod state;
 pub mod store;

@@ -894,6 +894,34 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(1u64 << shift).ok_or_else(|| format!("`{s}` is too large a size (the limit is 16 EiB)"))
 }
 
+/// The instant a local wall-clock time names in `tz`: the earlier of a repeated time, and
+/// for a time in a gap (spring forward) the first instant after the gap.
+pub fn local_instant(tz: chrono_tz::Tz, t: NaiveDateTime) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::{LocalResult, TimeZone};
+    for minutes in 0..=24 * 60 {
+        match tz.from_local_datetime(&(t + chrono::Duration::minutes(minutes))) {
+            LocalResult::Single(x) | LocalResult::Ambiguous(x, _) => return Some(x.with_timezone(&chrono::Utc)),
+            LocalResult::None => continue,
+        }
+    }
+    None
+}
+
+/// `[start, end)` of a time value as instants: hours are UTC hours, dates, weeks and
+/// months begin and end at local midnight in `tz` (SPEC §10), so a day may last 23 or
+/// 25 hours. `None` for `Choice`.
+pub fn interval_in(
+    kind: &ParamKind,
+    v: ParamValue,
+    tz: chrono_tz::Tz,
+) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    let (a, b) = kind.interval(v)?;
+    if matches!(kind, ParamKind::Hour) {
+        return Some((a.and_utc(), b.and_utc()));
+    }
+    Some((local_instant(tz, a)?, local_instant(tz, b)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

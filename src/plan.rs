@@ -383,8 +383,10 @@ impl<'a> Planner<'a> {
         let task = &self.g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
         let params = param_strings(step, &task.params);
-        let (start, end) =
-            step.time_param.and_then(|ti| interval_rfc3339(&step.params[ti].1, task.params[ti])).unwrap_or_default();
+        let (start, end) = step
+            .time_param
+            .and_then(|ti| interval_rfc3339(&step.params[ti].1, task.params[ti], self.ff.timezone))
+            .unwrap_or_default();
         let extra: [(&str, String); 4] = [
             ("attempt", r.attempt.to_string()),
             ("run_id", r.run_id.to_string()),

@@ -29,6 +29,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
+mod sched;
+pub use sched::{Interval, SchedStep, SchedulerHolder, now_secs};
+
 /// A blake3 digest.
 pub type Hash = [u8; 32];
 
@@ -195,6 +198,37 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE attempts ADD COLUMN expect_cmd_hash BLOB;
     ALTER TABLE attempts ADD COLUMN expect_inputs_hash BLOB;
     CREATE INDEX runs_open ON runs(id) WHERE ended_at IS NULL;
+    "#,
+    // 4: the scheduler (SPEC §10) (its runs are of kind `schedule`), per-step watermarks, the
+    // intervals it made due (with their SLA deadlines and misses), its lease.
+    r#"
+    CREATE TABLE sched_steps (
+        step         TEXT PRIMARY KEY NOT NULL,
+        through      TEXT,
+        evaluated_at REAL NOT NULL,
+        first_seen   REAL NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE sched_intervals (
+        step          TEXT NOT NULL,
+        value         TEXT NOT NULL,
+        due_at        REAL NOT NULL,
+        deadline      REAL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        done_at       REAL,
+        sla_missed_at REAL,
+        PRIMARY KEY (step, value)
+    ) WITHOUT ROWID;
+    CREATE INDEX sched_intervals_open ON sched_intervals(step, done_at);
+
+    CREATE TABLE scheduler (
+        id           INTEGER PRIMARY KEY CHECK (id = 1),
+        holder       TEXT NOT NULL,
+        pid          INTEGER NOT NULL,
+        host         TEXT NOT NULL,
+        started_at   REAL NOT NULL,
+        heartbeat_at REAL NOT NULL
+    );
     "#,
 ];
 
@@ -873,14 +907,16 @@ impl StateDb {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// The kind of a run (`build`, `mark`), if it exists.
+    /// The kind of a run (`build`, `mark`, `schedule`), if it exists.
     pub fn run_kind(&self, run_id: i64) -> Result<Option<String>, StateError> {
-        self.conn
-            .prepare_cached("SELECT kind FROM runs WHERE id = ?1")
-            .at(&self.path)?
-            .query_row([run_id], |r| r.get(0))
-            .optional()
-            .at(&self.path)
+        wait_busy(&self.path, || {
+            self.conn
+                .prepare_cached("SELECT kind FROM runs WHERE id = ?1")
+                .at(&self.path)?
+                .query_row([run_id], |r| r.get(0))
+                .optional()
+                .at(&self.path)
+        })
     }
 
     /// The last successful or marked attempt of a task that recorded its commands.

@@ -58,6 +58,8 @@ mod property;
 mod selection;
 #[path = "integration/staging.rs"]
 mod staging;
+#[path = "integration/schedule.rs"]
+mod schedule;
 #[path = "integration/staleness.rs"]
 mod staleness;
 #[path = "integration/state.rs"]

@@ -126,14 +126,25 @@ pub fn refused_step_key(line: &str, key: &str) {
         .stderr_has("^");
 }
 
-#[test]
-fn sla_is_not_supported_yet() {
-    refused_step_key("sla = \"1h\"", "sla");
+/// A scheduler key on a step without a schedule: exit 2, the key is named and pointed at.
+fn needs_a_schedule(line: &str, key: &str) {
+    let text = format!("[step.a]\noutputs = [\"a.txt\"]\nrun = \"true\"\n{line}\n");
+    let o = Test::new().fluxfile(&text).args(["build"]).run();
+    o.assert_status(2)
+        .stderr_has(&format!("error: `{key}` needs a `schedule`"))
+        .stderr_has(" --> Fluxfile:4:1")
+        .stderr_has(&format!("4 | {line}\n"))
+        .stderr_has("^");
 }
 
 #[test]
-fn on_sla_miss_is_not_supported_yet() {
-    refused_step_key("on_sla_miss = \"echo late\"", "on_sla_miss");
+fn sla_without_a_schedule_is_refused() {
+    needs_a_schedule("sla = \"1h\"", "sla");
+}
+
+#[test]
+fn on_sla_miss_without_a_schedule_is_refused() {
+    needs_a_schedule("on_sla_miss = \"echo late\"", "on_sla_miss");
 }
 
 #[test]
@@ -148,13 +159,13 @@ fn sla_refusal_renders_fully() {
         .args(["check"])
         .run()
         .assert_status(2)
-        .stderr_has("error: `sla` is not supported yet: this version of flux does not act on SLAs")
+        .stderr_has("error: `sla` needs a `schedule`: it is about the intervals the scheduler builds")
         .stderr_has(
             " --> Fluxfile:4:1
   |
 4 | sla = \"1h\"
   | ^^^
-  = help: remove `sla`; flux refuses settings it would otherwise ignore
+  = help: add e.g. schedule = \"@daily\", or remove it
 ",
         );
 }
@@ -189,14 +200,19 @@ fn store_tables_are_checked_key_by_key() {
 }
 
 #[test]
-fn timezone_is_not_supported_yet() {
+fn timezone_must_be_a_zone_flux_knows() {
     Test::new()
         .fluxfile("[flux]\ntimezone = \"Europe/Berlin\"\n\n[step.a]\noutputs = [\"a.txt\"]\nrun = \"true\"\n")
         .args(["check"])
         .run()
+        .assert_success();
+    Test::new()
+        .fluxfile("[flux]\ntimezone = \"Mars/Olympus\"\n\n[step.a]\noutputs = [\"a.txt\"]\nrun = \"true\"\n")
+        .args(["check"])
+        .run()
         .assert_status(2)
-        .stderr_has("error: `timezone` is not supported yet")
-        .stderr_has(" --> Fluxfile:2:1");
+        .stderr_has("error: `Mars/Olympus` is not a time zone flux knows")
+        .stderr_has(" --> Fluxfile:2:12");
 }
 
 #[test]

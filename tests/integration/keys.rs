@@ -218,7 +218,7 @@ fn a_sensor_fails_when_its_wait_runs_out_or_is_refused() {
 }
 
 /// A one-thread HTTP server that records request bodies.
-fn http_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+pub fn http_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let got = Arc::new(Mutex::new(Vec::new()));
