@@ -167,7 +167,7 @@ enum Cmd {
         #[arg(long, value_name = "T", env = "FLUX_UI_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// The scheduler: build each scheduled step's intervals as they end (docs/scheduling.md).
+    /// The scheduler: build each scheduled step's intervals as they end (`flux help scheduling`).
     Schedule(ScheduleArgs),
     /// Print a shell completion script (flags, subcommands, step names and task ids).
     Completions {
@@ -712,7 +712,6 @@ fn plan_and_build(
     }
     Ok(built)
 }
-
 
 /// `flux schedule` (SPEC §10): the scheduler, building through [`plan_and_build`].
 fn cmd_schedule(cli: &Cli, a: &ScheduleArgs) -> Result<i32> {

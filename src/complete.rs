@@ -199,6 +199,11 @@ pub const TOPICS: &[(&str, &str)] = &[
     ("cli", "every subcommand and flag, exit codes, environment"),
     ("stores", "remote targets: S3, GCS, Azure, HDFS"),
     ("operations", "schedules, hooks, concurrency, recovery"),
+    ("scheduling", "flux schedule: ticks, catch-up, time zones, SLAs, running it as a service"),
+    ("ui", "flux ui: the pages, the JSON API, running it behind a proxy"),
+    ("from-make", "a C build ported from a Makefile"),
+    ("from-luigi", "Luigi's word count ported"),
+    ("from-airflow", "an hourly Airflow DAG with a sensor ported"),
 ];
 
 /// The text of a help topic.
@@ -210,6 +215,11 @@ pub fn topic(name: &str) -> Option<&'static str> {
         "cli" => include_str!("../docs/cli.md"),
         "stores" => include_str!("../docs/stores.md"),
         "operations" => include_str!("../docs/operations.md"),
+        "scheduling" => include_str!("../docs/scheduling.md"),
+        "ui" => include_str!("../docs/ui.md"),
+        "from-make" => include_str!("../docs/from-make.md"),
+        "from-luigi" => include_str!("../docs/from-luigi.md"),
+        "from-airflow" => include_str!("../docs/from-airflow.md"),
         _ => return None,
     })
 }

@@ -54,12 +54,12 @@ mod params;
 mod planning;
 #[path = "integration/property.rs"]
 mod property;
+#[path = "integration/schedule.rs"]
+mod schedule;
 #[path = "integration/selection.rs"]
 mod selection;
 #[path = "integration/staging.rs"]
 mod staging;
-#[path = "integration/schedule.rs"]
-mod schedule;
 #[path = "integration/staleness.rs"]
 mod staleness;
 #[path = "integration/state.rs"]
@@ -72,9 +72,9 @@ mod stores;
 mod template_checks;
 #[path = "integration/templates.rs"]
 mod templates;
+#[path = "integration/ui.rs"]
+mod ui;
 #[path = "integration/vars.rs"]
 mod vars;
 #[path = "integration/whole_range.rs"]
 mod whole_range;
-#[path = "integration/ui.rs"]
-mod ui;
