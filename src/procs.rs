@@ -423,6 +423,27 @@ pub fn read_group_file(path: &Path) -> Vec<(i32, u64)> {
         .collect()
 }
 
+/// Call `handler` on SIGINT, SIGTERM and SIGHUP (the terminal closed, an SSH connection
+/// dropped), for `flux build` and `flux schedule` alike. A SIGHUP ignored by whoever
+/// started flux (`nohup`) stays ignored. `handler` must be async-signal-safe.
+pub fn on_stop_signals(handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: sigaction only installs `handler`, which callers keep async-signal-safe (they
+    // only touch an atomic).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+        // A SIGHUP ignored by whoever started flux (`nohup`) stays ignored.
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0 && old.sa_sigaction != libc::SIG_IGN {
+            libc::sigaction(libc::SIGHUP, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
 /// The file of a run's process groups, in its staging folder.
 pub fn group_file(stage_root: &Path) -> PathBuf {
     stage_root.join("groups")
