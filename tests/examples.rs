@@ -526,3 +526,20 @@ fn from_airflow_example_waits_for_late_hours_then_counts_the_day() {
     assert_eq!(ran(&doc), strs(&["daily[2024-03-01]", "ingest[2024-03-01T05]"]), "{doc}");
     assert!(read(dir, "data/daily/2024-03-01.csv").starts_with("buy,81\n"));
 }
+
+#[test]
+fn from_airflow_example_is_kept_up_to_date_by_the_scheduler() {
+    let tmp = example("from-airflow");
+    let dir = tmp.path();
+    export(dir, "2024-03-01", &(0..24).map(|h| format!("{h:02}")).collect::<Vec<_>>().join(" "));
+    // Half past midnight: the 24 hours of 2024-03-01 and the day itself have ended.
+    let out = flux(dir, &["schedule", "--once", "--now", "2024-03-02T00:30:00Z"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(read(dir, "data/daily/2024-03-01.csv"), expected_daily());
+    assert!(!dir.join("sla-misses.log").exists(), "built before its deadline");
+    // The next tick has nothing new to do.
+    let out = flux(dir, &["schedule", "--once", "--now", "2024-03-02T00:45:00Z"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let history = ok(dir, &["history", "--output", "json"]);
+    assert!(history.contains("\"schedule\""), "{history}");
+}
