@@ -56,6 +56,8 @@ mod planning;
 mod property;
 #[path = "integration/selection.rs"]
 mod selection;
+#[path = "integration/slurm.rs"]
+mod slurm;
 #[path = "integration/staging.rs"]
 mod staging;
 #[path = "integration/staleness.rs"]

@@ -1,0 +1,526 @@
+//! Running jobs on a Slurm cluster (SPEC §6). Each job is one `sbatch --parsable` job
+//! named `flux-<run-id>`, commented `<task-id>#<attempt>`, running a wrapper script that
+//! flux writes into the run's staging folder: it runs the commands (with the job's env,
+//! in the Fluxfile's folder, output to the attempt's log) and writes the exit code to a
+//! file next to the log, atomically (a temporary file, then `mv`). The graph stays in
+//! flux: a job is submitted when the build loop hands it over.
+//!
+//! One thread submits and polls: one `squeue --name flux-<run-id>` per round for the whole
+//! run, every `[slurm] poll` while something changes, backing off to [`MAX_POLL`]. A job
+//! gone from `squeue` has ended: its exit code comes from the exit file (waited for up to
+//! `[slurm] latency_wait`, for a shared file system's lag); with no exit file, Slurm's
+//! state (`scontrol show job`, else `sacct`) says why (`CANCELLED`, `TIMEOUT`,
+//! `NODE_FAIL`, `OUT_OF_MEMORY`, `PREEMPTED`…). Outputs are moved into place from staging
+//! here, on the submitting host, once the exit file is read (the local executor's code).
+//! Ctrl-C cancels every job of the run with one `scancel --name`; a step's `timeout` is
+//! enforced by flux too (Slurm's `--time` counts whole minutes): the job is cancelled.
+//!
+//! Jobs without `slurm` settings (steps that run locally) and jobs with nothing for the
+//! cluster to run (built-in copies) go to the [`LocalExecutor`] this one wraps; every
+//! result comes back through its `wait`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::time::{Duration, Instant};
+
+use super::local::{settle, stat_before};
+use super::{Executor, Finished, Job, LocalExecutor, Outcome, SlurmConfig};
+
+/// The longest time between two `squeue` calls.
+pub const MAX_POLL: Duration = Duration::from_secs(30);
+
+/// How long a cancelled job may take to leave `squeue` before it is reported anyway.
+const CANCEL_GRACE: Duration = Duration::from_secs(15);
+
+/// Slurm states in which the wrapper cannot have written an exit code, and what they mean.
+const KILLED_STATES: &[(&str, &str)] = &[
+    ("CANCELLED", "the job was cancelled"),
+    ("TIMEOUT", "the job reached its time limit (--time)"),
+    ("NODE_FAIL", "the node running the job failed"),
+    ("OUT_OF_MEMORY", "the job ran out of memory (--mem)"),
+    ("PREEMPTED", "the job was preempted"),
+    ("BOOT_FAIL", "the node could not boot for the job"),
+    ("DEADLINE", "the job reached its deadline"),
+];
+
+enum Msg {
+    Submit(Box<Job>),
+    Interrupt { hard: bool },
+}
+
+/// Runs jobs on Slurm, and the rest through a local executor.
+pub struct SlurmExecutor {
+    local: LocalExecutor,
+    tx: Option<Sender<Msg>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SlurmExecutor {
+    /// An executor for run `run_id` of the project whose state folder is `state`; the
+    /// wrapper scripts go to `scripts`.
+    pub fn new(
+        local: LocalExecutor,
+        run_id: i64,
+        state: &Path,
+        scripts: PathBuf,
+        config: SlurmConfig,
+    ) -> SlurmExecutor {
+        let (tx, rx) = channel();
+        let mut poller = Poller {
+            name: job_name(run_id, state),
+            scripts,
+            config,
+            results: local.results(),
+            reap: local.reaper(),
+            jobs: HashMap::new(),
+            interrupted: false,
+            serial: 0,
+        };
+        let thread = std::thread::spawn(move || poller.run(rx));
+        SlurmExecutor { local, tx: Some(tx), thread: Some(thread) }
+    }
+}
+
+impl Executor for SlurmExecutor {
+    fn start(&self, job: Job) {
+        match (&job.slurm, &self.tx) {
+            (Some(_), Some(tx)) if !job.commands.is_empty() => {
+                let _ = tx.send(Msg::Submit(Box::new(job)));
+            }
+            _ => self.local.start(job),
+        }
+    }
+
+    fn wait(&self, timeout: Duration) -> Option<Finished> {
+        self.local.wait(timeout)
+    }
+
+    fn interrupt_all(&self, hard: bool) {
+        self.local.interrupt_all(hard);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Interrupt { hard });
+        }
+    }
+
+    fn cancel_queued(&self) {
+        self.local.cancel_queued()
+    }
+
+    fn take_spawned(&self) -> Vec<crate::procs::Spawned> {
+        self.local.take_spawned()
+    }
+
+    fn finish(mut self: Box<Self>) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        Box::new(self.local).finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    Timeout,
+    Interrupt,
+}
+
+/// A submitted job.
+struct Sub {
+    job: Job,
+    slurm_id: String,
+    before: Vec<Option<crate::target::Meta>>,
+    submitted: Instant,
+    /// When `squeue` first showed it running (its timeout counts from here).
+    running_since: Option<Instant>,
+    killed: Option<(Kill, Instant)>,
+    /// When it was first seen ended without an exit file, and Slurm's state then.
+    ended: Option<(Instant, Option<String>)>,
+}
+
+struct Poller {
+    name: String,
+    scripts: PathBuf,
+    config: SlurmConfig,
+    results: Sender<Finished>,
+    reap: Sender<PathBuf>,
+    jobs: HashMap<u32, Sub>,
+    interrupted: bool,
+    serial: u64,
+}
+
+impl Poller {
+    fn run(&mut self, rx: Receiver<Msg>) {
+        let mut interval = self.config.poll;
+        let mut next_poll = Instant::now() + interval;
+        let mut open = true;
+        while open || !self.jobs.is_empty() {
+            let now = Instant::now();
+            let msg = if open {
+                match rx.recv_timeout(next_poll.saturating_duration_since(now)) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        open = false;
+                        None
+                    }
+                }
+            } else {
+                std::thread::sleep(next_poll.saturating_duration_since(now));
+                None
+            };
+            match msg {
+                Some(Msg::Submit(job)) => {
+                    if self.interrupted {
+                        self.send(job.id, Outcome::Interrupted, Duration::ZERO, &job.log, Vec::new(), Vec::new());
+                    } else {
+                        self.submit(*job);
+                        // Look soon: a short job may end within the first interval.
+                        interval = self.config.poll;
+                        next_poll = next_poll.min(Instant::now() + interval);
+                    }
+                    continue;
+                }
+                Some(Msg::Interrupt { hard }) => {
+                    self.interrupt(hard);
+                    interval = self.config.poll.min(Duration::from_millis(200));
+                    next_poll = Instant::now();
+                    continue;
+                }
+                None => {}
+            }
+            if Instant::now() < next_poll {
+                continue;
+            }
+            let changed = if self.jobs.is_empty() { false } else { self.poll() };
+            let waiting = self.jobs.values().any(|s| s.killed.is_some() || s.ended.is_some());
+            interval = if changed || waiting {
+                self.config.poll.min(if waiting { Duration::from_millis(500) } else { self.config.poll })
+            } else {
+                (interval.mul_f64(1.5)).min(MAX_POLL.max(self.config.poll))
+            };
+            next_poll = Instant::now() + interval;
+        }
+    }
+
+    /// Write the wrapper and `sbatch` it; a failed submission fails the job at once.
+    fn submit(&mut self, job: Job) {
+        let Some(sj) = job.slurm.as_deref() else { return };
+        self.serial += 1;
+        let script = self.scripts.join(format!("{}-{}.sh", job.id, self.serial));
+        let exit = exit_file(&job.log);
+        let before = stat_before(&job);
+        let prepared = (|| -> Result<(), String> {
+            for (target, meta, local) in &job.fetches {
+                crate::store::fetch(target, meta, local).map_err(|m| format!("cannot fetch input: {m}"))?;
+            }
+            if let Some(dir) = job.log.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            let _ = std::fs::remove_file(&exit);
+            std::fs::create_dir_all(&self.scripts)
+                .and_then(|()| std::fs::write(&script, wrapper(&job, &exit)))
+                .map_err(|e| format!("cannot write the Slurm wrapper script {}: {e}", script.display()))
+        })();
+        if let Err(message) = prepared {
+            append(&job.log, &format!("flux: {message}\n"));
+            let outcome = Outcome::Failed { exit_code: None, message };
+            self.send(job.id, outcome, Duration::ZERO, &job.log, Vec::new(), Vec::new());
+            return;
+        }
+        let mut cmd = Command::new("sbatch");
+        cmd.arg("--parsable")
+            .arg(format!("--job-name={}", self.name))
+            .arg(format!("--comment={}", sj.comment))
+            .arg(format!("--output={}", job.log.display()))
+            .arg(format!("--chdir={}", job.cwd.display()))
+            .arg("--no-requeue");
+        if sj.cpus > 0 {
+            cmd.arg(format!("--cpus-per-task={}", sj.cpus));
+        }
+        if let Some(m) = sj.mem {
+            cmd.arg(format!("--mem={}M", m.div_ceil(1024 * 1024).max(1)));
+        }
+        if let Some(t) = job.timeout {
+            cmd.arg(format!("--time={}", t.as_secs().div_ceil(60).max(1)));
+        }
+        let s = &sj.settings;
+        for (flag, v) in [("partition", &s.partition), ("account", &s.account), ("qos", &s.qos)] {
+            if let Some(v) = v {
+                cmd.arg(format!("--{flag}={v}"));
+            }
+        }
+        cmd.args(&s.extra).arg(&script);
+        let submitted = match run(&mut cmd) {
+            Ok(out) => Ok(out.split(';').next().unwrap_or("").trim().to_string()),
+            // Submitted after all (a lost answer)? Look it up by name and comment first.
+            Err(e) => self.find(&sj.comment).ok_or(e),
+        };
+        match submitted {
+            Ok(id) if !id.is_empty() => {
+                let now = Instant::now();
+                self.jobs.insert(
+                    job.id,
+                    Sub { job, slurm_id: id, before, submitted: now, running_since: None, killed: None, ended: None },
+                );
+            }
+            Ok(_) | Err(_) => {
+                let why = submitted.err().unwrap_or_else(|| "sbatch printed no job id".into());
+                let message = format!("sbatch failed: {why}");
+                append(&job.log, &format!("flux: {message}\n"));
+                self.send(
+                    job.id,
+                    Outcome::Failed { exit_code: None, message },
+                    Duration::ZERO,
+                    &job.log,
+                    vec![],
+                    vec![],
+                );
+            }
+        }
+    }
+
+    /// The job of this run with `comment`, if Slurm has one.
+    fn find(&self, comment: &str) -> Option<String> {
+        let out = run(Command::new("squeue").args(["-h", "--name", &self.name, "-o", "%i %k"])).ok()?;
+        out.lines().find_map(|l| l.split_once(' ').filter(|(_, c)| *c == comment).map(|(id, _)| id.to_string()))
+    }
+
+    fn interrupt(&mut self, hard: bool) {
+        self.interrupted = true;
+        if self.jobs.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        if hard {
+            let _ = run(Command::new("scancel").args(["--signal=KILL", "--name", &self.name]));
+            for (_, mut sub) in std::mem::take(&mut self.jobs) {
+                sub.killed = Some((Kill::Interrupt, now));
+                self.finish_job(sub);
+            }
+            return;
+        }
+        let _ = run(Command::new("scancel").args(["--name", &self.name]));
+        for sub in self.jobs.values_mut() {
+            if sub.killed.is_none() {
+                sub.killed = Some((Kill::Interrupt, now));
+            }
+        }
+    }
+
+    /// One `squeue` for the whole run; settle the jobs that ended. Whether anything changed.
+    fn poll(&mut self) -> bool {
+        let listed = match run(Command::new("squeue").args(["-h", "--name", &self.name, "-o", "%i %T"])) {
+            Ok(out) => out
+                .lines()
+                .filter_map(|l| l.split_once(' ').map(|(i, s)| (i.to_string(), s.trim().to_string())))
+                .collect::<HashMap<_, _>>(),
+            // squeue failed (the controller is busy or gone): try again next round.
+            Err(_) => return false,
+        };
+        let now = Instant::now();
+        let mut changed = false;
+        let mut done = Vec::new();
+        for (&id, sub) in self.jobs.iter_mut() {
+            let state = listed.get(&sub.slurm_id).map(String::as_str);
+            if state == Some("RUNNING") && sub.running_since.is_none() {
+                sub.running_since = Some(now);
+                changed = true;
+            }
+            if let (Some(t), Some(since), None) = (sub.job.timeout, sub.running_since, sub.killed)
+                && now.duration_since(since) >= t
+            {
+                let _ = run(Command::new("scancel").arg(&sub.slurm_id));
+                sub.killed = Some((Kill::Timeout, now));
+                changed = true;
+            }
+            let gone = match state {
+                None => true,
+                Some(s) => KILLED_STATES.iter().any(|(k, _)| *k == s) || s == "COMPLETED" || s == "FAILED",
+            };
+            let exit = exit_file(&sub.job.log);
+            if let Some((_, at)) = sub.killed {
+                if gone || now.duration_since(at) >= CANCEL_GRACE {
+                    done.push(id);
+                }
+                continue;
+            }
+            let ending = gone || (state == Some("COMPLETING") && exit.exists());
+            if !ending {
+                continue;
+            }
+            if exit.exists() {
+                done.push(id);
+                continue;
+            }
+            // Ended with no exit file: Slurm's state says why, or the file is late.
+            if sub.ended.is_none() {
+                let st = state.map(str::to_string).or_else(|| slurm_state(&sub.slurm_id));
+                sub.ended = Some((now, st));
+                changed = true;
+            }
+            let (since, st) = sub.ended.as_ref().map(|(a, s)| (*a, s.as_deref())).unwrap_or((now, None));
+            if st.is_some_and(|s| KILLED_STATES.iter().any(|(k, _)| *k == s))
+                || now.duration_since(since) >= self.config.latency_wait
+            {
+                done.push(id);
+            }
+        }
+        for id in done {
+            if let Some(sub) = self.jobs.remove(&id) {
+                self.finish_job(sub);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Read the exit file (or Slurm's state), commit the outputs, send the result.
+    fn finish_job(&self, sub: Sub) {
+        let Sub { job, slurm_id, before, submitted, running_since, killed, ended } = sub;
+        let duration = running_since.unwrap_or(submitted).elapsed();
+        let exit = exit_file(&job.log);
+        let code = std::fs::read_to_string(&exit).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        // A job flux cancelled counts as cancelled, even if its commands went on to exit 0
+        // (a shell whose `sleep` was terminated runs the next command).
+        let mut outcome = match (code, killed) {
+            (_, Some((Kill::Interrupt, _))) => Outcome::Interrupted,
+            (_, Some((Kill::Timeout, _))) => Outcome::TimedOut,
+            (Some(0), None) => Outcome::Success,
+            (Some(c), None) => {
+                Outcome::Failed { exit_code: Some(c), message: format!("command exited with status {c}") }
+            }
+            (None, None) => {
+                let st = ended.and_then(|(_, s)| s);
+                let message = match st.as_deref().and_then(|s| KILLED_STATES.iter().find(|(k, _)| *k == s)) {
+                    Some((state, why)) => format!("Slurm job {slurm_id} ended {state}: {why}"),
+                    None => format!(
+                        "Slurm job {slurm_id} ended{} without writing its exit file {} within latency_wait ({:?}): \
+                         the state folder must be on a file system the nodes share",
+                        st.map(|s| format!(" ({s})")).unwrap_or_default(),
+                        exit.display(),
+                        self.config.latency_wait
+                    ),
+                };
+                append(&job.log, &format!("flux: {message}\n"));
+                Outcome::Failed { exit_code: None, message }
+            }
+        };
+        if outcome == Outcome::TimedOut {
+            let t = job.timeout.unwrap_or_default();
+            append(&job.log, &format!("flux: timed out after {t:?}; Slurm job {slurm_id} was cancelled\n"));
+        }
+        let (outputs, in_place) = settle(&job, &before, &mut outcome, &self.reap);
+        let _ = std::fs::remove_file(&exit);
+        let logged = job.log.exists();
+        let job_id = Some(slurm_id);
+        let _ = self.results.send(Finished { id: job.id, outcome, duration, logged, outputs, in_place, job_id });
+    }
+
+    fn send(
+        &self,
+        id: u32,
+        outcome: Outcome,
+        duration: Duration,
+        log: &Path,
+        outputs: Vec<crate::target::Meta>,
+        in_place: Vec<usize>,
+    ) {
+        let logged = log.exists();
+        let _ = self.results.send(Finished { id, outcome, duration, logged, outputs, in_place, job_id: None });
+    }
+}
+
+/// The Slurm job name of a run's jobs: `flux-<run-id>-<project>`, where `<project>` is 8
+/// hex digits of the state folder's path, so that runs of two projects with the same run
+/// id never share a name (`scancel --name` of one would cancel the other's jobs).
+pub fn job_name(run_id: i64, state: &Path) -> String {
+    let h = blake3::hash(state.as_os_str().as_encoded_bytes()).to_hex();
+    format!("flux-{run_id}-{}", &h[..8])
+}
+
+/// The exit file of a job: next to its log.
+fn exit_file(log: &Path) -> PathBuf {
+    log.with_extension("exit")
+}
+
+/// Slurm's state of a job that left `squeue`: `scontrol` (kept `MinJobAge` after the end),
+/// else `sacct` (if accounting is set up). `None` when neither knows.
+fn slurm_state(id: &str) -> Option<String> {
+    if let Ok(out) = run(Command::new("scontrol").args(["show", "job", "-o", id])) {
+        let st = out.split_whitespace().find_map(|w| w.strip_prefix("JobState="));
+        if let Some(st) = st {
+            return Some(st.to_string());
+        }
+    }
+    let out = run(Command::new("sacct").args(["-n", "-X", "-P", "-o", "State", "-j", id])).ok()?;
+    // `CANCELLED by 0`: the state is the first word.
+    out.lines().next().and_then(|l| l.split_whitespace().next()).map(str::to_string)
+}
+
+/// Run a Slurm command: its stdout, or what went wrong.
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `{name}`: {e} (is Slurm installed here, and on the PATH?)"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(format!("`{name}` failed ({}): {}", out.status, err.trim()))
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
+/// `s` as one shell word.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The wrapper script: the job's env, each command's header (as the local executor's log
+/// shows it) and the command through `sh -c`, stopping at the first failure; the exit
+/// code goes to `exit` through a temporary file and a rename.
+fn wrapper(job: &Job, exit: &Path) -> String {
+    let mut s = String::from("#!/bin/sh\n");
+    if let Some(sj) = &job.slurm {
+        s.push_str(&format!("# flux: {}\n", sj.comment.replace('\n', " ")));
+    }
+    let exit = exit.to_string_lossy();
+    s.push_str(&format!(
+        "flux_exit() {{ printf '%s\\n' \"$1\" > {tmp} && mv -f {tmp} {exit}; exit \"$1\"; }}\n",
+        tmp = quote(&format!("{exit}.tmp")),
+        exit = quote(&exit)
+    ));
+    for (k, v) in &job.env {
+        s.push_str(&format!("export {k}={}\n", quote(v)));
+    }
+    for (i, cmd) in job.commands.iter().enumerate() {
+        let header = job.headers.as_ref().and_then(|h| h.get(i)).map_or(cmd.as_str(), String::as_str);
+        let mut h = String::new();
+        for (n, line) in header.lines().enumerate() {
+            h.push_str(if n == 0 { "$ " } else { "> " });
+            h.push_str(line);
+            h.push('\n');
+        }
+        if h.is_empty() {
+            h.push_str("$ \n");
+        }
+        s.push_str(&format!("printf '%s' {}\n", quote(&h)));
+        s.push_str(&format!("/bin/sh -c {} </dev/null || flux_exit $?\n", quote(cmd)));
+    }
+    s.push_str("flux_exit 0\n");
+    s
+}

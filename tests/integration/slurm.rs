@@ -1,0 +1,153 @@
+//! The Slurm executor (SPEC §6) against a real single-node Slurm, started once per test
+//! binary by tests/slurm/start.sh (it installs the packages if missing, as root). Few jobs:
+//! the node starts about one job per CPU per second.
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::operations::{Bg, history, history_of, wait_until};
+use crate::test::*;
+
+/// Start the test cluster (once); a test that needs it fails, naming the script, when it
+/// cannot be started.
+fn slurm() {
+    static UP: OnceLock<Result<(), String>> = OnceLock::new();
+    let up = UP.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slurm/start.sh");
+        match Command::new("bash").arg(script).output() {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!(
+                "{script} failed ({}):\n{}{}",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )),
+            Err(e) => Err(format!("cannot run {script}: {e}")),
+        }
+    });
+    if let Err(e) = up {
+        panic!("the Slurm tests need a Slurm cluster; run tests/slurm/start.sh (as root) to start one: {e}");
+    }
+}
+
+/// This test's jobs still known to `squeue` (matched by their working folder).
+fn jobs_of(t: &Test) -> Vec<String> {
+    let o = Command::new("squeue").args(["-h", "-o", "%i %T %Z"]).output().expect("run squeue");
+    assert!(o.status.success(), "squeue failed: {}", String::from_utf8_lossy(&o.stderr));
+    let dir = canon(&t.path()).to_string_lossy().into_owned();
+    String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.ends_with(&format!(" {dir}"))).map(str::to_string).collect()
+}
+
+const PIPELINE: &str = r#"
+[slurm]
+poll = "200ms"
+
+[step.numbers]
+params = { n = ["1", "2"] }
+outputs = ["raw/{{ n }}.txt"]
+run = "seq 1 {{ n }}000 > {{ outputs[0] }}"
+
+[step.squares]
+EXEC
+params = { n = ["1", "2"] }
+inputs = ["raw/{{ n }}.txt"]
+outputs = ["sq/{{ n }}.txt"]
+run = "awk '{ print $1 * $1 }' {{ inputs[0] }} > {{ outputs[0] }}; echo ran in job ${SLURM_JOB_ID:-none}"
+
+[step.total]
+inputs = ["sq/1.txt", "sq/2.txt"]
+outputs = ["total.txt"]
+run = "cat {{ inputs[0] }} {{ inputs[1] }} | awk '{ s += $1 } END { print s }' > {{ outputs[0] }}"
+"#;
+
+#[test]
+fn a_pipeline_with_steps_on_slurm_builds_the_same_bytes_as_a_local_build() {
+    slurm();
+    let local = Test::new().fluxfile(&PIPELINE.replace("EXEC", ""));
+    local.run_args(["build"]).assert_success();
+    let t = Test::new().fluxfile(&PIPELINE.replace("EXEC", "executor = \"slurm\""));
+    let o = t.run_args(json_build(&[]));
+    o.assert_status(0).assert_summary(5, 0, 0, 0);
+    for rel in ["raw", "sq"] {
+        assert_eq!(t.tree(rel), local.tree(rel), "{rel}/ differs from the local build");
+    }
+    assert_eq!(t.read("total.txt"), local.read("total.txt"));
+    // The squares ran as Slurm jobs, the rest here; each Slurm attempt records its job id.
+    let log = t.run_args(["logs", "squares[2]"]).assert_status(0).stdout.clone();
+    let job = log.lines().find_map(|l| l.strip_prefix("ran in job ")).unwrap_or_else(|| panic!("{log}"));
+    assert!(job.parse::<u64>().is_ok(), "not a Slurm job id: {log}");
+    let local_log = local.run_args(["logs", "squares[2]"]).assert_status(0).stdout.clone();
+    assert!(local_log.contains("ran in job none"), "{local_log}");
+    let h = history_of(&t, "squares[2]");
+    assert_eq!(h[0]["job_id"], job, "{h:#?}");
+    assert!(history_of(&t, "numbers[1]")[0]["job_id"].is_null());
+    // Staging: nothing is left in the run's staging folder, and a second build runs nothing.
+    t.run_args(json_build(&[])).assert_status(0).assert_summary(0, 5, 0, 0);
+    assert!(jobs_of(&t).is_empty());
+}
+
+#[test]
+fn a_failing_slurm_task_reports_its_exit_code_and_its_log() {
+    slurm();
+    let t = Test::new().fluxfile(
+        "[flux]\nexecutor = \"slurm\"\n[slurm]\npoll = \"200ms\"\n\n[step.bad]\noutputs = [\"bad.txt\"]\nrun = \"echo partial > {{ outputs[0] }}; echo boom >&2; exit 3\"\n",
+    );
+    let o = t.run_args(json_build(&[]));
+    o.assert_status(1);
+    assert_eq!(o.task("bad")["error"], "command exited with status 3", "{}", o.describe());
+    assert!(!t.exists("bad.txt"), "a failed attempt's staged output is not moved into place");
+    let log = t.run_args(["logs", "bad"]).assert_status(0).stdout.clone();
+    assert!(log.contains("boom"), "{log}");
+    assert!(log.contains("$ echo partial"), "the log shows the command, as a local one does: {log}");
+    let h = history(&t);
+    assert_eq!(h[0]["status"], "failed");
+    assert!(h[0]["job_id"].as_str().is_some_and(|j| j.parse::<u64>().is_ok()), "{h:#?}");
+}
+
+#[test]
+fn a_slurm_task_is_retried_as_a_new_job() {
+    slurm();
+    let t = Test::new().fluxfile(
+        "[slurm]\npoll = \"200ms\"\n\n[step.flaky]\nexecutor = \"slurm\"\nretries = 1\nretry_delay = \"0s\"\noutputs = [\"ok.txt\"]\nrun = \"if [ -e tried ]; then echo ok > {{ outputs[0] }}; else touch tried; exit 1; fi\"\n",
+    );
+    t.run_args(json_build(&[])).assert_status(0).assert_summary(1, 0, 0, 0);
+    assert_eq!(t.read("ok.txt"), "ok\n");
+    let h = history_of(&t, "flaky");
+    assert_eq!(h.len(), 2, "{h:#?}");
+    assert_eq!((h[0]["status"].as_str(), h[1]["status"].as_str()), (Some("success"), Some("retrying")));
+    assert_ne!(h[0]["job_id"], h[1]["job_id"], "each attempt is its own job: {h:#?}");
+}
+
+#[test]
+fn a_slurm_task_past_its_timeout_is_cancelled() {
+    slurm();
+    let t = Test::new().fluxfile(
+        "[slurm]\npoll = \"200ms\"\n\n[step.slow]\nexecutor = \"slurm\"\ntimeout = \"2s\"\noutputs = [\"slow.txt\"]\nrun = \"sleep 120; touch {{ outputs[0] }}\"\n",
+    );
+    let o = t.run_args_within(json_build(&[]), Duration::from_secs(90));
+    o.assert_status(1);
+    assert_eq!(o.task("slow")["error"], "timed out after 2s", "{}", o.describe());
+    let log = t.run_args(["logs", "slow"]).assert_status(0).stdout.clone();
+    assert!(log.contains("timed out after 2s; Slurm job"), "{log}");
+    assert!(jobs_of(&t).is_empty(), "the job was cancelled: {:?}", jobs_of(&t));
+    assert!(!t.exists("slow.txt"));
+}
+
+#[test]
+fn ctrl_c_cancels_every_slurm_job_and_records_them_interrupted() {
+    slurm();
+    let t = Test::new().fluxfile(
+        "[flux]\nexecutor = \"slurm\"\n[slurm]\npoll = \"200ms\"\n\n[step.s]\nparams = { n = [\"1\", \"2\"] }\noutputs = [\"out/{{ n }}.txt\"]\nrun = \"sleep 120; touch {{ outputs[0] }}\"\n",
+    );
+    let bg = Bg::spawn(&t, &["build", "-j", "2", "--output", "json"]);
+    assert!(wait_until(Duration::from_secs(30), || jobs_of(&t).len() == 2), "two jobs submitted: {:?}", jobs_of(&t));
+    bg.signal(libc::SIGINT);
+    let o = bg.wait(Duration::from_secs(40));
+    o.assert_status(130);
+    assert_eq!(o.summary("interrupted"), 2, "{}", o.describe());
+    assert!(jobs_of(&t).is_empty(), "no job left: {:?}", jobs_of(&t));
+    let h = history(&t);
+    assert_eq!(h.len(), 2, "{h:#?}");
+    assert!(h.iter().all(|a| a["status"] == "interrupted"), "{h:#?}");
+}
