@@ -1687,8 +1687,10 @@ impl Runner<'_, '_> {
         for w in self.b.cleanup_failed(t, &self.ids[ti], &self.stage_root, self.before.remove(&t)) {
             rep.event(Event::Warning(&w));
         }
+        let refused = matches!(outcome, Outcome::Refused { .. });
         let (status, exit_code, mut message) = match outcome {
             Outcome::Failed { exit_code, message } => (Status::Failed, exit_code, message),
+            Outcome::Refused { message } => (Status::Failed, None, message),
             Outcome::TimedOut => {
                 (Status::Failed, None, format!("timed out after {}", humantime(timeout.unwrap_or_default())))
             }
@@ -1708,7 +1710,7 @@ impl Runner<'_, '_> {
             }
             message = format!("sensor gave up after {}: {message}", humantime(wait));
         }
-        if live && attempt <= retries {
+        if live && !refused && attempt <= retries {
             let delay = crate::limits::retry_delay(retry_delay, retry_backoff, attempt);
             self.record_attempt(
                 t,

@@ -185,6 +185,11 @@ pub enum Outcome {
     Interrupted,
     /// Cancelled while it waited in the queue: nothing ran.
     NotStarted,
+    /// The executor cannot run the job as asked (a Slurm job asking more than any node
+    /// has): nothing ran, and a retry would fail the same way.
+    Refused {
+        message: String,
+    },
 }
 
 /// A job's result.

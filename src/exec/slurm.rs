@@ -46,6 +46,16 @@ const KILLED_STATES: &[(&str, &str)] = &[
     ("DEADLINE", "the job reached its deadline"),
 ];
 
+/// What `sbatch` says of a job that no node can ever run.
+const REFUSALS: &[&str] = &[
+    "Requested node configuration is not available",
+    "Memory specification can not be satisfied",
+    "More processors requested than permitted",
+    "Invalid partition name specified",
+    "Invalid account or account/partition combination specified",
+    "Invalid qos specification",
+];
+
 enum Msg {
     Submit(Box<Job>),
     Interrupt { hard: bool },
@@ -269,16 +279,19 @@ impl Poller {
             }
             Ok(_) | Err(_) => {
                 let why = submitted.err().unwrap_or_else(|| "sbatch printed no job id".into());
-                let message = format!("sbatch failed: {why}");
+                // Asking more than any node has fails the same way every time: not retried.
+                let (outcome, message) = if REFUSALS.iter().any(|r| why.contains(r)) {
+                    let message = format!(
+                        "Slurm refused the job: {why}; no node has what the step asks for (`cpus`, `mem`, \
+                         or the `slurm` settings): lower them or pick another partition"
+                    );
+                    (Outcome::Refused { message: message.clone() }, message)
+                } else {
+                    let message = format!("sbatch failed: {why}");
+                    (Outcome::Failed { exit_code: None, message: message.clone() }, message)
+                };
                 append(&job.log, &format!("flux: {message}\n"));
-                self.send(
-                    job.id,
-                    Outcome::Failed { exit_code: None, message },
-                    Duration::ZERO,
-                    &job.log,
-                    vec![],
-                    vec![],
-                );
+                self.send(job.id, outcome, Duration::ZERO, &job.log, vec![], vec![]);
             }
         }
     }
@@ -461,18 +474,49 @@ fn slurm_state(id: &str) -> Option<String> {
     out.lines().next().and_then(|l| l.split_whitespace().next()).map(str::to_string)
 }
 
-/// Run a Slurm command: its stdout, or what went wrong.
+/// How long a Slurm command may take before it is killed and counted as failed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Run a Slurm command: its stdout, or what went wrong (also when it takes longer than
+/// [`COMMAND_TIMEOUT`]: a busy controller must not hang the build).
 fn run(cmd: &mut Command) -> Result<String, String> {
+    use std::io::Read;
     let name = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd
+    let mut child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| format!("cannot run `{name}`: {e} (is Slurm installed here, and on the PATH?)"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = reader(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let err = reader(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("`{name}` did not answer within {}s", COMMAND_TIMEOUT.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("waiting for `{name}`: {e}")),
+        }
+    };
+    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    if status.success() {
+        Ok(String::from_utf8_lossy(&out).into_owned())
     } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        Err(format!("`{name}` failed ({}): {}", out.status, err.trim()))
+        Err(format!("`{name}` failed ({status}): {}", String::from_utf8_lossy(&err).trim()))
     }
 }
 

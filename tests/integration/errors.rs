@@ -137,11 +137,6 @@ fn on_sla_miss_is_not_supported_yet() {
 }
 
 #[test]
-fn slurm_executor_is_not_supported_yet() {
-    refused_step_key("executor = \"slurm\"", "executor = \"slurm\"");
-}
-
-#[test]
 fn sla_refusal_renders_fully() {
     Test::new()
         .fluxfile("[step.a]\noutputs = [\"a.txt\"]\nrun = \"true\"\nsla = \"1h\"\n")

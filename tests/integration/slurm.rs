@@ -151,3 +151,53 @@ fn ctrl_c_cancels_every_slurm_job_and_records_them_interrupted() {
     assert_eq!(h.len(), 2, "{h:#?}");
     assert!(h.iter().all(|a| a["status"] == "interrupted"), "{h:#?}");
 }
+
+#[test]
+fn slurm_settings_are_checked_where_they_are_written() {
+    // No cluster needed: these are Fluxfile errors.
+    let step = "[step.a]\noutputs = [\"a.txt\"]\nrun = \"true\"\nexecutor = \"slurm\"\n";
+    Test::new()
+        .fluxfile(&format!("{step}slurm = {{ partition = \"p\", acount = \"x\" }}\n"))
+        .args(["check"])
+        .run()
+        .assert_status(2)
+        .stderr_has("acount")
+        .stderr_has(" --> Fluxfile:5:")
+        .stderr_has("did you mean `account`?");
+    Test::new()
+        .fluxfile(&format!("[slurm]\nextra = [\"constraint=fast\"]\n\n{step}"))
+        .args(["check"])
+        .run()
+        .assert_status(2)
+        .stderr_has("error: `constraint=fast` is not an sbatch option")
+        .stderr_has(" --> Fluxfile:2:")
+        .stderr_has("extra = [\"--constraint=fast\"]");
+    Test::new()
+        .fluxfile(&step.replace("\"slurm\"", "\"k8s\""))
+        .args(["check"])
+        .run()
+        .assert_status(2)
+        .stderr_has("error: unknown executor `k8s`")
+        .stderr_has("use \"local\" or \"slurm\"");
+    Test::new()
+        .fluxfile(step)
+        .args(["build", "--executor", "k8s"])
+        .run()
+        .assert_status(2)
+        .stderr_has("--executor k8s: use `local` or `slurm`");
+}
+
+#[test]
+fn a_slurm_step_asking_more_memory_than_any_node_has_fails_at_submit_without_retrying() {
+    slurm();
+    let t = Test::new().fluxfile(
+        "[step.big]\nexecutor = \"slurm\"\nmem = \"512G\"\nretries = 2\nretry_delay = \"0s\"\noutputs = [\"big.txt\"]\nrun = \"touch {{ outputs[0] }}\"\n",
+    );
+    let o = t.run_args(json_build(&[]));
+    o.assert_status(1);
+    let error = o.task("big")["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.starts_with("Slurm refused the job: "), "{}", o.describe());
+    assert!(error.contains("Requested node configuration is not available"), "{error}");
+    let h = history_of(&t, "big");
+    assert_eq!(h.len(), 1, "not retried: {h:#?}");
+}
