@@ -1522,7 +1522,7 @@ impl Runner<'_, '_> {
     }
 
     /// Whether a task may wait in the executor's queue for a worker, to start the moment
-    /// one is free. Not if it takes a pool, cpus or mem (the budgets count it from the
+    /// one is free. Not if it runs on Slurm, nor if it takes a pool, cpus or mem (the budgets count it from the
     /// moment it is handed over, while a worker frees up only when some other job ends),
     /// nor if it is unstaged (it is marked running in the state DB when handed over), nor
     /// if a task that the jobs in hand may make ready would come first: the queue must
@@ -1531,6 +1531,10 @@ impl Runner<'_, '_> {
     fn may_queue(&self, item: QueueItem, picked: &[u32]) -> bool {
         let step = self.step(item.2.0);
         if step.pool.is_some() || step.cpus > 0 || step.mem.is_some() || !step.stage {
+            return false;
+        }
+        // A job handed to Slurm is submitted at once: there is no worker queue to wait in.
+        if self.b.executor(step) == crate::exec::Kind::Slurm {
             return false;
         }
         let in_hand = self.running.keys().chain(self.queued.iter().map(|(q, _)| q)).chain(picked);
