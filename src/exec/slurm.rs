@@ -271,6 +271,8 @@ impl Poller {
         };
         match submitted {
             Ok(id) if !id.is_empty() => {
+                // At once, not with the batch: should flux die, the next build cancels it.
+                append(&self.scripts.join(JOBS_FILE), &format!("{id}\n"));
                 let now = Instant::now();
                 self.jobs.insert(
                     job.id,
@@ -445,6 +447,22 @@ impl Poller {
         let logged = log.exists();
         let _ = self.results.send(Finished { id, outcome, duration, logged, outputs, in_place, job_id: None });
     }
+}
+
+/// The file, in a run's `slurm` folder, that lists the job ids submitted (one a line).
+const JOBS_FILE: &str = "jobs";
+
+/// Cancel the jobs a dead run submitted (listed in its staging folder `stage`), as its
+/// orphaned processes are killed: the next build runs those tasks again. How many ids
+/// were listed.
+pub fn cancel_dead_run(stage: &Path) -> usize {
+    let Ok(text) = std::fs::read_to_string(stage.join("slurm").join(JOBS_FILE)) else { return 0 };
+    let ids: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if !ids.is_empty() {
+        // Jobs that ended already make scancel complain; the others are cancelled.
+        let _ = run(Command::new("scancel").args(&ids));
+    }
+    ids.len()
 }
 
 /// The Slurm job name of a run's jobs: `flux-<run-id>-<project>`, where `<project>` is 8

@@ -201,3 +201,30 @@ fn a_slurm_step_asking_more_memory_than_any_node_has_fails_at_submit_without_ret
     let h = history_of(&t, "big");
     assert_eq!(h.len(), 1, "not retried: {h:#?}");
 }
+
+#[test]
+fn a_build_after_flux_was_killed_cancels_the_dead_runs_slurm_jobs_and_runs_the_task_again() {
+    slurm();
+    let t = Test::new()
+        .fluxfile(
+            "[slurm]\npoll = \"200ms\"\n\n[step.s]\nexecutor = \"slurm\"\noutputs = [\"s.txt\"]\nrun = \"if [ -e slow ]; then sleep 120; fi; echo done > {{ outputs[0] }}\"\n",
+        )
+        .file("slow", "");
+    let bg = Bg::spawn(&t, &["build"]);
+    assert!(wait_until(Duration::from_secs(30), || jobs_of(&t).len() == 1), "a job submitted: {:?}", jobs_of(&t));
+    let old = jobs_of(&t)[0].split(' ').next().unwrap_or_default().to_string();
+    bg.signal(libc::SIGKILL);
+    bg.wait(Duration::from_secs(60));
+    assert_eq!(jobs_of(&t).len(), 1, "the job outlives a kill -9 of flux");
+    t.remove("slow");
+    t.run_args(json_build(&[])).assert_status(0).assert_summary(1, 0, 0, 0);
+    assert_eq!(t.read("s.txt"), "done\n");
+    assert!(
+        wait_until(Duration::from_secs(15), || jobs_of(&t).is_empty()),
+        "the dead run's job {old} was cancelled: {:?}",
+        jobs_of(&t)
+    );
+    let h = history_of(&t, "s");
+    assert_eq!(h[0]["status"], "success", "{h:#?}");
+    assert_ne!(h[0]["job_id"], old.as_str(), "a new job ran the task");
+}
