@@ -552,9 +552,9 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The wrapper script: the job's env, each command's header (as the local executor's log
-/// shows it) and the command through `sh -c`, stopping at the first failure; the exit
-/// code goes to `exit` through a temporary file and a rename.
+/// The wrapper script: each command's header (as the local executor's log shows it) and
+/// the command through `sh -c` with the job's env, stopping at the first failure; the
+/// exit code goes to `exit` through a temporary file and a rename.
 fn wrapper(job: &Job, exit: &Path) -> String {
     let mut s = String::from("#!/bin/sh\n");
     if let Some(sj) = &job.slurm {
@@ -566,8 +566,11 @@ fn wrapper(job: &Job, exit: &Path) -> String {
         tmp = quote(&format!("{exit}.tmp")),
         exit = quote(&exit)
     ));
+    // Through `env`, not `export`: any name the step's `env` allows is passed as is.
+    let mut env = String::from("env --");
     for (k, v) in &job.env {
-        s.push_str(&format!("export {k}={}\n", quote(v)));
+        env.push(' ');
+        env.push_str(&quote(&format!("{k}={v}")));
     }
     for (i, cmd) in job.commands.iter().enumerate() {
         let header = job.headers.as_ref().and_then(|h| h.get(i)).map_or(cmd.as_str(), String::as_str);
@@ -581,7 +584,7 @@ fn wrapper(job: &Job, exit: &Path) -> String {
             h.push_str("$ \n");
         }
         s.push_str(&format!("printf '%s' {}\n", quote(&h)));
-        s.push_str(&format!("/bin/sh -c {} </dev/null || flux_exit $?\n", quote(cmd)));
+        s.push_str(&format!("{env} /bin/sh -c {} </dev/null || flux_exit $?\n", quote(cmd)));
     }
     s.push_str("flux_exit 0\n");
     s

@@ -53,7 +53,8 @@ EXEC
 params = { n = ["1", "2"] }
 inputs = ["raw/{{ n }}.txt"]
 outputs = ["sq/{{ n }}.txt"]
-run = "awk '{ print $1 * $1 }' {{ inputs[0] }} > {{ outputs[0] }}; echo ran in job ${SLURM_JOB_ID:-none}"
+env = { WORD = "it's {{ n }}" }
+run = "awk '{ print $1 * $1 }' {{ inputs[0] }} > {{ outputs[0] }}; echo \"$WORD\" >> {{ outputs[0] }}; echo ran in job ${SLURM_JOB_ID:-none}"
 
 [step.total]
 inputs = ["sq/1.txt", "sq/2.txt"]
@@ -73,6 +74,7 @@ fn a_pipeline_with_steps_on_slurm_builds_the_same_bytes_as_a_local_build() {
         assert_eq!(t.tree(rel), local.tree(rel), "{rel}/ differs from the local build");
     }
     assert_eq!(t.read("total.txt"), local.read("total.txt"));
+    assert!(t.read("sq/2.txt").ends_with("\nit's 2\n"), "the step's env reaches the job");
     // The squares ran as Slurm jobs, the rest here; each Slurm attempt records its job id.
     let log = t.run_args(["logs", "squares[2]"]).assert_status(0).stdout.clone();
     let job = log.lines().find_map(|l| l.strip_prefix("ran in job ")).unwrap_or_else(|| panic!("{log}"));
