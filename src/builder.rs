@@ -677,6 +677,7 @@ impl<'a> Build<'a> {
                     cpus: step.cpus,
                     mem: step.mem,
                     settings: step.slurm.clone(),
+                    array: step.array.as_ref().is_some_and(|(a, _)| *a).then_some(task.step),
                 })
             }),
         })

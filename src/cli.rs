@@ -550,6 +550,22 @@ fn cmd_build(cli: &Cli, b: &BuildArgs) -> Result<i32> {
         },
     };
 
+    // `array = true` is for Slurm: a step that runs here after all (by `--executor` or
+    // `[flux] executor`) says so rather than ignoring the key.
+    for step in &ff.steps {
+        let here = step.executor.or(opts.executor).or(ff.executor).unwrap_or(crate::exec::Kind::Local)
+            == crate::exec::Kind::Local;
+        if let Some((true, span)) = &step.array
+            && here
+        {
+            return Err(Error::at_help(
+                format!("`array = true` needs step `{}` to run on Slurm, but it runs locally", step.name),
+                span,
+                "set executor = \"slurm\" on the step (or [flux] executor, or --executor slurm), or remove `array`",
+            ));
+        }
+    }
+
     let t2 = Instant::now();
     // Stat every target on other cores while the state DB is read (remote targets are
     // stat'ed by the build itself, in batches per folder).

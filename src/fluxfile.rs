@@ -138,6 +138,9 @@ pub struct Step {
     pub executor: Option<crate::exec::Kind>,
     /// `[slurm]` with the step's `slurm` table over it (used when it runs on Slurm).
     pub slurm: Arc<crate::exec::SlurmSettings>,
+    /// `array = true`: ready tasks go to Slurm as one job array per round (and where the
+    /// key is, to say so if the step turns out to run locally).
+    pub array: Option<(bool, Span)>,
 }
 
 /// The validated Fluxfile: immutable once loaded.
@@ -513,6 +516,7 @@ const STEP_KEYS: &[&str] = &[
     "mem",
     "executor",
     "slurm",
+    "array",
     "stage",
     "env",
     "on_success",
@@ -1526,6 +1530,15 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
     let priority = k.int("priority")?.map_or(0, |(n, _)| n);
     let stage = k.bool("stage")?.is_none_or(|(b, _)| b);
     let executor = executor_in(&k)?;
+    let array = k.bool("array")?;
+    if let (Some((true, span)), Some(crate::exec::Kind::Local)) = (&array, executor) {
+        return Err(Error::at_help(
+            "`array = true` needs the step to run on Slurm",
+            span,
+            "set executor = \"slurm\", or remove `array`",
+        ));
+    }
+    let array = array.map(|(b, span)| (b, span.clone()));
     let slurm = match k.table("slurm")? {
         None => cx.slurm.clone(),
         Some((t, _)) => {
@@ -1607,6 +1620,7 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
         on_retry,
         executor,
         slurm,
+        array,
     })
 }
 

@@ -90,6 +90,8 @@ pub struct SlurmJob {
     pub cpus: u32,
     pub mem: Option<u64>,
     pub settings: Arc<SlurmSettings>,
+    /// `array = true`: jobs with the same key handed over together go as one job array.
+    pub array: Option<u32>,
 }
 
 /// Makes the executor of a run (chosen by `cli`).

@@ -29,6 +29,10 @@ use std::time::{Duration, Instant};
 use super::local::{settle, stat_before};
 use super::{Executor, Finished, Job, LocalExecutor, Outcome, SlurmConfig};
 
+/// How long to wait for more jobs after one is handed over, to submit those of one round
+/// together.
+const GATHER: Duration = Duration::from_millis(20);
+
 /// The longest time between two `squeue` calls.
 pub const MAX_POLL: Duration = Duration::from_secs(30);
 
@@ -88,6 +92,7 @@ impl SlurmExecutor {
             jobs: HashMap::new(),
             interrupted: false,
             serial: 0,
+            max_array: None,
         };
         let thread = std::thread::spawn(move || poller.run(rx));
         SlurmExecutor { local, tx: Some(tx), thread: Some(thread) }
@@ -138,6 +143,13 @@ enum Kill {
     Interrupt,
 }
 
+/// A job ready to submit: its wrapper script is written.
+struct Ready {
+    job: Job,
+    script: PathBuf,
+    before: Vec<Option<crate::target::Meta>>,
+}
+
 /// A submitted job.
 struct Sub {
     job: Job,
@@ -160,6 +172,8 @@ struct Poller {
     jobs: HashMap<u32, Sub>,
     interrupted: bool,
     serial: u64,
+    /// The cluster's `MaxArraySize`, once asked.
+    max_array: Option<usize>,
 }
 
 impl Poller {
@@ -187,7 +201,22 @@ impl Poller {
                     if self.interrupted {
                         self.send(job.id, Outcome::Interrupted, Duration::ZERO, &job.log, Vec::new(), Vec::new());
                     } else {
-                        self.submit(*job);
+                        // What the build loop hands over in one round goes together (arrays).
+                        let mut jobs = vec![*job];
+                        let mut interrupt = None;
+                        while let Ok(m) = rx.recv_timeout(GATHER) {
+                            match m {
+                                Msg::Submit(j) => jobs.push(*j),
+                                Msg::Interrupt { hard } => {
+                                    interrupt = Some(hard);
+                                    break;
+                                }
+                            }
+                        }
+                        self.submit_all(jobs);
+                        if let Some(hard) = interrupt {
+                            self.interrupt(hard);
+                        }
                         // Look soon: a short job may end within the first interval.
                         interval = self.config.poll;
                         next_poll = next_poll.min(Instant::now() + interval);
@@ -216,9 +245,43 @@ impl Poller {
         }
     }
 
-    /// Write the wrapper and `sbatch` it; a failed submission fails the job at once.
-    fn submit(&mut self, job: Job) {
-        let Some(sj) = job.slurm.as_deref() else { return };
+    /// Submit the jobs handed over together: those of one `array = true` step as job
+    /// arrays (split at the cluster's `MaxArraySize`), the others one by one. A failed
+    /// submission fails its jobs at once.
+    fn submit_all(&mut self, jobs: Vec<Job>) {
+        let mut singles = Vec::new();
+        let mut arrays: Vec<(u32, Vec<Ready>)> = Vec::new();
+        for job in jobs {
+            let Some(ready) = self.prepare(job) else { continue };
+            match ready.job.slurm.as_ref().and_then(|sj| sj.array) {
+                Some(key) => match arrays.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, v)) => v.push(ready),
+                    None => arrays.push((key, vec![ready])),
+                },
+                None => singles.push(ready),
+            }
+        }
+        for (_, group) in arrays {
+            if group.len() == 1 {
+                singles.extend(group);
+                continue;
+            }
+            let max = self.max_array_size();
+            let mut group = group;
+            while !group.is_empty() {
+                let rest = group.split_off(group.len().min(max));
+                self.submit_array(group);
+                group = rest;
+            }
+        }
+        for ready in singles {
+            self.submit_one(ready);
+        }
+    }
+
+    /// Fetch remote inputs, make the log's folder, write the wrapper script: `None` (and
+    /// the job failed) if any of that fails.
+    fn prepare(&mut self, job: Job) -> Option<Ready> {
         self.serial += 1;
         let script = self.scripts.join(format!("{}-{}.sh", job.id, self.serial));
         let exit = exit_file(&job.log);
@@ -235,67 +298,149 @@ impl Poller {
                 .and_then(|()| std::fs::write(&script, wrapper(&job, &exit)))
                 .map_err(|e| format!("cannot write the Slurm wrapper script {}: {e}", script.display()))
         })();
-        if let Err(message) = prepared {
-            append(&job.log, &format!("flux: {message}\n"));
-            let outcome = Outcome::Failed { exit_code: None, message };
-            self.send(job.id, outcome, Duration::ZERO, &job.log, Vec::new(), Vec::new());
-            return;
+        match prepared {
+            Ok(()) => Some(Ready { job, script, before }),
+            Err(message) => {
+                append(&job.log, &format!("flux: {message}\n"));
+                let outcome = Outcome::Failed { exit_code: None, message };
+                self.send(job.id, outcome, Duration::ZERO, &job.log, Vec::new(), Vec::new());
+                None
+            }
         }
+    }
+
+    /// `sbatch` with what every job of a step gets: name, folder, resources, settings.
+    fn sbatch(&self, job: &Job) -> Command {
         let mut cmd = Command::new("sbatch");
         cmd.arg("--parsable")
             .arg(format!("--job-name={}", self.name))
-            .arg(format!("--comment={}", sj.comment))
-            .arg(format!("--output={}", job.log.display()))
             .arg(format!("--chdir={}", job.cwd.display()))
             .arg("--no-requeue");
-        if sj.cpus > 0 {
-            cmd.arg(format!("--cpus-per-task={}", sj.cpus));
-        }
-        if let Some(m) = sj.mem {
-            cmd.arg(format!("--mem={}M", m.div_ceil(1024 * 1024).max(1)));
+        if let Some(sj) = job.slurm.as_deref() {
+            if sj.cpus > 0 {
+                cmd.arg(format!("--cpus-per-task={}", sj.cpus));
+            }
+            if let Some(m) = sj.mem {
+                cmd.arg(format!("--mem={}M", m.div_ceil(1024 * 1024).max(1)));
+            }
         }
         if let Some(t) = job.timeout {
             cmd.arg(format!("--time={}", t.as_secs().div_ceil(60).max(1)));
         }
-        let s = &sj.settings;
-        for (flag, v) in [("partition", &s.partition), ("account", &s.account), ("qos", &s.qos)] {
-            if let Some(v) = v {
-                cmd.arg(format!("--{flag}={v}"));
+        if let Some(sj) = job.slurm.as_deref() {
+            let s = &sj.settings;
+            for (flag, v) in [("partition", &s.partition), ("account", &s.account), ("qos", &s.qos)] {
+                if let Some(v) = v {
+                    cmd.arg(format!("--{flag}={v}"));
+                }
             }
+            cmd.args(&s.extra);
         }
-        cmd.args(&s.extra).arg(&script);
+        cmd
+    }
+
+    fn submit_one(&mut self, ready: Ready) {
+        let comment = ready.job.slurm.as_ref().map(|sj| sj.comment.clone()).unwrap_or_default();
+        let mut cmd = self.sbatch(&ready.job);
+        cmd.arg(format!("--comment={comment}")).arg(format!("--output={}", ready.job.log.display())).arg(&ready.script);
         let submitted = match run(&mut cmd) {
             Ok(out) => Ok(out.split(';').next().unwrap_or("").trim().to_string()),
             // Submitted after all (a lost answer)? Look it up by name and comment first.
-            Err(e) => self.find(&sj.comment).ok_or(e),
+            Err(e) => self.find(&comment).ok_or(e),
         };
         match submitted {
-            Ok(id) if !id.is_empty() => {
-                // At once, not with the batch: should flux die, the next build cancels it.
-                append(&self.scripts.join(JOBS_FILE), &format!("{id}\n"));
-                let now = Instant::now();
-                self.jobs.insert(
-                    job.id,
-                    Sub { job, slurm_id: id, before, submitted: now, running_since: None, killed: None, ended: None },
-                );
+            Ok(id) if !id.is_empty() => self.submitted(ready, id),
+            Ok(_) => self.not_submitted(ready, "sbatch printed no job id".into()),
+            Err(why) => self.not_submitted(ready, why),
+        }
+    }
+
+    /// One job array for jobs of one step: a driver script runs element i's wrapper with
+    /// its output to its own log; elements are matched by `ArrayTaskId` (`<id>_<i>`).
+    fn submit_array(&mut self, group: Vec<Ready>) {
+        self.serial += 1;
+        let driver = self.scripts.join(format!("array-{}.sh", self.serial));
+        let mut text = String::from("#!/bin/sh\ncase \"$SLURM_ARRAY_TASK_ID\" in\n");
+        for (i, r) in group.iter().enumerate() {
+            let (script, log) = (r.script.to_string_lossy(), r.job.log.to_string_lossy());
+            text.push_str(&format!("{i}) exec /bin/sh {} > {} 2>&1 ;;\n", quote(&script), quote(&log)));
+        }
+        text.push_str("esac\nexit 127\n");
+        if let Err(e) = std::fs::write(&driver, text) {
+            let why = format!("cannot write the Slurm array script {}: {e}", driver.display());
+            for r in group {
+                self.not_submitted(r, why.clone());
             }
-            Ok(_) | Err(_) => {
-                let why = submitted.err().unwrap_or_else(|| "sbatch printed no job id".into());
-                // Asking more than any node has fails the same way every time: not retried.
-                let (outcome, message) = if REFUSALS.iter().any(|r| why.contains(r)) {
-                    let message = format!(
-                        "Slurm refused the job: {why}; no node has what the step asks for (`cpus`, `mem`, \
-                         or the `slurm` settings): lower them or pick another partition"
-                    );
-                    (Outcome::Refused { message: message.clone() }, message)
-                } else {
-                    let message = format!("sbatch failed: {why}");
-                    (Outcome::Failed { exit_code: None, message: message.clone() }, message)
-                };
-                append(&job.log, &format!("flux: {message}\n"));
-                self.send(job.id, outcome, Duration::ZERO, &job.log, vec![], vec![]);
+            return;
+        }
+        let first = group[0].job.slurm.as_ref().map(|sj| sj.comment.clone()).unwrap_or_default();
+        let mut cmd = self.sbatch(&group[0].job);
+        cmd.arg(format!("--comment={first} (+{} more)", group.len() - 1))
+            .arg(format!("--array=0-{}", group.len() - 1))
+            .arg("--output=/dev/null")
+            .arg(&driver);
+        match run(&mut cmd).map(|out| out.split(';').next().unwrap_or("").trim().to_string()) {
+            Ok(id) if !id.is_empty() => {
+                for (i, r) in group.into_iter().enumerate() {
+                    self.submitted(r, format!("{id}_{i}"));
+                }
+            }
+            other => {
+                let why = other.err().unwrap_or_else(|| "sbatch printed no job id".into());
+                for r in group {
+                    self.not_submitted(r, why.clone());
+                }
             }
         }
+    }
+
+    /// The cluster's `MaxArraySize` (asked once): an array has indexes below it.
+    fn max_array_size(&mut self) -> usize {
+        *self.max_array.get_or_insert_with(|| {
+            run(Command::new("scontrol").args(["show", "config"]))
+                .ok()
+                .and_then(|out| {
+                    out.lines().find_map(|l| {
+                        let (k, v) = l.split_once('=')?;
+                        (k.trim() == "MaxArraySize").then(|| v.trim().parse::<usize>().ok()).flatten()
+                    })
+                })
+                .unwrap_or(1001)
+                .max(1)
+        })
+    }
+
+    fn submitted(&mut self, ready: Ready, id: String) {
+        // At once, not with the batch: should flux die, the next build cancels it.
+        append(&self.scripts.join(JOBS_FILE), &format!("{id}\n"));
+        let Ready { job, before, .. } = ready;
+        let sub = Sub {
+            job,
+            slurm_id: id,
+            before,
+            submitted: Instant::now(),
+            running_since: None,
+            killed: None,
+            ended: None,
+        };
+        self.jobs.insert(sub.job.id, sub);
+    }
+
+    fn not_submitted(&mut self, ready: Ready, why: String) {
+        let job = ready.job;
+        // Asking more than any node has fails the same way every time: not retried.
+        let (outcome, message) = if REFUSALS.iter().any(|r| why.contains(r)) {
+            let message = format!(
+                "Slurm refused the job: {why}; no node has what the step asks for (`cpus`, `mem`, \
+                 or the `slurm` settings): lower them or pick another partition"
+            );
+            (Outcome::Refused { message: message.clone() }, message)
+        } else {
+            let message = format!("sbatch failed: {why}");
+            (Outcome::Failed { exit_code: None, message: message.clone() }, message)
+        };
+        append(&job.log, &format!("flux: {message}\n"));
+        self.send(job.id, outcome, Duration::ZERO, &job.log, vec![], vec![]);
     }
 
     /// The job of this run with `comment`, if Slurm has one.
@@ -328,7 +473,7 @@ impl Poller {
 
     /// One `squeue` for the whole run; settle the jobs that ended. Whether anything changed.
     fn poll(&mut self) -> bool {
-        let listed = match run(Command::new("squeue").args(["-h", "--name", &self.name, "-o", "%i %T"])) {
+        let listed = match run(Command::new("squeue").args(["-h", "-r", "--name", &self.name, "-o", "%i %T"])) {
             Ok(out) => out
                 .lines()
                 .filter_map(|l| l.split_once(' ').map(|(i, s)| (i.to_string(), s.trim().to_string())))

@@ -230,3 +230,47 @@ fn a_build_after_flux_was_killed_cancels_the_dead_runs_slurm_jobs_and_runs_the_t
     assert_eq!(h[0]["status"], "success", "{h:#?}");
     assert_ne!(h[0]["job_id"], old.as_str(), "a new job ran the task");
 }
+
+#[test]
+fn ready_tasks_of_an_array_step_go_to_slurm_as_one_job_array() {
+    slurm();
+    let t = Test::new().fluxfile(
+        "[slurm]\npoll = \"200ms\"\n\n[step.a]\nexecutor = \"slurm\"\narray = true\nparams = { n = [\"1\", \"2\", \"3\"] }\noutputs = [\"out/{{ n }}.txt\"]\nrun = \"echo {{ n }} > {{ outputs[0] }}; echo element ${SLURM_ARRAY_TASK_ID}; [ {{ n }} != 3 ]\"\n",
+    );
+    let o = t.run_args(json_build(&["-j", "3"]));
+    o.assert_status(1).assert_summary(2, 0, 1, 0);
+    assert_eq!(o.task("a[3]")["error"], "command exited with status 1", "{}", o.describe());
+    assert_eq!((t.read("out/1.txt"), t.read("out/2.txt")), ("1\n".into(), "2\n".into()));
+    assert!(!t.exists("out/3.txt"));
+    let ids: Vec<String> = ["a[1]", "a[2]", "a[3]"]
+        .iter()
+        .map(|id| history_of(&t, id)[0]["job_id"].as_str().unwrap_or("").into())
+        .collect();
+    let array = ids[0].split('_').next().unwrap_or_default().to_string();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![format!("{array}_0"), format!("{array}_1"), format!("{array}_2")], "one array: {ids:?}");
+    // Each element writes its own task's log.
+    let element = ids[1].split('_').nth(1).unwrap_or_default();
+    let log = t.run_args(["logs", "a[2]"]).assert_status(0).stdout.clone();
+    assert!(log.starts_with("$ echo 2") && log.contains(&format!("element {element}\n")), "{log}");
+}
+
+#[test]
+fn array_true_on_a_step_that_runs_locally_is_an_error() {
+    let step = "[step.a]\noutputs = [\"a.txt\"]\nrun = \"true\"\narray = true\n";
+    Test::new()
+        .fluxfile(&format!("{step}executor = \"local\"\n"))
+        .args(["check"])
+        .run()
+        .assert_status(2)
+        .stderr_has("error: `array = true` needs the step to run on Slurm")
+        .stderr_has(" --> Fluxfile:4:");
+    Test::new()
+        .fluxfile(step)
+        .args(["build"])
+        .run()
+        .assert_status(2)
+        .stderr_has("error: `array = true` needs step `a` to run on Slurm, but it runs locally")
+        .stderr_has(" --> Fluxfile:4:");
+}
