@@ -550,6 +550,19 @@ impl Poller {
             (_, Some((Kill::Interrupt, _))) => Outcome::Interrupted,
             (_, Some((Kill::Timeout, _))) => Outcome::TimedOut,
             (Some(0), None) => Outcome::Success,
+            // A command killed by a signal: Slurm may have sent it (cancelled from outside,
+            // its own time limit, out of memory); then its state says so.
+            (Some(c), None) if c > 128 => {
+                let st = slurm_state(&slurm_id);
+                match st.as_deref().and_then(|s| KILLED_STATES.iter().find(|(k, _)| *k == s)) {
+                    Some((state, why)) => {
+                        let message = format!("Slurm job {slurm_id} ended {state}: {why}");
+                        append(&job.log, &format!("flux: {message}\n"));
+                        Outcome::Failed { exit_code: Some(c), message }
+                    }
+                    None => Outcome::Failed { exit_code: Some(c), message: format!("command exited with status {c}") },
+                }
+            }
             (Some(c), None) => {
                 Outcome::Failed { exit_code: Some(c), message: format!("command exited with status {c}") }
             }

@@ -274,3 +274,27 @@ fn array_true_on_a_step_that_runs_locally_is_an_error() {
         .stderr_has("error: `array = true` needs step `a` to run on Slurm, but it runs locally")
         .stderr_has(" --> Fluxfile:4:");
 }
+
+#[test]
+fn a_job_cancelled_outside_flux_fails_with_slurms_state() {
+    slurm();
+    let t = Test::new().fluxfile(
+        "[slurm]\npoll = \"200ms\"\n\n[step.s]\nexecutor = \"slurm\"\noutputs = [\"s.txt\"]\nrun = \"sleep 120; touch {{ outputs[0] }}\"\n",
+    );
+    let bg = Bg::spawn(&t, &["build", "--output", "json"]);
+    assert!(
+        wait_until(Duration::from_secs(30), || jobs_of(&t).iter().any(|j| j.contains(" RUNNING "))),
+        "the job runs: {:?}",
+        jobs_of(&t)
+    );
+    let id = jobs_of(&t)[0].split(' ').next().unwrap_or_default().to_string();
+    let cancelled = Command::new("scancel").arg(&id).status().expect("run scancel");
+    assert!(cancelled.success());
+    let o = bg.wait(Duration::from_secs(60));
+    o.assert_status(1);
+    let error = o.task("s")["error"].as_str().unwrap_or_default().to_string();
+    assert_eq!(error, format!("Slurm job {id} ended CANCELLED: the job was cancelled"), "{}", o.describe());
+    let log = t.run_args(["logs", "s"]).assert_status(0).stdout.clone();
+    assert!(log.contains(&format!("flux: Slurm job {id} ended CANCELLED")), "{log}");
+    assert!(!t.exists("s.txt"));
+}
