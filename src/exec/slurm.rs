@@ -161,6 +161,8 @@ struct Sub {
     killed: Option<(Kill, Instant)>,
     /// When it was first seen ended without an exit file, and Slurm's state then.
     ended: Option<(Instant, Option<String>)>,
+    /// The last state `squeue` gave.
+    state: Option<String>,
 }
 
 struct Poller {
@@ -221,16 +223,15 @@ impl Poller {
                         interval = self.config.poll;
                         next_poll = next_poll.min(Instant::now() + interval);
                     }
-                    continue;
                 }
                 Some(Msg::Interrupt { hard }) => {
                     self.interrupt(hard);
                     interval = self.config.poll.min(Duration::from_millis(200));
                     next_poll = Instant::now();
-                    continue;
                 }
                 None => {}
             }
+            // Polled when due, however busy the channel is.
             if Instant::now() < next_poll {
                 continue;
             }
@@ -422,6 +423,7 @@ impl Poller {
             running_since: None,
             killed: None,
             ended: None,
+            state: None,
         };
         self.jobs.insert(sub.job.id, sub);
     }
@@ -473,14 +475,15 @@ impl Poller {
 
     /// One `squeue` for the whole run; settle the jobs that ended. Whether anything changed.
     fn poll(&mut self) -> bool {
-        let listed = match run(Command::new("squeue").args(["-h", "-r", "--name", &self.name, "-o", "%i %T"])) {
-            Ok(out) => out
-                .lines()
-                .filter_map(|l| l.split_once(' ').map(|(i, s)| (i.to_string(), s.trim().to_string())))
-                .collect::<HashMap<_, _>>(),
-            // squeue failed (the controller is busy or gone): try again next round.
-            Err(_) => return false,
-        };
+        let listed =
+            match run(Command::new("squeue").args(["-h", "-r", "-t", "all", "--name", &self.name, "-o", "%i %T"])) {
+                Ok(out) => out
+                    .lines()
+                    .filter_map(|l| l.split_once(' ').map(|(i, s)| (i.to_string(), s.trim().to_string())))
+                    .collect::<HashMap<_, _>>(),
+                // squeue failed (the controller is busy or gone): try again next round.
+                Err(_) => return false,
+            };
         let now = Instant::now();
         let mut changed = false;
         let mut done = Vec::new();
@@ -497,6 +500,12 @@ impl Poller {
                 sub.killed = Some((Kill::Timeout, now));
                 changed = true;
             }
+            if let Some(s) = state {
+                sub.state = Some(s.to_string());
+            }
+            // Ended: a final state (`squeue -t all` keeps ended jobs `MinJobAge` seconds),
+            // or no longer known. (`COMPLETING` is not final: a job cancelled by Slurm
+            // passes through it, and its wrapper may still write an exit code.)
             let gone = match state {
                 None => true,
                 Some(s) => KILLED_STATES.iter().any(|(k, _)| *k == s) || s == "COMPLETED" || s == "FAILED",
@@ -508,8 +517,7 @@ impl Poller {
                 }
                 continue;
             }
-            let ending = gone || (state == Some("COMPLETING") && exit.exists());
-            if !ending {
+            if !gone {
                 continue;
             }
             if exit.exists() {
@@ -540,7 +548,8 @@ impl Poller {
 
     /// Read the exit file (or Slurm's state), commit the outputs, send the result.
     fn finish_job(&self, sub: Sub) {
-        let Sub { job, slurm_id, before, submitted, running_since, killed, ended } = sub;
+        let Sub { job, slurm_id, before, submitted, running_since, killed, ended, state } = sub;
+        let slurm_killed = state.as_deref().and_then(|s| KILLED_STATES.iter().find(|(k, _)| *k == s));
         let duration = running_since.unwrap_or(submitted).elapsed();
         let exit = exit_file(&job.log);
         let code = std::fs::read_to_string(&exit).ok().and_then(|s| s.trim().parse::<i32>().ok());
@@ -549,9 +558,17 @@ impl Poller {
         let mut outcome = match (code, killed) {
             (_, Some((Kill::Interrupt, _))) => Outcome::Interrupted,
             (_, Some((Kill::Timeout, _))) => Outcome::TimedOut,
+            // Slurm ended it (cancelled from outside, its time limit, out of memory…),
+            // whatever the wrapper managed to write.
+            (code, None) if slurm_killed.is_some() => {
+                let (st, why) = slurm_killed.copied().unwrap_or_default();
+                let message = format!("Slurm job {slurm_id} ended {st}: {why}");
+                append(&job.log, &format!("flux: {message}\n"));
+                Outcome::Failed { exit_code: code.filter(|&c| c != 0), message }
+            }
             (Some(0), None) => Outcome::Success,
-            // A command killed by a signal: Slurm may have sent it (cancelled from outside,
-            // its own time limit, out of memory); then its state says so.
+            // A command killed by a signal, its job gone from squeue: Slurm may have sent
+            // it; then `scontrol`/`sacct` say so.
             (Some(c), None) if c > 128 => {
                 let st = slurm_state(&slurm_id);
                 match st.as_deref().and_then(|s| KILLED_STATES.iter().find(|(k, _)| *k == s)) {
