@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Diag, Error, Result};
-use crate::exec::{End, Job, JobOutput, LocalExecutor, Outcome};
+use crate::exec::{End, Executor, Job, JobOutput, MakeExecutor, Outcome, Setup};
 use crate::fluxfile::{Action, Fluxfile, Step};
 use crate::graph::{NONE, TaskGraph, task_key};
 use crate::hooks::{Hooks, TaskEvent};
@@ -51,6 +51,8 @@ pub struct Options {
     pub dry_commands: bool,
     /// `--var` values: redacted from the rendered commands the state DB keeps.
     pub redact: Vec<String>,
+    /// `--executor`: where steps without an `executor` key run (over `[flux] executor`).
+    pub executor: Option<crate::exec::Kind>,
 }
 
 /// Environment variables of a job: name, value.
@@ -331,7 +333,7 @@ impl<'a> Build<'a> {
     }
 
     /// Build for real.
-    pub fn run(&self, db: &mut StateDb, rep: &mut dyn Reporter) -> Result<Report> {
+    pub fn run(&self, db: &mut StateDb, rep: &mut dyn Reporter, make_executor: &MakeExecutor) -> Result<Report> {
         let ids = self.ids();
         let metas = self.stat_all()?;
         let g = self.g;
@@ -408,8 +410,7 @@ impl<'a> Build<'a> {
             start_log: crate::procs::StartLog::new(&stage_dir(&self.ff.state_dir, run_id)),
         };
         r.swept(swept, rep);
-        let exec = LocalExecutor::new(self.opts.jobs);
-        exec.record_groups_in(&crate::procs::group_file(&r.stage_root));
+        let exec = make_executor(&Setup { jobs: self.opts.jobs, run_id, stage_root: r.stage_root.clone() });
         // A fatal error (`?` below) stops the running commands before it is returned.
         let stop_guard = crate::procs::StopOnError::armed();
         let mut last_beat = Instant::now();
@@ -418,7 +419,7 @@ impl<'a> Build<'a> {
             if !r.ready.is_empty() {
                 // Deciding stopped to write its records: write them, and decide the rest
                 // before anything starts, so that tasks still start in priority order.
-                r.flush_or_stop(db, &exec, rep);
+                r.flush_or_stop(db, &*exec, rep);
                 continue;
             }
             let ints = interrupts();
@@ -442,15 +443,15 @@ impl<'a> Build<'a> {
             } else {
                 let step = r.check_foreign(db, rep).and_then(|()| {
                     r.requeue_retries();
-                    r.launch(db, &exec, rep)
+                    r.launch(db, &*exec, rep)
                 });
                 if let Err(e) = step {
-                    r.fatal(e, &exec, rep);
+                    r.fatal(e, &*exec, rep);
                 }
             }
             if last_beat.elapsed() >= HEARTBEAT && r.db_error.is_none() {
                 if let Err(e) = db.heartbeat() {
-                    r.fatal(e.into(), &exec, rep);
+                    r.fatal(e.into(), &*exec, rep);
                 }
                 last_beat = Instant::now();
             }
@@ -502,7 +503,7 @@ impl<'a> Build<'a> {
                 || r.batch.len() >= BATCH_RECORDS
                 || (!r.batch.is_empty() && r.last_flush.elapsed() >= BATCH_INTERVAL)
             {
-                r.flush_or_stop(db, &exec, rep);
+                r.flush_or_stop(db, &*exec, rep);
             }
         }
         // Tasks never started (fail-fast, interrupt) keep what they were.
@@ -527,7 +528,7 @@ impl<'a> Build<'a> {
         } else {
             "success"
         };
-        r.write_back(db, end, &exec, rep);
+        r.write_back(db, end, &*exec, rep);
         exec.finish();
         stop_guard.disarm();
         let _ = crate::guard::remove_owned(&r.stage_root, &r.stage_root);
@@ -673,7 +674,30 @@ impl<'a> Build<'a> {
             timeout: step.timeout,
             echo: None,
             outputs: job_outputs,
+            slurm: (self.executor(step) == crate::exec::Kind::Slurm).then(|| {
+                Box::new(crate::exec::SlurmJob {
+                    comment: format!("{id}#{attempt}"),
+                    cpus: step.cpus,
+                    mem: step.mem,
+                    settings: step.slurm.clone(),
+                    array: step.array.as_ref().is_some_and(|(a, _)| *a).then_some(task.step),
+                })
+            }),
         })
+    }
+
+    /// Where a step's tasks run: its `executor`, else `--executor`, else `[flux] executor`.
+    pub fn executor(&self, step: &Step) -> crate::exec::Kind {
+        step.executor.or(self.opts.executor).or(self.ff.executor).unwrap_or(crate::exec::Kind::Local)
+    }
+
+    /// The cpus and memory a step's task takes from this machine's budget: none when it
+    /// runs on Slurm (Slurm places it).
+    fn budget(&self, step: &Step) -> (u32, u64) {
+        match self.executor(step) {
+            crate::exec::Kind::Local => (step.cpus, step.mem.unwrap_or(0)),
+            crate::exec::Kind::Slurm => (0, 0),
+        }
     }
 
     /// A task's commands as its job runs them (pre, run, post, in order) and its env, for
@@ -1055,7 +1079,7 @@ impl Runner<'_, '_> {
 
     /// Write the records; if that fails for good, stop the build (see `fatal`). Once it
     /// has stopped, records wait in memory for `write_back`.
-    fn flush_or_stop(&mut self, db: &mut StateDb, exec: &LocalExecutor, rep: &mut dyn Reporter) {
+    fn flush_or_stop(&mut self, db: &mut StateDb, exec: &dyn Executor, rep: &mut dyn Reporter) {
         if self.db_error.is_some() {
             return;
         }
@@ -1073,7 +1097,7 @@ impl Runner<'_, '_> {
     /// I/O error), SPEC §8: stop as Ctrl-C does (start nothing more, terminate the running
     /// tasks' process groups, which then end `interrupted`) and keep every record in
     /// memory for `write_back`. The one place where a build stops on a fatal error.
-    fn fatal(&mut self, e: crate::error::Error, exec: &LocalExecutor, rep: &mut dyn Reporter) {
+    fn fatal(&mut self, e: crate::error::Error, exec: &dyn Executor, rep: &mut dyn Reporter) {
         let cause = match e {
             crate::error::Error::State(m) | crate::error::Error::Io(m) => m,
             other => other.to_string(),
@@ -1090,7 +1114,7 @@ impl Runner<'_, '_> {
     /// At the end of the build: write the remaining records and the run's end. After a
     /// failed write, try again with pauses (0.5 s doubling to 5 s) until the busy limit
     /// is over (or a Ctrl-C): a lock released or a disk freed meanwhile loses nothing.
-    fn write_back(&mut self, db: &mut StateDb, end: &str, exec: &LocalExecutor, rep: &mut dyn Reporter) {
+    fn write_back(&mut self, db: &mut StateDb, end: &str, exec: &dyn Executor, rep: &mut dyn Reporter) {
         let deadline = Instant::now() + crate::state::busy_limit();
         let ints = interrupts();
         let mut pause = Duration::from_millis(500);
@@ -1284,7 +1308,7 @@ impl Runner<'_, '_> {
     /// Start queued tasks while there are slots, pool places, CPUs and memory. The tasks
     /// of one round are claimed in the state DB in one transaction before any is spawned
     /// (SPEC §6); a task another live flux holds is waited for, holding no slot.
-    fn launch(&mut self, db: &mut StateDb, exec: &LocalExecutor, rep: &mut dyn Reporter) -> Result<()> {
+    fn launch(&mut self, db: &mut StateDb, exec: &dyn Executor, rep: &mut dyn Reporter) -> Result<()> {
         let opts = self.b.opts;
         let (mut pool_busy, mut cpus_busy, mut mem_busy) = (self.pool_busy.clone(), self.cpus_busy, self.mem_busy);
         let mut picked: Vec<u32> = Vec::new();
@@ -1301,7 +1325,7 @@ impl Runner<'_, '_> {
                 break;
             }
             let step = self.step(t);
-            let (pool, cpus, mem) = (step.pool, step.cpus, step.mem.unwrap_or(0));
+            let (pool, (cpus, mem)) = (step.pool, self.b.budget(step));
             let pool_full = pool.is_some_and(|p| pool_busy[p] >= self.b.ff.pools[p].1);
             // A task asking for more than the machine has runs alone rather than never.
             let busy = self.in_flight + picked.len() > 0;
@@ -1449,10 +1473,10 @@ impl Runner<'_, '_> {
     }
 
     /// Spawn a claimed task.
-    fn start(&mut self, t: u32, db: &mut StateDb, exec: &LocalExecutor, rep: &mut dyn Reporter) -> Result<()> {
+    fn start(&mut self, t: u32, db: &mut StateDb, exec: &dyn Executor, rep: &mut dyn Reporter) -> Result<()> {
         let ti = t as usize;
         let step = self.step(t);
-        let (pool, cpus, mem, stage) = (step.pool, step.cpus, step.mem.unwrap_or(0), step.stage);
+        let (pool, (cpus, mem), stage) = (step.pool, self.b.budget(step), step.stage);
         self.results[ti].attempts += 1;
         let attempt = self.results[ti].attempts;
         let made = &mut self.made_dirs;
@@ -1504,7 +1528,7 @@ impl Runner<'_, '_> {
     }
 
     /// Whether a task may wait in the executor's queue for a worker, to start the moment
-    /// one is free. Not if it takes a pool, cpus or mem (the budgets count it from the
+    /// one is free. Not if it runs on Slurm, nor if it takes a pool, cpus or mem (the budgets count it from the
     /// moment it is handed over, while a worker frees up only when some other job ends),
     /// nor if it is unstaged (it is marked running in the state DB when handed over), nor
     /// if a task that the jobs in hand may make ready would come first: the queue must
@@ -1513,6 +1537,10 @@ impl Runner<'_, '_> {
     fn may_queue(&self, item: QueueItem, picked: &[u32]) -> bool {
         let step = self.step(item.2.0);
         if step.pool.is_some() || step.cpus > 0 || step.mem.is_some() || !step.stage {
+            return false;
+        }
+        // A job handed to Slurm is submitted at once: there is no worker queue to wait in.
+        if self.b.executor(step) == crate::exec::Kind::Slurm {
             return false;
         }
         let in_hand = self.running.keys().chain(self.queued.iter().map(|(q, _)| q)).chain(picked);
@@ -1598,7 +1626,7 @@ impl Runner<'_, '_> {
         let ti = t as usize;
         self.note_groups(Vec::new());
         let step = self.step(t);
-        let (pool, cpus, mem) = (step.pool, step.cpus, step.mem.unwrap_or(0));
+        let (pool, (cpus, mem)) = (step.pool, self.b.budget(step));
         let (sensor, retries, retry_delay, retry_backoff, poll, wait, timeout) =
             (step.sensor, step.retries, step.retry_delay, step.retry_backoff, step.poll, step.wait, step.timeout);
         if let Some(p) = pool {
@@ -1613,6 +1641,10 @@ impl Runner<'_, '_> {
         self.results[ti].log = log.clone();
         let started_s = started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let outcome = fin.outcome;
+        if let Some(job_id) = fin.job_id {
+            let (run_id, task_id) = (self.run_id, self.ids[ti].clone());
+            self.batch.attempt_facts.push(AttemptFact::Job { run_id, task_id, attempt, job_id });
+        }
         if let Some(&i) = fin.in_place.first()
             && self.warned_in_place.insert(self.b.g.tasks[ti].step)
         {
@@ -1675,8 +1707,10 @@ impl Runner<'_, '_> {
         for w in self.b.cleanup_failed(t, &self.ids[ti], &self.stage_root, self.before.remove(&t)) {
             rep.event(Event::Warning(&w));
         }
+        let refused = matches!(outcome, Outcome::Refused { .. });
         let (status, exit_code, mut message) = match outcome {
             Outcome::Failed { exit_code, message } => (Status::Failed, exit_code, message),
+            Outcome::Refused { message } => (Status::Failed, None, message),
             Outcome::TimedOut => {
                 (Status::Failed, None, format!("timed out after {}", humantime(timeout.unwrap_or_default())))
             }
@@ -1696,7 +1730,7 @@ impl Runner<'_, '_> {
             }
             message = format!("sensor gave up after {}: {message}", humantime(wait));
         }
-        if live && attempt <= retries {
+        if live && !refused && attempt <= retries {
             let delay = crate::limits::retry_delay(retry_delay, retry_backoff, attempt);
             self.record_attempt(
                 t,

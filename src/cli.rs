@@ -243,9 +243,10 @@ struct BuildArgs {
     /// Wait up to DUR for missing sources (every step), checking every `poll`.
     #[arg(long, value_name = "DUR")]
     wait: Option<String>,
-    /// Where tasks run: only `local` in this version.
-    #[arg(long, value_name = "EXECUTOR", default_value = "local")]
-    executor: String,
+    /// Where steps without an `executor` key run: `local` or `slurm` (default: `[flux]
+    /// executor`, else local).
+    #[arg(long, value_name = "EXECUTOR")]
+    executor: Option<String>,
     /// text: progress on stderr and a summary; json: one JSON object on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
@@ -574,12 +575,6 @@ fn plan_and_build(
             return Err(Error::Usage(format!("--from {from}: no such step or task{hint}")));
         }
     }
-    if b.executor != "local" {
-        return Err(Error::Usage(format!(
-            "--executor {}: this version runs tasks locally only (`local`); the Slurm executor is not supported yet",
-            b.executor
-        )));
-    }
     let only = if b.only {
         if b.sel.targets.is_empty() {
             return Err(Error::Usage("--only needs targets: the tasks to run alone".into()));
@@ -613,7 +608,29 @@ fn plan_and_build(
         stream: b.stream,
         dry_commands: dry_run && (b.print_commands || b.output == OutputFormat::Json),
         redact: var_values(&b.sel),
+        executor: match b.executor.as_deref() {
+            None => None,
+            Some("local") => Some(crate::exec::Kind::Local),
+            Some("slurm") => Some(crate::exec::Kind::Slurm),
+            Some(other) => return Err(Error::Usage(format!("--executor {other}: use `local` or `slurm`"))),
+        },
     };
+
+    // `array = true` is for Slurm: a step that runs here after all (by `--executor` or
+    // `[flux] executor`) says so rather than ignoring the key.
+    for step in &ff.steps {
+        let here = step.executor.or(opts.executor).or(ff.executor).unwrap_or(crate::exec::Kind::Local)
+            == crate::exec::Kind::Local;
+        if let Some((true, span)) = &step.array
+            && here
+        {
+            return Err(Error::at_help(
+                format!("`array = true` needs step `{}` to run on Slurm, but it runs locally", step.name),
+                span,
+                "set executor = \"slurm\" on the step (or [flux] executor, or --executor slurm), or remove `array`",
+            ));
+        }
+    }
 
     let t2 = Instant::now();
     // Stat every target on other cores while the state DB is read (remote targets are
@@ -661,7 +678,19 @@ fn plan_and_build(
             crate::builder::PANIC_AFTER_START.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let db = db.as_mut().ok_or_else(|| Error::Internal("no state database".into()))?;
-        build.run(db, rep.as_mut())?
+        // Tasks run here, and on Slurm if any step's tasks go there.
+        let slurm = ff.steps.iter().any(|s| build.executor(s) == crate::exec::Kind::Slurm);
+        let make = |s: &crate::exec::Setup| -> Box<dyn crate::exec::Executor> {
+            let local = crate::exec::LocalExecutor::new(s.jobs);
+            local.record_groups_in(&crate::procs::group_file(&s.stage_root));
+            if slurm {
+                let scripts = s.stage_root.join("slurm");
+                Box::new(crate::exec::SlurmExecutor::new(local, s.run_id, &ff.state_dir, scripts, ff.slurm.clone()))
+            } else {
+                Box::new(local)
+            }
+        };
+        build.run(db, rep.as_mut(), &make)?
     };
     timing(
         cli,
@@ -767,7 +796,7 @@ fn cmd_schedule(cli: &Cli, a: &ScheduleArgs) -> Result<i32> {
         rerun_triggers: Vec::new(),
         only: false,
         wait: None,
-        executor: "local".into(),
+        executor: None,
         output: OutputFormat::Text,
         print_commands: false,
         stream: false,
@@ -1456,6 +1485,9 @@ fn cmd_logs(cli: &Cli, task: &str, run: Option<i64>, attempt: Option<u32>, follo
         println!("{id} attempt {}: {} ({})", a.attempt, a.status.as_str(), a.error.as_deref().unwrap_or("no log"));
         return Ok(0);
     };
+    if let Some(job) = &a.job_id {
+        eprintln!("{id} attempt {} ran as Slurm job {job}", a.attempt);
+    }
     let path = PathBuf::from(log);
     let mut offset = 0u64;
     loop {
@@ -1520,7 +1552,7 @@ fn cmd_history(cli: &Cli, step: Option<&str>, limit: usize, output: OutputFormat
                         "attempt": a.attempt, "status": a.status.as_str(), "reason": a.reason,
                         "started_at": a.started_at, "ended_at": a.ended_at,
                         "duration_s": a.ended_at.map(|e| e - a.started_at),
-                        "exit_code": a.exit_code, "log": a.log_path, "error": a.error,
+                        "exit_code": a.exit_code, "log": a.log_path, "error": a.error, "job_id": a.job_id,
                     })
                 })
                 .collect();
@@ -1534,7 +1566,7 @@ fn cmd_history(cli: &Cli, step: Option<&str>, limit: usize, output: OutputFormat
                 let dur = a.ended_at.map(|e| format!("{:.2}s", e - a.started_at)).unwrap_or_else(|| "-".into());
                 let _ = writeln!(
                     o,
-                    "{when}  run {:<4}{} {:<15} {:<32} attempt {} {:>8}  {}{}",
+                    "{when}  run {:<4}{} {:<15} {:<32} attempt {} {:>8}  {}{}{}",
                     a.run_id,
                     if kind(a.run_id) == "schedule" { " (schedule)" } else { "" },
                     a.status.as_str(),
@@ -1543,6 +1575,7 @@ fn cmd_history(cli: &Cli, step: Option<&str>, limit: usize, output: OutputFormat
                     dur,
                     a.reason.as_deref().unwrap_or(""),
                     a.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
+                    a.job_id.as_deref().map(|j| format!(" (Slurm job {j})")).unwrap_or_default(),
                 );
             }
         }

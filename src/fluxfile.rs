@@ -140,6 +140,14 @@ pub struct Step {
     /// Deadline after the end of a task's interval, and the hook that fires on a miss.
     pub sla: Option<Duration>,
     pub on_sla_miss: Option<Tpl>,
+    /// `executor`: where its tasks run; `None`: the build's default (`--executor`, else
+    /// `[flux] executor`, else local).
+    pub executor: Option<crate::exec::Kind>,
+    /// `[slurm]` with the step's `slurm` table over it (used when it runs on Slurm).
+    pub slurm: Arc<crate::exec::SlurmSettings>,
+    /// `array = true`: ready tasks go to Slurm as one job array per round (and where the
+    /// key is, to say so if the step turns out to run locally).
+    pub array: Option<(bool, Span)>,
 }
 
 /// The validated Fluxfile: immutable once loaded.
@@ -167,6 +175,10 @@ pub struct Fluxfile {
     pub timezone: chrono_tz::Tz,
     /// The `include` patterns as absolute globs, so that a reload sees new matches.
     pub include_globs: Vec<String>,
+    /// `[flux] executor`: where steps without an `executor` run by default.
+    pub executor: Option<crate::exec::Kind>,
+    /// `[slurm]`: how the Slurm executor polls and waits (per-step settings are on the steps).
+    pub slurm: crate::exec::SlurmConfig,
 }
 
 /// `[notify]`: where failure, retry and SLA events are POSTed.
@@ -487,10 +499,10 @@ impl<'a> Keys<'a> {
 // ---------------------------------------------------------------------------------------
 // Loading and validation.
 
-const TOP_KEYS: &[&str] = &["flux", "vars", "profile", "pools", "step", "store", "notify"];
+const TOP_KEYS: &[&str] = &["flux", "vars", "profile", "pools", "step", "store", "notify", "slurm"];
 const INCLUDED_KEYS: &[&str] = &["vars", "pools", "step"];
 const FLUX_KEYS: &[&str] =
-    &["start", "state", "jobs", "include", "generate", "timezone", "generate_timeout", "max_tasks"];
+    &["start", "state", "jobs", "include", "generate", "timezone", "generate_timeout", "max_tasks", "executor"];
 const STEP_KEYS: &[&str] = &[
     "params",
     "inputs",
@@ -517,6 +529,8 @@ const STEP_KEYS: &[&str] = &[
     "cpus",
     "mem",
     "executor",
+    "slurm",
+    "array",
     "stage",
     "env",
     "on_success",
@@ -573,8 +587,10 @@ impl<'o> Loader<'o> {
         let mut timezone = chrono_tz::Tz::UTC;
         let mut include_globs = Vec::new();
         let mut extra_docs: Vec<&'static Doc> = Vec::new();
+        let mut executor = None;
         if let Some((t, _)) = top.table("flux")? {
             let k = Keys::check(&main.source, t, "[flux]", FLUX_KEYS)?;
+            executor = executor_in(&k)?;
             if let Some((s, span)) = k.str("start")? {
                 start = Some((s, span));
             }
@@ -630,6 +646,31 @@ impl<'o> Loader<'o> {
                     extra_docs.push(self.add_doc(src)?);
                 }
             }
+        }
+
+        // [slurm]
+        let mut slurm = crate::exec::SlurmConfig::default();
+        if let Some((t, _)) = top.table("slurm")? {
+            let k = Keys::check(
+                &main.source,
+                t,
+                "[slurm]",
+                &["poll", "latency_wait", "partition", "account", "qos", "extra"],
+            )?;
+            if let Some((d, span)) = duration_in(&k, "poll")? {
+                if d.is_zero() {
+                    return Err(Error::at_help(
+                        "`poll` in [slurm] must be longer than 0s",
+                        &span,
+                        "write e.g. poll = \"1s\"",
+                    ));
+                }
+                slurm.poll = d;
+            }
+            if let Some((d, _)) = duration_in(&k, "latency_wait")? {
+                slurm.latency_wait = d;
+            }
+            slurm.defaults = Arc::new(slurm_settings(&k, &crate::exec::SlurmSettings::default())?);
         }
 
         // [notify]
@@ -860,6 +901,7 @@ impl<'o> Loader<'o> {
                     step_names: &step_names,
                     all_params: &all_params,
                     flux_start: start.as_ref(),
+                    slurm: &slurm.defaults,
                 },
                 &mut engine,
             )?;
@@ -893,6 +935,8 @@ impl<'o> Loader<'o> {
             stores,
             timezone,
             include_globs,
+            executor,
+            slurm,
         })
     }
 
@@ -1210,6 +1254,8 @@ struct StepCtx<'a> {
     step_names: &'a [String],
     all_params: &'a [Vec<(String, ParamKind)>],
     flux_start: Option<&'a (String, Span)>,
+    /// `[slurm]`'s step settings.
+    slurm: &'a Arc<crate::exec::SlurmSettings>,
 }
 
 fn compile(engine: &mut Engine, src: &str, span: &Span, mode: Mode, allowed: &dyn Fn(&str) -> bool) -> Result<Tpl> {
@@ -1511,15 +1557,23 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
     };
     let priority = k.int("priority")?.map_or(0, |(n, _)| n);
     let stage = k.bool("stage")?.is_none_or(|(b, _)| b);
-    if let Some((s, span)) = k.str("executor")? {
-        match s.as_str() {
-            "local" => {}
-            "slurm" => return Err(not_yet("executor = \"slurm\"", "the Slurm executor", &span)),
-            _ => {
-                return Err(Error::at_help(format!("unknown executor `{s}`"), &span, "use \"local\" or \"slurm\""));
-            }
-        }
+    let executor = executor_in(&k)?;
+    let array = k.bool("array")?;
+    if let (Some((true, span)), Some(crate::exec::Kind::Local)) = (&array, executor) {
+        return Err(Error::at_help(
+            "`array = true` needs the step to run on Slurm",
+            span,
+            "set executor = \"slurm\", or remove `array`",
+        ));
     }
+    let array = array.map(|(b, span)| (b, span.clone()));
+    let slurm = match k.table("slurm")? {
+        None => cx.slurm.clone(),
+        Some((t, _)) => {
+            let sk = Keys::check(&r.keys_doc, t, &format!("{what} slurm"), &["partition", "account", "qos", "extra"])?;
+            Arc::new(slurm_settings(&sk, cx.slurm)?)
+        }
+    };
     let description = k.str("description")?.map(|(s, _)| s);
     let cpus = int_in(&k, "cpus", 1, limits::MAX_CPUS, "cpus = 2")?.map_or(0, |(n, _)| n as u32);
     let mem = match k.str("mem")? {
@@ -1622,7 +1676,51 @@ fn build_step(r: &RawStep, params: Vec<(String, ParamKind)>, cx: &StepCtx<'_>, e
         max_active_runs,
         sla,
         on_sla_miss,
+        executor,
+        slurm,
+        array,
     })
+}
+
+/// `executor = "local" | "slurm"`.
+fn executor_in(k: &Keys<'_>) -> Result<Option<crate::exec::Kind>> {
+    let Some((s, span)) = k.str("executor")? else { return Ok(None) };
+    match s.as_str() {
+        "local" => Ok(Some(crate::exec::Kind::Local)),
+        "slurm" => Ok(Some(crate::exec::Kind::Slurm)),
+        _ => Err(Error::at_help(format!("unknown executor `{s}`"), &span, "use \"local\" or \"slurm\"")),
+    }
+}
+
+/// `partition`, `account`, `qos` and `extra` (more `sbatch` options, added after
+/// `base`'s), each over `base`.
+fn slurm_settings(k: &Keys<'_>, base: &crate::exec::SlurmSettings) -> Result<crate::exec::SlurmSettings> {
+    let mut s = base.clone();
+    for (key, field) in [("partition", &mut s.partition), ("account", &mut s.account), ("qos", &mut s.qos)] {
+        if let Some((v, span)) = k.str(key)? {
+            if v.is_empty() || v.chars().any(char::is_whitespace) {
+                return Err(Error::at_help(
+                    format!("`{key}` must be one word"),
+                    &span,
+                    format!("write e.g. {key} = \"main\""),
+                ));
+            }
+            *field = Some(v);
+        }
+    }
+    if let Some((extra, _)) = k.strs("extra", false)? {
+        for (arg, span) in extra {
+            if !arg.starts_with('-') {
+                return Err(Error::at_help(
+                    format!("`{arg}` is not an sbatch option"),
+                    &span,
+                    "write options as sbatch takes them, e.g. extra = [\"--constraint=fast\"]",
+                ));
+            }
+            s.extra.push(arg);
+        }
+    }
+    Ok(s)
 }
 
 /// Check that an output template is invertible (SPEC §2.2) and turn it into segments:

@@ -562,6 +562,8 @@ pub fn sweep_dead_runs(db: &mut StateDb, state_dir: &Path) -> Result<Swept, Stat
         let stage = state_dir.join("stage").join(run.id.to_string());
         targets.extend(run.groups.iter().copied());
         targets.extend(read_group_file(&group_file(&stage)));
+        // Its Slurm jobs, if any: cancelled, as its processes are killed.
+        crate::exec::slurm::cancel_dead_run(&stage);
     }
     let mut killed = Vec::new();
     for &(pgid, start) in &targets {

@@ -395,6 +395,8 @@ pub struct AttemptRow {
     pub exit_code: Option<i32>,
     pub log_path: Option<String>,
     pub error: Option<String>,
+    /// The executor's job id (Slurm's), if it gave one.
+    pub job_id: Option<String>,
 }
 
 /// A run as read back.
@@ -465,6 +467,8 @@ pub enum AttemptFact {
     Group { run_id: i64, task_id: String, attempt: u32, pgid: i32, start: u64 },
     /// The fingerprint the attempt was started for (known before it ran).
     Expect { run_id: i64, task_id: String, attempt: u32, cmd_hash: Hash, inputs_hash: Hash },
+    /// The executor ran the attempt as job `job_id` (a Slurm job id).
+    Job { run_id: i64, task_id: String, attempt: u32, job_id: String },
 }
 
 impl Batch {
@@ -738,7 +742,7 @@ fn capacity_hint(row: &Row<'_>) -> usize {
 }
 
 const ATTEMPT_COLUMNS: &str = "id, run_id, task_id, step, params_json, attempt, status, reason, \
-     started_at, ended_at, exit_code, log_path, error";
+     started_at, ended_at, exit_code, log_path, error, job_id";
 
 fn attempt_row(row: &Row<'_>) -> rusqlite::Result<AttemptRow> {
     Ok(AttemptRow {
@@ -755,6 +759,7 @@ fn attempt_row(row: &Row<'_>) -> rusqlite::Result<AttemptRow> {
         exit_code: opt_int_at(row, 10)?,
         log_path: row.get(11)?,
         error: row.get(12)?,
+        job_id: row.get(13)?,
     })
 }
 
@@ -766,8 +771,13 @@ fn write_attempt_facts(tx: &rusqlite::Transaction<'_>, facts: &[AttemptFact]) ->
         "UPDATE attempts SET expect_cmd_hash = ?4, expect_inputs_hash = ?5 \
          WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
     )?;
+    let mut job =
+        tx.prepare_cached("UPDATE attempts SET job_id = ?4 WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3")?;
     for f in facts {
         match f {
+            AttemptFact::Job { run_id, task_id, attempt, job_id } => {
+                job.execute(params![run_id, task_id, attempt, job_id])?
+            }
             AttemptFact::Group { run_id, task_id, attempt, pgid, start } => {
                 group.execute(params![run_id, task_id, attempt, pgid, *start as i64])?
             }

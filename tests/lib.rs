@@ -58,6 +58,8 @@ mod property;
 mod schedule;
 #[path = "integration/selection.rs"]
 mod selection;
+#[path = "integration/slurm.rs"]
+mod slurm;
 #[path = "integration/staging.rs"]
 mod staging;
 #[path = "integration/staleness.rs"]

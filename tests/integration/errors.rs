@@ -148,11 +148,6 @@ fn on_sla_miss_without_a_schedule_is_refused() {
 }
 
 #[test]
-fn slurm_executor_is_not_supported_yet() {
-    refused_step_key("executor = \"slurm\"", "executor = \"slurm\"");
-}
-
-#[test]
 fn sla_refusal_renders_fully() {
     Test::new()
         .fluxfile("[step.a]\noutputs = [\"a.txt\"]\nrun = \"true\"\nsla = \"1h\"\n")

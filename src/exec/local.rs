@@ -1,5 +1,4 @@
-//! Running jobs on this machine. A [`Job`] is plain data (commands, env, folder, log
-//! file, timeout); the executor knows jobs, not tasks or the graph (after n2's task.rs).
+//! Running jobs on this machine, as processes.
 //!
 //! Each job's commands run one after another with `sh -c`, in their own process group,
 //! stdin `/dev/null`, stdout and stderr appended to the job's log file. When they all
@@ -23,110 +22,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// One thing to run.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// The caller's handle (a task index).
-    pub id: u32,
-    /// Shell commands, run in order; the first failure stops the job.
-    pub commands: Vec<String>,
-    /// What the log's header shows for each command, when it differs from the command
-    /// (secrets masked); `None`: the commands themselves.
-    pub headers: Option<Vec<String>>,
-    /// Remote inputs to download into the cache before anything runs: (target, its
-    /// stat, the cache path the commands read).
-    pub fetches: Vec<(String, crate::target::Meta, PathBuf)>,
-    /// Built-in copies (`action = "copy"`), done before the commands: (from, to), each a
-    /// local path or a remote target.
-    pub copies: Vec<(End, End)>,
-    pub env: Vec<(String, String)>,
-    pub cwd: PathBuf,
-    pub log: PathBuf,
-    pub timeout: Option<Duration>,
-    /// `--stream`: also send each whole line of output here.
-    pub echo: Option<Echo>,
-    /// The job's outputs, checked (and moved into place from staging) after every command
-    /// succeeded: done here, on the worker, so that it happens in parallel and off the
-    /// build loop.
-    pub outputs: Vec<JobOutput>,
-}
-
-/// Where streamed output goes: `sink` receives whole lines only (each ending in a
-/// newline), each after `label`, and prints them at once, so that lines of jobs running
-/// side by side never mix.
-#[derive(Clone)]
-pub struct Echo {
-    pub label: String,
-    pub sink: Arc<dyn Fn(&str) + Send + Sync>,
-}
-
-impl std::fmt::Debug for Echo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Echo").field("label", &self.label).finish_non_exhaustive()
-    }
-}
-
-/// One end of a copy.
-#[derive(Debug, Clone)]
-pub enum End {
-    Local(PathBuf),
-    Remote(String),
-}
-
-impl End {
-    fn loc(&self) -> crate::store::Loc<'_> {
-        match self {
-            End::Local(p) => crate::store::Loc::Local(p),
-            End::Remote(t) => crate::store::Loc::Remote(t),
-        }
-    }
-}
-
-/// One output of a job.
-#[derive(Debug, Clone)]
-pub struct JobOutput {
-    /// Where the commands wrote it, if not in place (staging).
-    pub staged: Option<PathBuf>,
-    pub path: PathBuf,
-    pub dir: bool,
-    /// The target as the user wrote it, for messages.
-    pub name: String,
-    /// A remote target: uploaded from `staged` (or, with no staging, written by the
-    /// commands themselves); `path` is unused.
-    pub remote: Option<String>,
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    /// A command exited non-zero or died of a signal.
-    Failed {
-        exit_code: Option<i32>,
-        message: String,
-    },
-    /// Killed after its timeout.
-    TimedOut,
-    /// Killed because flux was interrupted.
-    Interrupted,
-    /// Cancelled while it waited in the queue: nothing ran.
-    NotStarted,
-}
-
-/// A job's result.
-#[derive(Debug)]
-pub struct Finished {
-    pub id: u32,
-    pub outcome: Outcome,
-    pub duration: Duration,
-    /// Whether the log file was written (it is only created when there is output).
-    pub logged: bool,
-    /// After a success: each output's stat, in place.
-    pub outputs: Vec<crate::target::Meta>,
-    /// Staged outputs that the commands wrote at their final path instead (by index):
-    /// accepted as if the step had `stage = false`.
-    pub in_place: Vec<usize>,
-}
+use super::{Echo, Executor, Finished, Job, JobOutput, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kill {
@@ -146,6 +42,8 @@ struct Running {
 /// Runs jobs as local processes.
 pub struct LocalExecutor {
     rx: Receiver<Finished>,
+    /// Where results go (the workers have clones; so may another executor, see `results`).
+    tx: Sender<Finished>,
     running: Arc<Mutex<HashMap<u32, Running>>>,
     /// Jobs go to a fixed pool of worker threads (creating a thread per job is a visible
     /// share of a tiny task's cost).
@@ -196,80 +94,31 @@ impl LocalExecutor {
                             logged: false,
                             outputs: Vec::new(),
                             in_place: Vec::new(),
+                            job_id: None,
                         }
                     };
                     let _ = tx.send(fin);
                 }
             });
         }
-        LocalExecutor { rx, running, jobs, reap, reaper, groups }
+        LocalExecutor { rx, tx, running, jobs, reap, reaper, groups }
+    }
+
+    /// A sender of results that `wait` receives: another executor's jobs come back
+    /// through this one's `wait` too.
+    pub(super) fn results(&self) -> Sender<Finished> {
+        self.tx.clone()
+    }
+
+    /// What deletes replaced outputs (see `settle`).
+    pub(super) fn reaper(&self) -> Sender<PathBuf> {
+        self.reap.clone()
     }
 
     /// Also append each process group, the moment it is spawned, to `path` (see
     /// `crate::procs`).
     pub fn record_groups_in(&self, path: &std::path::Path) {
         self.groups.write_to(path)
-    }
-
-    /// The process groups spawned since the last call, to record on their attempts.
-    pub fn take_spawned(&self) -> Vec<crate::procs::Spawned> {
-        self.groups.take()
-    }
-
-    /// Stop the workers and wait until every replaced output is deleted.
-    pub fn finish(self) {
-        let LocalExecutor { jobs, reap, reaper, .. } = self;
-        drop((jobs, reap));
-        let _ = reaper.join();
-    }
-
-    /// Hand a job to the workers: a free one starts it at once, else it waits in the queue
-    /// for the first worker whose job ends.
-    pub fn start(&self, job: Job) {
-        if let Ok(mut m) = self.running.lock() {
-            m.insert(job.id, Running { started: false, pgid: None, deadline: None, killed: None, hard_killed: false });
-        }
-        let _ = self.jobs.send(job);
-    }
-
-    /// Cancel every job still waiting in the queue: each comes back `NotStarted`.
-    pub fn cancel_queued(&self) {
-        let now = Instant::now();
-        if let Ok(mut m) = self.running.lock() {
-            for r in m.values_mut().filter(|r| !r.started && r.killed.is_none()) {
-                r.killed = Some((Kill::Interrupt, now));
-            }
-        }
-    }
-
-    /// Wait up to `timeout` for a job to finish; also enforces deadlines.
-    pub fn wait(&self, timeout: Duration) -> Option<Finished> {
-        self.enforce();
-        match self.rx.recv_timeout(timeout) {
-            Ok(f) => Some(f),
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                self.enforce();
-                None
-            }
-        }
-    }
-
-    /// Terminate every running job's process group (TERM now, KILL after the grace time,
-    /// or at once when `hard`).
-    pub fn interrupt_all(&self, hard: bool) {
-        let now = Instant::now();
-        if let Ok(mut m) = self.running.lock() {
-            for r in m.values_mut() {
-                if r.killed.is_none() {
-                    r.killed = Some((Kill::Interrupt, now));
-                    signal(r.pgid, libc::SIGTERM);
-                }
-                if hard && !r.hard_killed {
-                    r.hard_killed = true;
-                    signal(r.pgid, libc::SIGKILL);
-                }
-            }
-        }
     }
 
     fn enforce(&self) {
@@ -284,6 +133,69 @@ impl LocalExecutor {
                     && !r.hard_killed
                     && now.duration_since(at) >= KILL_GRACE
                 {
+                    r.hard_killed = true;
+                    signal(r.pgid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+impl Executor for LocalExecutor {
+    /// The process groups spawned since the last call, to record on their attempts.
+    fn take_spawned(&self) -> Vec<crate::procs::Spawned> {
+        self.groups.take()
+    }
+
+    /// Stop the workers and wait until every replaced output is deleted.
+    fn finish(self: Box<Self>) {
+        let LocalExecutor { jobs, reap, reaper, .. } = *self;
+        drop((jobs, reap));
+        let _ = reaper.join();
+    }
+
+    /// Hand a job to the workers: a free one starts it at once, else it waits in the queue
+    /// for the first worker whose job ends.
+    fn start(&self, job: Job) {
+        if let Ok(mut m) = self.running.lock() {
+            m.insert(job.id, Running { started: false, pgid: None, deadline: None, killed: None, hard_killed: false });
+        }
+        let _ = self.jobs.send(job);
+    }
+
+    /// Cancel every job still waiting in the queue: each comes back `NotStarted`.
+    fn cancel_queued(&self) {
+        let now = Instant::now();
+        if let Ok(mut m) = self.running.lock() {
+            for r in m.values_mut().filter(|r| !r.started && r.killed.is_none()) {
+                r.killed = Some((Kill::Interrupt, now));
+            }
+        }
+    }
+
+    /// Wait up to `timeout` for a job to finish; also enforces deadlines.
+    fn wait(&self, timeout: Duration) -> Option<Finished> {
+        self.enforce();
+        match self.rx.recv_timeout(timeout) {
+            Ok(f) => Some(f),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                self.enforce();
+                None
+            }
+        }
+    }
+
+    /// Terminate every running job's process group (TERM now, KILL after the grace time,
+    /// or at once when `hard`).
+    fn interrupt_all(&self, hard: bool) {
+        let now = Instant::now();
+        if let Ok(mut m) = self.running.lock() {
+            for r in m.values_mut() {
+                if r.killed.is_none() {
+                    r.killed = Some((Kill::Interrupt, now));
+                    signal(r.pgid, libc::SIGTERM);
+                }
+                if hard && !r.hard_killed {
                     r.hard_killed = true;
                     signal(r.pgid, libc::SIGKILL);
                 }
@@ -436,33 +348,9 @@ fn run_one(
     let mut log = LogSink::new(job.log.clone(), job.echo.clone());
     // Each local staged output's final path before the commands run: a command that writes
     // there itself instead of to the staged path changes it.
-    let before: Vec<Option<crate::target::Meta>> = job
-        .outputs
-        .iter()
-        .map(|o| if o.staged.is_some() && o.remote.is_none() { crate::target::stat(&o.path) } else { None })
-        .collect();
+    let before = stat_before(&job);
     let mut outcome = run_job(&job, running, &mut log, groups);
-    let mut outputs = Vec::new();
-    let mut in_place = Vec::new();
-    if outcome == Outcome::Success {
-        match commit_outputs(&job, &before, reap, &mut in_place) {
-            Ok(metas) => outputs = metas,
-            Err(message) => {
-                outcome = Outcome::Failed { exit_code: Some(0), message };
-                for &i in &in_place {
-                    discard_written(&job.outputs[i].path);
-                }
-            }
-        }
-    } else {
-        // Like make's .DELETE_ON_ERROR: what a failed attempt wrote at a staged output's
-        // final path itself (not through staging) must not look like an output.
-        for (o, before) in job.outputs.iter().zip(&before) {
-            if o.staged.is_some() && o.remote.is_none() && wrote_final(o, *before) {
-                discard_written(&o.path);
-            }
-        }
-    }
+    let (outputs, in_place) = settle(&job, &before, &mut outcome, reap);
     let killed = running.lock().ok().and_then(|mut m| m.remove(&id)).and_then(|r| r.killed);
     if outcome != Outcome::Success {
         match killed {
@@ -477,7 +365,49 @@ fn run_one(
         log.write(msg.as_bytes());
     }
     let logged = log.finish(outcome != Outcome::Success);
-    Finished { id, outcome, duration: started.elapsed(), logged, outputs, in_place }
+    Finished { id, outcome, duration: started.elapsed(), logged, outputs, in_place, job_id: None }
+}
+
+/// Each local staged output's stat at its final path before the commands run: a command
+/// that writes there itself instead of to the staged path changes it.
+pub(super) fn stat_before(job: &Job) -> Vec<Option<crate::target::Meta>> {
+    job.outputs
+        .iter()
+        .map(|o| if o.staged.is_some() && o.remote.is_none() { crate::target::stat(&o.path) } else { None })
+        .collect()
+}
+
+/// After the commands: on success, move the outputs into place and stat them (a failure
+/// to do so fails the job); else delete what the attempt wrote at staged outputs' final
+/// paths. Returns the outputs' stats and the staged outputs written in place.
+pub(super) fn settle(
+    job: &Job,
+    before: &[Option<crate::target::Meta>],
+    outcome: &mut Outcome,
+    reap: &Sender<PathBuf>,
+) -> (Vec<crate::target::Meta>, Vec<usize>) {
+    let mut outputs = Vec::new();
+    let mut in_place = Vec::new();
+    if *outcome == Outcome::Success {
+        match commit_outputs(job, before, reap, &mut in_place) {
+            Ok(metas) => outputs = metas,
+            Err(message) => {
+                *outcome = Outcome::Failed { exit_code: Some(0), message };
+                for &i in &in_place {
+                    discard_written(&job.outputs[i].path);
+                }
+            }
+        }
+    } else {
+        // Like make's .DELETE_ON_ERROR: what a failed attempt wrote at a staged output's
+        // final path itself (not through staging) must not look like an output.
+        for (o, before) in job.outputs.iter().zip(before) {
+            if o.staged.is_some() && o.remote.is_none() && wrote_final(o, *before) {
+                discard_written(&o.path);
+            }
+        }
+    }
+    (outputs, in_place)
 }
 
 /// Move staged outputs into place and stat them; a missing output fails the job
