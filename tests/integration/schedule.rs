@@ -642,3 +642,100 @@ fn a_scheduler_whose_lease_was_taken_over_stops() {
     let o = t.finish(r);
     o.assert_status(2).stderr_has("took this project's scheduler lease over");
 }
+
+// ---- @weekly ----
+
+/// `flux schedule --once` at `first`, then every 6 hours for `days` days; the lines
+/// `ran.txt` gained at each tick that added any.
+fn ticks(t: &Test, first: &str, days: i64) -> Vec<(String, Vec<String>)> {
+    let start = chrono::DateTime::parse_from_rfc3339(first).unwrap().with_timezone(&chrono::Utc);
+    let mut out = Vec::new();
+    let mut seen = 0;
+    for i in 0..=days * 4 {
+        let now = start + chrono::Duration::hours(6 * i);
+        let o = once(t, &now.to_rfc3339());
+        o.assert_success();
+        let all = sorted_from(t, seen);
+        seen += all.len();
+        if !all.is_empty() {
+            out.push((now.format("%Y-%m-%dT%H:%M").to_string(), all));
+        }
+    }
+    out
+}
+
+/// The lines of `ran.txt` after the first `seen`, sorted.
+fn sorted_from(t: &Test, seen: usize) -> Vec<String> {
+    let mut v: Vec<String> = lines(t, "ran.txt").into_iter().skip(seen).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn weekly_on_a_date_step_builds_the_weeks_seven_dates_once_a_week() {
+    let t = Test::new().fluxfile(&daily("").replace("@daily", "@weekly").replace("2024-01-01", "2024-02-26"));
+    // Monday 4 March: the week of 26 February (Monday) to 3 March (Sunday) has ended.
+    let got = ticks(&t, "2024-03-04T00:30:00Z", 14);
+    let week = |from: u32| -> Vec<String> {
+        (0..7)
+            .map(|i| {
+                (chrono::NaiveDate::from_ymd_opt(2024, 2, 26).unwrap() + chrono::Duration::days(i64::from(from) + i))
+                    .format("%Y-%m-%d")
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        got,
+        [
+            ("2024-03-04T00:30".to_string(), week(0)),
+            ("2024-03-11T00:30".to_string(), week(7)),
+            ("2024-03-18T00:30".to_string(), week(14)),
+        ]
+    );
+}
+
+#[test]
+fn weekly_on_a_week_step_builds_one_week_per_week() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.weekly]
+params = { week = "week" }
+start = "2024-W09"
+outputs = ["out/{{ week }}.txt"]
+run = "echo {{ week }} {{ interval_start }} {{ interval_end }} >> ran.txt; touch {{ outputs[0] }}"
+schedule = "@weekly"
+"#,
+    );
+    let got = ticks(&t, "2024-03-04T00:30:00Z", 14);
+    let w = |s: &str| vec![s.to_string()];
+    assert_eq!(
+        got,
+        [
+            ("2024-03-04T00:30".to_string(), w("2024-W09 2024-02-26T00:00:00Z 2024-03-04T00:00:00Z")),
+            ("2024-03-11T00:30".to_string(), w("2024-W10 2024-03-04T00:00:00Z 2024-03-11T00:00:00Z")),
+            ("2024-03-18T00:30".to_string(), w("2024-W11 2024-03-11T00:00:00Z 2024-03-18T00:00:00Z")),
+        ]
+    );
+}
+
+#[test]
+fn weekly_catch_up_of_a_week_step_builds_each_ended_week_once() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.weekly]
+params = { week = "week" }
+start = "2023-W51"
+outputs = ["out/{{ week }}.txt"]
+run = "echo {{ week }} >> ran.txt; touch {{ outputs[0] }}"
+schedule = "@weekly"
+"#,
+    );
+    // Wednesday 10 January 2024: weeks 2023-W51, W52 and 2024-W01 have ended (2023 has 52).
+    once(&t, "2024-01-10T12:00:00Z").assert_success();
+    assert_eq!(sorted(&t, "ran.txt"), ["2023-W51", "2023-W52", "2024-W01"]);
+    once(&t, "2024-01-14T23:00:00Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt").len(), 3, "week 2 ends on Monday");
+    once(&t, "2024-01-15T00:00:30Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt")[3..], ["2024-W02"]);
+}
