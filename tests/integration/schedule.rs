@@ -739,3 +739,55 @@ schedule = "@weekly"
     once(&t, "2024-01-15T00:00:30Z").assert_success();
     assert_eq!(lines(&t, "ran.txt")[3..], ["2024-W02"]);
 }
+
+// ---- a scheduler killed with -9 ----
+
+/// A daily step whose task, until `go` exists, leaves a background `sleep` in its process
+/// group (its pid in `bg.pid`) and waits for it.
+fn lingering() -> String {
+    daily("").replace(
+        r#"run = "echo {{ date }} >> ran.txt; echo {{ date }} > {{ outputs[0] }}""#,
+        r#"run = "echo {{ date }} >> ran.txt; if [ ! -e go ]; then sleep 300 & echo $! > bg.pid; wait; fi; echo {{ date }} > {{ outputs[0] }}""#,
+    )
+}
+
+/// Start a looping scheduler on `lingering()`, wait until its task's background process
+/// runs, kill the scheduler with SIGKILL; returns that process's pid, still alive.
+fn kill_9_mid_task(t: &Test) -> String {
+    let r = t.spawn_args(["schedule", "--tick", "50ms", "--now", "2024-01-02T00:30:00Z"]);
+    wait_for("the task's background process", || t.maybe_read("bg.pid").is_some_and(|b| b.ends_with(b"\n")));
+    let bg = t.read("bg.pid").trim().to_string();
+    r.signal("KILL");
+    let mut child = r.child;
+    let _ = child.wait();
+    // The task's shell dies with flux; what it started in the background does not.
+    assert!(!gone(&bg), "the background process died with the scheduler");
+    bg
+}
+
+#[test]
+fn a_scheduler_killed_with_kill_9_is_taken_over_and_its_tasks_do_not_survive() {
+    let t = Test::new().fluxfile(&lingering());
+    let bg = kill_9_mid_task(&t);
+    t.write("go", "");
+    // The dead holder's lease is taken over; its unfinished interval is built again.
+    let o = once(&t, "2024-01-02T01:00:00Z");
+    o.assert_success();
+    wait_for("the dead scheduler's task to end", || gone(&bg));
+    assert_eq!(t.read("out/2024-01-01.txt"), "2024-01-01\n", "{}", o.describe());
+    assert_eq!(lines(&t, "ran.txt"), ["2024-01-01", "2024-01-01"]);
+    // The interval is done: a later tick builds nothing again.
+    once(&t, "2024-01-02T02:00:00Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt").len(), 2);
+}
+
+#[test]
+fn a_scheduler_taking_over_ends_the_dead_ones_tasks_even_with_nothing_to_build() {
+    let t = Test::new().fluxfile(&lingering());
+    let bg = kill_9_mid_task(&t);
+    // The step is no longer scheduled: the new scheduler builds nothing.
+    t.write("Fluxfile", &lingering().replace("schedule = \"@daily\"", ""));
+    let o = once(&t, "2024-01-02T01:00:00Z");
+    o.assert_success().stderr_has("0 scheduled step(s)").stderr_has("ended 1 process group(s)");
+    assert!(gone(&bg), "the dead scheduler's task outlived the takeover\n{}", o.describe());
+}
