@@ -786,7 +786,7 @@ fn a_scheduler_taking_over_ends_the_dead_ones_tasks_even_with_nothing_to_build()
     let t = Test::new().fluxfile(&lingering());
     let bg = kill_9_mid_task(&t);
     // The step is no longer scheduled: the new scheduler builds nothing.
-    t.write("Fluxfile", &lingering().replace("schedule = \"@daily\"", ""));
+    t.write("Fluxfile", lingering().replace("schedule = \"@daily\"", ""));
     let o = once(&t, "2024-01-02T01:00:00Z");
     o.assert_success().stderr_has("0 scheduled step(s)").stderr_has("ended 1 process group(s)");
     assert!(gone(&bg), "the dead scheduler's task outlived the takeover\n{}", o.describe());
