@@ -405,6 +405,7 @@ impl<'a> Build<'a> {
             echo,
             dead_attempts: HashMap::new(),
             spawned: Vec::new(),
+            start_log: crate::procs::StartLog::new(&stage_dir(&self.ff.state_dir, run_id)),
         };
         r.swept(swept, rep);
         let exec = LocalExecutor::new(self.opts.jobs);
@@ -906,6 +907,8 @@ struct Runner<'b, 'a> {
     dead_attempts: HashMap<String, crate::state::DeadAttempt>,
     /// Process groups spawned for tasks not announced yet (see `note_groups`).
     spawned: Vec<crate::procs::Spawned>,
+    /// The attempts this run started, noted at once (see `procs::StartLog`).
+    start_log: crate::procs::StartLog,
 }
 
 impl Runner<'_, '_> {
@@ -1550,7 +1553,17 @@ impl Runner<'_, '_> {
         self.pending_running.insert(t, self.batch.attempts.len());
         self.batch.attempts.push(running);
         if let Some(fp) = self.prints.get(&t).and_then(|p| p.0) {
-            // What this attempt is expected to record, should flux die before it does.
+            // What this attempt is expected to record, should flux die before it does: in
+            // the run's start file at once, in the state DB with the next batch.
+            let started_at = self.batch.attempts.last().map_or_else(unix_now, |a| a.started_at);
+            self.start_log.note(&crate::state::DeadAttempt {
+                run_id: self.run_id,
+                task_id: self.ids[ti].clone(),
+                attempt,
+                reason: Some(reason.as_str().to_string()),
+                started_at,
+                expect: Some((fp.cmd, fp.inputs)),
+            });
             self.batch.attempt_facts.push(AttemptFact::Expect {
                 run_id: self.run_id,
                 task_id: self.ids[ti].clone(),

@@ -1554,21 +1554,7 @@ extern "C" fn on_signal(_: libc::c_int) {
     crate::builder::INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
 
-/// SIGINT, SIGTERM and SIGHUP (the terminal closed, an SSH connection dropped) only count;
-/// the build loop reacts (SPEC §6). Under `nohup` (SIGHUP ignored) SIGHUP stays ignored.
+/// SIGINT, SIGTERM and SIGHUP only count; the build loop reacts (SPEC §6).
 fn install_signal_handlers() {
-    // SAFETY: the handler only touches an atomic, which is async-signal-safe.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
-        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
-        // A SIGHUP ignored by whoever started flux (`nohup`) stays ignored.
-        let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0 && old.sa_sigaction != libc::SIG_IGN {
-            libc::sigaction(libc::SIGHUP, &sa, std::ptr::null_mut());
-        }
-    }
+    crate::procs::on_stop_signals(on_signal);
 }

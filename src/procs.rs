@@ -423,9 +423,116 @@ pub fn read_group_file(path: &Path) -> Vec<(i32, u64)> {
         .collect()
 }
 
+/// Call `handler` on SIGINT, SIGTERM and SIGHUP (the terminal closed, an SSH connection
+/// dropped), for `flux build` and `flux schedule` alike. A SIGHUP ignored by whoever
+/// started flux (`nohup`) stays ignored. `handler` must be async-signal-safe.
+pub fn on_stop_signals(handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: sigaction only installs `handler`, which callers keep async-signal-safe (they
+    // only touch an atomic).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+        // A SIGHUP ignored by whoever started flux (`nohup`) stays ignored.
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0 && old.sa_sigaction != libc::SIG_IGN {
+            libc::sigaction(libc::SIGHUP, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
 /// The file of a run's process groups, in its staging folder.
 pub fn group_file(stage_root: &Path) -> PathBuf {
     stage_root.join("groups")
+}
+
+/// The file of a run's attempt starts, in its staging folder (see [`StartLog`]).
+pub fn start_file(stage_root: &Path) -> PathBuf {
+    stage_root.join("started")
+}
+
+/// The attempts a run started, each with the fingerprint it was started for, appended to
+/// [`start_file`] the moment the build announces it. The state DB gets the same facts
+/// with its next batch (up to 2 s later); a kill -9 in between leaves them here, so the
+/// next build can recognise an attempt that committed its outputs but was never
+/// recorded (`Runner::recognise`) instead of running it again.
+pub struct StartLog {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl StartLog {
+    pub fn new(stage_root: &Path) -> StartLog {
+        StartLog { path: start_file(stage_root), file: None }
+    }
+
+    /// Note one attempt (the file and its folder are made at the first).
+    pub fn note(&mut self, a: &DeadAttempt) {
+        let Some((cmd, inputs)) = a.expect else { return };
+        if self.file.is_none() {
+            let _ = self.path.parent().map(std::fs::create_dir_all);
+            self.file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).ok();
+        }
+        let Some(f) = self.file.as_mut() else { return };
+        let hex = |h: &crate::state::Hash| {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            let mut out = String::with_capacity(64);
+            for b in h {
+                out.push(DIGITS[usize::from(b >> 4)] as char);
+                out.push(DIGITS[usize::from(b & 15)] as char);
+            }
+            out
+        };
+        // One write(2) of a whole line (O_APPEND): a kill -9 cannot tear it.
+        let line = format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\n",
+            a.task_id,
+            a.attempt,
+            a.started_at,
+            a.reason.as_deref().unwrap_or(""),
+            hex(&cmd),
+            hex(&inputs)
+        );
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// The attempts listed in a run's [`start_file`]; lines that do not parse are skipped.
+pub fn read_start_file(path: &Path, run_id: i64) -> Vec<DeadAttempt> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    let unhex = |s: &str| -> Option<crate::state::Hash> {
+        let mut h = [0u8; 32];
+        if s.len() != 64 {
+            return None;
+        }
+        for (i, b) in h.iter_mut().enumerate() {
+            *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(h)
+    };
+    text.lines()
+        .filter_map(|line| {
+            // The task id comes first and may hold anything but a newline: split from the right.
+            let mut f = line.rsplitn(6, '\t');
+            let inputs = unhex(f.next()?)?;
+            let cmd = unhex(f.next()?)?;
+            let reason = f.next()?;
+            let started_at: f64 = f.next()?.parse().ok()?;
+            let attempt: u32 = f.next()?.parse().ok()?;
+            let task_id = f.next()?.to_string();
+            Some(DeadAttempt {
+                run_id,
+                task_id,
+                attempt,
+                reason: (!reason.is_empty()).then(|| reason.to_string()),
+                started_at,
+                expect: Some((cmd, inputs)),
+            })
+        })
+        .collect()
 }
 
 /// What [`sweep_dead_runs`] did.
@@ -489,14 +596,17 @@ pub fn sweep_dead_runs(db: &mut StateDb, state_dir: &Path) -> Result<Swept, Stat
     out.killed = kill_groups_of(&dead, state_dir);
     for run in dead {
         let stage = state_dir.join("stage").join(run.id.to_string());
-        let _ = std::fs::remove_dir_all(&stage);
         db.close_dead_run(run.id)?;
-        for a in run.running {
+        // Attempts the DB has as `running`, and those only the start file knows (started
+        // within the last batch window): the latest start of a task is the one to judge.
+        let noted = read_start_file(&start_file(&stage), run.id);
+        for a in run.running.into_iter().chain(noted) {
             // A task taken over from one dead run by another that died too: the later wins.
             if out.running.get(&a.task_id).is_none_or(|o| o.started_at < a.started_at) {
                 out.running.insert(a.task_id.clone(), a);
             }
         }
+        let _ = std::fs::remove_dir_all(&stage);
         out.runs.push(run.id);
     }
     Ok(out)
@@ -559,6 +669,24 @@ mod tests {
         let (_r, w) = std::io::pipe().unwrap();
         let err = spawn_shell("true", &dir.path().join("nope"), &[], &w, &w).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+    }
+
+    #[test]
+    fn start_file_lines_round_trip_and_torn_lines_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = StartLog::new(dir.path());
+        let a = DeadAttempt {
+            run_id: 7,
+            task_id: "weird[a\tb]".into(),
+            attempt: 2,
+            reason: Some("input-changed".into()),
+            started_at: 1_700_000_000.25,
+            expect: Some(([1; 32], [0xab; 32])),
+        };
+        log.note(&a);
+        log.note(&DeadAttempt { expect: None, ..a.clone() });
+        std::fs::OpenOptions::new().append(true).open(start_file(dir.path())).unwrap().write_all(b"torn\t1").unwrap();
+        assert_eq!(read_start_file(&start_file(dir.path()), 7), vec![a]);
     }
 
     #[test]

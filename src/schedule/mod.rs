@@ -505,15 +505,7 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOPS.fetch_add(1, Ordering::SeqCst);
 }
 
-/// SIGINT and SIGTERM only count; the loop and the heartbeat thread react.
+/// SIGINT, SIGTERM and SIGHUP only count; the loop and the heartbeat thread react.
 fn install_signal_handlers() {
-    // SAFETY: the handler only touches an atomic, which is async-signal-safe.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
-        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
-    }
+    crate::procs::on_stop_signals(on_signal);
 }

@@ -342,6 +342,49 @@ run = "sleep {{ nap }}; echo b > {{ outputs[0] }}"
 }
 
 #[test]
+fn a_quick_commit_killed_before_any_record_of_it_is_written_is_recognised_not_redone() {
+    // `a` takes milliseconds: the kill comes within the state DB's batch window, so the
+    // DB may hold no record at all of the attempt; the run's start file does.
+    let nap = sleep_marker(30);
+    let t = Test::new().file("in.txt", "v1\n").fluxfile(
+        r#"
+[vars]
+nap = "0.1"
+
+[step.a]
+inputs = ["in.txt"]
+outputs = ["out/a.txt"]
+run = "cat {{ inputs[0] }} > {{ outputs[0] }}; echo ran >> a-runs.txt"
+
+[step.b]
+outputs = ["out/b.txt"]
+run = "sleep {{ nap }}; echo b > {{ outputs[0] }}"
+"#,
+    );
+    t.run_args(json_build(&["-j", "2"])).assert_status(0).assert_summary(2, 0, 0, 0);
+    t.write("in.txt", "v2\n");
+    let bg = Bg::spawn(&t, &["build", "-j", "2", "--var", &format!("nap={nap}")]);
+    let committed = wait_until(Duration::from_secs(15), || t.maybe_read("out/a.txt").as_deref() == Some(b"v2\n"));
+    let killed = bg.kill9();
+    if !committed {
+        kill_marked(&nap);
+        panic!("a never committed\n{}", killed.describe());
+    }
+    assert_eq!(t.read("a-runs.txt"), "ran\nran\n");
+
+    let o = t.run_args(json_build(&["-j", "2"]));
+    kill_marked(&nap);
+    o.assert_status(0);
+    o.assert_task("a", "skipped", None);
+    assert_eq!(t.read("a-runs.txt"), "ran\nran\n", "a was not redone\n{}", o.describe());
+    assert_eq!(t.read("out/a.txt"), "v2\n");
+    let status: String =
+        db(&t).query_row("SELECT status FROM attempts WHERE task_id = 'a' ORDER BY id DESC", [], |r| r.get(0)).unwrap();
+    assert_eq!(status, "success", "the dead run's attempt is recorded as the success it was");
+    t.run_args(json_build(&[])).assert_status(0).assert_summary(0, 2, 0, 0);
+}
+
+#[test]
 fn a_commit_with_other_inputs_than_now_is_redone() {
     // The dead attempt was started for v2; the input is v3 by the next build: it runs.
     let nap = sleep_marker(30);

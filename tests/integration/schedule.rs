@@ -512,6 +512,29 @@ schedule = "@daily"
 }
 
 #[test]
+fn sighup_stops_the_scheduler_like_sigterm() {
+    // A closed terminal or a dropped SSH connection: a clean stop, no orphan.
+    let t = Test::new().fluxfile(
+        r#"
+[step.daily]
+params = { date = "date" }
+start = "2024-01-02"
+outputs = ["out/{{ date }}.txt"]
+run = "sleep 60 & echo $! > pid.txt; wait; touch {{ outputs[0] }}"
+schedule = "@daily"
+"#,
+    );
+    let r = looping(&t, &["--grace", "300ms"]);
+    wait_for("the task to start", || t.exists("pid.txt") && !t.read("pid.txt").trim().is_empty());
+    let pid = t.read("pid.txt");
+    r.signal("HUP");
+    let o = t.finish(r);
+    o.assert_success().stderr_has("flux schedule: stopped");
+    assert!(!t.exists("out/2024-01-02.txt"));
+    wait_for("the task's process to end", || gone(&pid));
+}
+
+#[test]
 fn the_fluxfile_is_reloaded_when_it_changes_and_a_broken_edit_is_kept_out() {
     let t = Test::new().fluxfile(&daily(""));
     let r = looping(&t, &[]);
