@@ -1859,7 +1859,8 @@ pub fn cron_of(s: &str) -> std::result::Result<croner::Cron, String> {
     let expr = match s {
         "@hourly" => "0 * * * *",
         "@daily" | "@midnight" => "0 0 * * *",
-        "@weekly" => "0 0 * * 0",
+        // Monday 00:00: when an ISO week (the `week` param's period) ends.
+        "@weekly" => "0 0 * * 1",
         "@monthly" => "0 0 1 * *",
         other => other,
     };

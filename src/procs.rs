@@ -547,18 +547,11 @@ pub struct Swept {
     pub running: HashMap<String, DeadAttempt>,
 }
 
-/// End what dead runs of this host left behind, before anything runs again: kill their
-/// process groups and wait until they are gone, remove their staging folders, and close
-/// them in the state DB. Only runs whose flux is dead are touched, never a live
-/// concurrent build's.
-pub fn sweep_dead_runs(db: &mut StateDb, state_dir: &Path) -> Result<Swept, StateError> {
-    let dead = db.dead_runs()?;
-    let mut out = Swept::default();
-    if dead.is_empty() {
-        return Ok(out);
-    }
+/// Kill the process groups `dead` runs left running and wait until they are gone; returns
+/// how many were still alive.
+fn kill_groups_of(dead: &[crate::state::DeadRun], state_dir: &Path) -> usize {
     let mut targets: HashSet<(i32, u64)> = HashSet::new();
-    for run in &dead {
+    for run in dead {
         let stage = state_dir.join("stage").join(run.id.to_string());
         targets.extend(run.groups.iter().copied());
         targets.extend(read_group_file(&group_file(&stage)));
@@ -576,7 +569,33 @@ pub fn sweep_dead_runs(db: &mut StateDb, state_dir: &Path) -> Result<Swept, Stat
     while Instant::now() < deadline && killed.iter().any(|&g| group_alive(g)) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    out.killed = killed.len();
+    killed.len()
+}
+
+/// End the process groups dead runs of this host left running, without closing the runs:
+/// the next build's [`sweep_dead_runs`] closes them and learns which attempts were
+/// running. For a process that takes over from a dead one (`flux schedule` taking a dead
+/// scheduler's lease) whether or not it has anything to build. Returns how many groups
+/// were still alive.
+pub fn kill_dead_runs_groups(db: &StateDb, state_dir: &Path) -> Result<usize, StateError> {
+    let dead = db.dead_runs()?;
+    if dead.is_empty() {
+        return Ok(0);
+    }
+    Ok(kill_groups_of(&dead, state_dir))
+}
+
+/// End what dead runs of this host left behind, before anything runs again: kill their
+/// process groups and wait until they are gone, remove their staging folders, and close
+/// them in the state DB. Only runs whose flux is dead are touched, never a live
+/// concurrent build's.
+pub fn sweep_dead_runs(db: &mut StateDb, state_dir: &Path) -> Result<Swept, StateError> {
+    let dead = db.dead_runs()?;
+    let mut out = Swept::default();
+    if dead.is_empty() {
+        return Ok(out);
+    }
+    out.killed = kill_groups_of(&dead, state_dir);
     for run in dead {
         let stage = state_dir.join("stage").join(run.id.to_string());
         db.close_dead_run(run.id)?;

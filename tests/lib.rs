@@ -56,6 +56,8 @@ mod planning;
 mod property;
 #[path = "integration/schedule.rs"]
 mod schedule;
+#[path = "integration/schedule_dst.rs"]
+mod schedule_dst;
 #[path = "integration/selection.rs"]
 mod selection;
 #[path = "integration/slurm.rs"]

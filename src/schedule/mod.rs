@@ -155,6 +155,13 @@ pub fn run(host: &dyn Host, opts: &Options) -> Result<i32> {
             }
         }
     }
+    // What a dead scheduler (or build) left running ends now, even if this one has
+    // nothing to build; its runs are closed by the next build (SPEC §5).
+    match crate::procs::kill_dead_runs_groups(&db, &cur.ff.state_dir) {
+        Ok(0) => {}
+        Ok(n) => host.say(&format!("flux schedule: ended {n} process group(s) left running by flux run(s) that died")),
+        Err(e) => host.say(&Error::from(e).render()),
+    }
     let beat = Heartbeat::start(cur.ff.state_dir.clone(), me.clone(), opts.grace);
     host.say(&format!(
         "flux schedule: {} scheduled step(s), time zone {}{}",

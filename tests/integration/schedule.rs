@@ -665,3 +665,152 @@ fn a_scheduler_whose_lease_was_taken_over_stops() {
     let o = t.finish(r);
     o.assert_status(2).stderr_has("took this project's scheduler lease over");
 }
+
+// ---- @weekly ----
+
+/// `flux schedule --once` at `first`, then every 6 hours for `days` days; the lines
+/// `ran.txt` gained at each tick that added any.
+fn ticks(t: &Test, first: &str, days: i64) -> Vec<(String, Vec<String>)> {
+    let start = chrono::DateTime::parse_from_rfc3339(first).unwrap().with_timezone(&chrono::Utc);
+    let mut out = Vec::new();
+    let mut seen = 0;
+    for i in 0..=days * 4 {
+        let now = start + chrono::Duration::hours(6 * i);
+        let o = once(t, &now.to_rfc3339());
+        o.assert_success();
+        let all = sorted_from(t, seen);
+        seen += all.len();
+        if !all.is_empty() {
+            out.push((now.format("%Y-%m-%dT%H:%M").to_string(), all));
+        }
+    }
+    out
+}
+
+/// The lines of `ran.txt` after the first `seen`, sorted.
+fn sorted_from(t: &Test, seen: usize) -> Vec<String> {
+    let mut v: Vec<String> = lines(t, "ran.txt").into_iter().skip(seen).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn weekly_on_a_date_step_builds_the_weeks_seven_dates_once_a_week() {
+    let t = Test::new().fluxfile(&daily("").replace("@daily", "@weekly").replace("2024-01-01", "2024-02-26"));
+    // Monday 4 March: the week of 26 February (Monday) to 3 March (Sunday) has ended.
+    let got = ticks(&t, "2024-03-04T00:30:00Z", 14);
+    let week = |from: u32| -> Vec<String> {
+        (0..7)
+            .map(|i| {
+                (chrono::NaiveDate::from_ymd_opt(2024, 2, 26).unwrap() + chrono::Duration::days(i64::from(from) + i))
+                    .format("%Y-%m-%d")
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        got,
+        [
+            ("2024-03-04T00:30".to_string(), week(0)),
+            ("2024-03-11T00:30".to_string(), week(7)),
+            ("2024-03-18T00:30".to_string(), week(14)),
+        ]
+    );
+}
+
+#[test]
+fn weekly_on_a_week_step_builds_one_week_per_week() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.weekly]
+params = { week = "week" }
+start = "2024-W09"
+outputs = ["out/{{ week }}.txt"]
+run = "echo {{ week }} {{ interval_start }} {{ interval_end }} >> ran.txt; touch {{ outputs[0] }}"
+schedule = "@weekly"
+"#,
+    );
+    let got = ticks(&t, "2024-03-04T00:30:00Z", 14);
+    let w = |s: &str| vec![s.to_string()];
+    assert_eq!(
+        got,
+        [
+            ("2024-03-04T00:30".to_string(), w("2024-W09 2024-02-26T00:00:00Z 2024-03-04T00:00:00Z")),
+            ("2024-03-11T00:30".to_string(), w("2024-W10 2024-03-04T00:00:00Z 2024-03-11T00:00:00Z")),
+            ("2024-03-18T00:30".to_string(), w("2024-W11 2024-03-11T00:00:00Z 2024-03-18T00:00:00Z")),
+        ]
+    );
+}
+
+#[test]
+fn weekly_catch_up_of_a_week_step_builds_each_ended_week_once() {
+    let t = Test::new().fluxfile(
+        r#"
+[step.weekly]
+params = { week = "week" }
+start = "2023-W51"
+outputs = ["out/{{ week }}.txt"]
+run = "echo {{ week }} >> ran.txt; touch {{ outputs[0] }}"
+schedule = "@weekly"
+"#,
+    );
+    // Wednesday 10 January 2024: weeks 2023-W51, W52 and 2024-W01 have ended (2023 has 52).
+    once(&t, "2024-01-10T12:00:00Z").assert_success();
+    assert_eq!(sorted(&t, "ran.txt"), ["2023-W51", "2023-W52", "2024-W01"]);
+    once(&t, "2024-01-14T23:00:00Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt").len(), 3, "week 2 ends on Monday");
+    once(&t, "2024-01-15T00:00:30Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt")[3..], ["2024-W02"]);
+}
+
+// ---- a scheduler killed with -9 ----
+
+/// A daily step whose task, until `go` exists, leaves a background `sleep` in its process
+/// group (its pid in `bg.pid`) and waits for it.
+fn lingering() -> String {
+    daily("").replace(
+        r#"run = "echo {{ date }} >> ran.txt; echo {{ date }} > {{ outputs[0] }}""#,
+        r#"run = "echo {{ date }} >> ran.txt; if [ ! -e go ]; then sleep 300 & echo $! > bg.pid; wait; fi; echo {{ date }} > {{ outputs[0] }}""#,
+    )
+}
+
+/// Start a looping scheduler on `lingering()`, wait until its task's background process
+/// runs, kill the scheduler with SIGKILL; returns that process's pid, still alive.
+fn kill_9_mid_task(t: &Test) -> String {
+    let r = t.spawn_args(["schedule", "--tick", "50ms", "--now", "2024-01-02T00:30:00Z"]);
+    wait_for("the task's background process", || t.maybe_read("bg.pid").is_some_and(|b| b.ends_with(b"\n")));
+    let bg = t.read("bg.pid").trim().to_string();
+    r.signal("KILL");
+    let mut child = r.child;
+    let _ = child.wait();
+    // The task's shell dies with flux; what it started in the background does not.
+    assert!(!gone(&bg), "the background process died with the scheduler");
+    bg
+}
+
+#[test]
+fn a_scheduler_killed_with_kill_9_is_taken_over_and_its_tasks_do_not_survive() {
+    let t = Test::new().fluxfile(&lingering());
+    let bg = kill_9_mid_task(&t);
+    t.write("go", "");
+    // The dead holder's lease is taken over; its unfinished interval is built again.
+    let o = once(&t, "2024-01-02T01:00:00Z");
+    o.assert_success();
+    wait_for("the dead scheduler's task to end", || gone(&bg));
+    assert_eq!(t.read("out/2024-01-01.txt"), "2024-01-01\n", "{}", o.describe());
+    assert_eq!(lines(&t, "ran.txt"), ["2024-01-01", "2024-01-01"]);
+    // The interval is done: a later tick builds nothing again.
+    once(&t, "2024-01-02T02:00:00Z").assert_success();
+    assert_eq!(lines(&t, "ran.txt").len(), 2);
+}
+
+#[test]
+fn a_scheduler_taking_over_ends_the_dead_ones_tasks_even_with_nothing_to_build() {
+    let t = Test::new().fluxfile(&lingering());
+    let bg = kill_9_mid_task(&t);
+    // The step is no longer scheduled: the new scheduler builds nothing.
+    t.write("Fluxfile", lingering().replace("schedule = \"@daily\"", ""));
+    let o = once(&t, "2024-01-02T01:00:00Z");
+    o.assert_success().stderr_has("0 scheduled step(s)").stderr_has("ended 1 process group(s)");
+    assert!(gone(&bg), "the dead scheduler's task outlived the takeover\n{}", o.describe());
+}
