@@ -55,6 +55,8 @@ fn built() -> Test {
 
 /// chromedriver and the one Chromium session it drives.
 struct Browser {
+    /// The watcher (it outlives this binary only by the half second it takes to notice).
+    _watcher: std::process::Child,
     driver: String,
     session: String,
 }
@@ -86,7 +88,7 @@ impl Browser {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         // chromedriver and the Chromium it starts live in a process group of their own,
         // which a watcher ends when this test binary exits (statics are never dropped).
-        Command::new("setsid")
+        let watcher = Command::new("setsid")
             .args(["sh", "-c", r#""$1" --port="$2" --allowed-ips=127.0.0.1 >/dev/null 2>&1 & while kill -0 "$3" 2>/dev/null; do sleep 0.5; done; kill 0"#, "sh"])
             .arg(&chromedriver)
             .arg(port.to_string())
@@ -130,7 +132,7 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no WebDriver session from chromedriver: {v}"))
             .to_string();
-        Browser { driver, session }
+        Browser { _watcher: watcher, driver, session }
     }
 
     fn cmd(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
