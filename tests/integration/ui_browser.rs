@@ -70,7 +70,9 @@ fn browser() -> MutexGuard<'static, Browser> {
 
 fn find_binary(env: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env) {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "{env} names {}, which is not a file", p.display());
+        return Some(p);
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).flat_map(|d| names.iter().map(move |n| d.join(n))).find(|p| p.is_file())
