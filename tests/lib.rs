@@ -78,6 +78,8 @@ mod template_checks;
 mod templates;
 #[path = "integration/ui.rs"]
 mod ui;
+#[path = "integration/ui_browser.rs"]
+mod ui_browser;
 #[path = "integration/vars.rs"]
 mod vars;
 #[path = "integration/whole_range.rs"]

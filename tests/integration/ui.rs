@@ -31,13 +31,13 @@ run = "echo rolling {{ date }}; test {{ date }} != 2024-01-02 && cat {{ inputs[0
 "#;
 
 /// A running `flux ui`, stopped with SIGTERM when dropped.
-struct Ui {
+pub(crate) struct Ui {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Ui {
-    fn start(t: &Test, args: &[&str], env: &[(&str, &str)]) -> Ui {
+    pub(crate) fn start(t: &Test, args: &[&str], env: &[(&str, &str)]) -> Ui {
         let mut all: Vec<std::ffi::OsString> = vec!["ui".into()];
         all.extend(args.iter().map(Into::into));
         let mut cmd = t.command(&all);
@@ -61,7 +61,7 @@ impl Ui {
         request(&self.addr, "GET", path, &[("Host", &self.addr)])
     }
 
-    fn json(&self, path: &str) -> Value {
+    pub(crate) fn json(&self, path: &str) -> Value {
         let r = self.get(path);
         assert_eq!(r.status, 200, "GET {path}: {}", r.body);
         assert!(r.header("content-type").starts_with("application/json"), "{path}: {}", r.head);

@@ -14,6 +14,12 @@ const NAMES = {
 
 let view = null; // the grid or Gantt on the page now
 
+// What the page drew, for tests and benchmarks (read through WebDriver): `window.flux`.
+// `firstPaint` is performance.now() when the canvas was first drawn, `lastPaintMs` how
+// long the last redraw took, `paints` how many there were; `view` the grid or Gantt.
+const stats = { firstPaint: null, lastPaintMs: null, paints: 0, view: null };
+window.flux = stats;
+
 // ----- a scrolled canvas: only the visible part is drawn -----
 
 function scroller(wrap, canvas, width, height, draw) {
@@ -29,16 +35,20 @@ function scroller(wrap, canvas, width, height, draw) {
       canvas.width = w * dpr; canvas.height = h * dpr;
       canvas.style.width = w + 'px'; canvas.style.height = h + 'px';
     }
+    const t0 = performance.now();
     const ctx = canvas.getContext('2d');
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
     draw(ctx, wrap.scrollLeft, wrap.scrollTop, w, h);
+    const t1 = performance.now();
+    stats.lastPaintMs = t1 - t0; stats.paints++;
+    if (stats.firstPaint === null) stats.firstPaint = t1;
   };
   const request = () => { if (!queued) { queued = true; requestAnimationFrame(paint); } };
   wrap.addEventListener('scroll', request, { passive: true });
   window.addEventListener('resize', request);
   request();
-  return { request, resize(wd, ht) { spacer.style.width = wd + 'px'; spacer.style.height = ht + 'px'; request(); } };
+  return { request, paint, resize(wd, ht) { spacer.style.width = wd + 'px'; spacer.style.height = ht + 'px'; request(); } };
 }
 
 // ----- the grid -----
@@ -130,10 +140,19 @@ function initGrid() {
     const x = e.clientX - rect.left + wrap.scrollLeft - LABEL, y = e.clientY - rect.top + wrap.scrollTop - HEAD;
     if (x < 0 || y < 0) return;
     cur = { r: Math.floor(y / CH), c: Math.floor(x / CW) }; move(0, 0);
-    if (e.detail > 1) open();
   });
+  canvas.addEventListener('dblclick', open);
   canvas.addEventListener('focus', announce);
   return {
+    kind: 'grid',
+    // The symbol drawn for a row (a step) at an interval, or null if it is not on the page.
+    cell(row, interval) {
+      const r = data.rows[rowOf[row]]; const ci = r && colOf[r.kind] && colOf[r.kind][interval];
+      return ci === undefined ? null : (r.chars[cols[ci].i] || ' ');
+    },
+    rows() { return data.rows.map((r) => ({ row: r.row, cells: r.chars.join('') })); },
+    // Scroll to (left, top) and redraw now; the redraw's milliseconds.
+    scrollAndPaint(left, top) { wrap.scrollLeft = left; wrap.scrollTop = top; const t = performance.now(); sc.paint(); return performance.now() - t; },
     change(ch) {
       let dirty = false, outside = 0;
       for (const t of ch.tasks) {
@@ -216,6 +235,9 @@ function initGantt() {
   };
   const tick = setInterval(() => { if (data.run.ended_at == null) sc.request(); }, 1000);
   return {
+    kind: 'gantt',
+    // The bars drawn: one per attempt, with its task, status symbol, start and end (s).
+    bars() { return data.tasks.map((t, i) => ({ task: t, status: data.status[i], start: data.start[i], end: data.end[i] })); },
     change(ch) { if (ch.runs || ch.tasks.some((t) => t.run_id === data.run.id)) refresh(); },
     stop() { clearInterval(tick); },
   };
@@ -245,6 +267,7 @@ function init() {
   if (canvas && canvas.dataset.ready) return;
   if (view && view.stop) view.stop();
   view = initGrid() || initGantt();
+  stats.view = view;
   if (canvas) canvas.dataset.ready = '1';
   listen();
 }
