@@ -115,17 +115,6 @@ fn unknown_param_kind_says_did_you_mean() {
         );
 }
 
-/// A key this flux parses but does not act on yet: exit 2, the key is named and pointed at.
-pub fn refused_step_key(line: &str, key: &str) {
-    let text = format!("[step.a]\noutputs = [\"a.txt\"]\nrun = \"true\"\n{line}\n");
-    let o = Test::new().fluxfile(&text).args(["build"]).run();
-    o.assert_status(2)
-        .stderr_has(&format!("error: `{key}` is not supported yet"))
-        .stderr_has(" --> Fluxfile:4:")
-        .stderr_has(&format!("4 | {line}\n"))
-        .stderr_has("^");
-}
-
 /// A scheduler key on a step without a schedule: exit 2, the key is named and pointed at.
 fn needs_a_schedule(line: &str, key: &str) {
     let text = format!("[step.a]\noutputs = [\"a.txt\"]\nrun = \"true\"\n{line}\n");
