@@ -472,7 +472,7 @@ fn ui_starts_without_a_state_db_and_refuses_an_unusable_one() {
 }
 
 /// A scheduled daily step with an SLA of an hour whose source (`ok`) never arrives.
-const LATE: &str = r#"
+pub(crate) const LATE: &str = r#"
 [step.daily]
 params = { date = "date" }
 start = "2024-01-01"
@@ -487,8 +487,9 @@ outputs = ["plain/{{ date }}.txt"]
 run = "touch {{ outputs[0] }}"
 "#;
 
-#[test]
-fn ui_shows_late_tasks_in_steps_grid_and_task_pages() {
+/// [`LATE`] after two scheduler ticks: `daily[2024-01-01]` failed and then missed its SLA;
+/// `plain` built for two days.
+pub(crate) fn late() -> Test {
     let t = Test::new().fluxfile(LATE);
     // Due at 00:00, deadline 01:00: failed, not late yet; then past the deadline.
     t.run_args(["schedule", "--once", "--now", "2024-01-02T00:30:00Z"]).assert_status(1);
@@ -496,6 +497,12 @@ fn ui_shows_late_tasks_in_steps_grid_and_task_pages() {
         .assert_success()
         .stderr_has("LATE daily[2024-01-01] missed its SLA");
     t.run_args(["build", "plain", "--date-range", "2024-01-01..2024-01-02"]).assert_success();
+    t
+}
+
+#[test]
+fn ui_shows_late_tasks_in_steps_grid_and_task_pages() {
+    let t = late();
     let ui = Ui::start(&t, &["--bind", "127.0.0.1:0"], &[]);
 
     // `/api/steps`: the late interval of `daily`, with its deadline and when it was missed.

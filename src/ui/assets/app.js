@@ -156,6 +156,13 @@ function initGrid() {
       return ci === undefined ? null : (r.chars[cols[ci].i] || ' ');
     },
     rows() { return data.rows.map((r) => ({ row: r.row, cells: r.chars.join('') })); },
+    // Where a row's cell at an interval is drawn now, in CSS pixels of the canvas, and
+    // whether it is marked late; null if it is not on the page.
+    box(row, interval) {
+      const ri = rowOf[row]; const r = data.rows[ri]; const ci = r && colOf[r.kind] && colOf[r.kind][interval];
+      if (ci === undefined) return null;
+      return { x: LABEL + ci * CW - wrap.scrollLeft, y: HEAD + ri * CH - wrap.scrollTop, w: CW, h: CH, late: r.lateSet.has(cols[ci].i) };
+    },
     // Scroll to (left, top) and redraw now; the redraw's milliseconds.
     scrollAndPaint(left, top) { wrap.scrollLeft = left; wrap.scrollTop = top; const t = performance.now(); sc.paint(); return performance.now() - t; },
     change(ch) {
