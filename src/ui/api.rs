@@ -16,6 +16,8 @@ use serde::Serialize;
 use crate::fluxfile::{Fluxfile, Schedule};
 use crate::graph::{self, Request};
 
+use super::late::{self, Late, LateInterval};
+
 /// Whole-grid views show at most this many intervals of each kind by default.
 pub const DEFAULT_WINDOW: usize = 90;
 /// A page of the grid holds at most this many intervals of each kind.
@@ -193,6 +195,10 @@ pub struct StepInfo {
     pub tasks: u64,
     /// Its latest attempt.
     pub last: Option<LastAttempt>,
+    /// How many of its intervals missed their SLA (`late`, SPEC §8).
+    pub late_count: usize,
+    /// The newest of them (at most 5), newest first.
+    pub late: Vec<LateInterval>,
 }
 
 #[derive(Serialize)]
@@ -255,6 +261,8 @@ pub fn steps(p: &Project) -> ApiResult<Steps> {
             statuses: BTreeMap::new(),
             tasks: 0,
             last: None,
+            late_count: 0,
+            late: Vec::new(),
         })
         .collect();
     let by_name: HashMap<&str, usize> = ff.steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
@@ -293,6 +301,12 @@ pub fn steps(p: &Project) -> ApiResult<Steps> {
                     })
                 })
                 .optional()?;
+        }
+        let lates = Late::read(conn, None)?;
+        for s in out.iter_mut() {
+            let of = lates.of(&s.name);
+            s.late_count = of.len();
+            s.late = of.iter().take(late::LATEST).cloned().collect();
         }
         Ok(())
     })?;
@@ -356,6 +370,10 @@ pub struct GridRow {
     /// The task id of a cell: this with `{}` replaced by the interval.
     pub template: String,
     pub cells: String,
+    /// The indexes in `cells` of the late cells (intervals that missed their SLA),
+    /// ascending; absent when none is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub late: Vec<u32>,
 }
 
 pub fn grid(p: &Project, q: GridQuery) -> ApiResult<Grid> {
@@ -386,7 +404,9 @@ pub fn grid(p: &Project, q: GridQuery) -> ApiResult<Grid> {
     let mut row_of: HashMap<String, usize> = HashMap::new();
     let mut cells: Vec<(u32, u32, u8)> = Vec::new();
     let mut acc: Vec<Intervals> = Vec::new();
+    let mut lates = Late::default();
     let tasks = p.read(|conn| {
+        lates = Late::read(conn, None)?;
         let mut n = 0u64;
         let mut stmt = conn.prepare("SELECT task_id, last_status, forced FROM tasks")?;
         let mut it = stmt.query([])?;
@@ -431,6 +451,7 @@ pub fn grid(p: &Project, q: GridQuery) -> ApiResult<Grid> {
                         kind: pl.kind,
                         template: pl.template,
                         cells: String::new(),
+                        late: Vec::new(),
                     });
                     row_kind.push(slot);
                     row_of.insert(pl.row, rows.len() - 1);
@@ -497,6 +518,20 @@ pub fn grid(p: &Project, q: GridQuery) -> ApiResult<Grid> {
     for (r, b) in rows.iter_mut().zip(bufs) {
         r.cells = String::from_utf8(b).unwrap_or_default();
     }
+    if !lates.is_empty() {
+        for (r, &k) in rows.iter_mut().zip(&row_kind) {
+            let cols = &col_of[k];
+            let mut marks: Vec<u32> = lates
+                .of(&r.step)
+                .iter()
+                .filter_map(|l| acc[k].index.get(&l.value))
+                .map(|&i| cols[i as usize])
+                .filter(|&c| c != u32::MAX && r.cells.as_bytes()[c as usize] != b' ')
+                .collect();
+            marks.sort_unstable();
+            r.late = marks;
+        }
+    }
     // Rows in the Fluxfile's step order, then by name.
     rows.sort_by(|a, b| (by_name.get(a.step.as_str()), &a.row).cmp(&(by_name.get(b.step.as_str()), &b.row)));
     rows.retain(|r| r.cells.bytes().any(|b| b != b' '));
@@ -523,6 +558,8 @@ pub struct TaskPage {
     pub record: Option<TaskState>,
     /// Every attempt, newest first.
     pub attempts: Vec<Attempt>,
+    /// Its interval missed its SLA (`late`, SPEC §8); absent when it did not.
+    pub late: Option<LateInterval>,
 }
 
 #[derive(Serialize)]
@@ -593,7 +630,14 @@ pub fn task(p: &Project, id: &str) -> ApiResult<TaskPage> {
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(TaskPage { record, attempts, ..TaskPage::default() })
+        let late = match &pl {
+            Some(pl) if !pl.kind.is_empty() => {
+                let step = &p.ff.steps[pl.step].name;
+                Late::read(conn, Some(step))?.get(step, &pl.interval).cloned()
+            }
+            _ => None,
+        };
+        Ok(TaskPage { record, attempts, late, ..TaskPage::default() })
     })?;
     if page.record.is_none() && page.attempts.is_empty() && pl.is_none() {
         return Err(ApiError::not_found(format!("no task `{id}` in the state DB or the Fluxfile")));

@@ -9,6 +9,7 @@
 //! address (DNS rebinding); only GET and HEAD; logs only from inside the state folder.
 
 pub mod api;
+pub mod late;
 mod live;
 mod routes;
 

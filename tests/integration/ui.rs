@@ -470,3 +470,93 @@ fn ui_starts_without_a_state_db_and_refuses_an_unusable_one() {
         t.file(".flux/state.db", "not a database, just text that is long enough to be read as a header\n".repeat(20));
     t.run_args(["ui", "--bind", "127.0.0.1:0"]).assert_status(2).stderr_has("state.db");
 }
+
+/// A scheduled daily step with an SLA of an hour whose source (`ok`) never arrives.
+pub(crate) const LATE: &str = r#"
+[step.daily]
+params = { date = "date" }
+start = "2024-01-01"
+outputs = ["out/{{ date }}.txt"]
+run = "test -e ok && touch {{ outputs[0] }}"
+schedule = "@daily"
+sla = "1h"
+
+[step.plain]
+params = { date = "date" }
+outputs = ["plain/{{ date }}.txt"]
+run = "touch {{ outputs[0] }}"
+"#;
+
+/// [`LATE`] after two scheduler ticks: `daily[2024-01-01]` failed and then missed its SLA;
+/// `plain` built for two days.
+pub(crate) fn late() -> Test {
+    let t = Test::new().fluxfile(LATE);
+    // Due at 00:00, deadline 01:00: failed, not late yet; then past the deadline.
+    t.run_args(["schedule", "--once", "--now", "2024-01-02T00:30:00Z"]).assert_status(1);
+    t.run_args(["schedule", "--once", "--now", "2024-01-02T01:30:00Z"])
+        .assert_success()
+        .stderr_has("LATE daily[2024-01-01] missed its SLA");
+    t.run_args(["build", "plain", "--date-range", "2024-01-01..2024-01-02"]).assert_success();
+    t
+}
+
+#[test]
+fn ui_shows_late_tasks_in_steps_grid_and_task_pages() {
+    let t = late();
+    let ui = Ui::start(&t, &["--bind", "127.0.0.1:0"], &[]);
+
+    // `/api/steps`: the late interval of `daily`, with its deadline and when it was missed.
+    let steps = ui.json("/api/steps");
+    let daily = &steps["steps"][0];
+    assert_eq!(daily["name"], "daily");
+    assert_eq!(daily["late_count"], 1, "{steps}");
+    assert_eq!(daily["late"][0]["value"], "2024-01-01", "{steps}");
+    let deadline = chrono::DateTime::parse_from_rfc3339("2024-01-02T01:00:00Z").unwrap().timestamp() as f64;
+    assert_eq!(daily["late"][0]["deadline"].as_f64(), Some(deadline), "{steps}");
+    let missed = daily["late"][0]["sla_missed_at"].as_f64().expect("sla_missed_at");
+    assert!(missed >= deadline, "{steps}");
+    assert_eq!(steps["steps"][1]["late_count"], 0, "{steps}");
+    assert_eq!(steps["steps"][1]["late"], serde_json::json!([]), "{steps}");
+
+    // `/api/grid`: the late cell's index in the row's `cells`; rows with none have no `late`.
+    let grid = ui.json("/api/grid");
+    let rows = grid["rows"].as_array().unwrap();
+    let row = rows.iter().find(|r| r["row"] == "daily").unwrap_or_else(|| panic!("{grid}"));
+    let kind = grid["kinds"].as_array().unwrap().iter().find(|k| k["kind"] == row["kind"]).unwrap();
+    let col = kind["intervals"].as_array().unwrap().iter().position(|i| i == "2024-01-01").unwrap();
+    assert_eq!(row["cells"].as_str().unwrap().as_bytes()[col], b'X', "{grid}");
+    assert_eq!(row["late"], serde_json::json!([col]), "{grid}");
+    let plain = rows.iter().find(|r| r["row"] == "plain").unwrap_or_else(|| panic!("{grid}"));
+    assert!(plain.get("late").is_none(), "{grid}");
+    let page = ui.page("/grid");
+    assert!(page.contains("late (SLA missed)"), "the legend names the late mark: {page}");
+
+    // `/api/tasks/{id}` and its page: late, with when the SLA was missed.
+    let task = ui.json("/api/tasks/daily%5B2024-01-01%5D");
+    assert_eq!(task["late"]["value"], "2024-01-01", "{task}");
+    assert_eq!(task["late"]["sla_missed_at"].as_f64(), Some(missed), "{task}");
+    assert!(ui.json("/api/tasks/plain%5B2024-01-01%5D")["late"].is_null());
+    let when = chrono::DateTime::from_timestamp(missed as i64, 0).unwrap().format("%Y-%m-%d %H:%M:%S").to_string();
+    let page = ui.page("/tasks/daily%5B2024-01-01%5D");
+    assert!(
+        page.contains(&format!(r#"<p class="late">late (SLA missed at {when}; deadline 2024-01-02 01:00:00)</p>"#)),
+        "{page}"
+    );
+    assert!(!ui.page("/tasks/plain%5B2024-01-01%5D").contains("late (SLA"));
+
+    // `/`: the count and the interval, linked to the grid at that interval (escaped `&`).
+    let index = ui.page("/");
+    assert!(index.contains("late (SLA missed): 1"), "{index}");
+    assert!(index.contains(r#"<a href="/grid?steps=daily&amp;to=2024-01-01">2024-01-01</a>"#), "{index}");
+    drop(ui);
+
+    // A state DB from before the scheduler's tables: nothing is late, nothing fails.
+    let conn = rusqlite::Connection::open(t.abs(".flux/state.db")).expect("open the state db");
+    conn.execute_batch("DROP TABLE sched_intervals").unwrap();
+    drop(conn);
+    let ui = Ui::start(&t, &["--bind", "127.0.0.1:0"], &[]);
+    assert_eq!(ui.json("/api/steps")["steps"][0]["late_count"], 0);
+    assert!(ui.json("/api/tasks/daily%5B2024-01-01%5D")["late"].is_null());
+    let grid = ui.json("/api/grid");
+    assert!(grid["rows"].as_array().unwrap().iter().all(|r| r.get("late").is_none()), "{grid}");
+}

@@ -408,3 +408,34 @@ fn ui_in_chromium_a_live_build_turns_a_cell_to_success_without_a_reload() {
     assert_eq!(b.js("return window.notReloaded === true"), true, "the page was reloaded");
     assert_eq!(drawn_row(&b, "rollup"), "#".repeat(14).as_str());
 }
+
+#[test]
+fn ui_in_chromium_the_grid_marks_a_late_cell_with_a_black_corner_and_says_late() {
+    let t = crate::ui::late();
+    let ui = Ui::start(&t, &["--bind", "127.0.0.1:0"], &[]);
+    let b = browser();
+    open_page(&b, &format!("http://{}/grid", ui.addr), "grid");
+    // The colour drawn near the top right corner of a cell (inside the late mark).
+    let corner = |row: &str| {
+        b.js(&format!(
+            "const c = window.flux.view.box({row:?}, '2024-01-01'); const cv = document.getElementById('grid-canvas');
+             const d = window.devicePixelRatio || 1;
+             const p = cv.getContext('2d').getImageData(Math.round((c.x + c.w - 3) * d), Math.round((c.y + 3) * d), 1, 1).data;
+             return [c.late, p[0], p[1], p[2]];"
+        ))
+    };
+    assert_eq!(corner("daily"), json!([true, 0, 0, 0]));
+    let plain = corner("plain");
+    assert_eq!(plain[0], false);
+    assert_ne!(plain, json!([false, 0, 0, 0]), "a cell that is not late has no black corner");
+    let legend = b.js("return document.querySelector('.legend').textContent");
+    assert!(legend.as_str().unwrap().contains("late (SLA missed)"), "{legend}");
+    // The cursor starts on the first row's newest cell (2024-01-02, no task of daily);
+    // one to the right is daily[2024-01-01].
+    let canvas = b.element("#grid-canvas");
+    b.keys(&canvas, "\u{E014}");
+    assert_eq!(
+        b.js("return document.getElementById('grid-cursor').textContent"),
+        "daily[2024-01-01]: failed, late (SLA missed)"
+    );
+}

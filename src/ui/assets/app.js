@@ -69,11 +69,11 @@ function initGrid() {
     cols.push(null); // a gap between kinds
   }
   const rowOf = {};
-  data.rows.forEach((r, i) => { rowOf[r.row] = i; r.chars = r.cells.split(''); });
+  data.rows.forEach((r, i) => { rowOf[r.row] = i; r.chars = r.cells.split(''); r.lateSet = new Set(r.late || []); });
   const cellOf = (ri, ci) => {
     const c = cols[ci]; const r = data.rows[ri];
     if (!c || !r || c.kind !== r.kind) return null;
-    return { ch: r.chars[c.i] || ' ', row: r, col: c };
+    return { ch: r.chars[c.i] || ' ', row: r, col: c, late: r.lateSet.has(c.i) };
   };
   let cur = { r: 0, c: 0 };
   const width = LABEL + cols.length * CW, height = HEAD + data.rows.length * CH;
@@ -92,6 +92,11 @@ function initGrid() {
         ctx.fillRect(x + 1, y + 1, CW - 2, CH - 2);
         ctx.fillStyle = DARK.has(cell.ch) ? '#fff' : '#111';
         ctx.fillText(cell.ch, x + 3, y + CH / 2);
+        if (cell.late) {
+          // Late (SLA missed): a black corner, the legend's second cue.
+          ctx.fillStyle = '#000';
+          ctx.beginPath(); ctx.moveTo(x + CW - 7, y + 1); ctx.lineTo(x + CW - 1, y + 1); ctx.lineTo(x + CW - 1, y + 7); ctx.closePath(); ctx.fill();
+        }
       }
     }
     // The cursor.
@@ -118,7 +123,7 @@ function initGrid() {
   const announce = () => {
     const cell = cellOf(cur.r, cur.c);
     if (!cell) { say.textContent = data.rows[cur.r] ? data.rows[cur.r].row + ': no task here' : ''; return; }
-    say.textContent = `${taskOf(cell)}: ${NAMES[cell.ch] || cell.ch}`;
+    say.textContent = `${taskOf(cell)}: ${NAMES[cell.ch] || cell.ch}${cell.late ? ', late (SLA missed)' : ''}`;
   };
   const move = (dr, dc) => {
     cur.r = Math.max(0, Math.min(data.rows.length - 1, cur.r + dr));
@@ -151,6 +156,13 @@ function initGrid() {
       return ci === undefined ? null : (r.chars[cols[ci].i] || ' ');
     },
     rows() { return data.rows.map((r) => ({ row: r.row, cells: r.chars.join('') })); },
+    // Where a row's cell at an interval is drawn now, in CSS pixels of the canvas, and
+    // whether it is marked late; null if it is not on the page.
+    box(row, interval) {
+      const ri = rowOf[row]; const r = data.rows[ri]; const ci = r && colOf[r.kind] && colOf[r.kind][interval];
+      if (ci === undefined) return null;
+      return { x: LABEL + ci * CW - wrap.scrollLeft, y: HEAD + ri * CH - wrap.scrollTop, w: CW, h: CH, late: r.lateSet.has(cols[ci].i) };
+    },
     // Scroll to (left, top) and redraw now; the redraw's milliseconds.
     scrollAndPaint(left, top) { wrap.scrollLeft = left; wrap.scrollTop = top; const t = performance.now(); sc.paint(); return performance.now() - t; },
     change(ch) {
