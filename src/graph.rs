@@ -591,17 +591,8 @@ impl Builder<'_> {
         let st = &ff.steps[task.step as usize];
         let params = task.params.clone();
         let tid = if self.needs_id[task.step as usize] { task_id(st, &params) } else { String::new() };
-        let pstrs: Vec<(&str, String)> =
-            st.params.iter().zip(params.iter()).map(|((n, k), v)| (n.as_str(), k.format(*v))).collect();
-        let ctx = Context {
-            step: &st.name,
-            task: &tid,
-            params: &pstrs,
-            vars: &ff.vars,
-            inputs: None,
-            outputs: None,
-            extra: &[],
-        };
+        let pstrs = param_strings(st, &params);
+        let ctx = plan_context(ff, st, &tid, &pstrs);
         let mut inputs = Vec::new();
         let mut deps: Vec<u32> = Vec::new();
         let mut found = Vec::new();
@@ -1057,6 +1048,18 @@ pub fn step_edges(ff: &Fluxfile) -> Result<Vec<(usize, usize)>> {
     Ok(edges)
 }
 
+/// A step's params with their values in canonical form, in declaration order, as
+/// templates see them.
+pub fn param_strings<'s>(st: &'s Step, params: &[ParamValue]) -> Vec<(&'s str, String)> {
+    st.params.iter().zip(params.iter()).map(|((n, k), v)| (n.as_str(), k.format(*v))).collect()
+}
+
+/// The context planning renders a task's input and `requires` templates in (no inputs
+/// or outputs yet).
+fn plan_context<'c>(ff: &'c Fluxfile, st: &'c Step, tid: &'c str, pstrs: &'c [(&'c str, String)]) -> Context<'c> {
+    Context { step: &st.name, task: tid, params: pstrs, vars: &ff.vars, inputs: None, outputs: None, extra: &[] }
+}
+
 /// A value of a param that is not a time, to probe step edges with.
 fn probe_value(k: &ParamKind) -> ParamValue {
     match k {
@@ -1102,17 +1105,8 @@ fn probe_producers(
     let mut found = Vec::new();
     for params in probes {
         let tid = task_id(st, &params);
-        let pstrs: Vec<(&str, String)> =
-            st.params.iter().zip(params.iter()).map(|((n, k), v)| (n.as_str(), k.format(*v))).collect();
-        let ctx = Context {
-            step: &st.name,
-            task: &tid,
-            params: &pstrs,
-            vars: &ff.vars,
-            inputs: None,
-            outputs: None,
-            extra: &[],
-        };
+        let pstrs = param_strings(st, &params);
+        let ctx = plan_context(ff, st, &tid, &pstrs);
         for tpl in &st.inputs {
             let text = ff.engine.render(tpl.id, &ctx).map_err(|e| {
                 Error::at(format!("{tid}: cannot render input `{}`: {e}", ff.engine.source(tpl.id)), &tpl.span)
@@ -1161,10 +1155,8 @@ fn edge_span(ff: &Fluxfile, g: &TaskGraph, consumer: u32, producer: u32) -> Opti
     let p = &g.tasks[producer as usize];
     let st = &ff.steps[c.step as usize];
     let tid = task_id(st, &c.params);
-    let pstrs: Vec<(&str, String)> =
-        st.params.iter().zip(c.params.iter()).map(|((n, k), v)| (n.as_str(), k.format(*v))).collect();
-    let ctx =
-        Context { step: &st.name, task: &tid, params: &pstrs, vars: &ff.vars, inputs: None, outputs: None, extra: &[] };
+    let pstrs = param_strings(st, &c.params);
+    let ctx = plan_context(ff, st, &tid, &pstrs);
     for tpl in &st.inputs {
         let Ok(text) = ff.engine.render(tpl.id, &ctx) else { continue };
         if text.lines().any(|l| {

@@ -436,7 +436,4 @@ pub fn params_json(step: &Step, vals: &[ParamValue]) -> serde_json::Value {
     )
 }
 
-/// Param names and canonical values, in declaration order.
-pub fn param_strings<'s>(step: &'s Step, vals: &[ParamValue]) -> Vec<(&'s str, String)> {
-    step.params.iter().zip(vals.iter()).map(|((n, k), v)| (n.as_str(), k.format(*v))).collect()
-}
+pub use crate::graph::param_strings;

@@ -285,10 +285,12 @@ fn a_panic_stops_the_running_tasks_before_flux_exits() {
     assert!(stderr.contains("FLUX_TEST_PANIC_AFTER_START"), "{stderr}");
 }
 
-#[test]
-fn a_commit_interrupted_by_kill_9_is_recognised_not_redone() {
+/// A project whose task `a` (running `a_run` before it writes its output) was built
+/// with in.txt = v1, then rebuilt with v2 and killed with -9 the moment a's new output
+/// was in place, while `b` (sleeping under the returned marker) kept that build alive.
+fn killed_right_after_a_committed(a_run: &str) -> (Test, String) {
     let nap = sleep_marker(30);
-    let t = Test::new().file("in.txt", "v1\n").fluxfile(
+    let t = Test::new().file("in.txt", "v1\n").fluxfile(&format!(
         r#"
 [vars]
 nap = "0.1"
@@ -296,17 +298,15 @@ nap = "0.1"
 [step.a]
 inputs = ["in.txt"]
 outputs = ["out/a.txt"]
-run = "sleep 3; cat {{ inputs[0] }} > {{ outputs[0] }}; echo ran >> a-runs.txt"
+run = "{a_run}cat {{{{ inputs[0] }}}} > {{{{ outputs[0] }}}}; echo ran >> a-runs.txt"
 
 [step.b]
 outputs = ["out/b.txt"]
-run = "sleep {{ nap }}; echo b > {{ outputs[0] }}"
-"#,
-    );
+run = "sleep {{{{ nap }}}}; echo b > {{{{ outputs[0] }}}}"
+"#
+    ));
     t.run_args(json_build(&["-j", "2"])).assert_status(0).assert_summary(2, 0, 0, 0);
     t.write("in.txt", "v2\n");
-    // `a` runs again; `b` (a new command) keeps the build alive while a's record waits in
-    // the batch.
     let bg = Bg::spawn(&t, &["build", "-j", "2", "--var", &format!("nap={nap}")]);
     let committed = wait_until(Duration::from_secs(15), || t.maybe_read("out/a.txt").as_deref() == Some(b"v2\n"));
     let killed = bg.kill9();
@@ -314,11 +314,17 @@ run = "sleep {{ nap }}; echo b > {{ outputs[0] }}"
         kill_marked(&nap);
         panic!("a never committed\n{}", killed.describe());
     }
+    assert_eq!(t.read("a-runs.txt"), "ran\nran\n");
+    (t, nap)
+}
+
+#[test]
+fn a_commit_interrupted_by_kill_9_is_recognised_not_redone() {
+    // `b` (a new command) keeps the build alive while a's record waits in the batch.
+    let (t, nap) = killed_right_after_a_committed("sleep 3; ");
     let last: String =
         db(&t).query_row("SELECT status FROM attempts WHERE task_id = 'a' ORDER BY id DESC", [], |r| r.get(0)).unwrap();
     assert_eq!(last, "running", "the kill came after a's record was written: the test needs it before");
-    assert_eq!(t.read("a-runs.txt"), "ran\nran\n");
-
     let o = t.run_args(json_build(&["-j", "2"]));
     kill_marked(&nap);
     o.assert_status(0);
@@ -345,33 +351,7 @@ run = "sleep {{ nap }}; echo b > {{ outputs[0] }}"
 fn a_quick_commit_killed_before_any_record_of_it_is_written_is_recognised_not_redone() {
     // `a` takes milliseconds: the kill comes within the state DB's batch window, so the
     // DB may hold no record at all of the attempt; the run's start file does.
-    let nap = sleep_marker(30);
-    let t = Test::new().file("in.txt", "v1\n").fluxfile(
-        r#"
-[vars]
-nap = "0.1"
-
-[step.a]
-inputs = ["in.txt"]
-outputs = ["out/a.txt"]
-run = "cat {{ inputs[0] }} > {{ outputs[0] }}; echo ran >> a-runs.txt"
-
-[step.b]
-outputs = ["out/b.txt"]
-run = "sleep {{ nap }}; echo b > {{ outputs[0] }}"
-"#,
-    );
-    t.run_args(json_build(&["-j", "2"])).assert_status(0).assert_summary(2, 0, 0, 0);
-    t.write("in.txt", "v2\n");
-    let bg = Bg::spawn(&t, &["build", "-j", "2", "--var", &format!("nap={nap}")]);
-    let committed = wait_until(Duration::from_secs(15), || t.maybe_read("out/a.txt").as_deref() == Some(b"v2\n"));
-    let killed = bg.kill9();
-    if !committed {
-        kill_marked(&nap);
-        panic!("a never committed\n{}", killed.describe());
-    }
-    assert_eq!(t.read("a-runs.txt"), "ran\nran\n");
-
+    let (t, nap) = killed_right_after_a_committed("");
     let o = t.run_args(json_build(&["-j", "2"]));
     kill_marked(&nap);
     o.assert_status(0);
