@@ -556,7 +556,9 @@ fn plan_and_build(
     }
     if let Some(from) = &b.from {
         if let Some(si) = ff.step_index(from) {
-            forced.extend(downstream_of(&g, si as u32));
+            let of_step: Vec<u32> =
+                (0..g.tasks.len() as u32).filter(|&t| g.tasks[t as usize].step == si as u32).collect();
+            forced.extend(crate::select::downstream(&g, &of_step));
         } else if from.contains('[') {
             let id = graph::canonical_task_id(ff, from).map_err(|e| match e {
                 Error::Usage(m) => Error::Usage(format!("--from {from}: {m}")),
@@ -880,22 +882,6 @@ fn check_only_inputs(ff: &Fluxfile, g: &TaskGraph) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Tasks of a step and everything downstream of them.
-fn downstream_of(g: &TaskGraph, step: u32) -> Vec<u32> {
-    let dependents = g.dependents();
-    let mut seen = vec![false; g.tasks.len()];
-    let mut stack: Vec<u32> = (0..g.tasks.len() as u32).filter(|&t| g.tasks[t as usize].step == step).collect();
-    let mut out = Vec::new();
-    while let Some(t) = stack.pop() {
-        if std::mem::replace(&mut seen[t as usize], true) {
-            continue;
-        }
-        out.push(t);
-        stack.extend(dependents[t as usize].iter().copied());
-    }
-    out
 }
 
 fn print_text(ff: &Fluxfile, g: &TaskGraph, r: &Report, dry: bool, verbose: bool, t0: Instant) {
