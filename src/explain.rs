@@ -90,7 +90,7 @@ pub fn detail(
 }
 
 fn hex(h: crate::state::Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+    crate::state::hex(&h)
 }
 
 fn short(h: &str) -> &str {

@@ -477,15 +477,7 @@ impl StartLog {
             self.file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).ok();
         }
         let Some(f) = self.file.as_mut() else { return };
-        let hex = |h: &crate::state::Hash| {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            let mut out = String::with_capacity(64);
-            for b in h {
-                out.push(DIGITS[usize::from(b >> 4)] as char);
-                out.push(DIGITS[usize::from(b & 15)] as char);
-            }
-            out
-        };
+        let hex = crate::state::hex;
         // One write(2) of a whole line (O_APPEND): a kill -9 cannot tear it.
         let line = format!(
             "{}\t{}\t{}\t{}\t{}\t{}\n",

@@ -35,6 +35,18 @@ pub use sched::{Interval, SchedStep, SchedulerHolder, now_secs};
 /// A blake3 digest.
 pub type Hash = [u8; 32];
 
+/// A digest in lower-case hex (64 characters), as the state DB's text columns and the
+/// run's start file keep it.
+pub fn hex(h: &Hash) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in h {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
 /// Task records by task id (FxHash: ids are not attacker-chosen, and there can be a million).
 pub type Records = HashMap<String, TaskRecord, rustc_hash::FxBuildHasher>;
 
