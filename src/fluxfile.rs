@@ -1067,6 +1067,13 @@ fn parse_stores(doc: &Arc<Source>, t: &'static Table<'static>) -> Result<Vec<cra
                     "quote it",
                 )
             })?;
+            if let Err(why) = crate::store::check_value(name, &value) {
+                return Err(Error::at_help(
+                    format!("bad value for setting `{name}`: {why}"),
+                    &Span::new(doc, ov.span()),
+                    "write a size such as \"16MiB\"",
+                ));
+            }
             options.push((name.to_string(), value));
         }
         out.push(crate::store::StoreConfig { root: uri.root(), options });

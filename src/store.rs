@@ -12,10 +12,12 @@
 //! What the rest of flux sees:
 //! - [`stat_many`]: one LIST per folder of targets (a HEAD for a lone target), so a no-op
 //!   build over 10,000 objects in one prefix costs one request, not 10,000;
-//! - [`digest`]: ETag or version plus size, no content read;
+//! - [`digest`]: ETag or version plus size, no content read; for an object flux wrote
+//!   itself, the blake3 of its bytes while the object is still that version ([`content`]);
 //! - [`fetch`]: an input downloaded once into `<state>/cache`, keyed by its ETag;
 //! - [`upload`]: a staged output put in place only when its task succeeded (multipart for
-//!   large files: nothing is visible before the upload completes);
+//!   large files: nothing is visible before the upload completes), its content hashed on
+//!   the way;
 //! - [`copy`]: a stream from any store to any store (`action = "copy"`);
 //! - [`remove`]: what a failed `stage = false` task wrote.
 //!
@@ -33,13 +35,23 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
 
+use crate::state::Hash;
 use crate::target::Meta;
+
+pub mod content;
 
 /// The URI schemes flux sends to a remote store.
 pub const SCHEMES: &[&str] = &["s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "hdfs", "viewfs"];
 
-/// Files up to this size are uploaded in one PUT; larger ones in parts of this size.
+/// Files up to this size are uploaded in one PUT; larger ones in parts of this size
+/// (unless the store's `part_size` setting says otherwise).
 pub const PART_SIZE: usize = 8 << 20;
+
+/// The `[store]` setting that flux reads itself rather than passing it to the client.
+const PART_SIZE_KEY: &str = "part_size";
+/// The bounds of `part_size`: S3's smallest part (but the last), Azure's largest block.
+const PART_SIZE_MIN: u64 = 5 << 20;
+const PART_SIZE_MAX: u64 = 4000 << 20;
 
 /// A remote target, split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +105,9 @@ pub fn check_option(scheme: &str, key: &str) -> Result<(), String> {
     use object_store::azure::AzureConfigKey;
     use object_store::gcp::GoogleConfigKey;
     let k = key.to_ascii_lowercase();
+    if k == PART_SIZE_KEY {
+        return Ok(());
+    }
     let ok = match scheme {
         "s3" | "s3a" => k.parse::<AmazonS3ConfigKey>().is_ok(),
         "gs" => k.parse::<GoogleConfigKey>().is_ok(),
@@ -109,6 +124,19 @@ pub fn check_option(scheme: &str, key: &str) -> Result<(), String> {
             _ => "an Azure setting such as account_name, access_key, sas_key, endpoint, use_emulator".into(),
         })
     }
+}
+
+/// Check the value of a `[store]` setting flux reads itself (`part_size`); the error says
+/// what is allowed.
+pub fn check_value(key: &str, value: &str) -> Result<(), String> {
+    if !key.eq_ignore_ascii_case(PART_SIZE_KEY) {
+        return Ok(());
+    }
+    let n = crate::param::parse_size(value)?;
+    if !(PART_SIZE_MIN..=PART_SIZE_MAX).contains(&n) {
+        return Err(format!("`{value}` is outside the part sizes stores accept: from 5MiB to 4000MiB"));
+    }
+    Ok(())
 }
 
 /// Requests sent, by kind.
@@ -192,15 +220,26 @@ fn retry() -> RetryConfig {
 }
 
 impl Remote {
+    /// The part size of a store's multipart uploads, and the largest file sent in one PUT.
+    fn part_size(&self, uri: &Uri<'_>) -> usize {
+        let root = uri.root();
+        let set = self.configs.iter().find(|c| c.root == root).and_then(|c| {
+            c.options.iter().find(|(k, _)| k.eq_ignore_ascii_case(PART_SIZE_KEY)).map(|(_, v)| v.as_str())
+        });
+        // Checked when the Fluxfile was loaded.
+        set.and_then(|v| crate::param::parse_size(v).ok()).map_or(PART_SIZE, |n| n as usize)
+    }
+
     fn store(&self, uri: &Uri<'_>) -> Result<Arc<dyn ObjectStore>, String> {
         let root = uri.root();
         let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = stores.get(&root) {
             return Ok(s.clone());
         }
-        let options: &[(String, String)] =
-            self.configs.iter().find(|c| c.root == root).map(|c| c.options.as_slice()).unwrap_or(&[]);
-        let store = self.build(uri, &root, options).map_err(|e| format!("cannot set up the store for {root}: {e}"))?;
+        let options: Vec<(String, String)> = (self.configs.iter().find(|c| c.root == root))
+            .map(|c| c.options.iter().filter(|(k, _)| !k.eq_ignore_ascii_case(PART_SIZE_KEY)).cloned().collect())
+            .unwrap_or_default();
+        let store = self.build(uri, &root, &options).map_err(|e| format!("cannot set up the store for {root}: {e}"))?;
         stores.insert(root, store.clone());
         Ok(store)
     }
@@ -390,22 +429,29 @@ pub fn stat(target: &str) -> Result<Option<Meta>, String> {
     stat_many(&[target]).pop().unwrap_or(Ok(None))
 }
 
-/// The digest of a remote object: its ETag or version and its size (the modification time
-/// too when the store gives neither); of a folder, that of every object under it. No
+/// A lookup of the content hash recorded for an object flux wrote ([`content`]): the
+/// target and its current stat.
+pub type Recorded<'a> = &'a dyn Fn(&str, &Meta) -> Option<Hash>;
+
+/// The digest of a remote object: the blake3 of its bytes if flux wrote this version of it
+/// (`recorded`), else its ETag or version and its size (the modification time too when
+/// the store gives neither); of a folder, that of every object under it, each so. No
 /// content is read.
-pub fn digest(target: &str, meta: &Meta) -> Result<[u8; 32], String> {
+pub fn digest(target: &str, meta: &Meta, recorded: Recorded<'_>) -> Result<[u8; 32], String> {
     if !meta.is_dir {
-        return Ok(object_digest(meta));
+        return Ok(recorded(target, meta).unwrap_or_else(|| object_digest(meta)));
     }
     let (r, store, u) = open(target)?;
     let mut objects = r.rt.block_on(list_under(&*store, u.key)).map_err(|e| err(target, e))?;
     objects.sort_by(|a, b| a.0.cmp(&b.0));
     let mut h = blake3::Hasher::new();
     h.update(b"dir\0");
+    let base = target.trim_end_matches('/');
     for (rel, m) in &objects {
         h.update(rel.as_bytes());
         h.update(&[0]);
-        h.update(&object_digest(&to_meta(m)));
+        let meta = to_meta(m);
+        h.update(&recorded(&format!("{base}/{rel}"), &meta).unwrap_or_else(|| object_digest(&meta)));
     }
     Ok(*h.finalize().as_bytes())
 }
@@ -508,17 +554,22 @@ pub fn copy(from: &Loc<'_>, to: &Loc<'_>) -> Result<(), String> {
         (Loc::Remote(a), Loc::Remote(b)) => {
             let (r, src, ua) = open(a)?;
             let (_, dst, ub) = open(b)?;
-            r.rt.block_on(async {
+            let part = r.part_size(&ub);
+            let mut hash = content::Hashing::default();
+            let (put, size) = r.rt.block_on(async {
                 REQUESTS.get.fetch_add(1, Relaxed);
                 let got = src.get(&obj_path(ua.key)).await.map_err(|e| err(a, e))?;
                 REQUESTS.put.fetch_add(1, Relaxed);
                 let up = dst.put_multipart(&obj_path(ub.key)).await.map_err(|e| err(b, e))?;
-                let mut w = WriteMultipart::new_with_chunk_size(up, PART_SIZE);
+                let mut w = WriteMultipart::new_with_chunk_size(up, part);
                 let mut s = got.into_stream();
+                let mut size = 0u64;
                 while let Some(chunk) = s.next().await {
                     match chunk {
                         Ok(c) => {
                             w.wait_for_capacity(2).await.map_err(|e| err(b, e))?;
+                            hash.update(&c);
+                            size += c.len() as u64;
                             w.write(&c);
                         }
                         Err(e) => {
@@ -527,8 +578,19 @@ pub fn copy(from: &Loc<'_>, to: &Loc<'_>) -> Result<(), String> {
                         }
                     }
                 }
-                w.finish().await.map(|_| ()).map_err(|e| err(b, e))
-            })
+                w.finish().await.map(|put| (put, size)).map_err(|e| err(b, e))
+            })?;
+            // The bytes went through flux: record their hash against the new object's
+            // identity (asked for when the store's answer has none, as on HDFS).
+            let meta = match identity(put.e_tag.as_deref(), put.version.as_deref()) {
+                0 => {
+                    REQUESTS.head.fetch_add(1, Relaxed);
+                    to_meta(&r.rt.block_on(dst.head(&obj_path(ub.key))).map_err(|e| err(b, e))?)
+                }
+                inode => Meta { size, mtime_ns: 0, inode, is_dir: false },
+            };
+            content::record(b, &meta, hash.finish());
+            Ok(())
         }
     }
 }
@@ -585,34 +647,42 @@ pub fn upload(local: &Path, target: &str) -> Result<Meta, String> {
     }
     let (r, store, u) = open(target)?;
     let path = obj_path(u.key);
-    let put = r.rt.block_on(put_file(&*store, local, &path, target))?;
+    let (put, hash) = r.rt.block_on(put_file(&*store, local, &path, target, r.part_size(&u)))?;
     let inode = identity(put.e_tag.as_deref(), put.version.as_deref());
-    if inode != 0 {
-        return Ok(Meta { size: meta.len(), mtime_ns: 0, inode, is_dir: false });
-    }
-    REQUESTS.head.fetch_add(1, Relaxed);
-    let m = r.rt.block_on(store.head(&path)).map_err(|e| err(target, e))?;
-    Ok(to_meta(&m))
+    let stat = if inode != 0 {
+        Meta { size: meta.len(), mtime_ns: 0, inode, is_dir: false }
+    } else {
+        REQUESTS.head.fetch_add(1, Relaxed);
+        to_meta(&r.rt.block_on(store.head(&path)).map_err(|e| err(target, e))?)
+    };
+    content::record(target, &stat, hash);
+    Ok(stat)
 }
 
+/// Put a local file at `path`: one PUT up to `part` bytes, else a multipart upload in parts
+/// of `part` bytes. Returns the store's answer and the blake3 of the bytes sent.
 async fn put_file(
     store: &dyn ObjectStore,
     local: &Path,
     path: &ObjPath,
     target: &str,
-) -> Result<object_store::PutResult, String> {
+    part: usize,
+) -> Result<(object_store::PutResult, Hash), String> {
     let rd = |e: std::io::Error| format!("cannot read {}: {e}", local.display());
     let mut f = std::fs::File::open(local).map_err(rd)?;
     let size = f.metadata().map_err(rd)?.len();
-    if size <= PART_SIZE as u64 {
+    let mut hash = content::Hashing::default();
+    if size <= part as u64 {
         let mut buf = Vec::with_capacity(size as usize);
         f.read_to_end(&mut buf).map_err(rd)?;
+        hash.update(&buf);
         REQUESTS.put.fetch_add(1, Relaxed);
-        return store.put(path, PutPayload::from(buf)).await.map_err(|e| err(target, e));
+        let put = store.put(path, PutPayload::from(buf)).await.map_err(|e| err(target, e))?;
+        return Ok((put, hash.finish()));
     }
     REQUESTS.put.fetch_add(1, Relaxed);
     let up = store.put_multipart(path).await.map_err(|e| err(target, e))?;
-    let mut w = WriteMultipart::new_with_chunk_size(up, PART_SIZE);
+    let mut w = WriteMultipart::new_with_chunk_size(up, part);
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = match f.read(&mut buf) {
@@ -626,10 +696,12 @@ async fn put_file(
         if let Err(e) = w.wait_for_capacity(2).await {
             return Err(err(target, e));
         }
+        hash.update(&buf[..n]);
         w.write(&buf[..n]);
     }
-    REQUESTS.put.fetch_add(size.div_ceil(PART_SIZE as u64), Relaxed);
-    w.finish().await.map_err(|e| err(target, e))
+    REQUESTS.put.fetch_add(size.div_ceil(part as u64), Relaxed);
+    let put = w.finish().await.map_err(|e| err(target, e))?;
+    Ok((put, hash.finish()))
 }
 
 fn upload_folder(local: &Path, target: &str) -> Result<Meta, String> {
@@ -644,7 +716,15 @@ fn upload_folder(local: &Path, target: &str) -> Result<Meta, String> {
         let rel = entry.path().strip_prefix(local).unwrap_or(entry.path()).to_string_lossy().into_owned();
         let key = if base.is_empty() { rel.clone() } else { format!("{base}/{rel}") };
         let path = ObjPath::from(key.as_str());
-        r.rt.block_on(put_file(&*store, entry.path(), &path, &format!("{}/{rel}", target.trim_end_matches('/'))))?;
+        let uri = format!("{}/{rel}", target.trim_end_matches('/'));
+        let (put, hash) = r.rt.block_on(put_file(&*store, entry.path(), &path, &uri, r.part_size(&u)))?;
+        // The file's content identity, when the store's answer names the new version (no
+        // HEAD per file to learn it otherwise: that file keeps its store identity).
+        let inode = identity(put.e_tag.as_deref(), put.version.as_deref());
+        if inode != 0 {
+            let size = entry.metadata().map_err(|e| format!("cannot read {}: {e}", entry.path().display()))?.len();
+            content::record(&uri, &Meta { size, mtime_ns: 0, inode, is_dir: false }, hash);
+        }
         keep.insert(path.to_string());
     }
     let old = r.rt.block_on(list_under(&*store, base)).map_err(|e| err(target, e))?;
@@ -786,6 +866,29 @@ mod tests {
         assert!(az.is_ok(), "{:?}", az.err());
         let bad = r.build(&parse("az://container/x").unwrap(), "az://container", &[("nope".into(), "1".into())]);
         assert!(bad.err().unwrap().contains("unknown setting `nope`"));
+    }
+
+    #[test]
+    fn part_sizes_are_checked_and_kept_from_the_client() {
+        assert!(check_option("s3", "part_size").is_ok() && check_option("hdfs", "part_size").is_ok());
+        assert!(check_value("part_size", "16MiB").is_ok());
+        assert!(check_value("PART_SIZE", "5M").is_ok());
+        assert!(check_value("part_size", "4MiB").unwrap_err().contains("from 5MiB to 4000MiB"));
+        assert!(check_value("part_size", "5G").is_err());
+        assert!(check_value("part_size", "big").unwrap_err().contains("not a valid size"));
+        assert!(check_value("region", "anything").is_ok());
+        let r = Remote {
+            rt: tokio::runtime::Builder::new_current_thread().build().unwrap(),
+            configs: vec![StoreConfig {
+                root: "s3://b".into(),
+                options: vec![("part_size".into(), "16MiB".into()), ("skip_signature".into(), "true".into())],
+            }],
+            stores: Mutex::new(HashMap::new()),
+        };
+        assert_eq!(r.part_size(&parse("s3://b/k").unwrap()), 16 << 20);
+        assert_eq!(r.part_size(&parse("s3://other/k").unwrap()), PART_SIZE);
+        // The client never sees it (object_store would refuse an unknown key).
+        assert!(r.store(&parse("s3://b/k").unwrap()).is_ok());
     }
 
     #[test]

@@ -227,9 +227,21 @@ impl Digests {
         }
     }
 
-    /// Take the entries computed since the last call.
+    /// Take the entries computed since the last call, with the content hashes of the
+    /// remote objects this process wrote ([`crate::store::content`]).
     pub fn take_fresh(&self) -> Vec<(String, CachedDigest)> {
-        std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut fresh = std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|e| e.into_inner()));
+        fresh.append(&mut crate::store::content::take_new());
+        fresh
+    }
+
+    /// The content hash recorded for a remote object flux wrote, while the object is that
+    /// version (`meta` is its stat now): by this process, else in the state DB.
+    fn recorded_content(&self, key: &str, meta: &Meta) -> Option<Hash> {
+        if let Some(d) = crate::store::content::written(key, meta) {
+            return Some(d);
+        }
+        self.entry(key).filter(|c| crate::store::content::matches(c, meta)).map(|c| c.digest)
     }
 
     fn cached(&self, key: &str, meta: &Meta) -> Option<Hash> {
@@ -249,8 +261,9 @@ impl Digests {
     /// `key` is the target as written (the cache key); `abs` where it is on disk.
     pub fn digest(&self, key: &str, abs: &Path, meta: &Meta) -> std::io::Result<Hash> {
         if crate::store::is_remote(key) {
-            // ETag or version plus size: no content read, nothing to cache.
-            return crate::store::digest(key, meta).map_err(std::io::Error::other);
+            // The content hash flux recorded when it wrote this version of the object, else
+            // its ETag or version plus size: no content read.
+            return crate::store::digest(key, meta, &|k, m| self.recorded_content(k, m)).map_err(std::io::Error::other);
         }
         if meta.is_dir {
             return self.digest_dir(key, abs);

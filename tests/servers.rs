@@ -129,6 +129,15 @@ impl S3 {
         keys
     }
 
+    /// An object's ETag as a listing gives it (quotes and all).
+    pub fn etag(&self, bucket: &str, key: &str) -> String {
+        let (code, body) =
+            http(self.port, "GET", &format!("/{bucket}?list-type=2&prefix={}", urlencode(key)), &[]).expect("list");
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(code, 200, "list {bucket}/{key}: {body}");
+        tags(&body, "ETag").into_iter().next().unwrap_or_else(|| panic!("no object {bucket}/{key}: {body}"))
+    }
+
     pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         let (code, body) = http(self.port, "GET", &format!("/{bucket}/{key}"), &[]).expect("get");
         (code == 200).then_some(body)

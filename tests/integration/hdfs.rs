@@ -69,3 +69,55 @@ fn copy_moves_files_from_s3_to_hdfs() {
     assert_eq!(t.read("a.csv"), "x,y\n1,2\n");
     t.run_args(json_build(&["check"])).assert_success().assert_summary(0, 2, 0, 0);
 }
+
+#[test]
+fn rewriting_identical_bytes_on_hdfs_reruns_the_producer_only() {
+    let r = root("cutoff");
+    let t = project(Test::new(), &r);
+    build(&t, &["back"]).assert_status(0).assert_summary(9, 0, 0, 0).stderr_has("remote requests:");
+
+    // `upload` runs again and writes the same bytes: HDFS gives the file a new modification
+    // time (its store identity), but flux hashed what it wrote, so `count` is cut off.
+    t.run_args(["clear", "--date", "2024-01-02", "upload"]).assert_status(0);
+    let o = build(&t, &["back"]);
+    o.assert_status(0).assert_ran(&["upload[2024-01-02]"]).stderr_has("remote requests:");
+    o.assert_task("count[2024-01-02]", "skipped", None);
+    o.assert_task("back[2024-01-02]", "skipped", None);
+
+    // Then a no-op that only lists.
+    let o = build(&t, &["back"]);
+    o.assert_status(0).assert_summary(0, 9, 0, 0);
+    o.stderr_has("remote requests: 2 LIST, 0 HEAD, 0 GET, 0 PUT, 0 DELETE");
+
+    // Changed bytes still reach the consumers.
+    t.write("raw/2024-01-02.txt", "a\nb\nc\nd\n");
+    let o = build(&t, &["back"]);
+    o.assert_status(0).assert_ran(&["upload[2024-01-02]", "count[2024-01-02]", "back[2024-01-02]"]);
+    o.stderr_has("remote requests:");
+    o.assert_task("count[2024-01-02]", "success", Some("input-changed"));
+    assert_eq!(t.read("local/2024-01-02.txt").trim(), "4");
+}
+
+#[test]
+fn a_copy_into_hdfs_without_staging_hashes_what_it_streams() {
+    let bucket = s3().bucket("nostagecopy");
+    s3().put(&bucket, "in/a.csv", b"x,y\n1,2\n");
+    let r = root("copy-nostage");
+    let mut t = Test::new().fluxfile(&format!(
+        "[step.move]\ninputs = [\"s3://{bucket}/in/a.csv\"]\noutputs = [\"{r}/a.csv\"]\naction = \"copy\"\nstage = false\n\n\
+         [step.check]\ninputs = [\"{r}/a.csv\"]\noutputs = [\"a.csv\"]\naction = \"copy\"\n"
+    ));
+    for (k, v) in s3().env() {
+        t = t.env(k, &v);
+    }
+    t.run_args(json_build(&["check"])).assert_status(0).assert_ran(&["move", "check"]);
+    // The copy runs again: a new file on HDFS with the same bytes, streamed through flux.
+    t.run_args(["clear", "move"]).assert_status(0);
+    let o = t.run_args(json_build(&["check"]));
+    o.assert_status(0).assert_ran(&["move"]);
+    o.assert_task("check", "skipped", None);
+    // A changed source reaches the end.
+    s3().put(&bucket, "in/a.csv", b"x,y\n3,4\n");
+    t.run_args(json_build(&["check"])).assert_status(0).assert_ran(&["move", "check"]);
+    assert_eq!(t.read("a.csv"), "x,y\n3,4\n");
+}

@@ -391,3 +391,73 @@ fn a_remote_input_is_fetched_once_and_read_from_the_cache_while_unchanged() {
     assert_eq!(requests(&o).get("GET"), Some(&2), "count's input, then back's copy\n{}", o.describe());
     assert_eq!(t.read("local/2024-01-02.txt").trim(), "6");
 }
+
+/// A project whose step `up` uploads `big.bin` (12 MiB: more than one part) to S3 in parts
+/// of `part_size`, and whose step `size` reads it back.
+fn multipart_project(bucket: &str, part_size: &str) -> String {
+    format!(
+        "[store.\"s3://{bucket}\"]\npart_size = \"{part_size}\"\n\n\
+         [step.up]\ninputs = [\"big.bin\"]\noutputs = [\"s3://{bucket}/big.bin\"]\nrun = \"cp {{{{ inputs[0] }}}} {{{{ outputs[0] }}}}\"\n\n\
+         [step.size]\ninputs = [\"s3://{bucket}/big.bin\"]\noutputs = [\"size.txt\"]\nrun = \"wc -c < {{{{ inputs[0] }}}} | tr -d ' ' > {{{{ outputs[0] }}}}\"\n"
+    )
+}
+
+#[test]
+fn identical_bytes_uploaded_again_in_other_parts_rerun_the_producer_only() {
+    let bucket = s3().bucket("multipart");
+    let big: Vec<u8> = (0..12u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let t = s3_test().fluxfile(&multipart_project(&bucket, "8MiB")).file("big.bin", &big);
+    let o = t.run_args(json_build(&["-v", "size"]));
+    o.assert_status(0).assert_ran(&["up", "size"]);
+    o.stderr_has("remote requests:");
+    assert_eq!(t.read("size.txt").trim(), (12 << 20).to_string());
+    let before = s3().etag(&bucket, "big.bin");
+    assert!(before.ends_with("-2\""), "an 8 MiB part and a 4 MiB one: {before}");
+
+    // The same bytes again, in 5 MiB parts: the object gets another ETag (a multipart
+    // ETag is made of its parts), but flux hashed what it uploaded, so `size` is cut off.
+    let t = t.fluxfile(&multipart_project(&bucket, "5MiB"));
+    t.run_args(["clear", "up"]).assert_status(0);
+    let o = t.run_args(json_build(&["-v", "size"]));
+    o.assert_status(0).assert_ran(&["up"]);
+    o.assert_task("up", "success", Some("forced"));
+    o.assert_task("size", "skipped", None);
+    let r = requests(&o);
+    assert_eq!(r.get("GET"), Some(&0), "the consumer fetched nothing\n{}", o.describe());
+    assert_eq!(r.get("PUT"), Some(&4), "one upload of three parts\n{}", o.describe());
+    let after = s3().etag(&bucket, "big.bin");
+    assert!(after.ends_with("-3\"") && after != before, "three parts, another ETag: {before} then {after}");
+
+    // A no-op after the cutoff: one HEAD for the lone remote target, nothing else.
+    let o = t.run_args(json_build(&["-v", "size"]));
+    o.assert_status(0).assert_summary(0, 2, 0, 0);
+    let r = requests(&o);
+    assert_eq!((r.get("LIST"), r.get("HEAD"), r.get("GET"), r.get("PUT")), (Some(&0), Some(&1), Some(&0), Some(&0)));
+
+    // Changed bytes still reach the consumer.
+    let mut changed = big.clone();
+    changed.truncate(11 << 20);
+    t.write("big.bin", &changed);
+    let o = t.run_args(json_build(&["-v", "size"]));
+    o.assert_status(0).assert_ran(&["up", "size"]);
+    o.stderr_has("remote requests:");
+    o.assert_task("size", "success", Some("input-changed"));
+    assert_eq!(t.read("size.txt").trim(), (11 << 20).to_string());
+}
+
+#[test]
+fn a_part_size_out_of_bounds_is_a_fluxfile_error() {
+    let t = Test::new()
+        .fluxfile("[store.\"s3://b\"]\npart_size = \"1MiB\"\n\n[step.a]\noutputs = [\"s3://b/a\"]\nrun = \"true\"\n");
+    t.run_args(["check"])
+        .assert_status(2)
+        .stderr_has("bad value for setting `part_size`: `1MiB` is outside the part sizes stores accept")
+        .stderr_has("Fluxfile:2:13");
+    let t = Test::new()
+        .fluxfile("[store.\"s3://b\"]\npart_size = \"lots\"\n\n[step.a]\noutputs = [\"s3://b/a\"]\nrun = \"true\"\n");
+    t.run_args(["check"]).assert_status(2).stderr_has("`lots` is not a valid size");
+    let t = Test::new().fluxfile(
+        "[store.\"hdfs://nn:9000\"]\npart_size = \"64MiB\"\n\n[step.a]\noutputs = [\"hdfs://nn:9000/a\"]\nrun = \"true\"\n",
+    );
+    t.run_args(["check"]).assert_status(0);
+}
