@@ -121,3 +121,21 @@ fn a_copy_into_hdfs_without_staging_hashes_what_it_streams() {
     t.run_args(json_build(&["check"])).assert_status(0).assert_ran(&["move", "check"]);
     assert_eq!(t.read("a.csv"), "x,y\n3,4\n");
 }
+
+#[test]
+fn a_folder_rewritten_with_identical_files_on_hdfs_reruns_the_producer_only() {
+    let r = root("folder");
+    let t = Test::new().fluxfile(&format!(
+        "[vars]\nn = \"3\"\n\n[step.parts]\noutputs = [\"{r}/parts/\"]\nrun = \"for i in $(seq {{{{ n }}}}); do echo $i > {{{{ outputs[0] }}}}/p$i; done\"\n\n\
+         [step.join]\ninputs = [\"{r}/parts/\"]\noutputs = [\"all.txt\"]\nrun = \"cat {{{{ inputs[0] }}}}/* > {{{{ outputs[0] }}}}\"\n"
+    ));
+    t.run_args(json_build(&["join"])).assert_status(0).assert_ran(&["parts", "join"]);
+    t.run_args(["clear", "parts"]).assert_status(0);
+    let o = t.run_args(json_build(&["join"]));
+    o.assert_status(0).assert_ran(&["parts"]);
+    o.assert_task("join", "skipped", None);
+    // One file fewer: the folder changed, its consumer reruns.
+    let o = t.run_args(json_build(&["--var", "n=2", "join"]));
+    o.assert_status(0).assert_ran(&["parts", "join"]);
+    assert_eq!(t.read("all.txt"), "1\n2\n");
+}
