@@ -158,6 +158,13 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// The download cache of remote inputs: its size and entries; `prune` empties it.
+    Cache {
+        #[command(subcommand)]
+        action: Option<CacheCmd>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text, global = true)]
+        output: OutputFormat,
+    },
     /// Serve a read-only web UI over the state DB (steps, grid, graph, tasks, runs, logs).
     Ui {
         /// Address and port to listen on; anything but a loopback address needs a token.
@@ -185,6 +192,17 @@ enum Cmd {
     Complete {
         #[arg(allow_hyphen_values = true)]
         word: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheCmd {
+    /// Evict least recently used entries until the cache holds at most `cache_max`;
+    /// entries a running task reads stay.
+    Prune {
+        /// Evict every entry (but those a running task reads).
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -349,6 +367,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             cmd_build(cli, &b)
         }
         Cmd::Clear { sel, delete_outputs, downstream } => cmd_clear(cli, sel, *delete_outputs, *downstream),
+        Cmd::Cache { action, output } => cmd_cache(cli, action.as_ref(), *output),
         Cmd::Ui { bind, token } => cmd_ui(cli, bind, token.clone()),
         Cmd::Schedule(a) => cmd_schedule(cli, a),
         Cmd::Completions { shell } => {
@@ -692,16 +711,21 @@ fn plan_and_build(
                 Box::new(local)
             }
         };
-        build.run(db, rep.as_mut(), &make)?
+        let report = build.run(db, rep.as_mut(), &make)?;
+        // Tasks read the download cache: bring it back under cache_max.
+        match crate::cache::after_build(&ff.state_dir, ff.cache_max) {
+            Some(Ok(p)) if cli.verbose > 0 => eprintln!("flux: cache: {}", p.text()),
+            Some(Err(e)) => eprintln!("flux: warning: {e}"),
+            _ => {}
+        }
+        report
     };
     timing(
         cli,
         &format!("{} ({} files read for digests)", if dry_run { "decide" } else { "build" }, report.digest_reads),
         t3,
     );
-    if cli.verbose > 0 && crate::store::requests().total() > 0 {
-        eprintln!("flux: remote requests: {}", crate::store::requests().summary());
-    }
+    print_requests(cli);
     if cli.verbose > 0 {
         let (own, commands) = (cpu_seconds(libc::RUSAGE_SELF), cpu_seconds(libc::RUSAGE_CHILDREN));
         eprintln!("flux: cpu {own:.3}s in flux itself, {commands:.3}s in commands");
@@ -742,6 +766,13 @@ fn plan_and_build(
         std::mem::forget((g, records, digests, report));
     }
     Ok(built)
+}
+
+/// With `-v`, the requests sent to remote stores (`remote requests: 1 LIST, 0 HEAD, …`).
+fn print_requests(cli: &Cli) {
+    if cli.verbose > 0 && crate::store::requests().total() > 0 {
+        eprintln!("flux: remote requests: {}", crate::store::requests().summary());
+    }
 }
 
 /// `flux schedule` (SPEC §10): the scheduler, building through [`plan_and_build`].
@@ -1428,6 +1459,36 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool, downstream: bool)
         line.push_str(&format!(", deleted {}", crate::report::plural(deleted, "output")));
     }
     println!("{line}; the next build reruns {}", if g.roots.len() == 1 { "it" } else { "them" });
+    Ok(0)
+}
+
+/// `flux cache` and `flux cache prune [--all]` (see `crate::cache`).
+fn cmd_cache(cli: &Cli, action: Option<&CacheCmd>, output: OutputFormat) -> Result<i32> {
+    let ff = load(cli, &Selection::default())?;
+    let doc = match action {
+        None => {
+            let r = crate::cache::Report::read(&ff.state_dir, ff.cache_max).map_err(Error::Io)?;
+            if output == OutputFormat::Text {
+                print!("{}", r.text());
+                return Ok(0);
+            }
+            r.json()
+        }
+        Some(CacheCmd::Prune { all }) => {
+            let p = if *all {
+                crate::cache::prune(&crate::cache::root(&ff.state_dir), 0)
+            } else {
+                crate::cache::prune_to_limit(&ff.state_dir, ff.cache_max)
+            }
+            .map_err(Error::Io)?;
+            if output == OutputFormat::Text {
+                println!("{}", p.text());
+                return Ok(0);
+            }
+            p.json()
+        }
+    };
+    println!("{doc}");
     Ok(0)
 }
 

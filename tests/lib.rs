@@ -8,6 +8,8 @@
 mod servers;
 mod test;
 
+#[path = "integration/cache.rs"]
+mod cache;
 #[path = "integration/cli.rs"]
 mod cli;
 #[path = "integration/completion.rs"]
