@@ -1176,11 +1176,30 @@ fn cmd_ui(cli: &Cli, bind: &str, token: Option<String>) -> Result<i32> {
     Ok(0)
 }
 
-/// A task's status for `flux status`: its last attempt, or what its outputs say.
-fn task_status(ff: &Fluxfile, g: &TaskGraph, t: u32, id: &str, records: &Records) -> &'static str {
+/// Whether `flux status` needs to know if a task's outputs exist (see [`task_status`]).
+fn needs_outputs(g: &TaskGraph, t: u32, id: &str, records: &Records) -> bool {
     use crate::state::Status;
-    let outputs_exist =
-        || g.tasks[t as usize].outputs.iter().all(|&o| crate::store::exists(&ff.abs(g.target(o)), g.target(o)));
+    !g.tasks[t as usize].outputs.is_empty()
+        && match records.get(id) {
+            Some(r) if r.forced => false,
+            Some(r) => matches!(r.last_status, Status::Success | Status::Skipped | Status::Marked),
+            None => true,
+        }
+}
+
+/// Whether each target of `targets` (indices into `g.targets`) exists: remote ones stat'ed
+/// together, one LIST per folder.
+fn targets_exist(ff: &Fluxfile, g: &TaskGraph, targets: impl Iterator<Item = u32>) -> HashMap<u32, bool> {
+    let idx: Vec<u32> = targets.collect::<HashSet<u32>>().into_iter().collect();
+    let pairs: Vec<(PathBuf, &str)> = idx.iter().map(|&o| (ff.abs(g.target(o)), g.target(o))).collect();
+    idx.into_iter().zip(crate::store::exists_many(&pairs)).collect()
+}
+
+/// A task's status for `flux status`: its last attempt, or what its outputs say
+/// (`exists`: of every output [`needs_outputs`] asked for).
+fn task_status(g: &TaskGraph, t: u32, id: &str, records: &Records, exists: &HashMap<u32, bool>) -> &'static str {
+    use crate::state::Status;
+    let outputs_exist = || g.tasks[t as usize].outputs.iter().all(|o| exists.get(o).copied().unwrap_or(false));
     match records.get(id) {
         Some(r) if r.forced => "cleared",
         Some(r) => match r.last_status {
@@ -1223,10 +1242,18 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
     let mut row_of: HashMap<String, usize> = HashMap::new();
     let mut order: Vec<u32> = (0..g.tasks.len() as u32).collect();
     order.sort_by_key(|&t| (g.tasks[t as usize].step, g.tasks[t as usize].params.clone()));
+    let ids: Vec<String> = (0..g.tasks.len() as u32).map(|t| g.task_id(&ff, t)).collect();
+    let exists = targets_exist(
+        &ff,
+        &g,
+        (0..g.tasks.len() as u32)
+            .filter(|&t| needs_outputs(&g, t, &ids[t as usize], &records))
+            .flat_map(|t| g.tasks[t as usize].outputs.iter().copied()),
+    );
     for &t in &order {
         let task = &g.tasks[t as usize];
         let step = &ff.steps[task.step as usize];
-        let id = g.task_id(&ff, t);
+        let id = ids[t as usize].clone();
         let others: Vec<String> = step
             .params
             .iter()
@@ -1244,13 +1271,14 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
                 intervals.len() - 1
             })
         });
-        let status = task_status(&ff, &g, t, &id, &records);
+        let status = task_status(&g, t, &id, &records, &exists);
         let r = *row_of.entry(row_name.clone()).or_insert_with(|| {
             rows.push((row_name.clone(), kind, Vec::new()));
             rows.len() - 1
         });
         rows[r].2.push((col, id, status));
     }
+    print_requests(cli);
     let mut o = std::io::stdout().lock();
     if output == OutputFormat::Json {
         let mut labels: Vec<&String> = intervals.iter().map(|(_, l)| l).collect();
@@ -1434,6 +1462,12 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool, downstream: bool)
     let mut db = StateDb::open(&ff.state_dir)?;
     let mut batch = crate::state::Batch::default();
     let mut deleted = 0;
+    let exists = if delete_outputs {
+        let outputs = g.roots.iter().flat_map(|&t| g.tasks[t as usize].outputs.iter().copied());
+        targets_exist(&ff, &g, outputs.filter(|&o| crate::store::is_remote(g.target(o))))
+    } else {
+        HashMap::new()
+    };
     for &t in &g.roots {
         batch.tasks.push(crate::state::TaskUpdate::Clear { task_id: g.task_id(&ff, t) });
         if delete_outputs {
@@ -1441,7 +1475,7 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool, downstream: bool)
                 let name = g.target(o);
                 let abs = ff.abs(name);
                 if crate::store::is_remote(name) {
-                    if crate::store::exists(&abs, name) {
+                    if exists.get(&o).copied().unwrap_or(false) {
                         crate::store::remove(name).map_err(|e| Error::Io(format!("cannot delete {e}")))?;
                         deleted += 1;
                     }
@@ -1454,6 +1488,7 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool, downstream: bool)
         }
     }
     db.commit(&mut batch)?;
+    print_requests(cli);
     let mut line = format!("cleared {}", crate::report::plural(g.roots.len(), "task"));
     if delete_outputs {
         line.push_str(&format!(", deleted {}", crate::report::plural(deleted, "output")));
