@@ -645,13 +645,15 @@ impl<'a> Build<'a> {
         }
         // Remote inputs: with staging, commands read a local copy in the cache.
         let mut fetches = Vec::new();
+        let mut leases = Vec::new();
         let mut ins: Vec<String> = Vec::with_capacity(task.inputs.len());
         for &i in &task.inputs {
             let name = g.target(i);
             match metas[i as usize] {
                 Some(m) if stage && !copy && store::is_remote(name) => {
                     let digest = self.digests.digest(name, Path::new(""), &m).map_err(|e| e.to_string())?;
-                    let local = store::cache_path(&self.ff.state_dir.join("cache"), name, &digest);
+                    let local = store::cache_path(&crate::cache::root(&self.ff.state_dir), name, &digest);
+                    leases.push(crate::cache::lease(&local, name)?);
                     ins.push(local.to_string_lossy().into_owned());
                     fetches.push((name.to_string(), m, local));
                 }
@@ -667,6 +669,7 @@ impl<'a> Build<'a> {
             commands,
             headers,
             fetches,
+            leases,
             copies,
             env,
             cwd: self.ff.dir.clone(),

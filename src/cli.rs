@@ -158,6 +158,13 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// The download cache of remote inputs: its size and entries; `prune` empties it.
+    Cache {
+        #[command(subcommand)]
+        action: Option<CacheCmd>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text, global = true)]
+        output: OutputFormat,
+    },
     /// Serve a read-only web UI over the state DB (steps, grid, graph, tasks, runs, logs).
     Ui {
         /// Address and port to listen on; anything but a loopback address needs a token.
@@ -185,6 +192,17 @@ enum Cmd {
     Complete {
         #[arg(allow_hyphen_values = true)]
         word: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheCmd {
+    /// Evict least recently used entries until the cache holds at most `cache_max`;
+    /// entries a running task reads stay.
+    Prune {
+        /// Evict every entry (but those a running task reads).
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -349,6 +367,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             cmd_build(cli, &b)
         }
         Cmd::Clear { sel, delete_outputs, downstream } => cmd_clear(cli, sel, *delete_outputs, *downstream),
+        Cmd::Cache { action, output } => cmd_cache(cli, action.as_ref(), *output),
         Cmd::Ui { bind, token } => cmd_ui(cli, bind, token.clone()),
         Cmd::Schedule(a) => cmd_schedule(cli, a),
         Cmd::Completions { shell } => {
@@ -692,16 +711,21 @@ fn plan_and_build(
                 Box::new(local)
             }
         };
-        build.run(db, rep.as_mut(), &make)?
+        let report = build.run(db, rep.as_mut(), &make)?;
+        // Tasks read the download cache: bring it back under cache_max.
+        match crate::cache::after_build(&ff.state_dir, ff.cache_max) {
+            Some(Ok(p)) if cli.verbose > 0 => eprintln!("flux: cache: {}", p.text()),
+            Some(Err(e)) => eprintln!("flux: warning: {e}"),
+            _ => {}
+        }
+        report
     };
     timing(
         cli,
         &format!("{} ({} files read for digests)", if dry_run { "decide" } else { "build" }, report.digest_reads),
         t3,
     );
-    if cli.verbose > 0 && crate::store::requests().total() > 0 {
-        eprintln!("flux: remote requests: {}", crate::store::requests().summary());
-    }
+    print_requests(cli);
     if cli.verbose > 0 {
         let (own, commands) = (cpu_seconds(libc::RUSAGE_SELF), cpu_seconds(libc::RUSAGE_CHILDREN));
         eprintln!("flux: cpu {own:.3}s in flux itself, {commands:.3}s in commands");
@@ -742,6 +766,13 @@ fn plan_and_build(
         std::mem::forget((g, records, digests, report));
     }
     Ok(built)
+}
+
+/// With `-v`, the requests sent to remote stores (`remote requests: 1 LIST, 0 HEAD, …`).
+fn print_requests(cli: &Cli) {
+    if cli.verbose > 0 && crate::store::requests().total() > 0 {
+        eprintln!("flux: remote requests: {}", crate::store::requests().summary());
+    }
 }
 
 /// `flux schedule` (SPEC §10): the scheduler, building through [`plan_and_build`].
@@ -1145,11 +1176,30 @@ fn cmd_ui(cli: &Cli, bind: &str, token: Option<String>) -> Result<i32> {
     Ok(0)
 }
 
-/// A task's status for `flux status`: its last attempt, or what its outputs say.
-fn task_status(ff: &Fluxfile, g: &TaskGraph, t: u32, id: &str, records: &Records) -> &'static str {
+/// Whether `flux status` needs to know if a task's outputs exist (see [`task_status`]).
+fn needs_outputs(g: &TaskGraph, t: u32, id: &str, records: &Records) -> bool {
     use crate::state::Status;
-    let outputs_exist =
-        || g.tasks[t as usize].outputs.iter().all(|&o| crate::store::exists(&ff.abs(g.target(o)), g.target(o)));
+    !g.tasks[t as usize].outputs.is_empty()
+        && match records.get(id) {
+            Some(r) if r.forced => false,
+            Some(r) => matches!(r.last_status, Status::Success | Status::Skipped | Status::Marked),
+            None => true,
+        }
+}
+
+/// Whether each target of `targets` (indices into `g.targets`) exists: remote ones stat'ed
+/// together, one LIST per folder.
+fn targets_exist(ff: &Fluxfile, g: &TaskGraph, targets: impl Iterator<Item = u32>) -> HashMap<u32, bool> {
+    let idx: Vec<u32> = targets.collect::<HashSet<u32>>().into_iter().collect();
+    let pairs: Vec<(PathBuf, &str)> = idx.iter().map(|&o| (ff.abs(g.target(o)), g.target(o))).collect();
+    idx.into_iter().zip(crate::store::exists_many(&pairs)).collect()
+}
+
+/// A task's status for `flux status`: its last attempt, or what its outputs say
+/// (`exists`: of every output [`needs_outputs`] asked for).
+fn task_status(g: &TaskGraph, t: u32, id: &str, records: &Records, exists: &HashMap<u32, bool>) -> &'static str {
+    use crate::state::Status;
+    let outputs_exist = || g.tasks[t as usize].outputs.iter().all(|o| exists.get(o).copied().unwrap_or(false));
     match records.get(id) {
         Some(r) if r.forced => "cleared",
         Some(r) => match r.last_status {
@@ -1192,10 +1242,18 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
     let mut row_of: HashMap<String, usize> = HashMap::new();
     let mut order: Vec<u32> = (0..g.tasks.len() as u32).collect();
     order.sort_by_key(|&t| (g.tasks[t as usize].step, g.tasks[t as usize].params.clone()));
+    let ids: Vec<String> = (0..g.tasks.len() as u32).map(|t| g.task_id(&ff, t)).collect();
+    let exists = targets_exist(
+        &ff,
+        &g,
+        (0..g.tasks.len() as u32)
+            .filter(|&t| needs_outputs(&g, t, &ids[t as usize], &records))
+            .flat_map(|t| g.tasks[t as usize].outputs.iter().copied()),
+    );
     for &t in &order {
         let task = &g.tasks[t as usize];
         let step = &ff.steps[task.step as usize];
-        let id = g.task_id(&ff, t);
+        let id = ids[t as usize].clone();
         let others: Vec<String> = step
             .params
             .iter()
@@ -1213,13 +1271,14 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
                 intervals.len() - 1
             })
         });
-        let status = task_status(&ff, &g, t, &id, &records);
+        let status = task_status(&g, t, &id, &records, &exists);
         let r = *row_of.entry(row_name.clone()).or_insert_with(|| {
             rows.push((row_name.clone(), kind, Vec::new()));
             rows.len() - 1
         });
         rows[r].2.push((col, id, status));
     }
+    print_requests(cli);
     let mut o = std::io::stdout().lock();
     if output == OutputFormat::Json {
         let mut labels: Vec<&String> = intervals.iter().map(|(_, l)| l).collect();
@@ -1403,6 +1462,12 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool, downstream: bool)
     let mut db = StateDb::open(&ff.state_dir)?;
     let mut batch = crate::state::Batch::default();
     let mut deleted = 0;
+    let exists = if delete_outputs {
+        let outputs = g.roots.iter().flat_map(|&t| g.tasks[t as usize].outputs.iter().copied());
+        targets_exist(&ff, &g, outputs.filter(|&o| crate::store::is_remote(g.target(o))))
+    } else {
+        HashMap::new()
+    };
     for &t in &g.roots {
         batch.tasks.push(crate::state::TaskUpdate::Clear { task_id: g.task_id(&ff, t) });
         if delete_outputs {
@@ -1410,7 +1475,7 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool, downstream: bool)
                 let name = g.target(o);
                 let abs = ff.abs(name);
                 if crate::store::is_remote(name) {
-                    if crate::store::exists(&abs, name) {
+                    if exists.get(&o).copied().unwrap_or(false) {
                         crate::store::remove(name).map_err(|e| Error::Io(format!("cannot delete {e}")))?;
                         deleted += 1;
                     }
@@ -1423,11 +1488,42 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool, downstream: bool)
         }
     }
     db.commit(&mut batch)?;
+    print_requests(cli);
     let mut line = format!("cleared {}", crate::report::plural(g.roots.len(), "task"));
     if delete_outputs {
         line.push_str(&format!(", deleted {}", crate::report::plural(deleted, "output")));
     }
     println!("{line}; the next build reruns {}", if g.roots.len() == 1 { "it" } else { "them" });
+    Ok(0)
+}
+
+/// `flux cache` and `flux cache prune [--all]` (see `crate::cache`).
+fn cmd_cache(cli: &Cli, action: Option<&CacheCmd>, output: OutputFormat) -> Result<i32> {
+    let ff = load(cli, &Selection::default())?;
+    let doc = match action {
+        None => {
+            let r = crate::cache::Report::read(&ff.state_dir, ff.cache_max).map_err(Error::Io)?;
+            if output == OutputFormat::Text {
+                print!("{}", r.text());
+                return Ok(0);
+            }
+            r.json()
+        }
+        Some(CacheCmd::Prune { all }) => {
+            let p = if *all {
+                crate::cache::prune(&crate::cache::root(&ff.state_dir), 0)
+            } else {
+                crate::cache::prune_to_limit(&ff.state_dir, ff.cache_max)
+            }
+            .map_err(Error::Io)?;
+            if output == OutputFormat::Text {
+                println!("{}", p.text());
+                return Ok(0);
+            }
+            p.json()
+        }
+    };
+    println!("{doc}");
     Ok(0)
 }
 

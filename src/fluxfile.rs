@@ -179,6 +179,9 @@ pub struct Fluxfile {
     pub executor: Option<crate::exec::Kind>,
     /// `[slurm]`: how the Slurm executor polls and waits (per-step settings are on the steps).
     pub slurm: crate::exec::SlurmConfig,
+    /// `[flux] cache_max` in bytes: how much the download cache keeps after a build
+    /// (`None`: a share of the free disk, see `cache::max_bytes`).
+    pub cache_max: Option<u64>,
 }
 
 /// `[notify]`: where failure, retry and SLA events are POSTed.
@@ -501,8 +504,18 @@ impl<'a> Keys<'a> {
 
 const TOP_KEYS: &[&str] = &["flux", "vars", "profile", "pools", "step", "store", "notify", "slurm"];
 const INCLUDED_KEYS: &[&str] = &["vars", "pools", "step"];
-const FLUX_KEYS: &[&str] =
-    &["start", "state", "jobs", "include", "generate", "timezone", "generate_timeout", "max_tasks", "executor"];
+const FLUX_KEYS: &[&str] = &[
+    "start",
+    "state",
+    "jobs",
+    "include",
+    "generate",
+    "timezone",
+    "generate_timeout",
+    "max_tasks",
+    "executor",
+    "cache_max",
+];
 const STEP_KEYS: &[&str] = &[
     "params",
     "inputs",
@@ -588,9 +601,14 @@ impl<'o> Loader<'o> {
         let mut include_globs = Vec::new();
         let mut extra_docs: Vec<&'static Doc> = Vec::new();
         let mut executor = None;
+        let mut cache_max = None;
         if let Some((t, _)) = top.table("flux")? {
             let k = Keys::check(&main.source, t, "[flux]", FLUX_KEYS)?;
             executor = executor_in(&k)?;
+            if let Some((s, span)) = k.str("cache_max")? {
+                let help = "write a size such as cache_max = \"500M\" or \"10G\"";
+                cache_max = Some(param::parse_size(&s).map_err(|e| Error::at_help(e, &span, help))?);
+            }
             if let Some((s, span)) = k.str("start")? {
                 start = Some((s, span));
             }
@@ -937,6 +955,7 @@ impl<'o> Loader<'o> {
             include_globs,
             executor,
             slurm,
+            cache_max,
         })
     }
 

@@ -14,6 +14,7 @@
 //! fills in the specification.
 
 pub mod builder;
+pub mod cache;
 pub mod cli;
 pub mod complete;
 pub mod error;

@@ -820,6 +820,18 @@ pub fn exists(abs: &Path, target: &str) -> bool {
     if is_remote(target) { matches!(stat(target), Ok(Some(_))) } else { abs.exists() }
 }
 
+/// [`exists`] for many targets (where each is on disk, the target): the remote ones
+/// stat'ed together by [`stat_many`] as a build stats them, one LIST per folder
+/// (`flux status`, `flux clear`).
+pub fn exists_many(targets: &[(PathBuf, &str)]) -> Vec<bool> {
+    let remote: Vec<&str> = targets.iter().map(|(_, t)| *t).filter(|t| is_remote(t)).collect();
+    let mut stats = if remote.is_empty() { Vec::new() } else { stat_many(&remote) }.into_iter();
+    targets
+        .iter()
+        .map(|(abs, t)| if is_remote(t) { matches!(stats.next(), Some(Ok(Some(_)))) } else { abs.exists() })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,8 @@
 mod servers;
 mod test;
 
+#[path = "integration/cache.rs"]
+mod cache;
 #[path = "integration/cli.rs"]
 mod cli;
 #[path = "integration/completion.rs"]
@@ -54,6 +56,8 @@ mod params;
 mod planning;
 #[path = "integration/property.rs"]
 mod property;
+#[path = "integration/remote_stat.rs"]
+mod remote_stat;
 #[path = "integration/schedule.rs"]
 mod schedule;
 #[path = "integration/schedule_dst.rs"]

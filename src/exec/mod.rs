@@ -110,6 +110,9 @@ pub struct Job {
     /// Remote inputs to download into the cache before anything runs: (target, its
     /// stat, the cache path the commands read).
     pub fetches: Vec<(String, crate::target::Meta, PathBuf)>,
+    /// Leases on the cache entries of `fetches`, held as long as the job is (see
+    /// [`crate::cache`]): no eviction deletes what the job reads.
+    pub leases: Vec<crate::cache::Lease>,
     /// Built-in copies (`action = "copy"`), done before the commands: (from, to), each a
     /// local path or a remote target.
     pub copies: Vec<(End, End)>,
