@@ -263,3 +263,21 @@ fn a_stalled_response_is_retried_after_the_read_timeout() {
     assert_eq!(proxy.count("GET", "/in/a.txt"), 2, "{}", proxy.describe());
     assert_eq!(proxy.count("PUT", "/out/a.txt"), 2, "{}", proxy.describe());
 }
+
+#[test]
+fn a_copy_step_with_commands_hands_them_the_staged_copy() {
+    let bucket = s3().bucket("with-post");
+    s3().put(&bucket, "in/a.txt", b"a\n");
+    let proxy = fault_proxy(s3().port());
+    // `post` reads what is about to be committed: the copy goes through the staged file.
+    let t = via(&proxy).fluxfile(&format!(
+        "[step.copy]\ninputs = [\"s3://{bucket}/in/a.txt\"]\noutputs = [\"s3://{bucket}/out/a.txt\"]\naction = \"copy\"\n\
+         post = [\"cp {{{{ outputs[0] }}}} seen.txt\"]\n"
+    ));
+    let o = t.run_args(json_build(&["-v", "copy"]));
+    o.assert_status(0).assert_ran(&["copy"]);
+    assert_eq!(t.read("seen.txt"), "a\n");
+    assert_eq!(s3().get(&bucket, "out/a.txt").as_deref(), Some(&b"a\n"[..]));
+    let r = requests(&o);
+    assert_eq!((r["GET"], r["PUT"], r["COPY"]), (1, 1, 0), "{}", o.describe());
+}
