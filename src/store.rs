@@ -18,14 +18,15 @@
 //! - [`upload`]: a staged output put in place only when its task succeeded (multipart for
 //!   large files: nothing is visible before the upload completes), its content hashed on
 //!   the way;
-//! - [`copy`]: a stream from any store to any store (`action = "copy"`);
+//! - [`copy`]: a server-side copy within one store, else a stream from any store to any
+//!   store, hashed on the way (`action = "copy"`, in [`copy`](mod@copy)'s module);
 //! - [`remove`]: what a failed `stage = false` task wrote.
 //!
 //! Errors name the URI and the cause, never a credential (object_store's messages carry
 //! none; URIs with user info are refused when the Fluxfile is loaded).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -33,12 +34,14 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
+use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
 
 use crate::state::Hash;
 use crate::target::Meta;
 
 pub mod content;
+mod copy;
+pub use copy::copy_to;
 
 /// The URI schemes flux sends to a remote store.
 pub const SCHEMES: &[&str] = &["s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "hdfs", "viewfs"];
@@ -147,6 +150,8 @@ pub struct Requests {
     pub get: AtomicU64,
     pub put: AtomicU64,
     pub delete: AtomicU64,
+    /// Server-side copies (S3 CopyObject, GCS and Azure copy): no body goes through flux.
+    pub copy: AtomicU64,
 }
 
 impl Requests {
@@ -156,17 +161,19 @@ impl Requests {
             + self.get.load(Relaxed)
             + self.put.load(Relaxed)
             + self.delete.load(Relaxed)
+            + self.copy.load(Relaxed)
     }
 
-    /// `3 LIST, 1 HEAD, 0 GET, 2 PUT, 0 DELETE`.
+    /// `3 LIST, 1 HEAD, 0 GET, 2 PUT, 0 DELETE, 0 COPY`.
     pub fn summary(&self) -> String {
         format!(
-            "{} LIST, {} HEAD, {} GET, {} PUT, {} DELETE",
+            "{} LIST, {} HEAD, {} GET, {} PUT, {} DELETE, {} COPY",
             self.list.load(Relaxed),
             self.head.load(Relaxed),
             self.get.load(Relaxed),
             self.put.load(Relaxed),
-            self.delete.load(Relaxed)
+            self.delete.load(Relaxed),
+            self.copy.load(Relaxed)
         )
     }
 }
@@ -185,6 +192,7 @@ static REQUESTS: Requests = Requests {
     get: AtomicU64::new(0),
     put: AtomicU64::new(0),
     delete: AtomicU64::new(0),
+    copy: AtomicU64::new(0),
 };
 
 /// Give the Fluxfile's `[store]` tables (once, before the first remote request).
@@ -213,11 +221,21 @@ fn remote() -> Result<&'static Remote, String> {
     Ok(REMOTE.get_or_init(|| Remote { rt, configs, stores: Mutex::new(HashMap::new()) }))
 }
 
-/// Retries for transient failures (connection errors, 5xx, throttling), with backoff;
-/// a permanent error (403, no such bucket) is not retried.
+/// Retries for transient failures (connection errors and resets, stalled responses, 5xx,
+/// throttling), with backoff from 100 ms doubling to at most 15 s; a permanent error (403,
+/// no such bucket) is not retried. At most 5 retries and 3 minutes from a request's first
+/// try (object_store re-sends the signed request, so it must stay well within the
+/// signature's validity).
 fn retry() -> RetryConfig {
-    RetryConfig { max_retries: 5, retry_timeout: Duration::from_secs(60), ..Default::default() }
+    RetryConfig { max_retries: 5, retry_timeout: Duration::from_secs(180), ..Default::default() }
 }
+
+/// Client timeouts, set before the `[store]` table's keys (which win): connecting may take
+/// 5 s; a response may stall (no byte read) for at most 30 s, then the request fails and
+/// is retried. object_store's default total limit of 30 s per request is lifted to 1 h:
+/// it cut every GET of a large object at 30 s, and a body that keeps flowing is no fault.
+const TIMEOUTS: [(ClientConfigKey, &str); 3] =
+    [(ClientConfigKey::ConnectTimeout, "5s"), (ClientConfigKey::ReadTimeout, "30s"), (ClientConfigKey::Timeout, "1h")];
 
 impl Remote {
     /// The part size of a store's multipart uploads, and the largest file sent in one PUT.
@@ -250,6 +268,9 @@ impl Remote {
         Ok(match uri.scheme {
             "s3" | "s3a" => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(root).with_retry(retry());
+                for (k, v) in TIMEOUTS {
+                    b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v);
+                }
                 for (k, v) in options {
                     b = b.with_config(k.to_ascii_lowercase().parse().map_err(|_| bad(k))?, v);
                 }
@@ -257,6 +278,9 @@ impl Remote {
             }
             "gs" => {
                 let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(root).with_retry(retry());
+                for (k, v) in TIMEOUTS {
+                    b = b.with_config(object_store::gcp::GoogleConfigKey::Client(k), v);
+                }
                 for (k, v) in options {
                     b = b.with_config(k.to_ascii_lowercase().parse().map_err(|_| bad(k))?, v);
                 }
@@ -264,6 +288,9 @@ impl Remote {
             }
             "az" | "azure" | "abfs" | "abfss" => {
                 let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(root).with_retry(retry());
+                for (k, v) in TIMEOUTS {
+                    b = b.with_config(object_store::azure::AzureConfigKey::Client(k), v);
+                }
                 for (k, v) in options {
                     b = b.with_config(k.to_ascii_lowercase().parse().map_err(|_| bad(k))?, v);
                 }
@@ -518,9 +545,10 @@ pub enum Loc<'a> {
     Remote(&'a str),
 }
 
-/// Copy a file from any store to any store, streaming: at most one part in memory. A
-/// local destination is written beside itself and renamed; a remote one appears whole
-/// when the upload completes.
+/// Copy a file from any store to any store: within one object store a server-side copy,
+/// else a stream with at most a few parts in memory (see [`copy`](mod@copy)). A local
+/// destination is written beside itself and renamed; a remote one appears whole when the
+/// copy or upload completes.
 pub fn copy(from: &Loc<'_>, to: &Loc<'_>) -> Result<(), String> {
     match (from, to) {
         (Loc::Local(a), Loc::Local(b)) => {
@@ -528,70 +556,8 @@ pub fn copy(from: &Loc<'_>, to: &Loc<'_>) -> Result<(), String> {
             std::fs::copy(a, &tmp).map_err(|e| format!("cannot copy {} to {}: {e}", a.display(), b.display()))?;
             std::fs::rename(&tmp, b).map_err(|e| format!("cannot write {}: {e}", b.display()))
         }
-        (Loc::Local(a), Loc::Remote(t)) => upload(a, t).map(|_| ()),
-        (Loc::Remote(t), Loc::Local(b)) => {
-            let (r, store, u) = open(t)?;
-            let tmp = tmp_beside(b);
-            let res = r.rt.block_on(async {
-                REQUESTS.get.fetch_add(1, Relaxed);
-                let got = store.get(&obj_path(u.key)).await.map_err(|e| err(t, e))?;
-                let mut f = std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-                let mut s = got.into_stream();
-                while let Some(chunk) = s.next().await {
-                    let chunk = chunk.map_err(|e| err(t, e))?;
-                    f.write_all(&chunk).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-                }
-                f.sync_all().map_err(|e| format!("cannot write {}: {e}", tmp.display()))
-            });
-            match res {
-                Ok(()) => std::fs::rename(&tmp, b).map_err(|e| format!("cannot write {}: {e}", b.display())),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    Err(e)
-                }
-            }
-        }
-        (Loc::Remote(a), Loc::Remote(b)) => {
-            let (r, src, ua) = open(a)?;
-            let (_, dst, ub) = open(b)?;
-            let part = r.part_size(&ub);
-            let mut hash = content::Hashing::default();
-            let (put, size) = r.rt.block_on(async {
-                REQUESTS.get.fetch_add(1, Relaxed);
-                let got = src.get(&obj_path(ua.key)).await.map_err(|e| err(a, e))?;
-                REQUESTS.put.fetch_add(1, Relaxed);
-                let up = dst.put_multipart(&obj_path(ub.key)).await.map_err(|e| err(b, e))?;
-                let mut w = WriteMultipart::new_with_chunk_size(up, part);
-                let mut s = got.into_stream();
-                let mut size = 0u64;
-                while let Some(chunk) = s.next().await {
-                    match chunk {
-                        Ok(c) => {
-                            w.wait_for_capacity(2).await.map_err(|e| err(b, e))?;
-                            hash.update(&c);
-                            size += c.len() as u64;
-                            w.write(&c);
-                        }
-                        Err(e) => {
-                            let _ = w.abort().await;
-                            return Err(err(a, e));
-                        }
-                    }
-                }
-                w.finish().await.map(|put| (put, size)).map_err(|e| err(b, e))
-            })?;
-            // The bytes went through flux: record their hash against the new object's
-            // identity (asked for when the store's answer has none, as on HDFS).
-            let meta = match identity(put.e_tag.as_deref(), put.version.as_deref()) {
-                0 => {
-                    REQUESTS.head.fetch_add(1, Relaxed);
-                    to_meta(&r.rt.block_on(dst.head(&obj_path(ub.key))).map_err(|e| err(b, e))?)
-                }
-                inode => Meta { size, mtime_ns: 0, inode, is_dir: false },
-            };
-            content::record(b, &meta, hash.finish());
-            Ok(())
-        }
+        (_, Loc::Remote(t)) => copy_to(from, t).map(|_| ()),
+        (Loc::Remote(t), Loc::Local(b)) => copy::download(t, b),
     }
 }
 
@@ -694,6 +660,8 @@ async fn put_file(
             }
         };
         if let Err(e) = w.wait_for_capacity(2).await {
+            // No parts left behind on the server.
+            let _ = w.abort().await;
             return Err(err(target, e));
         }
         hash.update(&buf[..n]);

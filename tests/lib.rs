@@ -5,6 +5,7 @@
 //! does not set `autotests = false`: cargo would otherwise build every `tests/*.rs` as a
 //! test crate of its own, where `crate::test` does not exist.
 
+mod faultproxy;
 mod servers;
 mod test;
 
@@ -16,6 +17,8 @@ mod cli;
 mod completion;
 #[path = "integration/concurrency.rs"]
 mod concurrency;
+#[path = "integration/copies.rs"]
+mod copies;
 #[path = "integration/crash.rs"]
 mod crash;
 #[path = "integration/dbfaults.rs"]

@@ -22,7 +22,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Echo, Executor, Finished, Job, JobOutput, Outcome};
+use super::{Echo, End, Executor, Finished, Job, JobOutput, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kill {
@@ -423,7 +423,11 @@ fn commit_outputs(
     let mut metas = Vec::with_capacity(job.outputs.len());
     for (i, o) in job.outputs.iter().enumerate() {
         if let Some(target) = &o.remote {
+            let copy = o.staged.as_deref().and_then(|s| copy_source(job, s));
             let meta = match &o.staged {
+                Some(_) if let Some(from) = copy => {
+                    crate::store::copy_to(&from.loc(), target).map_err(|e| format!("cannot copy output: {e}"))?
+                }
                 Some(staged) => {
                     if !staged.exists() {
                         return Err(not_written(i, o, staged));
@@ -469,6 +473,28 @@ fn commit_outputs(
     Ok(metas)
 }
 
+/// Whether a copy (`action = "copy"`) goes straight to its remote output when the job
+/// commits, instead of through the output's local staging file: always, unless the step
+/// has commands (`pre`, `post`), which are handed that file.
+fn deferred(job: &Job, to: &End) -> bool {
+    match to {
+        End::Local(p) => {
+            job.commands.is_empty() && job.outputs.iter().any(|o| o.remote.is_some() && o.staged.as_ref() == Some(p))
+        }
+        End::Remote(_) => false,
+    }
+}
+
+/// The source of the copy that a remote output staged at `staged` gets at commit, if any
+/// (see [`deferred`]): a server-side copy or a stream straight into the final object,
+/// which appears whole when the copy completes.
+fn copy_source<'a>(job: &'a Job, staged: &std::path::Path) -> Option<&'a End> {
+    if !job.commands.is_empty() {
+        return None;
+    }
+    job.copies.iter().find(|(_, to)| matches!(to, End::Local(p) if p == staged)).map(|(from, _)| from)
+}
+
 /// The message for a staged output that nothing wrote: where flux expected it.
 fn not_written(i: usize, o: &JobOutput, staged: &std::path::Path) -> String {
     format!(
@@ -503,6 +529,9 @@ fn run_job(
         }
     }
     for (from, to) in &job.copies {
+        if deferred(job, to) {
+            continue;
+        }
         // Streams: a local copy uses copy_file_range, a remote one moves a part at a time.
         if let Err(message) = crate::store::copy(&from.loc(), &to.loc()) {
             log.write(format!("flux: {message}\n").as_bytes());
