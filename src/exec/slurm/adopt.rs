@@ -239,3 +239,53 @@ fn cancel(ids: &[String]) {
         let _ = run(Command::new("scancel").args(ids));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(task: &str, attempt: u32, started_at: f64) -> DeadAttempt {
+        DeadAttempt {
+            run_id: 1,
+            task_id: task.into(),
+            attempt,
+            reason: None,
+            started_at,
+            expect: Some(([1; 32], [2; 32])),
+        }
+    }
+
+    #[test]
+    fn a_dead_runs_listed_jobs_pair_with_its_running_attempts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scripts = dir.path().join("slurm");
+        let listed = |id: &str, comment: &str| Listed {
+            job_id: id.into(),
+            name: "flux-1-abcd".into(),
+            stage: dir.path().into(),
+            log: dir.path().join(format!("{id}.log")),
+            comment: comment.into(),
+        };
+        listed("10", "a[x\ty]#1").note(&scripts);
+        listed("11", "b#1").note(&scripts);
+        listed("12", "").note(&scripts);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(scripts.join(JOBS_FILE))
+            .and_then(|mut f| f.write_all(b"13\n"))
+            .expect("append");
+        let text = std::fs::read_to_string(scripts.join(JOBS_FILE)).expect("read");
+        assert_eq!(Listed::parse(text.lines().next().unwrap_or_default()), Some(listed("10", "a[x\ty]#1")));
+        let mut o = Orphans::default();
+        // b's running attempt is its second: job 11 ran its first, which ended.
+        assert!(o.collect(dir.path(), 1, &[attempt("a[x\ty]", 1, 5.0), attempt("b", 2, 6.0)]));
+        assert_eq!(o.by_task.keys().collect::<Vec<_>>(), ["a[x\ty]"]);
+        assert_eq!(o.by_task["a[x\ty]"].job_id, "10");
+        let mut cancel = o.cancel.clone();
+        cancel.sort();
+        assert_eq!(cancel, ["11", "12", "13"]);
+        // Nothing reaches Slurm from this test.
+        o.by_task.clear();
+        o.cancel.clear();
+    }
+}

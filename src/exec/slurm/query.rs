@@ -77,6 +77,11 @@ pub(super) fn sacct(ids: &[&str], limit: Duration) -> Result<Listing, String> {
     bases.dedup();
     let out =
         run_within(Command::new("sacct").args(["-n", "-X", "-P", "-o", "JobID,State", "-j", &bases.join(",")]), limit)?;
+    Ok(parse_sacct(&out, ids))
+}
+
+/// `sacct -X -P -o JobID,State`'s lines, for the jobs `ids`.
+fn parse_sacct(out: &str, ids: &[&str]) -> Listing {
     let mut listing = Listing::new();
     let mut pending_arrays = Vec::new();
     for line in out.lines() {
@@ -98,7 +103,7 @@ pub(super) fn sacct(ids: &[&str], limit: Duration) -> Result<Listing, String> {
             listing.insert(id.to_string(), state.clone());
         }
     }
-    Ok(listing)
+    listing
 }
 
 /// Slurm's state of one job that ended without an exit file: `scontrol` (kept
@@ -114,4 +119,21 @@ pub(super) fn state_of(id: &str, accounting: bool, limit: Duration) -> Option<St
         return None;
     }
     sacct(&[id], limit).ok()?.remove(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sacct_lines_give_each_job_and_array_element_its_state() {
+        let out = "41|COMPLETED\n42|CANCELLED by 0\n43_0|RUNNING\n43_[1-3]|PENDING\n";
+        let l = parse_sacct(out, &["41", "42", "43_0", "43_2", "44"]);
+        assert_eq!(l.get("41").map(String::as_str), Some("COMPLETED"));
+        assert_eq!(l.get("42").map(String::as_str), Some("CANCELLED"));
+        assert_eq!(l.get("43_0").map(String::as_str), Some("RUNNING"));
+        assert_eq!(l.get("43_2").map(String::as_str), Some("PENDING"));
+        assert_eq!(l.get("44"), None, "not heard of yet");
+        assert!(is_final("CANCELLED") && is_final("FAILED") && !is_final("COMPLETING"));
+    }
 }
