@@ -406,6 +406,7 @@ impl<'a> Build<'a> {
             commands: HashMap::new(),
             echo,
             dead_attempts: HashMap::new(),
+            orphans: Default::default(),
             spawned: Vec::new(),
             start_log: crate::procs::StartLog::new(&stage_dir(&self.ff.state_dir, run_id)),
         };
@@ -684,6 +685,7 @@ impl<'a> Build<'a> {
                     mem: step.mem,
                     settings: step.slurm.clone(),
                     array: step.array.as_ref().is_some_and(|(a, _)| *a).then_some(task.step),
+                    adopt: None,
                 })
             }),
         })
@@ -932,6 +934,8 @@ struct Runner<'b, 'a> {
     echo: Option<crate::report::LineSink>,
     /// Attempts that were running when their flux died, by task id (see `recognise`).
     dead_attempts: HashMap<String, crate::state::DeadAttempt>,
+    /// Slurm jobs of dead runs, until adopted (see `exec::slurm::adopt`).
+    orphans: crate::exec::slurm::Orphans,
     /// Process groups spawned for tasks not announced yet (see `note_groups`).
     spawned: Vec<crate::procs::Spawned>,
     /// The attempts this run started, noted at once (see `procs::StartLog`).
@@ -954,6 +958,7 @@ impl Runner<'_, '_> {
             )));
         }
         self.dead_attempts.extend(swept.running);
+        self.orphans.extend(swept.slurm, &self.stage_root.join("slurm"));
     }
 
     /// Record process groups on their attempts: those of tasks announced (`begin`), whose
@@ -1485,6 +1490,8 @@ impl Runner<'_, '_> {
         let made = &mut self.made_dirs;
         match self.b.prepare(t, &self.ids[ti], attempt, self.run_id, &self.stage_root, made, &self.metas) {
             Ok(mut job) => {
+                // A dead flux's Slurm job for this very work is adopted, not submitted again.
+                self.orphans.offer(&mut job, self.prints.get(&t).and_then(|p| p.0).map(|fp| (fp.cmd, fp.inputs)));
                 if let Some(echo) = &self.echo {
                     job.echo = Some(crate::exec::Echo { label: format!("{} | ", self.ids[ti]), sink: echo.clone() });
                 }

@@ -673,7 +673,7 @@ impl<'o> Loader<'o> {
                 &main.source,
                 t,
                 "[slurm]",
-                &["poll", "latency_wait", "partition", "account", "qos", "extra"],
+                &["poll", "latency_wait", "command_timeout", "partition", "account", "qos", "extra"],
             )?;
             if let Some((d, span)) = duration_in(&k, "poll")? {
                 if d.is_zero() {
@@ -687,6 +687,16 @@ impl<'o> Loader<'o> {
             }
             if let Some((d, _)) = duration_in(&k, "latency_wait")? {
                 slurm.latency_wait = d;
+            }
+            if let Some((d, span)) = duration_in(&k, "command_timeout")? {
+                if d.is_zero() {
+                    return Err(Error::at_help(
+                        "`command_timeout` in [slurm] must be longer than 0s",
+                        &span,
+                        "write e.g. command_timeout = \"60s\"",
+                    ));
+                }
+                slurm.command_timeout = d;
             }
             slurm.defaults = Arc::new(slurm_settings(&k, &crate::exec::SlurmSettings::default())?);
         }

@@ -537,6 +537,9 @@ pub struct Swept {
     /// The attempts those runs had running, by task id: the next run of such a task may
     /// recognise its outputs (see `Runner::recognise`).
     pub running: HashMap<String, DeadAttempt>,
+    /// Their Slurm jobs that still run (or ended with an exit code): the build adopts
+    /// those it needs and cancels the others.
+    pub slurm: crate::exec::slurm::Orphans,
 }
 
 /// Kill the process groups `dead` runs left running and wait until they are gone; returns
@@ -547,8 +550,7 @@ fn kill_groups_of(dead: &[crate::state::DeadRun], state_dir: &Path) -> usize {
         let stage = state_dir.join("stage").join(run.id.to_string());
         targets.extend(run.groups.iter().copied());
         targets.extend(read_group_file(&group_file(&stage)));
-        // Its Slurm jobs, if any: cancelled, as its processes are killed.
-        crate::exec::slurm::cancel_dead_run(&stage);
+        // Its Slurm jobs, if any, run on: the next build adopts them (`sweep_dead_runs`).
     }
     let mut killed = Vec::new();
     for &(pgid, start) in &targets {
@@ -588,20 +590,31 @@ pub fn sweep_dead_runs(db: &mut StateDb, state_dir: &Path) -> Result<Swept, Stat
         return Ok(out);
     }
     out.killed = kill_groups_of(&dead, state_dir);
+    let mut stages = Vec::new();
     for run in dead {
         let stage = state_dir.join("stage").join(run.id.to_string());
         db.close_dead_run(run.id)?;
         // Attempts the DB has as `running`, and those only the start file knows (started
         // within the last batch window): the latest start of a task is the one to judge.
         let noted = read_start_file(&start_file(&stage), run.id);
-        for a in run.running.into_iter().chain(noted) {
+        let running: Vec<DeadAttempt> = run.running.into_iter().chain(noted).collect();
+        out.slurm.collect(&stage, run.id, &running);
+        for a in running {
             // A task taken over from one dead run by another that died too: the later wins.
             if out.running.get(&a.task_id).is_none_or(|o| o.started_at < a.started_at) {
                 out.running.insert(a.task_id.clone(), a);
             }
         }
-        let _ = std::fs::remove_dir_all(&stage);
+        stages.push(stage);
         out.runs.push(run.id);
+    }
+    // Which Slurm jobs still count (one `squeue`, only if a dead run submitted any); the
+    // staging folders of those are kept until the build ends.
+    out.slurm.settle();
+    for stage in stages {
+        if !out.slurm.keeps(&stage) {
+            let _ = std::fs::remove_dir_all(&stage);
+        }
     }
     Ok(out)
 }

@@ -326,7 +326,7 @@ impl LogSink {
 }
 
 /// Whole lines, each prefixed with `label`.
-fn prefixed(label: &str, lines: &[u8]) -> String {
+pub(super) fn prefixed(label: &str, lines: &[u8]) -> String {
     let text = String::from_utf8_lossy(lines);
     let mut out = String::with_capacity(text.len() + 8 * label.len());
     for line in text.split_inclusive('\n') {

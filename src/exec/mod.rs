@@ -68,6 +68,9 @@ pub struct SlurmConfig {
     pub poll: Duration,
     /// How long to wait for a job's exit file once Slurm says it ended.
     pub latency_wait: Duration,
+    /// How long a Slurm command (`sbatch`, `squeue`, …) may take before flux gives up on
+    /// it (a submission is then looked up by its comment before it counts as failed).
+    pub command_timeout: Duration,
     pub defaults: Arc<SlurmSettings>,
 }
 
@@ -76,6 +79,7 @@ impl Default for SlurmConfig {
         SlurmConfig {
             poll: Duration::from_secs(1),
             latency_wait: Duration::from_secs(60),
+            command_timeout: slurm::COMMAND_TIMEOUT,
             defaults: Arc::new(SlurmSettings::default()),
         }
     }
@@ -92,6 +96,9 @@ pub struct SlurmJob {
     pub settings: Arc<SlurmSettings>,
     /// `array = true`: jobs with the same key handed over together go as one job array.
     pub array: Option<u32>,
+    /// A dead flux's job that ran this very attempt's work: polled instead of submitting
+    /// a new one (see [`slurm::adopt`]).
+    pub adopt: Option<Box<slurm::Orphan>>,
 }
 
 /// Makes the executor of a run (chosen by `cli`).

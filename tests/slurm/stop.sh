@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Stop the daemons tests/slurm/start.sh started (by the pids it kept in
 # $FLUX_TEST_SLURM_DIR/pids, each only if it still runs that program). Idempotent.
-#   tests/slurm/stop.sh [--purge]    --purge: also delete $FLUX_TEST_SLURM_DIR
+#   tests/slurm/stop.sh [--with-dbd] [--purge]
+#     --with-dbd: the cluster with accounting (default folder /tmp/flux-test-slurm-dbd)
+#     --purge: also delete $FLUX_TEST_SLURM_DIR
 set -euo pipefail
-DIR="${FLUX_TEST_SLURM_DIR:-/tmp/flux-test-slurm}"
-for name in slurmd slurmctld munged; do
+DBD=0
+[ "${1:-}" = "--with-dbd" ] && { DBD=1; shift; }
+if [ "$DBD" = 1 ]; then DIR="${FLUX_TEST_SLURM_DIR:-/tmp/flux-test-slurm-dbd}"; else DIR="${FLUX_TEST_SLURM_DIR:-/tmp/flux-test-slurm}"; fi
+for name in slurmd slurmctld slurmdbd mariadbd munged; do
   f="$DIR/pids/$name"
   [ -s "$f" ] || continue
   pid=$(cat "$f")
@@ -17,6 +21,6 @@ for name in slurmd slurmctld munged; do
   rm -f "$f"
 done
 if [ "${1:-}" = "--purge" ]; then
-  grep -qF "# written by flux's tests/slurm/start.sh" /etc/slurm/slurm.conf 2>/dev/null && rm -f /etc/slurm/slurm.conf
+  [ "$DBD" = 1 ] || { grep -qF "# written by flux's tests/slurm/start.sh" /etc/slurm/slurm.conf 2>/dev/null && rm -f /etc/slurm/slurm.conf; }
   rm -rf "$DIR"
 fi

@@ -5,50 +5,56 @@
 //! file next to the log, atomically (a temporary file, then `mv`). The graph stays in
 //! flux: a job is submitted when the build loop hands it over.
 //!
-//! One thread submits and polls: one `squeue --name flux-<run-id>` per round for the whole
-//! run, every `[slurm] poll` while something changes, backing off to [`MAX_POLL`]. A job
-//! gone from `squeue` has ended: its exit code comes from the exit file (waited for up to
+//! One thread submits and polls: one call per round for the whole run (`sacct` where
+//! accounting is set up, else `squeue`; see [`query`]), every `[slurm] poll` while
+//! something changes, backing off to [`MAX_POLL`]. A job in a final state (or forgotten
+//! by Slurm) has ended: its exit code comes from the exit file (waited for up to
 //! `[slurm] latency_wait`, for a shared file system's lag); with no exit file, Slurm's
-//! state (`scontrol show job`, else `sacct`) says why (`CANCELLED`, `TIMEOUT`,
-//! `NODE_FAIL`, `OUT_OF_MEMORY`, `PREEMPTED`…). Outputs are moved into place from staging
-//! here, on the submitting host, once the exit file is read (the local executor's code).
-//! Ctrl-C cancels every job of the run with one `scancel --name`; a step's `timeout` is
-//! enforced by flux too (Slurm's `--time` counts whole minutes): the job is cancelled.
+//! state says why (`CANCELLED`, `TIMEOUT`, `NODE_FAIL`, `OUT_OF_MEMORY`, `PREEMPTED`…).
+//! Outputs are moved into place from staging here, on the submitting host, once the exit
+//! file is read (the local executor's code). Ctrl-C cancels every job of the run with one
+//! `scancel --name`; a step's `timeout` is enforced by flux too (Slurm's `--time` counts
+//! whole minutes): the job is cancelled. With `--stream`, the logs of running jobs (on
+//! the shared file system) are tailed.
+//!
+//! A job handed over with [`SlurmJob::adopt`](super::SlurmJob) set is not submitted: it is
+//! a dead flux's job, re-attached (see [`adopt`]).
 //!
 //! Jobs without `slurm` settings (steps that run locally) and jobs with nothing for the
 //! cluster to run (built-in copies) go to the [`LocalExecutor`] this one wraps; every
 //! result comes back through its `wait`.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
-use super::local::{settle, stat_before};
+use super::local::{prefixed, settle, stat_before};
 use super::{Executor, Finished, Job, LocalExecutor, Outcome, SlurmConfig};
+
+pub mod adopt;
+mod cmd;
+mod query;
+
+pub use adopt::{Orphan, Orphans};
+pub use cmd::{COMMAND_TIMEOUT, job_name};
+use cmd::{append, exit_file, header, quote, run_within, wrapper};
+use query::{Cluster, killed};
 
 /// How long to wait for more jobs after one is handed over, to submit those of one round
 /// together.
 const GATHER: Duration = Duration::from_millis(20);
 
-/// The longest time between two `squeue` calls.
+/// The longest time between two polling rounds.
 pub const MAX_POLL: Duration = Duration::from_secs(30);
 
 /// How long a cancelled job may take to leave `squeue` before it is reported anyway.
 const CANCEL_GRACE: Duration = Duration::from_secs(15);
 
-/// Slurm states in which the wrapper cannot have written an exit code, and what they mean.
-const KILLED_STATES: &[(&str, &str)] = &[
-    ("CANCELLED", "the job was cancelled"),
-    ("TIMEOUT", "the job reached its time limit (--time)"),
-    ("NODE_FAIL", "the node running the job failed"),
-    ("OUT_OF_MEMORY", "the job ran out of memory (--mem)"),
-    ("PREEMPTED", "the job was preempted"),
-    ("BOOT_FAIL", "the node could not boot for the job"),
-    ("DEADLINE", "the job reached its deadline"),
-];
+/// How often the logs of running jobs are read with `--stream`.
+const TAIL_EVERY: Duration = Duration::from_millis(250);
 
 /// What `sbatch` says of a job that no node can ever run.
 const REFUSALS: &[&str] = &[
@@ -84,7 +90,8 @@ impl SlurmExecutor {
     ) -> SlurmExecutor {
         let (tx, rx) = channel();
         let mut poller = Poller {
-            name: job_name(run_id, state),
+            names: vec![job_name(run_id, state)],
+            stage: scripts.parent().map(Path::to_path_buf).unwrap_or_default(),
             scripts,
             config,
             results: local.results(),
@@ -92,7 +99,7 @@ impl SlurmExecutor {
             jobs: HashMap::new(),
             interrupted: false,
             serial: 0,
-            max_array: None,
+            cluster: None,
         };
         let thread = std::thread::spawn(move || poller.run(rx));
         SlurmExecutor { local, tx: Some(tx), thread: Some(thread) }
@@ -150,10 +157,17 @@ struct Ready {
     before: Vec<Option<crate::target::Meta>>,
 }
 
-/// A submitted job.
+/// A submitted (or adopted) job.
 struct Sub {
     job: Job,
     slurm_id: String,
+    /// Where Slurm writes its output: the job's log, or for an adopted job the dead
+    /// attempt's log (copied into the job's log when it ends).
+    out: PathBuf,
+    /// The run that submitted it, if not this one (an adopted job).
+    adopted_from: Option<i64>,
+    /// `--stream`: what was read of `out`.
+    tail: Tail,
     before: Vec<Option<crate::target::Meta>>,
     submitted: Instant,
     /// When `squeue` first showed it running (its timeout counts from here).
@@ -161,12 +175,15 @@ struct Sub {
     killed: Option<(Kill, Instant)>,
     /// When it was first seen ended without an exit file, and Slurm's state then.
     ended: Option<(Instant, Option<String>)>,
-    /// The last state `squeue` gave.
+    /// The last state Slurm gave.
     state: Option<String>,
 }
 
 struct Poller {
-    name: String,
+    /// The job names of this run's jobs (the first) and of the dead runs' jobs it adopted.
+    names: Vec<String>,
+    /// This run's staging folder.
+    stage: PathBuf,
     scripts: PathBuf,
     config: SlurmConfig,
     results: Sender<Finished>,
@@ -174,8 +191,8 @@ struct Poller {
     jobs: HashMap<u32, Sub>,
     interrupted: bool,
     serial: u64,
-    /// The cluster's `MaxArraySize`, once asked.
-    max_array: Option<usize>,
+    /// The cluster's settings, once asked.
+    cluster: Option<Cluster>,
 }
 
 impl Poller {
@@ -185,8 +202,11 @@ impl Poller {
         let mut open = true;
         while open || !self.jobs.is_empty() {
             let now = Instant::now();
+            // `--stream`: wake up often enough to pass the logs' new lines on.
+            let streaming = self.jobs.values().any(|s| s.job.echo.is_some());
+            let wake = if streaming { next_poll.min(now + TAIL_EVERY) } else { next_poll };
             let msg = if open {
-                match rx.recv_timeout(next_poll.saturating_duration_since(now)) {
+                match rx.recv_timeout(wake.saturating_duration_since(now)) {
                     Ok(m) => Some(m),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => {
@@ -195,7 +215,7 @@ impl Poller {
                     }
                 }
             } else {
-                std::thread::sleep(next_poll.saturating_duration_since(now));
+                std::thread::sleep(wake.saturating_duration_since(now));
                 None
             };
             match msg {
@@ -231,6 +251,11 @@ impl Poller {
                 }
                 None => {}
             }
+            if streaming {
+                for sub in self.jobs.values_mut() {
+                    tail(sub, false);
+                }
+            }
             // Polled when due, however busy the channel is.
             if Instant::now() < next_poll {
                 continue;
@@ -252,7 +277,11 @@ impl Poller {
     fn submit_all(&mut self, jobs: Vec<Job>) {
         let mut singles = Vec::new();
         let mut arrays: Vec<(u32, Vec<Ready>)> = Vec::new();
-        for job in jobs {
+        for mut job in jobs {
+            if let Some(orphan) = job.slurm.as_mut().and_then(|sj| sj.adopt.take()) {
+                self.adopt(job, *orphan);
+                continue;
+            }
             let Some(ready) = self.prepare(job) else { continue };
             match ready.job.slurm.as_ref().and_then(|sj| sj.array) {
                 Some(key) => match arrays.iter_mut().find(|(k, _)| *k == key) {
@@ -314,7 +343,7 @@ impl Poller {
     fn sbatch(&self, job: &Job) -> Command {
         let mut cmd = Command::new("sbatch");
         cmd.arg("--parsable")
-            .arg(format!("--job-name={}", self.name))
+            .arg(format!("--job-name={}", self.names[0]))
             .arg(format!("--chdir={}", job.cwd.display()))
             .arg("--no-requeue");
         if let Some(sj) = job.slurm.as_deref() {
@@ -344,8 +373,11 @@ impl Poller {
         let comment = ready.job.slurm.as_ref().map(|sj| sj.comment.clone()).unwrap_or_default();
         let mut cmd = self.sbatch(&ready.job);
         cmd.arg(format!("--comment={comment}")).arg(format!("--output={}", ready.job.log.display())).arg(&ready.script);
-        let submitted = match run(&mut cmd) {
+        let submitted = match self.slurm(&mut cmd) {
             Ok(out) => Ok(out.split(';').next().unwrap_or("").trim().to_string()),
+            // A refusal is final (Slurm keeps a record of the refused job, `FAILED`, that
+            // must not pass for a submission).
+            Err(e) if REFUSALS.iter().any(|r| e.contains(r)) => Err(e),
             // Submitted after all (a lost answer)? Look it up by name and comment first.
             Err(e) => self.find(&comment).ok_or(e),
         };
@@ -380,7 +412,7 @@ impl Poller {
             .arg(format!("--array=0-{}", group.len() - 1))
             .arg("--output=/dev/null")
             .arg(&driver);
-        match run(&mut cmd).map(|out| out.split(';').next().unwrap_or("").trim().to_string()) {
+        match self.slurm(&mut cmd).map(|out| out.split(';').next().unwrap_or("").trim().to_string()) {
             Ok(id) if !id.is_empty() => {
                 for (i, r) in group.into_iter().enumerate() {
                     self.submitted(r, format!("{id}_{i}"));
@@ -395,29 +427,78 @@ impl Poller {
         }
     }
 
-    /// The cluster's `MaxArraySize` (asked once): an array has indexes below it.
+    /// The cluster's settings (asked once, when first needed).
+    fn cluster(&mut self) -> Cluster {
+        let limit = self.config.command_timeout;
+        *self.cluster.get_or_insert_with(|| Cluster::ask(limit))
+    }
+
+    /// The cluster's `MaxArraySize`: an array has indexes below it.
     fn max_array_size(&mut self) -> usize {
-        *self.max_array.get_or_insert_with(|| {
-            run(Command::new("scontrol").args(["show", "config"]))
-                .ok()
-                .and_then(|out| {
-                    out.lines().find_map(|l| {
-                        let (k, v) = l.split_once('=')?;
-                        (k.trim() == "MaxArraySize").then(|| v.trim().parse::<usize>().ok()).flatten()
-                    })
-                })
-                .unwrap_or(1001)
-                .max(1)
-        })
+        self.cluster().max_array
+    }
+
+    /// Run a Slurm command, killed after `[slurm] command_timeout`.
+    fn slurm(&self, cmd: &mut Command) -> Result<String, String> {
+        run_within(cmd, self.config.command_timeout)
+    }
+
+    /// Re-attach to a dead run's job (see [`adopt`]): poll it as if this run had submitted
+    /// it; its outputs are staged in the dead run's staging folder, its output goes to the
+    /// dead attempt's log.
+    fn adopt(&mut self, mut job: Job, orphan: Orphan) {
+        for out in &mut job.outputs {
+            if let Some(rel) = out.staged.as_ref().and_then(|p| p.strip_prefix(&self.stage).ok()) {
+                out.staged = Some(orphan.stage.join(rel));
+            }
+        }
+        let comment = job.slurm.as_ref().map(|sj| sj.comment.clone()).unwrap_or_default();
+        // Should this run die too, the next build finds the job in this run's list.
+        adopt::Listed {
+            job_id: orphan.job_id.clone(),
+            name: orphan.name.clone(),
+            stage: orphan.stage.clone(),
+            log: orphan.log.clone(),
+            comment,
+        }
+        .note(&self.scripts);
+        if !self.names.contains(&orphan.name) {
+            self.names.push(orphan.name.clone());
+        }
+        let before = stat_before(&job);
+        let sub = Sub {
+            job,
+            slurm_id: orphan.job_id,
+            out: orphan.log,
+            adopted_from: Some(orphan.run_id),
+            tail: Tail::default(),
+            before,
+            submitted: Instant::now(),
+            running_since: None,
+            killed: None,
+            ended: None,
+            state: None,
+        };
+        self.jobs.insert(sub.job.id, sub);
     }
 
     fn submitted(&mut self, ready: Ready, id: String) {
-        // At once, not with the batch: should flux die, the next build cancels it.
-        append(&self.scripts.join(JOBS_FILE), &format!("{id}\n"));
+        // At once, not with the batch: should flux die, the next build adopts or cancels it.
         let Ready { job, before, .. } = ready;
+        adopt::Listed {
+            job_id: id.clone(),
+            name: self.names[0].clone(),
+            stage: self.stage.clone(),
+            log: job.log.clone(),
+            comment: job.slurm.as_ref().map(|sj| sj.comment.clone()).unwrap_or_default(),
+        }
+        .note(&self.scripts);
         let sub = Sub {
+            out: job.log.clone(),
             job,
             slurm_id: id,
+            adopted_from: None,
+            tail: Tail::default(),
             before,
             submitted: Instant::now(),
             running_since: None,
@@ -447,7 +528,10 @@ impl Poller {
 
     /// The job of this run with `comment`, if Slurm has one.
     fn find(&self, comment: &str) -> Option<String> {
-        let out = run(Command::new("squeue").args(["-h", "--name", &self.name, "-o", "%i %k"])).ok()?;
+        // `-t all`: a short job may have ended already.
+        let out = self
+            .slurm(Command::new("squeue").args(["-h", "-t", "all", "--name", &self.names[0], "-o", "%i %k"]))
+            .ok()?;
         out.lines().find_map(|l| l.split_once(' ').filter(|(_, c)| *c == comment).map(|(id, _)| id.to_string()))
     }
 
@@ -457,15 +541,16 @@ impl Poller {
             return;
         }
         let now = Instant::now();
+        let names = self.names.join(",");
         if hard {
-            let _ = run(Command::new("scancel").args(["--signal=KILL", "--name", &self.name]));
+            let _ = self.slurm(Command::new("scancel").args(["--signal=KILL", "--name", &names]));
             for (_, mut sub) in std::mem::take(&mut self.jobs) {
                 sub.killed = Some((Kill::Interrupt, now));
                 self.finish_job(sub);
             }
             return;
         }
-        let _ = run(Command::new("scancel").args(["--name", &self.name]));
+        let _ = self.slurm(Command::new("scancel").args(["--name", &names]));
         for sub in self.jobs.values_mut() {
             if sub.killed.is_none() {
                 sub.killed = Some((Kill::Interrupt, now));
@@ -473,20 +558,39 @@ impl Poller {
         }
     }
 
-    /// One `squeue` for the whole run; settle the jobs that ended. Whether anything changed.
+    /// The state of every job in hand: one `sacct` where accounting is set up, else one
+    /// `squeue`, for the whole run. A job missing from `sacct` (slurmdbd hears of jobs a
+    /// moment late) is looked up with `squeue` in the same round; missing from both, it
+    /// ended long ago. `None`: Slurm did not answer (try again next round).
+    fn listing(&mut self) -> Option<query::Listing> {
+        let limit = self.config.command_timeout;
+        if self.cluster().accounting {
+            let ids: Vec<&str> = self.jobs.values().map(|s| s.slurm_id.as_str()).collect();
+            if let Ok(mut listed) = query::sacct(&ids, limit) {
+                if ids.iter().all(|id| listed.contains_key(*id)) {
+                    return Some(listed);
+                }
+                let more = query::squeue(&self.names, limit).ok()?;
+                for id in ids {
+                    if let (false, Some(st)) = (listed.contains_key(id), more.get(id)) {
+                        listed.insert(id.to_string(), st.clone());
+                    }
+                }
+                return Some(listed);
+            }
+        }
+        query::squeue(&self.names, limit).ok()
+    }
+
+    /// Ask Slurm about the jobs in hand (one call, see [`Self::listing`]); settle those
+    /// that ended. Whether anything changed.
     fn poll(&mut self) -> bool {
-        let listed =
-            match run(Command::new("squeue").args(["-h", "-r", "-t", "all", "--name", &self.name, "-o", "%i %T"])) {
-                Ok(out) => out
-                    .lines()
-                    .filter_map(|l| l.split_once(' ').map(|(i, s)| (i.to_string(), s.trim().to_string())))
-                    .collect::<HashMap<_, _>>(),
-                // squeue failed (the controller is busy or gone): try again next round.
-                Err(_) => return false,
-            };
+        let Some(listed) = self.listing() else { return false };
+        let (accounting, limit) = (self.cluster().accounting, self.config.command_timeout);
         let now = Instant::now();
         let mut changed = false;
         let mut done = Vec::new();
+        let mut timed_out = Vec::new();
         for (&id, sub) in self.jobs.iter_mut() {
             let state = listed.get(&sub.slurm_id).map(String::as_str);
             if state == Some("RUNNING") && sub.running_since.is_none() {
@@ -496,21 +600,17 @@ impl Poller {
             if let (Some(t), Some(since), None) = (sub.job.timeout, sub.running_since, sub.killed)
                 && now.duration_since(since) >= t
             {
-                let _ = run(Command::new("scancel").arg(&sub.slurm_id));
+                timed_out.push(sub.slurm_id.clone());
                 sub.killed = Some((Kill::Timeout, now));
                 changed = true;
             }
             if let Some(s) = state {
                 sub.state = Some(s.to_string());
             }
-            // Ended: a final state (`squeue -t all` keeps ended jobs `MinJobAge` seconds),
-            // or no longer known. (`COMPLETING` is not final: a job cancelled by Slurm
-            // passes through it, and its wrapper may still write an exit code.)
-            let gone = match state {
-                None => true,
-                Some(s) => KILLED_STATES.iter().any(|(k, _)| *k == s) || s == "COMPLETED" || s == "FAILED",
-            };
-            let exit = exit_file(&sub.job.log);
+            // Ended: a final state (`squeue -t all` keeps ended jobs `MinJobAge` seconds,
+            // accounting for good), or no longer known.
+            let gone = state.is_none_or(query::is_final);
+            let exit = exit_file(&sub.out);
             if let Some((_, at)) = sub.killed {
                 if gone || now.duration_since(at) >= CANCEL_GRACE {
                     done.push(id);
@@ -526,16 +626,17 @@ impl Poller {
             }
             // Ended with no exit file: Slurm's state says why, or the file is late.
             if sub.ended.is_none() {
-                let st = state.map(str::to_string).or_else(|| slurm_state(&sub.slurm_id));
+                let st = state.map(str::to_string).or_else(|| query::state_of(&sub.slurm_id, accounting, limit));
                 sub.ended = Some((now, st));
                 changed = true;
             }
             let (since, st) = sub.ended.as_ref().map(|(a, s)| (*a, s.as_deref())).unwrap_or((now, None));
-            if st.is_some_and(|s| KILLED_STATES.iter().any(|(k, _)| *k == s))
-                || now.duration_since(since) >= self.config.latency_wait
-            {
+            if st.and_then(killed).is_some() || now.duration_since(since) >= self.config.latency_wait {
                 done.push(id);
             }
+        }
+        if !timed_out.is_empty() {
+            let _ = self.slurm(Command::new("scancel").args(&timed_out));
         }
         for id in done {
             if let Some(sub) = self.jobs.remove(&id) {
@@ -547,31 +648,46 @@ impl Poller {
     }
 
     /// Read the exit file (or Slurm's state), commit the outputs, send the result.
-    fn finish_job(&self, sub: Sub) {
-        let Sub { job, slurm_id, before, submitted, running_since, killed, ended, state } = sub;
-        let slurm_killed = state.as_deref().and_then(|s| KILLED_STATES.iter().find(|(k, _)| *k == s));
+    fn finish_job(&mut self, sub: Sub) {
+        let (accounting, limit) = (self.cluster.is_some_and(|c| c.accounting), self.config.command_timeout);
+        let mut sub = sub;
+        tail(&mut sub, true);
+        let Sub {
+            job, slurm_id, out, adopted_from, before, submitted, running_since, killed: kill, ended, state, ..
+        } = sub;
+        if let Some(run) = adopted_from {
+            // The job's log shows what the job printed, as if this run had submitted it.
+            let text = std::fs::read(&out).unwrap_or_default();
+            let note = format!(
+                "flux: Slurm job {slurm_id} was submitted by run {run}, whose flux died; this run adopted it. \
+                 Its output ({}):\n",
+                out.display()
+            );
+            append(&job.log, &note);
+            append(&job.log, &String::from_utf8_lossy(&text));
+        }
+        let slurm_killed = state.as_deref().and_then(killed);
         let duration = running_since.unwrap_or(submitted).elapsed();
-        let exit = exit_file(&job.log);
+        let exit = exit_file(&out);
         let code = std::fs::read_to_string(&exit).ok().and_then(|s| s.trim().parse::<i32>().ok());
         // A job flux cancelled counts as cancelled, even if its commands went on to exit 0
         // (a shell whose `sleep` was terminated runs the next command).
-        let mut outcome = match (code, killed) {
+        let mut outcome = match (code, kill) {
             (_, Some((Kill::Interrupt, _))) => Outcome::Interrupted,
             (_, Some((Kill::Timeout, _))) => Outcome::TimedOut,
             // Slurm ended it (cancelled from outside, its time limit, out of memory…),
             // whatever the wrapper managed to write.
             (code, None) if slurm_killed.is_some() => {
-                let (st, why) = slurm_killed.copied().unwrap_or_default();
+                let (st, why) = slurm_killed.unwrap_or_default();
                 let message = format!("Slurm job {slurm_id} ended {st}: {why}");
                 append(&job.log, &format!("flux: {message}\n"));
                 Outcome::Failed { exit_code: code.filter(|&c| c != 0), message }
             }
             (Some(0), None) => Outcome::Success,
-            // A command killed by a signal, its job gone from squeue: Slurm may have sent
-            // it; then `scontrol`/`sacct` say so.
+            // A command killed by a signal, its job ended: Slurm may have sent it; then
+            // `scontrol`/`sacct` say so.
             (Some(c), None) if c > 128 => {
-                let st = slurm_state(&slurm_id);
-                match st.as_deref().and_then(|s| KILLED_STATES.iter().find(|(k, _)| *k == s)) {
+                match query::state_of(&slurm_id, accounting, limit).as_deref().and_then(killed) {
                     Some((state, why)) => {
                         let message = format!("Slurm job {slurm_id} ended {state}: {why}");
                         append(&job.log, &format!("flux: {message}\n"));
@@ -585,7 +701,7 @@ impl Poller {
             }
             (None, None) => {
                 let st = ended.and_then(|(_, s)| s);
-                let message = match st.as_deref().and_then(|s| KILLED_STATES.iter().find(|(k, _)| *k == s)) {
+                let message = match st.as_deref().and_then(killed) {
                     Some((state, why)) => format!("Slurm job {slurm_id} ended {state}: {why}"),
                     None => format!(
                         "Slurm job {slurm_id} ended{} without writing its exit file {} within latency_wait ({:?}): \
@@ -624,143 +740,44 @@ impl Poller {
     }
 }
 
-/// The file, in a run's `slurm` folder, that lists the job ids submitted (one a line).
-const JOBS_FILE: &str = "jobs";
-
-/// Cancel the jobs a dead run submitted (listed in its staging folder `stage`), as its
-/// orphaned processes are killed: the next build runs those tasks again. How many ids
-/// were listed.
-pub fn cancel_dead_run(stage: &Path) -> usize {
-    let Ok(text) = std::fs::read_to_string(stage.join("slurm").join(JOBS_FILE)) else { return 0 };
-    let ids: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    if !ids.is_empty() {
-        // Jobs that ended already make scancel complain; the others are cancelled.
-        let _ = run(Command::new("scancel").args(&ids));
-    }
-    ids.len()
+/// `--stream`: how much of a job's log was read, and its unfinished last line.
+#[derive(Default)]
+struct Tail {
+    offset: u64,
+    partial: Vec<u8>,
 }
 
-/// The Slurm job name of a run's jobs: `flux-<run-id>-<project>`, where `<project>` is 8
-/// hex digits of the state folder's path, so that runs of two projects with the same run
-/// id never share a name (`scancel --name` of one would cancel the other's jobs).
-pub fn job_name(run_id: i64, state: &Path) -> String {
-    let h = blake3::hash(state.as_os_str().as_encoded_bytes()).to_hex();
-    format!("flux-{run_id}-{}", &h[..8])
-}
-
-/// The exit file of a job: next to its log.
-fn exit_file(log: &Path) -> PathBuf {
-    log.with_extension("exit")
-}
-
-/// Slurm's state of a job that left `squeue`: `scontrol` (kept `MinJobAge` after the end),
-/// else `sacct` (if accounting is set up). `None` when neither knows.
-fn slurm_state(id: &str) -> Option<String> {
-    if let Ok(out) = run(Command::new("scontrol").args(["show", "job", "-o", id])) {
-        let st = out.split_whitespace().find_map(|w| w.strip_prefix("JobState="));
-        if let Some(st) = st {
-            return Some(st.to_string());
+/// `--stream`: pass the lines a job's log gained since the last call on to its echo
+/// (`last`: also an unfinished last line), without the commands' headers (as for a local
+/// job). Slurm writes the log on the shared file system; flux reads it here, on the
+/// submitting host.
+fn tail(sub: &mut Sub, last: bool) {
+    let Some(echo) = &sub.job.echo else { return };
+    let Tail { offset, partial } = &mut sub.tail;
+    if let Ok(mut f) = std::fs::File::open(&sub.out)
+        && f.seek(std::io::SeekFrom::Start(*offset)).is_ok()
+    {
+        let mut buf = Vec::new();
+        if let Ok(n) = f.read_to_end(&mut buf) {
+            *offset += n as u64;
+            partial.extend_from_slice(&buf);
         }
     }
-    let out = run(Command::new("sacct").args(["-n", "-X", "-P", "-o", "State", "-j", id])).ok()?;
-    // `CANCELLED by 0`: the state is the first word.
-    out.lines().next().and_then(|l| l.split_whitespace().next()).map(str::to_string)
-}
-
-/// How long a Slurm command may take before it is killed and counted as failed.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Run a Slurm command: its stdout, or what went wrong (also when it takes longer than
-/// [`COMMAND_TIMEOUT`]: a busy controller must not hang the build).
-fn run(cmd: &mut Command) -> Result<String, String> {
-    use std::io::Read;
-    let name = cmd.get_program().to_string_lossy().into_owned();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run `{name}`: {e} (is Slurm installed here, and on the PATH?)"))?;
-    let reader = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = reader(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
-    let err = reader(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("`{name}` did not answer within {}s", COMMAND_TIMEOUT.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("waiting for `{name}`: {e}")),
-        }
-    };
-    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
-    if status.success() {
-        Ok(String::from_utf8_lossy(&out).into_owned())
-    } else {
-        Err(format!("`{name}` failed ({status}): {}", String::from_utf8_lossy(&err).trim()))
+    let end = if last { partial.len() } else { partial.iter().rposition(|&b| b == b'\n').map_or(0, |e| e + 1) };
+    if end == 0 {
+        return;
     }
-}
-
-fn append(path: &Path, text: &str) {
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+    let mut lines: Vec<u8> = partial.drain(..end).collect();
+    if lines.last() != Some(&b'\n') {
+        lines.push(b'\n');
     }
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-        let _ = f.write_all(text.as_bytes());
+    let headers: Vec<String> = (0..sub.job.commands.len()).map(|i| header(&sub.job, i)).collect();
+    let text = String::from_utf8_lossy(&lines);
+    let kept: String = text
+        .split_inclusive('\n')
+        .filter(|l| !headers.iter().any(|h| h.split_inclusive('\n').any(|hl| hl == *l)))
+        .collect();
+    if !kept.is_empty() {
+        (echo.sink)(&prefixed(&echo.label, kept.as_bytes()));
     }
-}
-
-/// `s` as one shell word.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// The wrapper script: each command's header (as the local executor's log shows it) and
-/// the command through `sh -c` with the job's env, stopping at the first failure; the
-/// exit code goes to `exit` through a temporary file and a rename.
-fn wrapper(job: &Job, exit: &Path) -> String {
-    let mut s = String::from("#!/bin/sh\n");
-    if let Some(sj) = &job.slurm {
-        s.push_str(&format!("# flux: {}\n", sj.comment.replace('\n', " ")));
-    }
-    let exit = exit.to_string_lossy();
-    s.push_str(&format!(
-        "flux_exit() {{ printf '%s\\n' \"$1\" > {tmp} && mv -f {tmp} {exit}; exit \"$1\"; }}\n",
-        tmp = quote(&format!("{exit}.tmp")),
-        exit = quote(&exit)
-    ));
-    // Through `env`, not `export`: any name the step's `env` allows is passed as is.
-    let mut env = String::from("env --");
-    for (k, v) in &job.env {
-        env.push(' ');
-        env.push_str(&quote(&format!("{k}={v}")));
-    }
-    for (i, cmd) in job.commands.iter().enumerate() {
-        let header = job.headers.as_ref().and_then(|h| h.get(i)).map_or(cmd.as_str(), String::as_str);
-        let mut h = String::new();
-        for (n, line) in header.lines().enumerate() {
-            h.push_str(if n == 0 { "$ " } else { "> " });
-            h.push_str(line);
-            h.push('\n');
-        }
-        if h.is_empty() {
-            h.push_str("$ \n");
-        }
-        s.push_str(&format!("printf '%s' {}\n", quote(&h)));
-        s.push_str(&format!("{env} /bin/sh -c {} </dev/null || flux_exit $?\n", quote(cmd)));
-    }
-    s.push_str("flux_exit 0\n");
-    s
 }
