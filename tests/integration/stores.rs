@@ -81,7 +81,7 @@ pub(crate) fn build(t: &Test, args: &[&str]) -> Output {
 }
 
 /// `remote requests: 1 LIST, 0 HEAD, …` from `-v`, as numbers by kind.
-fn requests(o: &Output) -> std::collections::HashMap<String, u64> {
+pub(crate) fn requests(o: &Output) -> std::collections::HashMap<String, u64> {
     let line = o.stderr.lines().find(|l| l.contains("remote requests:")).unwrap_or_default().to_string();
     line.split("remote requests:")
         .nth(1)
