@@ -281,6 +281,15 @@ impl Remote {
                 for (k, v) in TIMEOUTS {
                     b = b.with_config(object_store::gcp::GoogleConfigKey::Client(k), v);
                 }
+                if let Some(url) = gcs_emulator(std::env::var("STORAGE_EMULATOR_HOST").ok()) {
+                    // Google's clients' convention for an emulator: its address, no credentials
+                    // (a placeholder token: object_store sends one on uploads even when told to
+                    // skip signing).
+                    b = b
+                        .with_base_url(&url)
+                        .with_skip_signature(true)
+                        .with_config(object_store::gcp::GoogleConfigKey::BearerToken, "emulator");
+                }
                 for (k, v) in options {
                     b = b.with_config(k.to_ascii_lowercase().parse().map_err(|_| bad(k))?, v);
                 }
@@ -306,6 +315,13 @@ impl Remote {
             }
         })
     }
+}
+
+/// The base URL of a GCS emulator from `STORAGE_EMULATOR_HOST` (`host:port` or a URL).
+fn gcs_emulator(host: Option<String>) -> Option<String> {
+    let host = host.filter(|h| !h.trim().is_empty())?;
+    let url = if host.contains("://") { host } else { format!("http://{host}") };
+    Some(url.trim_end_matches('/').to_string())
 }
 
 /// An object_store error as a message: the cause without the store's debug dump.
@@ -828,6 +844,14 @@ mod tests {
         assert!(check_option("az", "account_name").is_ok());
         assert!(check_option("az", "bucket_nam").is_err());
         assert!(check_option("hdfs", "dfs.ha.namenodes.ns").is_ok());
+    }
+
+    #[test]
+    fn a_gcs_emulator_host_is_a_base_url() {
+        assert_eq!(gcs_emulator(Some("127.0.0.1:4443".into())).as_deref(), Some("http://127.0.0.1:4443"));
+        assert_eq!(gcs_emulator(Some("https://gcs.local/".into())).as_deref(), Some("https://gcs.local"));
+        assert_eq!(gcs_emulator(Some(" ".into())), None);
+        assert_eq!(gcs_emulator(None), None);
     }
 
     #[test]

@@ -77,6 +77,8 @@ mod staleness;
 mod state;
 #[path = "integration/status_grid.rs"]
 mod status_grid;
+#[path = "integration/store_pipeline.rs"]
+mod store_pipeline;
 #[path = "integration/stores.rs"]
 mod stores;
 #[path = "integration/template_checks.rs"]

@@ -334,3 +334,465 @@ pub fn hdfs() -> &'static Hdfs {
         Hdfs { url, _child: Mutex::new(child) }
     })
 }
+
+// --- GCS and Azure emulators ------------------------------------------------------------
+//
+// fake-gcs-server (`go install` into `.ci/gobin`) and Azurite's blob service (`npm install`
+// into `.ci/azurite`), both installed by `.ci/setup-tests`, started like the S3 server.
+
+/// An emulator's program: `FLUX_TEST_<VAR>` or the path `.ci/setup-tests` installs it to;
+/// a missing one fails the test naming the script.
+fn emulator(var: &str, installed: &str, what: &str) -> PathBuf {
+    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| repo().join(installed));
+    assert!(
+        path.exists(),
+        "the {what} {} is missing: run `bash {SETUP}` (it installs it into {installed})",
+        path.display()
+    );
+    path
+}
+
+/// Wait until `port` answers an HTTP request, or fail with the server's log.
+fn wait_for_http(port: u16, what: &str, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while request(port, "GET", "/", &[], b"").is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the {what} did not start within 60s; its log: {}{}",
+            std::fs::read_to_string(log).unwrap_or_default(),
+            std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close` and extra header lines: the status code.
+fn request(port: u16, method: &str, path: &str, headers: &[String], body: &[u8]) -> std::io::Result<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n", body.len());
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut status = String::new();
+    BufReader::new(s).read_line(&mut status)?;
+    status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {status:?}")))
+}
+
+/// A fresh bucket or container name for one test.
+fn fresh_name(hint: &str) -> String {
+    let n = BUCKETS.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{n}-{}", hint.replace('_', "-"), std::process::id()).to_ascii_lowercase()
+}
+
+/// fake-gcs-server: the port it listens on.
+pub struct Gcs {
+    pub port: u16,
+    _child: Mutex<Child>,
+}
+
+static GCS: OnceLock<Gcs> = OnceLock::new();
+
+/// The shared GCS emulator, started on first use.
+pub fn gcs() -> &'static Gcs {
+    GCS.get_or_init(|| {
+        let bin = emulator("FLUX_TEST_FAKE_GCS_SERVER", ".ci/gobin/fake-gcs-server", "GCS emulator");
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("flux-test-fake-gcs-{port}.log"));
+        let cmd = format!(
+            "'{}' -scheme http -host 127.0.0.1 -port {port} -public-host 127.0.0.1:{port} -backend memory -log-level warn",
+            bin.display()
+        );
+        let child = start_tied(&cmd, &log, &log.with_extension("err"));
+        wait_for_http(port, "GCS emulator", &log);
+        Gcs { port, _child: Mutex::new(child) }
+    })
+}
+
+impl Gcs {
+    /// A new, empty bucket (through the JSON API, which needs no credentials here).
+    pub fn bucket(&self, hint: &str) -> String {
+        let name = fresh_name(hint);
+        let body = format!("{{\"name\":\"{name}\"}}");
+        let code =
+            request(self.port, "POST", "/storage/v1/b", &["Content-Type: application/json".into()], body.as_bytes())
+                .expect("create bucket");
+        assert_eq!(code, 200, "create bucket {name}");
+        name
+    }
+
+    /// Environment for flux to reach `endpoint` (this server, or a proxy in front of it).
+    pub fn env(endpoint: &str) -> Vec<(&'static str, String)> {
+        vec![("STORAGE_EMULATOR_HOST", endpoint.trim_start_matches("http://").into())]
+    }
+}
+
+/// Azurite's blob service: where it listens.
+pub struct Azure {
+    pub endpoint: String,
+    pub port: u16,
+    _child: Mutex<Child>,
+}
+
+static AZURE: OnceLock<Azure> = OnceLock::new();
+
+/// Azurite's well-known development account and key.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The shared Azure emulator, started on first use.
+pub fn azure() -> &'static Azure {
+    AZURE.get_or_init(|| {
+        let bin =
+            emulator("FLUX_TEST_AZURITE", ".ci/azurite/node_modules/.bin/azurite-blob", "Azure emulator (Azurite)");
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("flux-test-azurite-{port}.log"));
+        let cmd = format!(
+            "'{}' --blobHost 127.0.0.1 --blobPort {port} --inMemoryPersistence --skipApiVersionCheck --silent",
+            bin.display()
+        );
+        let child = start_tied(&cmd, &log, &log.with_extension("err"));
+        wait_for_http(port, "Azure emulator (Azurite)", &log);
+        Azure { endpoint: format!("http://127.0.0.1:{port}"), port, _child: Mutex::new(child) }
+    })
+}
+
+impl Azure {
+    /// A new, empty container (a request signed with the emulator's shared key).
+    pub fn container(&self, hint: &str) -> String {
+        use base64::Engine;
+        let name = fresh_name(hint);
+        let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        let version = "2021-08-06";
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{name}\nrestype:container"
+        );
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &b64.decode(AZURITE_KEY).expect("the key"));
+        let signature = b64.encode(ring::hmac::sign(&key, to_sign.as_bytes()).as_ref());
+        let headers = [
+            format!("x-ms-date: {date}"),
+            format!("x-ms-version: {version}"),
+            format!("Authorization: SharedKey {AZURITE_ACCOUNT}:{signature}"),
+        ];
+        let code = request(self.port, "PUT", &format!("/{AZURITE_ACCOUNT}/{name}?restype=container"), &headers, b"")
+            .expect("create container");
+        assert_eq!(code, 201, "create container {name}");
+        name
+    }
+
+    /// Environment for flux to reach `endpoint` (this server, or a proxy in front of it).
+    pub fn env(endpoint: &str) -> Vec<(&'static str, String)> {
+        vec![("AZURE_STORAGE_USE_EMULATOR", "true".into()), ("AZURITE_BLOB_STORAGE_URL", endpoint.into())]
+    }
+}
+
+// --- a proxy that counts requests -----------------------------------------------------------
+
+/// Requests seen on the wire, by kind (`LIST`, `HEAD`, `GET`, `PUT`, `DELETE`).
+pub struct CountingProxy {
+    pub endpoint: String,
+    counts: std::sync::Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
+}
+
+impl CountingProxy {
+    /// The requests counted so far, by kind (kinds never seen are absent).
+    pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.counts.lock().unwrap().clone()
+    }
+
+    pub fn reset(&self) {
+        self.counts.lock().unwrap().clear();
+    }
+}
+
+/// The kind of an HTTP request to an object store: a listing (S3's and GCS's XML
+/// `list-type=2`, GCS's JSON `…/o`, Azure's `comp=list`), or its method (POST counts as PUT:
+/// GCS starts multipart uploads with it).
+pub fn request_kind(method: &str, target: &str) -> &'static str {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let listing = query.split('&').any(|p| p.starts_with("list-type=") || p == "comp=list")
+        || (path.starts_with("/storage/v1/b/") && path.ends_with("/o"));
+    match method {
+        "GET" if listing => "LIST",
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "PUT" | "POST" => "PUT",
+        "DELETE" => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+/// A proxy in front of a server on `upstream` that counts the requests passing through
+/// (it reads each request and its answer whole to find where the next one starts, and
+/// passes both on untouched).
+pub fn counting_proxy(upstream: u16) -> CountingProxy {
+    proxy(upstream, false)
+}
+
+/// [`counting_proxy`] in front of fake-gcs-server, which lacks one call of GCS's XML API
+/// that object_store makes: the plain upload (`PUT /bucket/object`, answered by GCS with
+/// the object's ETag). The proxy hands it to the emulator's signed-URL upload (the same
+/// call with `X-Goog-Algorithm` in the query) and copies the object's ETag from the JSON
+/// answer into the `ETag` header, as GCS sends it. It also gives every request the
+/// emulator's own address as `Host` (the emulator routes path-style requests by it).
+pub fn gcs_proxy(upstream: u16) -> CountingProxy {
+    proxy(upstream, true)
+}
+
+fn proxy(upstream: u16, gcs_uploads: bool) -> CountingProxy {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let counts = std::sync::Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+    let c2 = counts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { continue };
+            let counts = c2.clone();
+            std::thread::spawn(move || {
+                let _ = relay(client, upstream, &counts, gcs_uploads);
+            });
+        }
+    });
+    CountingProxy { endpoint: format!("http://127.0.0.1:{port}"), counts }
+}
+
+/// A request's or an answer's head (up to and with the empty line); None at EOF.
+fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<String>> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        head.push_str(&line);
+        if line == "\r\n" || line == "\n" {
+            return Ok(Some(head));
+        }
+    }
+}
+
+/// Copy the body that follows `head` (by its length, its chunks, or to EOF if `to_eof`).
+fn copy_body(head: &str, from: &mut impl BufRead, to: &mut impl Write, to_eof: bool) -> std::io::Result<()> {
+    let lower = head.to_ascii_lowercase();
+    if lower.lines().any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked")) {
+        loop {
+            let mut size = String::new();
+            from.read_line(&mut size)?;
+            to.write_all(size.as_bytes())?;
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+            // The chunk and its CRLF; after the last (empty) chunk, the final CRLF.
+            std::io::copy(&mut from.take(n as u64 + 2), to)?;
+            if n == 0 {
+                return Ok(());
+            }
+        }
+    }
+    match lower.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()) {
+        Some(n) => std::io::copy(&mut from.take(n), to).map(|_| ()),
+        None if to_eof => std::io::copy(from, to).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// Pass requests from `client` to the server and the answers back, one at a time.
+fn relay(
+    client: TcpStream,
+    upstream: u16,
+    counts: &Mutex<std::collections::BTreeMap<String, u64>>,
+    gcs_uploads: bool,
+) -> std::io::Result<()> {
+    let server = TcpStream::connect(("127.0.0.1", upstream))?;
+    let (mut from_client, mut from_server) = (BufReader::new(client.try_clone()?), BufReader::new(server.try_clone()?));
+    let (mut to_client, mut to_server) = (client, server);
+    while let Some(mut head) = read_head(&mut from_client)? {
+        let mut words = head.split_whitespace();
+        let (method, target) =
+            (words.next().unwrap_or_default().to_string(), words.next().unwrap_or_default().to_string());
+        *counts.lock().unwrap().entry(request_kind(&method, &target).to_string()).or_default() += 1;
+        let upload = gcs_uploads && method == "PUT" && !target.contains('?');
+        if upload {
+            head = head.replacen(&target, &format!("{target}?X-Goog-Algorithm=GOOG4-RSA-SHA256"), 1);
+        }
+        if gcs_uploads {
+            // The emulator routes path-style requests by their Host: its own address.
+            head = head
+                .split_inclusive('\n')
+                .map(|l| {
+                    if l.to_ascii_lowercase().starts_with("host:") {
+                        format!("Host: 127.0.0.1:{upstream}\r\n")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+        }
+        to_server.write_all(head.as_bytes())?;
+        copy_body(&head, &mut from_client, &mut to_server, false)?;
+        let Some(answer) = read_head(&mut from_server)? else { return Ok(()) };
+        let status: u16 = answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        if upload && status == 200 {
+            let mut body = Vec::new();
+            copy_body(&answer, &mut from_server, &mut body, false)?;
+            let etag = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["etag"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            let mut kept: String = answer
+                .lines()
+                .filter(|l| !l.is_empty())
+                .filter(|l| {
+                    let l = l.to_ascii_lowercase();
+                    !l.starts_with("content-length:") && !l.starts_with("transfer-encoding:")
+                })
+                .map(|l| format!("{l}\r\n"))
+                .collect();
+            kept.push_str(&format!("ETag: {etag}\r\nContent-Length: {}\r\n\r\n", body.len()));
+            to_client.write_all(kept.as_bytes())?;
+            to_client.write_all(&body)?;
+            continue;
+        }
+        to_client.write_all(answer.as_bytes())?;
+        if method != "HEAD" && status != 204 && status != 304 {
+            let close = answer.to_ascii_lowercase().contains("connection: close");
+            copy_body(&answer, &mut from_server, &mut to_client, close)?;
+        }
+    }
+    Ok(())
+}
+
+// --- looking inside any store, not through flux -------------------------------------------
+
+/// Objects under a prefix of one store, read and written with object_store's own client
+/// (S3, GCS, Azure, HDFS alike), so tests can look inside a store without flux.
+pub struct Objects {
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: String,
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        // As flux does: the clients' TLS (unused on 127.0.0.1, but required) uses ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime")
+    })
+}
+
+impl Objects {
+    pub fn new(store: std::sync::Arc<dyn object_store::ObjectStore>, prefix: &str) -> Objects {
+        Objects { store, prefix: prefix.trim_matches('/').to_string() }
+    }
+
+    fn path(&self, key: &str) -> object_store::path::Path {
+        if self.prefix.is_empty() { key.into() } else { format!("{}/{key}", self.prefix).as_str().into() }
+    }
+
+    /// Every key under the prefix (relative to it), sorted.
+    pub fn keys(&self) -> Vec<String> {
+        use futures::TryStreamExt;
+        let prefix = (!self.prefix.is_empty()).then(|| object_store::path::Path::from(self.prefix.as_str()));
+        let metas: Vec<object_store::ObjectMeta> =
+            runtime().block_on(self.store.list(prefix.as_ref()).try_collect()).expect("list the store");
+        let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+        let mut keys: Vec<String> = metas
+            .iter()
+            .map(|m| m.location.as_ref().strip_prefix(&strip).unwrap_or(m.location.as_ref()).to_string())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        use object_store::ObjectStoreExt;
+        let store = self.store.clone();
+        let path = self.path(key);
+        runtime().block_on(async move {
+            match store.get(&path).await {
+                Ok(r) => Some(r.bytes().await.expect("read an object").to_vec()),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => panic!("get {path}: {e}"),
+            }
+        })
+    }
+
+    pub fn put(&self, key: &str, body: &[u8]) {
+        use object_store::ObjectStoreExt;
+        let store = self.store.clone();
+        let path = self.path(key);
+        let body = bytes::Bytes::copy_from_slice(body);
+        runtime().block_on(async move { store.put(&path, body.into()).await }).expect("put an object");
+    }
+}
+
+impl S3 {
+    /// The objects of a bucket, through object_store's S3 client.
+    pub fn objects(&self, bucket: &str) -> Objects {
+        let _ = runtime(); // installs the TLS provider the client needs
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("flux-test-key")
+            .with_secret_access_key("flux-test-secret-0123456789")
+            .build()
+            .expect("an S3 client");
+        Objects::new(std::sync::Arc::new(store), "")
+    }
+}
+
+impl Gcs {
+    /// The objects of a bucket, through object_store's GCS client.
+    pub fn objects(&self, bucket: &str) -> Objects {
+        let _ = runtime(); // installs the TLS provider the client needs
+        let store = object_store::gcp::GoogleCloudStorageBuilder::new()
+            .with_bucket_name(bucket)
+            // Through the proxy that completes the emulator's XML API (see `gcs_proxy`).
+            .with_base_url(&gcs_proxy(self.port).endpoint)
+            .with_skip_signature(true)
+            // object_store sends a token on uploads even when told to skip signing.
+            .with_config(object_store::gcp::GoogleConfigKey::BearerToken, "flux-test")
+            .build()
+            .expect("a GCS client");
+        Objects::new(std::sync::Arc::new(store), "")
+    }
+}
+
+impl Azure {
+    /// The blobs of a container, through object_store's Azure client (the emulator's
+    /// account at its path-style endpoint).
+    pub fn objects(&self, container: &str) -> Objects {
+        let _ = runtime(); // installs the TLS provider the client needs
+        let store = object_store::azure::MicrosoftAzureBuilder::new()
+            .with_account(AZURITE_ACCOUNT)
+            .with_access_key(AZURITE_KEY)
+            .with_endpoint(format!("{}/{AZURITE_ACCOUNT}", self.endpoint))
+            .with_allow_http(true)
+            .with_container_name(container)
+            .build()
+            .expect("an Azure client");
+        Objects::new(std::sync::Arc::new(store), "")
+    }
+}
+
+impl Hdfs {
+    /// The files under `url` (a folder on this cluster), through hdfs-native.
+    pub fn objects(&self, url: &str) -> Objects {
+        let prefix = url.strip_prefix(&self.url).expect("a folder on this cluster");
+        let store = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
+            .with_url(&self.url)
+            .with_io_runtime(runtime().handle().clone())
+            .build()
+            .expect("an HDFS client");
+        Objects::new(std::sync::Arc::new(store), prefix)
+    }
+}
