@@ -699,6 +699,10 @@ fn plan_and_build(
         &format!("{} ({} files read for digests)", if dry_run { "decide" } else { "build" }, report.digest_reads),
         t3,
     );
+    let rereads = digests.rereads.load(std::sync::atomic::Ordering::Relaxed);
+    if cli.verbose > 0 && rereads > 0 {
+        eprintln!("flux: {rereads} files hashed within their clock tick read again, so that their digests are trusted");
+    }
     if cli.verbose > 0 && crate::store::requests().total() > 0 {
         eprintln!("flux: remote requests: {}", crate::store::requests().summary());
     }

@@ -54,6 +54,8 @@ mod params;
 mod planning;
 #[path = "integration/property.rs"]
 mod property;
+#[path = "integration/racy.rs"]
+mod racy;
 #[path = "integration/schedule.rs"]
 mod schedule;
 #[path = "integration/schedule_dst.rs"]
