@@ -387,6 +387,8 @@ impl<'a> Build<'a> {
             cpus_busy: 0,
             mem_busy: 0,
             batch: Batch::default(),
+            pending_quick: Vec::new(),
+            ending: false,
             last_flush: Instant::now(),
             running: HashMap::new(),
             in_flight: 0,
@@ -906,6 +908,11 @@ struct Runner<'b, 'a> {
     cpus_busy: u32,
     mem_busy: u64,
     batch: Batch,
+    /// Quick keys to record, held until the digests they were confirmed with are settled
+    /// (see `settle_quick`).
+    pending_quick: Vec<(u32, crate::state::Hash)>,
+    /// The build's last write: what is not settled by now is written as it is.
+    ending: bool,
     last_flush: Instant,
     running: HashMap<u32, (SystemTime, Reason)>,
     /// Jobs started and not yet received back (the executor's own count drops a moment
@@ -1045,12 +1052,41 @@ impl Runner<'_, '_> {
         true
     }
 
-    /// Remember that the fingerprint holds for these input stats (see `Planner::decide`).
+    /// Remember that the fingerprint holds for these input stats (see `Planner::decide`),
+    /// with the next write of the records (see `settle_quick`).
     fn record_quick(&mut self, t: u32, quick: Option<crate::state::Hash>) {
         if let Some(key) = quick {
-            let verified_ns = self.planner.stat_ns;
+            self.pending_quick.push((t, key));
+        }
+    }
+
+    /// Add the quick keys whose inputs' digests are settled (`Digests::take_settled` just
+    /// ran) to the batch, confirmed as of now: the next build trusts them, since every
+    /// input's mtime is older than its settled digest by the racy margin. A key with an
+    /// input still inside its margin waits for a later write; at the build's last write it
+    /// is recorded as of the moment the build stat'ed its targets, which the next build
+    /// trusts only for inputs older than that (SPEC §5: an edit within the same clock tick
+    /// is never missed).
+    fn settle_quick(&mut self) {
+        if self.pending_quick.is_empty() {
+            return;
+        }
+        let now = target::now_ns();
+        let (g, digests) = (self.b.g, self.b.digests);
+        let mut wait = Vec::new();
+        for (t, key) in std::mem::take(&mut self.pending_quick) {
+            let settled = g.tasks[t as usize]
+                .inputs
+                .iter()
+                .all(|&i| self.metas[i as usize].is_some_and(|m| digests.settled(g.target(i), &m)));
+            if !settled && !self.ending {
+                wait.push((t, key));
+                continue;
+            }
+            let verified_ns = if settled { now } else { self.planner.stat_ns };
             self.batch.tasks.push(TaskUpdate::Quick { task_id: self.ids[t as usize].clone(), key, verified_ns });
         }
+        self.pending_quick = wait;
     }
 
     /// Add a finished attempt's record; if its `running` record has not been written yet,
@@ -1076,7 +1112,8 @@ impl Runner<'_, '_> {
                 .tasks
                 .push(TaskUpdate::Status { task_id: self.ids[t as usize].clone(), status: Status::Running });
         }
-        self.batch.digests.extend(self.b.digests.take_fresh());
+        self.batch.digests.extend(self.b.digests.take_settled(self.ending));
+        self.settle_quick();
         self.b.digests.release();
         db.commit(&mut self.batch)?;
         self.pending_running.clear();
@@ -1127,6 +1164,7 @@ impl Runner<'_, '_> {
         let ints = interrupts();
         let mut pause = Duration::from_millis(500);
         let mut said = false;
+        self.ending = true;
         loop {
             let wrote = self.flush(db).and_then(|()| Ok(db.end_run(self.run_id, end)?));
             let Err(e) = wrote else { return };

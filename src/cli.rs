@@ -725,6 +725,10 @@ fn plan_and_build(
         &format!("{} ({} files read for digests)", if dry_run { "decide" } else { "build" }, report.digest_reads),
         t3,
     );
+    let rereads = digests.rereads.load(std::sync::atomic::Ordering::Relaxed);
+    if cli.verbose > 0 && rereads > 0 {
+        eprintln!("flux: {rereads} files hashed within their clock tick read again, so that their digests are trusted");
+    }
     print_requests(cli);
     if cli.verbose > 0 {
         let (own, commands) = (cpu_seconds(libc::RUSAGE_SELF), cpu_seconds(libc::RUSAGE_CHILDREN));

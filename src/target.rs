@@ -4,7 +4,10 @@
 //!
 //! The digest cache follows the "racy git" rule (SPEC §5): an entry is trusted only if the
 //! file's mtime is older than the moment it was hashed by more than the filesystem clock's
-//! coarseness, so an edit within the same clock tick is never missed. Remote stores
+//! coarseness, so an edit within the same clock tick is never missed. A file hashed inside
+//! that margin (an output hashed right after its task wrote it) is read once more when the
+//! build writes its records, if its margin has passed by then ([`Digests::take_settled`]):
+//! the entry written is then trusted, and the next build reads nothing. Remote stores
 //! (S3, HDFS) will implement the same operations behind these functions.
 
 use std::collections::HashMap;
@@ -113,6 +116,13 @@ pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
+/// Whether a digest entry can be trusted for as long as its file keeps its stat: the file
+/// was hashed more than the racy margin after its mtime, so any later write gives it
+/// another mtime.
+fn trusted(c: &CachedDigest) -> bool {
+    c.mtime_ns < c.hashed_at_ns - RACY_MARGIN_NS
+}
+
 /// Whether a digest entry was taken of the file as `meta` describes it now.
 fn same_file(size: u64, mtime_ns: i64, inode: u64, meta: &Meta) -> bool {
     size == meta.size && mtime_ns == meta.mtime_ns && inode == meta.inode
@@ -130,8 +140,14 @@ pub struct Digests {
     /// one build a target's stat is taken once, so a second read would pair newer content
     /// with the same old stat; the margin still guards the entries written back.
     seen: Mutex<Seen>,
+    /// Entries of files hashed inside the racy margin of their mtime, not written yet:
+    /// [`Digests::take_settled`] reads them again once the margin has passed.
+    unsettled: Mutex<Vec<Unsettled>>,
     /// Files actually read (a no-op build reads none).
     pub reads: std::sync::atomic::AtomicU64,
+    /// Files read a second time by [`Digests::take_settled`], so that their entries are
+    /// trusted (not counted in `reads`).
+    pub rereads: std::sync::atomic::AtomicU64,
     /// When this build started (ns since the epoch): a file modified since is not looked
     /// up in the state DB (see `cached`).
     since_ns: i64,
@@ -151,6 +167,16 @@ struct SeenDigest {
     mtime_ns: i64,
     inode: u64,
     digest: Hash,
+    /// The digest is known to hold for as long as the file keeps this stat: hashed outside
+    /// the racy margin, or read again with the same result once the margin had passed.
+    settled: bool,
+}
+
+/// A file hashed inside the racy margin of its mtime, and where it is.
+struct Unsettled {
+    key: String,
+    abs: PathBuf,
+    entry: CachedDigest,
 }
 
 impl Seen {
@@ -160,10 +186,20 @@ impl Seen {
         same_file(c.size, c.mtime_ns, c.inode, meta).then_some(c.digest)
     }
 
-    fn insert(&mut self, key: &str, c: &CachedDigest) {
+    fn insert(&mut self, key: &str, c: &CachedDigest, settled: bool) {
         use std::hash::BuildHasher;
-        let entry = SeenDigest { size: c.size, mtime_ns: c.mtime_ns, inode: c.inode, digest: c.digest };
+        let entry = SeenDigest { size: c.size, mtime_ns: c.mtime_ns, inode: c.inode, digest: c.digest, settled };
         self.map.insert(self.keys.hash_one(key), entry);
+    }
+
+    /// Whether `key`'s digest in this process holds for the file as `meta` describes it:
+    /// settled, or not computed here (a trusted cache entry, or a remote object's).
+    fn settled(&self, key: &str, meta: &Meta) -> bool {
+        use std::hash::BuildHasher;
+        match self.map.get(&self.keys.hash_one(key)) {
+            None => true,
+            Some(c) => c.settled && same_file(c.size, c.mtime_ns, c.inode, meta),
+        }
     }
 }
 
@@ -196,7 +232,9 @@ impl Digests {
             source: Mutex::new(Source::Unread(state_dir)),
             fresh: Mutex::new(Vec::new()),
             seen: Mutex::new(Seen { keys: Default::default(), map: Default::default() }),
+            unsettled: Mutex::new(Vec::new()),
             reads: Default::default(),
+            rereads: Default::default(),
         }
     }
 
@@ -227,12 +265,69 @@ impl Digests {
         }
     }
 
-    /// Take the entries computed since the last call, with the content hashes of the
-    /// remote objects this process wrote ([`crate::store::content`]).
+    /// Take the entries computed since the last call, settled or not, with the content
+    /// hashes of the remote objects this process wrote ([`crate::store::content`]).
     pub fn take_fresh(&self) -> Vec<(String, CachedDigest)> {
         let mut fresh = std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|e| e.into_inner()));
+        let unsettled = std::mem::take(&mut *self.unsettled.lock().unwrap_or_else(|e| e.into_inner()));
+        fresh.extend(unsettled.into_iter().map(|u| (u.key, u.entry)));
         fresh.append(&mut crate::store::content::take_new());
         fresh
+    }
+
+    /// Take the entries to write with the build's records (with the content hashes of the
+    /// remote objects this process wrote). A file hashed inside the racy
+    /// margin of its mtime whose margin has passed now is read again first: with the same
+    /// stat, any write since the first read would have shown in the content, and any write
+    /// from now on gives the file another mtime, so the entry is written as hashed now and
+    /// is trusted by the next build (which then reads nothing). Its content may have
+    /// changed in between: the new digest is written, and [`Digests::settled`] stays false
+    /// for the file, so quick keys recorded on the old digest are not trusted. A file whose
+    /// margin has not passed waits for a later call; with `last`, it is written as it is
+    /// (racy: the next build that needs it reads it again).
+    pub fn take_settled(&self, last: bool) -> Vec<(String, CachedDigest)> {
+        let pending = std::mem::take(&mut *self.unsettled.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut done = std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|e| e.into_inner()));
+        done.append(&mut crate::store::content::take_new());
+        if pending.is_empty() {
+            return done;
+        }
+        // Taken before any stat or read below.
+        let at = now_ns();
+        let mut wait = Vec::new();
+        for mut u in pending {
+            if u.entry.mtime_ns >= at - RACY_MARGIN_NS {
+                if last {
+                    done.push((u.key, u.entry));
+                } else {
+                    wait.push(u);
+                }
+                continue;
+            }
+            let again =
+                stat(&u.abs).filter(|m| !m.is_dir && same_file(u.entry.size, u.entry.mtime_ns, u.entry.inode, m));
+            if let Some(meta) = again
+                && let Ok(digest) = hash_file(&u.abs, meta.size)
+            {
+                self.rereads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let same = digest == u.entry.digest;
+                u.entry.digest = digest;
+                u.entry.hashed_at_ns = at;
+                self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(&u.key, &u.entry, same);
+            }
+            // Else the file changed or went away since it was hashed: the entry as it was
+            // taken (racy) can do no harm.
+            done.push((u.key, u.entry));
+        }
+        *self.unsettled.lock().unwrap_or_else(|e| e.into_inner()) = wait;
+        done
+    }
+
+    /// Whether the digest this process used for `key` holds for as long as the file keeps
+    /// the stat `meta` (see [`Digests::take_settled`]): only then may a quick key recorded
+    /// with it be trusted.
+    pub fn settled(&self, key: &str, meta: &Meta) -> bool {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).settled(key, meta)
     }
 
     /// The content hash recorded for a remote object flux wrote, while the object is that
@@ -253,8 +348,7 @@ impl Digests {
             return None;
         }
         let c = self.entry(key)?;
-        (same_file(c.size, c.mtime_ns, c.inode, meta) && c.mtime_ns < c.hashed_at_ns - RACY_MARGIN_NS)
-            .then_some(c.digest)
+        (same_file(c.size, c.mtime_ns, c.inode, meta) && trusted(&c)).then_some(c.digest)
     }
 
     /// Digest of a file (content) or a directory (its files' relative paths and digests).
@@ -280,17 +374,8 @@ impl Digests {
             return Ok(d);
         }
         let hashed_at = now_ns();
-        let mut f = std::fs::File::open(abs)?;
-        let mut hasher = blake3::Hasher::new();
-        if meta.size > 1 << 20 {
-            hasher.update_reader(&mut f)?;
-        } else {
-            let mut buf = Vec::with_capacity(meta.size as usize + 1);
-            f.read_to_end(&mut buf)?;
-            hasher.update(&buf);
-        }
+        let digest = hash_file(abs, meta.size)?;
         self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let digest: Hash = *hasher.finalize().as_bytes();
         let entry = CachedDigest {
             size: meta.size,
             mtime_ns: meta.mtime_ns,
@@ -298,8 +383,14 @@ impl Digests {
             digest,
             hashed_at_ns: hashed_at,
         };
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(key, &entry);
-        self.fresh.lock().unwrap_or_else(|e| e.into_inner()).push((key.to_string(), entry));
+        let settled = trusted(&entry);
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(key, &entry, settled);
+        if settled {
+            self.fresh.lock().unwrap_or_else(|e| e.into_inner()).push((key.to_string(), entry));
+        } else {
+            let u = Unsettled { key: key.to_string(), abs: abs.to_path_buf(), entry };
+            self.unsettled.lock().unwrap_or_else(|e| e.into_inner()).push(u);
+        }
         Ok(digest)
     }
 
@@ -335,6 +426,20 @@ impl Digests {
         }
         Ok(*hasher.finalize().as_bytes())
     }
+}
+
+/// The blake3 of a file's content (`size`: its size as stat'ed, to size the buffer).
+fn hash_file(abs: &Path, size: u64) -> std::io::Result<Hash> {
+    let mut f = std::fs::File::open(abs)?;
+    let mut hasher = blake3::Hasher::new();
+    if size > 1 << 20 {
+        hasher.update_reader(&mut f)?;
+    } else {
+        let mut buf = Vec::with_capacity(size as usize + 1);
+        f.read_to_end(&mut buf)?;
+        hasher.update(&buf);
+    }
+    Ok(*hasher.finalize().as_bytes())
 }
 
 /// How many staging folders a run spreads its outputs over.
@@ -513,6 +618,68 @@ mod tests {
         let now = stat(&p).unwrap();
         assert_eq!(d4.digest("a.txt", &p, &now).unwrap(), *blake3::hash(b"hello, world").as_bytes());
         assert_eq!(reads(&d4), 1);
+    }
+
+    #[test]
+    fn racy_entries_are_read_again_once_their_margin_has_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
+        std::fs::write(&a, b"aaaa").unwrap();
+        std::fs::write(&b, b"bbbb").unwrap();
+        // Their mtimes ahead of now: hashed inside the margin, whatever the machine's load.
+        let ahead = std::time::SystemTime::now() + std::time::Duration::from_millis(300);
+        for p in [&a, &b] {
+            std::fs::File::options().write(true).open(p).unwrap().set_modified(ahead).unwrap();
+        }
+        let d = Digests::lazy(dir.path().join("nowhere"), i64::MAX);
+        let (ma, mb) = (stat(&a).unwrap(), stat(&b).unwrap());
+        let ha = d.digest("a.txt", &a, &ma).unwrap();
+        d.digest("b.txt", &b, &mb).unwrap();
+        assert!(!d.settled("a.txt", &ma) && !d.settled("b.txt", &mb));
+        // Inside the margin still: nothing is taken, unless it is the last write.
+        assert!(d.take_settled(false).is_empty());
+        assert_eq!(d.rereads.load(std::sync::atomic::Ordering::Relaxed), 0);
+        while now_ns() < ma.mtime_ns + 2 * RACY_MARGIN_NS {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // b.txt gets other bytes of the same size and its old mtime back (an edit in the
+        // same tick as the first hash): the entry written has the new digest, and b's
+        // digest is not settled (a quick key recorded with the old one must not be trusted).
+        let mut f = std::fs::File::options().write(true).truncate(true).open(&b).unwrap();
+        std::io::Write::write_all(&mut f, b"BBBB").unwrap();
+        f.set_modified(ahead).unwrap();
+        drop(f);
+        assert_eq!(stat(&b).unwrap(), mb);
+        let mut out = d.take_settled(false);
+        out.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(out.len(), 2);
+        assert_eq!(d.rereads.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(reads(&d), 2, "first reads only");
+        assert!(out.iter().all(|(_, c)| trusted(c)), "both written as hashed after their margin");
+        assert_eq!((out[0].0.as_str(), out[0].1.digest), ("a.txt", ha));
+        assert_eq!((out[1].0.as_str(), out[1].1.digest), ("b.txt", *blake3::hash(b"BBBB").as_bytes()));
+        assert!(d.settled("a.txt", &ma));
+        assert!(!d.settled("b.txt", &mb));
+        // Not for another stat of the file.
+        assert!(!d.settled("a.txt", &Meta { mtime_ns: ma.mtime_ns + 1, ..ma }));
+        // A file never hashed here (a trusted cache entry, a remote object) is settled.
+        assert!(d.settled("c.txt", &ma));
+    }
+
+    #[test]
+    fn racy_entries_are_written_as_they_are_by_the_last_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.txt");
+        std::fs::write(&a, b"aaaa").unwrap();
+        let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        std::fs::File::options().write(true).open(&a).unwrap().set_modified(ahead).unwrap();
+        let d = Digests::lazy(dir.path().join("nowhere"), i64::MAX);
+        let m = stat(&a).unwrap();
+        d.digest("a.txt", &a, &m).unwrap();
+        let out = d.take_settled(true);
+        assert_eq!(out.len(), 1);
+        assert!(!trusted(&out[0].1), "still racy: the next build reads it again");
+        assert!(!d.settled("a.txt", &m));
     }
 
     #[test]

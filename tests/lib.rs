@@ -61,6 +61,8 @@ mod planning;
 mod property;
 #[path = "integration/remote_stat.rs"]
 mod remote_stat;
+#[path = "integration/racy.rs"]
+mod racy;
 #[path = "integration/schedule.rs"]
 mod schedule;
 #[path = "integration/schedule_dst.rs"]
