@@ -290,22 +290,34 @@ impl<'a> Build<'a> {
         // order is reported.
         let would: Vec<u32> =
             self.g.order.iter().copied().filter(|&t| results[t as usize].status == "would-run").collect();
-        let rendered: Vec<_> = {
+        let first_error = {
             use rayon::prelude::*;
-            would.par_iter().map(|&t| self.dry_commands(t, &ids[t as usize])).collect()
-        };
-        for (t, r) in would.into_iter().zip(rendered) {
-            match r {
-                // Kept only when they are shown (-p, --output json): at 10^6 tasks
-                // they would cost hundreds of MB.
-                Ok(commands) => results[t as usize].commands = self.opts.dry_commands.then_some(commands),
-                Err(e) => {
-                    rep.finish();
-                    return Err(Error::Fluxfile(Box::new(Diag::new(e.message, Some(e.span)).help(
-                        "the build would fail this task: fix the template (a dry run renders every command it would run)",
-                    ))));
+            if self.opts.dry_commands {
+                // Shown (-p, --output json): kept.
+                let rendered: Vec<_> = would.par_iter().map(|&t| self.dry_commands(t, &ids[t as usize])).collect();
+                let mut first_error = None;
+                for (t, r) in would.into_iter().zip(rendered) {
+                    match r {
+                        Ok(commands) => results[t as usize].commands = Some(commands),
+                        Err(e) => {
+                            first_error = Some(e);
+                            break;
+                        }
+                    }
                 }
+                first_error
+            } else {
+                // Not shown: each task's commands are dropped as soon as they are rendered
+                // (collected, a million tasks' commands cost hundreds of MB); only the
+                // first error in build order is kept.
+                would.par_iter().filter_map(|&t| self.dry_commands(t, &ids[t as usize]).err()).find_first(|_| true)
             }
+        };
+        if let Some(e) = first_error {
+            rep.finish();
+            return Err(Error::Fluxfile(Box::new(Diag::new(e.message, Some(e.span)).help(
+                "the build would fail this task: fix the template (a dry run renders every command it would run)",
+            ))));
         }
         rep.finish();
         Ok(Report {

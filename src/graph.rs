@@ -417,30 +417,29 @@ fn in_domain(step: &Step, params: &[ParamValue]) -> bool {
     step.start.is_none_or(|s| v >= s) && step.end.is_none_or(|e| v <= e)
 }
 
-/// Params inline, for hashing without allocating.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct ParamKey {
-    step: u32,
-    len: u8,
-    vals: [ParamValue; MAX_PARAMS],
-}
-
 /// Params per step (checked when the Fluxfile is loaded).
 pub const MAX_PARAMS: usize = 6;
 
-impl ParamKey {
-    fn new(step: u32, params: &[ParamValue]) -> ParamKey {
-        let mut vals = [ParamValue::Choice(0); MAX_PARAMS];
-        vals[..params.len()].copy_from_slice(params);
-        ParamKey { step, len: params.len() as u8, vals }
-    }
+/// The 64-bit hash of a task's (step, params): the task index is keyed by it, and tasks
+/// whose keys collide are chained (see `Builder::find`), so that an entry is 12 bytes
+/// whatever the params (a key holding the params inline was 152 bytes, and the index of a
+/// million tasks alone took over 300 MB).
+fn task_hash(step: u32, params: &[ParamValue]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    step.hash(&mut h);
+    params.hash(&mut h);
+    h.finish()
 }
 
 struct Builder<'a> {
     ff: &'a Fluxfile,
     matcher: Matcher,
     g: TaskGraph,
-    index: FxHashMap<ParamKey, u32>,
+    /// Task by the hash of its (step, params): the first task with that hash.
+    index: FxHashMap<u64, u32>,
+    /// Per task: the next task whose (step, params) has the same hash, or `NONE`.
+    chain: Vec<u32>,
     target_ids: IndexSet<Box<str>, FxBuildHasher>,
     work: Vec<u32>,
     /// Per step: whether its input or requires templates read `task` (else no id is made).
@@ -456,6 +455,7 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
         matcher: Matcher::new(ff),
         g: TaskGraph::default(),
         index: FxHashMap::default(),
+        chain: Vec::new(),
         target_ids: IndexSet::default(),
         work: Vec::new(),
         needs_id: ff
@@ -486,11 +486,21 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
     if all_steps {
         // Every task of every step for the requested values (SPEC §3.1), except steps with
         // a param that has no value and no domain (named by `left_out`).
+        // Every step's values first, so that the tables get room for all their tasks at
+        // once rather than growing (and rehashing) as they are made.
+        let mut per_step = Vec::with_capacity(ff.steps.len());
+        let mut total: u64 = 0;
         for si in 0..ff.steps.len() {
             if valueless_param(&ff.steps[si], req).is_some() {
                 continue;
             }
-            for vals in step_values(ff, si, req, b.room())? {
+            let values = step_values(ff, si, req, ff.max_tasks.saturating_sub(total))?;
+            total += values.len() as u64;
+            per_step.push((si, values));
+        }
+        b.reserve(usize::try_from(total).unwrap_or(usize::MAX));
+        for (si, values) in per_step {
+            for vals in values {
                 roots.push(b.task(si as u32, vals)?);
             }
         }
@@ -517,6 +527,16 @@ impl Builder<'_> {
         self.ff.max_tasks.saturating_sub(self.g.tasks.len() as u64)
     }
 
+    /// Room for `n` tasks (and as many targets) without growing.
+    fn reserve(&mut self, n: usize) {
+        let n = n.min(self.room().try_into().unwrap_or(usize::MAX)).min(1 << 24);
+        self.g.tasks.reserve(n);
+        self.chain.reserve(n);
+        self.index.reserve(n);
+        self.target_ids.reserve(n);
+        self.g.producer.reserve(n);
+    }
+
     fn intern(&mut self, s: &str) -> u32 {
         if let Some(id) = self.target_ids.get_index_of(s) {
             return id as u32;
@@ -526,10 +546,23 @@ impl Builder<'_> {
         id as u32
     }
 
+    /// The task for (step, params) with this hash, if there is one.
+    fn find(&self, hash: u64, step: u32, params: &[ParamValue]) -> Option<u32> {
+        let mut t = *self.index.get(&hash)?;
+        while t != NONE {
+            let task = &self.g.tasks[t as usize];
+            if task.step == step && *task.params == *params {
+                return Some(t);
+            }
+            t = self.chain[t as usize];
+        }
+        None
+    }
+
     /// The task for (step, params), created (with its outputs) if new.
     fn task(&mut self, step: u32, params: Box<[ParamValue]>) -> Result<u32> {
-        let key = ParamKey::new(step, &params);
-        if let Some(&t) = self.index.get(&key) {
+        let hash = task_hash(step, &params);
+        if let Some(t) = self.find(hash, step, &params) {
             return Ok(t);
         }
         let id = self.g.tasks.len() as u32;
@@ -578,7 +611,7 @@ impl Builder<'_> {
             outputs.push(tid);
         }
         self.g.tasks.push(Task { step, params, inputs: Vec::new(), outputs, deps: Vec::new() });
-        self.index.insert(key, id);
+        self.chain.push(self.index.insert(hash, id).unwrap_or(NONE));
         self.work.push(id);
         Ok(id)
     }
@@ -589,16 +622,21 @@ impl Builder<'_> {
         let task = &self.g.tasks[t as usize];
         let step_idx = task.step;
         let st = &ff.steps[task.step as usize];
-        let params = task.params.clone();
-        let tid = if self.needs_id[task.step as usize] { task_id(st, &params) } else { String::new() };
-        let pstrs = param_strings(st, &params);
+        // The params on the stack (the task table grows below): no allocation per task.
+        let mut pbuf = [ParamValue::Choice(0); MAX_PARAMS];
+        pbuf[..task.params.len()].copy_from_slice(&task.params);
+        let params = &pbuf[..task.params.len()];
+        let tid = if self.needs_id[task.step as usize] { task_id(st, params) } else { String::new() };
+        let pstrs = param_strings(st, params);
         let ctx = plan_context(ff, st, &tid, &pstrs);
         let mut inputs = Vec::new();
         let mut deps: Vec<u32> = Vec::new();
         let mut found = Vec::new();
+        let mut text = String::new();
         for tpl in &st.inputs {
-            let text = ff.engine.render(tpl.id, &ctx).map_err(|e| {
-                let msg = format!("{}: cannot render input `{}`: {e}", task_id(st, &params), ff.engine.source(tpl.id));
+            text.clear();
+            ff.engine.render_into(tpl.id, &ctx, &mut text).map_err(|e| {
+                let msg = format!("{}: cannot render input `{}`: {e}", task_id(st, params), ff.engine.source(tpl.id));
                 // A task at the edge of the calendar was reached by following inputs from
                 // task to task: a chain through several steps with no `start` or `end`.
                 let edge = st.time_param.and_then(|ti| params[ti].civil()).map(|c| c.year);
@@ -640,7 +678,7 @@ impl Builder<'_> {
                                     "step `{}` reads an earlier interval of itself through input `{}` ({} reads {earlier}) and has no `start`, so the chain would reach back without end; give the step `start = \"…\"` (or set `start` in [flux])",
                                     st.name,
                                     ff.engine.source(tpl.id),
-                                    task_id(st, &params),
+                                    task_id(st, params),
                                 ),
                                 &tpl.span,
                             ));
@@ -656,13 +694,23 @@ impl Builder<'_> {
                                     "step `{}` reads a later interval of itself through input `{}` ({} reads {later}) and has no `end`, so the chain would run forward without end; give the step `end = \"…\"`",
                                     st.name,
                                     ff.engine.source(tpl.id),
-                                    task_id(st, &params),
+                                    task_id(st, params),
                                 ),
                                 &tpl.span,
                             ));
                         }
                         let p = self.task(ps, pv)?;
-                        inputs.push(self.intern(&line));
+                        // The producer interned its outputs: take the one this line names
+                        // from it rather than hashing the line again.
+                        let known = self.g.tasks[p as usize]
+                            .outputs
+                            .iter()
+                            .copied()
+                            .find(|&o| *self.target_ids[o as usize] == *line);
+                        inputs.push(match known {
+                            Some(o) => o,
+                            None => self.intern(&line),
+                        });
                         deps.push(p);
                     }
                     _ => {
@@ -671,7 +719,7 @@ impl Builder<'_> {
                         return Err(Error::at(
                             format!(
                                 "{}: input `{line}` could be written by several tasks: {}; make the output templates distinct",
-                                task_id(st, &params),
+                                task_id(st, params),
                                 names.join(", ")
                             ),
                             &tpl.span,
@@ -686,16 +734,16 @@ impl Builder<'_> {
             for (pi, (pname, kind)) in rs.params.iter().enumerate() {
                 let v = if let Some((_, tpl)) = req.params.iter().find(|(i, _)| *i == pi) {
                     let s = ff.engine.render(tpl.id, &ctx).map_err(|e| {
-                        Error::at(format!("{}: requires {}: {e}", task_id(st, &params), rs.name), &tpl.span)
+                        Error::at(format!("{}: requires {}: {e}", task_id(st, params), rs.name), &tpl.span)
                     })?;
                     kind.parse(s.trim()).map_err(|e| {
-                        Error::at(format!("{}: requires {}: {pname}: {e}", task_id(st, &params), rs.name), &tpl.span)
+                        Error::at(format!("{}: requires {}: {pname}: {e}", task_id(st, params), rs.name), &tpl.span)
                     })?
                 } else {
                     let i = st.params.iter().position(|(n, _)| n == pname).unwrap_or(0);
                     let s = &pstrs[i].1;
                     kind.parse(s).map_err(|e| {
-                        Error::at(format!("{}: requires {}: {pname}: {e}", task_id(st, &params), rs.name), &req.span)
+                        Error::at(format!("{}: requires {}: {pname}: {e}", task_id(st, params), rs.name), &req.span)
                     })?
                 };
                 vals.push(v);
@@ -949,16 +997,38 @@ pub fn left_out<'f>(ff: &'f Fluxfile, req: &Request) -> Vec<(&'f str, &'f str, &
 fn topo_order(ff: &Fluxfile, g: &TaskGraph) -> Result<Vec<u32>> {
     let n = g.tasks.len();
     let mut indeg: Vec<u32> = g.tasks.iter().map(|t| t.deps.len() as u32).collect();
-    let dependents = g.dependents();
-    let mut order = Vec::with_capacity(n);
-    // FIFO in creation order: steps in declaration order, dates ascending.
-    let mut queue: std::collections::VecDeque<u32> = (0..n as u32).filter(|&i| indeg[i as usize] == 0).collect();
-    while let Some(t) = queue.pop_front() {
-        order.push(t);
-        for &d in &dependents[t as usize] {
+    // Reverse edges in two flat arrays (task t's dependents are `rev[at[t]..at[t + 1]]`),
+    // not a vector per task.
+    let mut at: Vec<u32> = vec![0; n + 1];
+    for t in &g.tasks {
+        for &d in &t.deps {
+            at[d as usize + 1] += 1;
+        }
+    }
+    for i in 0..n {
+        at[i + 1] += at[i];
+    }
+    let mut fill = at.clone();
+    let mut rev: Vec<u32> = vec![0; at[n] as usize];
+    for (i, t) in g.tasks.iter().enumerate() {
+        for &d in &t.deps {
+            rev[fill[d as usize] as usize] = i as u32;
+            fill[d as usize] += 1;
+        }
+    }
+    drop(fill);
+    // FIFO in creation order: steps in declaration order, dates ascending. The order
+    // itself is the queue: tasks are appended when their last dep is placed.
+    let mut order: Vec<u32> = Vec::with_capacity(n);
+    order.extend((0..n as u32).filter(|&i| indeg[i as usize] == 0));
+    let mut head = 0;
+    while head < order.len() {
+        let t = order[head] as usize;
+        head += 1;
+        for &d in &rev[at[t] as usize..at[t + 1] as usize] {
             indeg[d as usize] -= 1;
             if indeg[d as usize] == 0 {
-                queue.push_back(d);
+                order.push(d);
             }
         }
     }

@@ -336,7 +336,7 @@ impl<'a> Planner<'a> {
         tpl: &crate::fluxfile::Tpl,
         r: &CmdRender<'_>,
     ) -> Result<String, RenderError> {
-        self.with_context(t, id, r, |ctx| {
+        self.with_context(t, id, r, true, |ctx| {
             self.ff.engine.render(tpl.id, ctx).map_err(|e| self.render_error(tpl, ctx, format!("{id}: {e}")))
         })
     }
@@ -344,7 +344,8 @@ impl<'a> Planner<'a> {
     /// Render a task's commands and env with the given target paths.
     pub fn render_commands(&self, t: u32, id: &str, r: &CmdRender<'_>) -> Result<Commands, RenderError> {
         let step = &self.ff.steps[self.g.tasks[t as usize].step as usize];
-        self.with_context(t, id, r, |ctx| {
+        let intervals = reads_interval(self.ff, step);
+        self.with_context(t, id, r, intervals, |ctx| {
             let render = |tpls: &[crate::fluxfile::Tpl]| -> Result<Vec<String>, RenderError> {
                 tpls.iter()
                     .map(|tpl| {
@@ -378,13 +379,23 @@ impl<'a> Planner<'a> {
         RenderError { message, span }
     }
 
-    /// Call `f` with the template context of a task's commands (SPEC §2.2).
-    fn with_context<T>(&self, t: u32, id: &str, r: &CmdRender<'_>, f: impl FnOnce(&Context<'_>) -> T) -> T {
+    /// Call `f` with the template context of a task's commands (SPEC §2.2). Without
+    /// `intervals` (no template to be rendered can read them) `interval_start` and
+    /// `interval_end` are left empty rather than computed.
+    fn with_context<T>(
+        &self,
+        t: u32,
+        id: &str,
+        r: &CmdRender<'_>,
+        intervals: bool,
+        f: impl FnOnce(&Context<'_>) -> T,
+    ) -> T {
         let task = &self.g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
         let params = param_strings(step, &task.params);
         let (start, end) = step
             .time_param
+            .filter(|_| intervals)
             .and_then(|ti| interval_rfc3339(&step.params[ti].1, task.params[ti], self.ff.timezone))
             .unwrap_or_default();
         let extra: [(&str, String); 4] = [
@@ -404,6 +415,24 @@ impl<'a> Planner<'a> {
         };
         f(&ctx)
     }
+}
+
+/// Whether a step's commands or env may read `interval_start` or `interval_end`: yes
+/// unless every one of their templates is on the template engine's fast path (whose
+/// expressions name what they read) and none names them. Computing the two instants for
+/// every task was a tenth of a dry run's rendering.
+fn reads_interval(ff: &Fluxfile, step: &Step) -> bool {
+    let tpls = step.pre.iter().chain(&step.run).chain(&step.post).chain(step.env.iter().map(|(_, t)| t));
+    for tpl in tpls {
+        let Some(segs) = ff.engine.segments(tpl.id) else { return true };
+        let names = segs.iter().any(|s| {
+            matches!(s, crate::template::Segment::Expr { name, .. } if name == "interval_start" || name == "interval_end")
+        });
+        if names {
+            return true;
+        }
+    }
+    false
 }
 
 /// A command, hook or env template that does not render for a task.
