@@ -82,7 +82,7 @@ pub(crate) fn build(t: &Test, args: &[&str]) -> Output {
 
 /// `remote requests: 1 LIST, 0 HEAD, …` from `-v`, as numbers by kind.
 fn requests(o: &Output) -> std::collections::HashMap<String, u64> {
-    let line = o.stderr.lines().find(|l| l.contains("remote requests:")).unwrap_or_default().to_string();
+    let line = o.stderr().lines().find(|l| l.contains("remote requests:")).unwrap_or_default().to_string();
     line.split("remote requests:")
         .nth(1)
         .unwrap_or_default()
@@ -279,7 +279,7 @@ fn a_missing_bucket_fails_the_task_naming_the_uri_and_never_a_secret() {
     let msg = r["error"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("missing source `s3://no-such-bucket-here/in.txt`"), "{msg}");
     let secret = "flux-test-secret-0123456789";
-    assert!(!o.stdout.contains(secret) && !o.stderr.contains(secret), "a secret leaked\n{}", o.describe());
+    assert!(!o.stdout.contains(secret) && !o.stderr().contains(secret), "a secret leaked\n{}", o.describe());
     for log in walk(&t.abs(".flux/logs")) {
         assert!(!std::fs::read_to_string(&log).unwrap_or_default().contains(secret), "a secret in {}", log.display());
     }
@@ -340,7 +340,7 @@ fn azure_targets_go_through_the_same_store_path() {
         "[store.\"az://box\"]\nuse_emulator = true\n\n[step.w]\noutputs = [\"az://box/w.txt\"]\nrun = \"echo w > {{ outputs[0] }}\"\n",
     );
     let o = t.run_args(json_build(&["w"]));
-    o.assert_status(1);
+    o.assert_status(1).stderr_has("FAIL w: cannot upload output: az://box/w.txt");
     let msg = o.task("w")["error"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("az://box/w.txt"), "{msg}\n{}", o.describe());
 }
@@ -367,7 +367,7 @@ fn a_no_op_over_more_than_a_page_of_outputs_is_one_listing() {
             r.get("LIST"),
             Some(&1),
             "one listing, not 1,100 HEADs\n{}",
-            &o.stderr[o.stderr.len().saturating_sub(400)..]
+            &o.stderr()[o.stderr().len().saturating_sub(400)..]
         );
         assert_eq!(r.get("HEAD"), Some(&0));
         assert_eq!(r.get("GET"), Some(&0));
