@@ -1240,7 +1240,7 @@ fn dash_dash_wait_overrides_the_steps_wait() {
     let t = Test::new().fluxfile(&LATE.replace("WAIT", "poll = \"200ms\""));
     // No wait by default: the missing source fails at once.
     let o = t.run_args(json_build(&[]));
-    o.assert_status(1);
+    o.assert_status(1).stderr_has("FAIL w: missing source `raw/in.txt` needed by w");
     assert!(o.elapsed < Duration::from_secs(20), "took {:?}", o.elapsed);
     assert_eq!(o.task("w")["error"], "missing source `raw/in.txt` needed by w");
     // --wait 1s: waits, then fails saying so.

@@ -38,8 +38,10 @@ fn a_failed_tasks_last_log_lines_are_printed_under_its_fail_line() {
 
     // --log-lines N; a short log shows whole, with the command that ran first.
     let o = t.run_args(["build", "--log-lines", "2"]);
+    o.assert_status(1);
     assert_eq!(block_after(&o, "FAIL bad: "), ["    line 30", "    bad.c:3: error: doomed"], "{}", o.describe());
     let o = t.run_args(["build", "--log-lines", "0"]);
+    o.assert_status(1);
     assert!(block_after(&o, "FAIL bad: ").is_empty(), "{}", o.describe());
     let short = Test::new().fluxfile("[step.s]\noutputs = [\"s.txt\"]\nrun = \"echo 'no such file' >&2; exit 2\"\n");
     let o = short.run_args(["build"]);
