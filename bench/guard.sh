@@ -16,13 +16,34 @@ python3 "$shared/bench/gen.py" -S 10 -D 1000 --tool flux --out "$work/flux" >/de
 python3 "$shared/bench/gen.py" -S 10 -D 1000 --tool ninja --out "$work/ninja" >/dev/null
 range=2000-01-01..2002-09-26
 export NO_COLOR=1
-t() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 )); }
+# Time one command in µs; a command that fails fails the guard (a flux that errors out
+# at once must not pass for a fast one).
+err=$work/stderr
+t() {
+  local s e
+  s=$(date +%s%N)
+  if ! "$@" >/dev/null 2>"$err"; then
+    echo "guard: \`$*\` failed in $(pwd):" >&2
+    tail -n 20 "$err" >&2
+    exit 1
+  fi
+  e=$(date +%s%N)
+  echo $(( (e - s) / 1000 ))
+}
+# Append the timing of one command to the array named $1 (outside a command substitution
+# the failure of `t` stops the script).
+time_into() {
+  local into=$1 dir=$2 us
+  shift 2
+  us=$(cd "$dir" && t "$@") || exit 1
+  eval "$into+=(\"\$us\")"
+}
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # dry runs from a clean tree
 fd=(); nd=()
 for _ in 1 2 3 4 5; do
-  fd+=("$(cd "$work/flux" && t "$flux" build -n --date-range "$range")")
-  nd+=("$(cd "$work/ninja" && t ninja -n)")
+  time_into fd "$work/flux" "$flux" build -n --date-range "$range"
+  time_into nd "$work/ninja" ninja -n
 done
 # full builds, then the first no-op right after each (flux's must trust what its build
 # recorded, not re-read the outputs), then more no-ops
@@ -32,8 +53,8 @@ f1=$(cd "$work/flux" && t "$flux" build -j 2 --date-range "$range")
 n1=$(cd "$work/ninja" && t ninja -j 2)
 fn=(); nn=()
 for _ in 1 2 3 4 5; do
-  fn+=("$(cd "$work/flux" && t "$flux" build -j 2 --date-range "$range")")
-  nn+=("$(cd "$work/ninja" && t ninja -j 2)")
+  time_into fn "$work/flux" "$flux" build -j 2 --date-range "$range"
+  time_into nn "$work/ninja" ninja -j 2
 done
 fail=0
 for pair in "dry-run:${fd[*]}:${nd[*]}" "no-op:${fn[*]}:${nn[*]}" "1st-no-op:$f1:$n1"; do

@@ -5,13 +5,18 @@
 //! with what the example's generator implies, builds again to see nothing run, then
 //! edits an input or deletes an output and checks that exactly the expected tasks rerun.
 //!
-//! Self-contained on purpose: no shared helper module, only `std::process::Command`.
+//! flux runs through the harness (`crate::test`): each example is copied into a `Test`'s
+//! folder, and every run has its timeout and its checks of status and stderr.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::operations::wait_until;
+use crate::test::{Output, Test};
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fluxfiles")
@@ -37,48 +42,33 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// A fresh copy of `fluxfiles/<name>` in a temporary folder.
-fn example(name: &str) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    copy_tree(&examples_dir().join(name), tmp.path());
-    tmp
+/// A fresh copy of `fluxfiles/<name>` in a test's temporary folder.
+fn example(name: &str) -> Test {
+    let t = Test::new();
+    copy_tree(&examples_dir().join(name), &t.path());
+    t
 }
 
-fn flux(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flux"))
-        .args(args)
-        .current_dir(dir)
-        .env("CI", "true")
-        .env_remove("NO_COLOR")
-        .output()
-        .expect("cannot start flux")
+fn flux(t: &Test, args: &[&str]) -> Output {
+    t.run_args(args.iter().copied())
 }
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Run flux, insist on exit 0, return stdout.
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = flux(dir, args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "flux {args:?} failed\n--- stdout\n{}\n--- stderr\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+/// Run flux, insist on exit 0 (and nothing on stderr but the tasks' `ok` lines), return
+/// stdout.
+fn ok(t: &Test, args: &[&str]) -> String {
+    flux(t, args).assert_status(0).stdout.clone()
 }
 
 /// `flux build ARGS --output json`: the parsed document (exit 0 required).
-fn build_json(dir: &Path, args: &[&str]) -> Value {
+fn build_json(t: &Test, args: &[&str]) -> Value {
     let mut all = vec!["build"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--output", "json"]);
-    let stdout = ok(dir, &all);
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("flux {all:?}: stdout is not one JSON object ({e}):\n{stdout}"))
+    flux(t, &all).assert_status(0).json()
 }
 
 /// Ids of the tasks that ran (status `success`), sorted.
@@ -137,16 +127,9 @@ fn every_fluxfile_under_fluxfiles_passes_check() {
     found.sort();
     assert!(found.len() >= 6, "expected the hourly, monthly, rollup and three from-* examples, found {found:?}");
     for f in &found {
-        let out = flux(Path::new(env!("CARGO_MANIFEST_DIR")), &["check", "-f", f.to_str().unwrap()]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "flux check -f {} failed:\n{}{}",
-            f.display(),
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        assert!(text(&out.stdout).ends_with("OK\n"), "unexpected output: {}", text(&out.stdout));
+        let out = Test::new().run_args(["check", "-f", f.to_str().unwrap()]);
+        out.assert_status(0);
+        assert!(out.stdout.ends_with("OK\n"), "unexpected output: {}", out.describe());
     }
 }
 
@@ -176,11 +159,11 @@ fn counts_file(c: &BTreeMap<&str, u32>) -> String {
 
 #[test]
 fn hourly_example_joins_every_hour_and_counts_the_day_per_country() {
-    let tmp = example("hourly");
-    let dir = tmp.path();
-    ok(dir, &["check"]);
+    let t = example("hourly");
+    let dir = &t.path();
+    ok(&t, &["check"]);
 
-    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    let doc = build_json(&t, &["--date", "2024-03-01"]);
     // 24 gen_impressions + 24 join + geoip + count
     assert_eq!(summary(&doc, "ran"), 50, "{doc}");
     assert_eq!(summary(&doc, "failed"), 0);
@@ -200,25 +183,25 @@ fn hourly_example_joins_every_hour_and_counts_the_day_per_country() {
     }
 
     // Nothing changed: nothing runs, whichever way the day is asked for.
-    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    let doc = build_json(&t, &["--date", "2024-03-01"]);
     assert_eq!(summary(&doc, "ran"), 0, "{doc}");
     assert_eq!(summary(&doc, "skipped"), 50);
-    let doc = build_json(dir, &["count", "--date-range", "2024-03-01T00..2024-03-01T23"]);
+    let doc = build_json(&t, &["count", "--date-range", "2024-03-01T00..2024-03-01T23"]);
     assert_eq!(summary(&doc, "ran"), 0, "{doc}");
-    let doc = build_json(dir, &["data/counts/2024-03-01.csv"]);
+    let doc = build_json(&t, &["data/counts/2024-03-01.csv"]);
     assert_eq!(summary(&doc, "ran"), 0, "{doc}");
 
     // An impression from an ip geoip does not know: the join reruns, writes the same
     // bytes, and count is skipped (early cutoff).
     append(dir, "data/raw/impressions/2024-03-01T05.csv", "2024-03-01T05:59,10.0.0.19,ad9");
-    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    let doc = build_json(&t, &["--date", "2024-03-01"]);
     assert_eq!(ran(&doc), strs(&["join[2024-03-01T05]"]), "{doc}");
     let join = doc["tasks"].as_array().unwrap().iter().find(|t| t["id"] == "join[2024-03-01T05]").unwrap();
     assert_eq!(join["reason"], "input-changed");
 
     // An impression from a Japanese ip: the join and the count rerun, JP goes up by one.
     append(dir, "data/raw/impressions/2024-03-01T05.csv", "2024-03-01T05:58,10.0.0.2,ad9");
-    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    let doc = build_json(&t, &["--date", "2024-03-01"]);
     assert_eq!(ran(&doc), strs(&["join[2024-03-01T05]", "count[2024-03-01]"]), "{doc}");
     let mut more = expected.clone();
     *more.get_mut("JP").unwrap() += 1;
@@ -226,21 +209,21 @@ fn hourly_example_joins_every_hour_and_counts_the_day_per_country() {
 
     // A deleted output is rebuilt alone: the same bytes come back, count is skipped.
     std::fs::remove_file(dir.join("data/joined/2024-03-01T07.csv")).unwrap();
-    let dry = ok(dir, &["build", "--date", "2024-03-01", "-n"]);
+    let dry = ok(&t, &["build", "--date", "2024-03-01", "-n"]);
     assert!(dry.contains("would run join[2024-03-01T07] (missing-output)\n"), "{dry}");
-    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    let doc = build_json(&t, &["--date", "2024-03-01"]);
     assert_eq!(ran(&doc), strs(&["join[2024-03-01T07]"]), "{doc}");
     assert_eq!(read(dir, "data/counts/2024-03-01.csv"), counts_file(&more));
 
-    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    let doc = build_json(&t, &["--date", "2024-03-01"]);
     assert_eq!(summary(&doc, "ran"), 0, "{doc}");
 }
 
 #[test]
 fn hourly_example_builds_one_day_from_an_hour_range() {
-    let tmp = example("hourly");
-    let dir = tmp.path();
-    let doc = build_json(dir, &["count", "--date-range", "2024-03-02T00..2024-03-02T23"]);
+    let t = example("hourly");
+    let dir = &t.path();
+    let doc = build_json(&t, &["count", "--date-range", "2024-03-02T00..2024-03-02T23"]);
     assert_eq!(summary(&doc, "ran"), 50, "{doc}");
     assert_eq!(read(dir, "data/counts/2024-03-02.csv"), counts_file(&expected_counts(2)));
     assert!(!dir.join("data/counts/2024-03-01.csv").exists());
@@ -275,27 +258,27 @@ fn expected_wordcount(corpus: &str, days: u32, extra: &[&str]) -> String {
 
 #[test]
 fn monthly_example_counts_the_words_of_every_day_of_the_month() {
-    let tmp = example("monthly");
-    let dir = tmp.path();
-    ok(dir, &["check"]);
+    let t = example("monthly");
+    let dir = &t.path();
+    ok(&t, &["check"]);
     let corpus = read(dir, "input/corpus.txt");
 
     // --date gives the month; wordcount[2024-02] pulls in all 29 days of February 2024.
-    let doc = build_json(dir, &["--date", "2024-02-01"]);
+    let doc = build_json(&t, &["--date", "2024-02-01"]);
     assert_eq!(summary(&doc, "ran"), 30, "{doc}");
     for d in 1..=29 {
         assert!(dir.join(format!("data/text/2024-02-{d:02}.txt")).exists(), "day {d}");
     }
     assert_eq!(read(dir, "data/wordcount/2024-02.txt"), expected_wordcount(&corpus, 29, &[]));
 
-    let doc = build_json(dir, &["--date", "2024-02-01"]);
+    let doc = build_json(&t, &["--date", "2024-02-01"]);
     assert_eq!(summary(&doc, "ran"), 0, "{doc}");
-    let doc = build_json(dir, &["wordcount", "--param", "month=2024-02"]);
+    let doc = build_json(&t, &["wordcount", "--param", "month=2024-02"]);
     assert_eq!(summary(&doc, "ran"), 0, "{doc}");
 
     // A day's text edited by hand: only the month's count reruns.
     append(dir, "data/text/2024-02-10.txt", "Zebra");
-    let doc = build_json(dir, &["wordcount[2024-02]"]);
+    let doc = build_json(&t, &["wordcount[2024-02]"]);
     assert_eq!(ran(&doc), strs(&["wordcount[2024-02]"]), "{doc}");
     let got = read(dir, "data/wordcount/2024-02.txt");
     assert_eq!(got, expected_wordcount(&corpus, 29, &["Zebra"]));
@@ -303,11 +286,11 @@ fn monthly_example_counts_the_words_of_every_day_of_the_month() {
 
     // Another day's text deleted: it is made again, identical, so the count is skipped.
     std::fs::remove_file(dir.join("data/text/2024-02-20.txt")).unwrap();
-    let doc = build_json(dir, &["--date", "2024-02-01"]);
+    let doc = build_json(&t, &["--date", "2024-02-01"]);
     assert_eq!(ran(&doc), strs(&["daily_text[2024-02-20]"]), "{doc}");
 
     // A month of 31 days.
-    let doc = build_json(dir, &["wordcount", "--param", "month=2024-03"]);
+    let doc = build_json(&t, &["wordcount", "--param", "month=2024-03"]);
     assert_eq!(summary(&doc, "ran"), 32, "{doc}");
     assert_eq!(read(dir, "data/wordcount/2024-03.txt"), expected_wordcount(&corpus, 31, &[]));
 }
@@ -316,11 +299,11 @@ fn monthly_example_counts_the_words_of_every_day_of_the_month() {
 
 #[test]
 fn rollup_example_adds_each_day_to_yesterdays_totals() {
-    let tmp = example("rollup");
-    let dir = tmp.path();
-    ok(dir, &["check"]);
+    let t = example("rollup");
+    let dir = &t.path();
+    ok(&t, &["check"]);
 
-    let doc = build_json(dir, &["--date-range", "2024-01-01..2024-01-07"]);
+    let doc = build_json(&t, &["--date-range", "2024-01-01..2024-01-07"]);
     assert_eq!(summary(&doc, "ran"), 14, "{doc}");
     assert_eq!(read(dir, "data/rollup/2024-01-01.csv"), "apples,3\npears,2\n");
     assert_eq!(read(dir, "data/rollup/2024-01-02.csv"), "apples,8\npears,2\nplums,1\n");
@@ -328,10 +311,10 @@ fn rollup_example_adds_each_day_to_yesterdays_totals() {
     // The first day has no yesterday: its input was dropped, not missing.
     // (The log's last line is what the command printed; the `$ ` lines before it are the
     // commands.)
-    assert!(ok(dir, &["logs", "rollup[2024-01-01]"]).ends_with("\nrollup[2024-01-01] read 1 inputs\n"));
-    assert!(ok(dir, &["logs", "rollup[2024-01-02]"]).ends_with("\nrollup[2024-01-02] read 2 inputs\n"));
+    assert!(ok(&t, &["logs", "rollup[2024-01-01]"]).ends_with("\nrollup[2024-01-01] read 1 inputs\n"));
+    assert!(ok(&t, &["logs", "rollup[2024-01-02]"]).ends_with("\nrollup[2024-01-02] read 2 inputs\n"));
 
-    let doc = build_json(dir, &["--date-range", "2024-01-01..2024-01-07"]);
+    let doc = build_json(&t, &["--date-range", "2024-01-01..2024-01-07"]);
     assert_eq!(summary(&doc, "ran"), 0, "{doc}");
 
     // The ledger (a source) changes on 2024-01-03: every extract rereads it, but only
@@ -339,23 +322,23 @@ fn rollup_example_adds_each_day_to_yesterdays_totals() {
     // and those from 03 on rerun, each because yesterday's total changed.
     let ledger = read(dir, "input/sales.csv").replace("2024-01-03,pears,4", "2024-01-03,pears,5");
     std::fs::write(dir.join("input/sales.csv"), ledger).unwrap();
-    let doc = build_json(dir, &["--date-range", "2024-01-01..2024-01-07"]);
+    let doc = build_json(&t, &["--date-range", "2024-01-01..2024-01-07"]);
     let mut want: Vec<String> = (1..=7).map(|d| format!("extract[2024-01-{d:02}]")).collect();
     want.extend((3..=7).map(|d| format!("rollup[2024-01-{d:02}]")));
     want.sort();
     assert_eq!(ran(&doc), want, "{doc}");
     assert_eq!(read(dir, "data/rollup/2024-01-07.csv"), "apples,18\npears,12\nplums,10\n");
 
-    let doc = build_json(dir, &["--date-range", "2024-01-01..2024-01-07"]);
+    let doc = build_json(&t, &["--date-range", "2024-01-01..2024-01-07"]);
     assert_eq!(summary(&doc, "ran"), 0, "{doc}");
 }
 
 #[test]
 fn rollup_example_builds_the_chain_up_to_one_task() {
-    let tmp = example("rollup");
-    let dir = tmp.path();
+    let t = example("rollup");
+    let dir = &t.path();
     // One task id: yesterday's rollup is a dependency, back to [flux] start.
-    let doc = build_json(dir, &["rollup[2024-01-03]"]);
+    let doc = build_json(&t, &["rollup[2024-01-03]"]);
     let want = strs(&[
         "extract[2024-01-01]",
         "extract[2024-01-02]",
@@ -386,40 +369,40 @@ fn skipped(doc: &Value) -> Vec<String> {
 
 #[test]
 fn from_make_example_compiles_links_and_tests_a_c_program() {
-    let tmp = example("from-make");
-    let dir = tmp.path();
-    ok(dir, &["check"]);
+    let t = example("from-make");
+    let dir = &t.path();
+    ok(&t, &["check"]);
 
-    let doc = build_json(dir, &[]);
+    let doc = build_json(&t, &[]);
     assert_eq!(ran(&doc), strs(&["compile[greet]", "compile[main]", "link", "test"]), "{doc}");
     let hello = Command::new(dir.join("build/hello")).arg("flux").output().unwrap();
     assert_eq!(text(&hello.stdout), "Hello, flux!\n");
 
-    let doc = build_json(dir, &[]);
+    let doc = build_json(&t, &[]);
     assert_eq!(summary(&doc, "ran"), 0, "{doc}");
 
     // A comment in the header: both units recompile (make would relink too), but the
     // object files come out the same, so link and test are skipped (early cutoff).
     append(dir, "src/greet.h", "/* a comment */");
-    let doc = build_json(dir, &[]);
+    let doc = build_json(&t, &[]);
     assert_eq!(ran(&doc), strs(&["compile[greet]", "compile[main]"]), "{doc}");
     assert_eq!(skipped(&doc), strs(&["link", "test"]), "{doc}");
 
     // A new greeting: greet recompiles, the program relinks, and the test fails.
     let src = read(dir, "src/greet.c").replace("Hello, %s!", "Hi, %s!");
     std::fs::write(dir.join("src/greet.c"), src).unwrap();
-    let out = flux(dir, &["build", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = flux(&t, &["build", "--output", "json"]);
+    out.assert_status(1).stderr_has("FAIL test");
+    let doc = out.json();
     assert_eq!(ran(&doc), strs(&["compile[greet]", "link"]), "{doc}");
     assert_eq!(summary(&doc, "failed"), 1, "{doc}");
 
     // The phony step alone, forced like a .PHONY target: `--from test`.
     let src = read(dir, "src/greet.c").replace("Hi, %s!", "Hello, %s!");
     std::fs::write(dir.join("src/greet.c"), src).unwrap();
-    let doc = build_json(dir, &[]);
+    let doc = build_json(&t, &[]);
     assert_eq!(ran(&doc), strs(&["compile[greet]", "link", "test"]), "{doc}");
-    let doc = build_json(dir, &["test", "--from", "test"]);
+    let doc = build_json(&t, &["test", "--from", "test"]);
     assert_eq!(ran(&doc), strs(&["test"]), "{doc}");
 }
 
@@ -441,32 +424,31 @@ fn expected_luigi_count(dir: &Path, last: u32) -> String {
 
 #[test]
 fn from_luigi_example_counts_the_words_of_a_seven_day_window() {
-    let tmp = example("from-luigi");
-    let dir = tmp.path();
-    ok(dir, &["check"]);
+    let t = example("from-luigi");
+    let dir = &t.path();
+    ok(&t, &["check"]);
 
-    let doc = build_json(dir, &["wordcount", "--date", "2024-01-07"]);
+    let doc = build_json(&t, &["wordcount", "--date", "2024-01-07"]);
     assert_eq!(summary(&doc, "ran"), 8, "{doc}");
     assert_eq!(read(dir, "data/counts/2024-01-07.txt"), expected_luigi_count(dir, 7));
 
-    let doc = build_json(dir, &["wordcount", "--date", "2024-01-07"]);
+    let doc = build_json(&t, &["wordcount", "--date", "2024-01-07"]);
     assert_eq!(summary(&doc, "ran"), 0, "{doc}");
 
     // Every day's window: before the start, a window is shorter (inputs dropped).
-    let doc = build_json(dir, &["--date-range", "2024-01-01..2024-01-07"]);
+    let doc = build_json(&t, &["--date-range", "2024-01-01..2024-01-07"]);
     assert_eq!(summary(&doc, "ran"), 6, "{doc}");
     assert_eq!(read(dir, "data/counts/2024-01-02.txt"), expected_luigi_count(dir, 2));
 
     // A day's text edited: its words and the windows that hold it rerun.
     append(dir, "text/2024-01-06.txt", "Zebra crossing");
-    let doc = build_json(dir, &["--date-range", "2024-01-01..2024-01-07"]);
+    let doc = build_json(&t, &["--date-range", "2024-01-01..2024-01-07"]);
     assert_eq!(ran(&doc), strs(&["wordcount[2024-01-06]", "wordcount[2024-01-07]", "words[2024-01-06]"]), "{doc}");
     assert_eq!(read(dir, "data/counts/2024-01-07.txt"), expected_luigi_count(dir, 7));
 
     // A missing source fails with its path, like an ExternalTask that is not complete.
-    let out = flux(dir, &["build", "wordcount", "--date", "2024-01-08"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("missing source `text/2024-01-08.txt`"), "{}", text(&out.stderr));
+    let out = flux(&t, &["build", "wordcount", "--date", "2024-01-08"]);
+    out.assert_status(1).stderr_has("missing source `text/2024-01-08.txt`");
 }
 
 // --- from-airflow ----------------------------------------------------------------------
@@ -491,55 +473,50 @@ fn expected_daily() -> String {
 
 #[test]
 fn from_airflow_example_waits_for_late_hours_then_counts_the_day() {
-    let tmp = example("from-airflow");
-    let dir = tmp.path();
-    ok(dir, &["check"]);
+    let t = example("from-airflow");
+    let dir = &t.path();
+    ok(&t, &["check"]);
 
     // Three hours have landed; the build starts, the sensors of the other 21 wait, and
     // the exporter delivers them a moment later.
     export(dir, "2024-03-01", "00 01 02");
-    let child = Command::new(env!("CARGO_BIN_EXE_flux"))
-        .args(["build", "--date", "2024-03-01", "--output", "json"])
-        .current_dir(dir)
-        .env("CI", "true")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let child = t.spawn_args(["build", "--date", "2024-03-01", "--output", "json"]);
+    // The build is under way once an hour that had landed is ingested; the sensors of the
+    // other hours are then waiting.
+    let ingesting = wait_until(Duration::from_secs(60), || !t.tree("data/events").is_empty());
     let rest: Vec<String> = (3..24).map(|h| format!("{h:02}")).collect();
     export(dir, "2024-03-01", &rest.join(" "));
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = child.wait(Duration::from_secs(120));
+    out.stderr_has("wait wait_for_export[2024-03-01T03]: sensor not ready");
+    assert!(ingesting, "no hour was ingested within a minute\n{}", out.describe());
+    out.assert_status(0);
+    let doc = out.json();
     // 24 sensors, 24 ingests and the day.
     assert_eq!(summary(&doc, "ran"), 49, "{doc}");
     assert_eq!(read(dir, "data/daily/2024-03-01.csv"), expected_daily());
     assert_eq!(expected_daily(), "buy,80\nclick,79\nview,237\n", "the generator changed: update the docs");
 
-    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    let doc = build_json(&t, &["--date", "2024-03-01"]);
     assert_eq!(summary(&doc, "ran"), 0, "{doc}");
 
     // The exporter redelivers one hour with one more event: that hour and the day rerun.
     append(dir, "landing/2024-03-01T05.csv", "2024-03-01T05:59,u1,buy");
-    let doc = build_json(dir, &["--date", "2024-03-01"]);
+    let doc = build_json(&t, &["--date", "2024-03-01"]);
     assert_eq!(ran(&doc), strs(&["daily[2024-03-01]", "ingest[2024-03-01T05]"]), "{doc}");
     assert!(read(dir, "data/daily/2024-03-01.csv").starts_with("buy,81\n"));
 }
 
 #[test]
 fn from_airflow_example_is_kept_up_to_date_by_the_scheduler() {
-    let tmp = example("from-airflow");
-    let dir = tmp.path();
+    let t = example("from-airflow");
+    let dir = &t.path();
     export(dir, "2024-03-01", &(0..24).map(|h| format!("{h:02}")).collect::<Vec<_>>().join(" "));
     // Half past midnight: the 24 hours of 2024-03-01 and the day itself have ended.
-    let out = flux(dir, &["schedule", "--once", "--now", "2024-03-02T00:30:00Z"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    flux(&t, &["schedule", "--once", "--now", "2024-03-02T00:30:00Z"]).assert_status(0);
     assert_eq!(read(dir, "data/daily/2024-03-01.csv"), expected_daily());
     assert!(!dir.join("sla-misses.log").exists(), "built before its deadline");
     // The next tick has nothing new to do.
-    let out = flux(dir, &["schedule", "--once", "--now", "2024-03-02T00:45:00Z"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let history = ok(dir, &["history", "--output", "json"]);
+    flux(&t, &["schedule", "--once", "--now", "2024-03-02T00:45:00Z"]).assert_status(0);
+    let history = ok(&t, &["history", "--output", "json"]);
     assert!(history.contains("\"schedule\""), "{history}");
 }

@@ -1,9 +1,9 @@
 //! flux's integration tests: one binary (`cargo test --test integration`), one module per
 //! feature, each test named after the behaviour it checks; `test` is the harness they share.
 //!
-//! The feature modules live in `tests/integration/` rather than `tests/` because Cargo.toml
-//! does not set `autotests = false`: cargo would otherwise build every `tests/*.rs` as a
-//! test crate of its own, where `crate::test` does not exist.
+//! Cargo.toml sets `autotests = false`, so cargo builds this file alone: a file under
+//! `tests/` that is not a module here is never compiled, and
+//! `harness::every_test_file_is_a_module_of_the_integration_binary` fails on it.
 
 mod faultproxy;
 mod servers;
@@ -39,6 +39,8 @@ mod explain;
 mod fluxfile;
 #[path = "integration/fuzz.rs"]
 mod fuzz;
+#[path = "integration/harness.rs"]
+mod harness;
 #[path = "integration/hdfs.rs"]
 mod hdfs;
 #[path = "integration/keys.rs"]

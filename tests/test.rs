@@ -12,15 +12,29 @@
 //! ```
 //!
 //! Every run gets `CI=1` and `NO_COLOR=1`, the temporary folder as its working directory
-//! (or a folder inside it, see [`Test::current_dir`]), and is checked for panics.
+//! (or a folder inside it, see [`Test::current_dir`]), a timeout, and is checked for panics.
+//!
+//! What a test does not assert is asserted for it (just's `Test` model): when an [`Output`]
+//! is dropped, flux must have exited 0 unless the test asserted the status
+//! ([`Output::assert_status`], [`Output::status`]), and its stderr must hold nothing but
+//! the `ok …` line of each task that succeeded unless the test looked at stderr
+//! ([`Output::stderr_has`], [`Output::stderr_lacks`], [`Output::stderr_is`],
+//! [`Output::stderr`]). Reading the public fields directly does not count.
+//!
+//! Two ways to run flux: in the foreground ([`Test::run`], [`Test::run_args`],
+//! [`Test::run_args_within`]) and in the background ([`Test::spawn_args`] or
+//! [`Running::spawn`], collected with [`Running::wait`] or [`Test::finish`]); both have a
+//! timeout.
 
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
@@ -31,7 +45,8 @@ pub const FLUX: &str = env!("CARGO_BIN_EXE_flux");
 /// A run that takes longer than this is killed and fails the test.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The exit status recorded for a run the test had to kill.
+/// The exit status recorded for a run the test had to kill (a run that ended by a signal
+/// gets minus the signal's number: -9 is SIGKILL).
 pub const KILLED: i32 = -9;
 
 /// A project in a temporary folder, and the command to run in it.
@@ -120,12 +135,14 @@ impl Test {
     }
 
     /// Run with the arguments given to [`Test::args`].
+    #[track_caller]
     pub fn run(&self) -> Output {
         let args = self.args.clone();
         self.run_args(args)
     }
 
     /// Run with these arguments, keeping the folder for more runs.
+    #[track_caller]
     pub fn run_args<I, S>(&self, args: I) -> Output
     where
         I: IntoIterator<Item = S>,
@@ -156,84 +173,32 @@ impl Test {
     }
 
     /// Start flux without waiting for it (for signals and concurrent runs); collect it
-    /// with [`Test::finish`].
+    /// with [`Running::wait`] or [`Test::finish`].
     pub fn spawn_args<I, S>(&self, args: I) -> Running
     where
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let started = Instant::now();
-        let mut child = self.command(&args).spawn().expect("start flux");
-        if let (Some(bytes), Some(mut pipe)) = (self.stdin.clone(), child.stdin.take()) {
-            std::thread::spawn(move || {
-                use std::io::Write;
-                let _ = pipe.write_all(&bytes);
-            });
-        }
-        let mut out = child.stdout.take().expect("stdout");
-        let mut err = child.stderr.take().expect("stderr");
-        let stdout = std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = out.read_to_end(&mut b);
-            b
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = err.read_to_end(&mut b);
-            b
-        });
-        Running { args, child, started, stdout, stderr }
+        Running::start(self.command(&args), args, self.stdin.clone())
     }
 
     /// Wait for a flux started by [`Test::spawn_args`] (failing the test after a minute) and
     /// check that it did not panic.
+    #[track_caller]
     pub fn finish(&self, running: Running) -> Output {
-        let o = self.finish_within(running, RUN_TIMEOUT);
-        assert!(o.status != KILLED, "flux did not finish within {RUN_TIMEOUT:?}\n{}", o.describe());
-        o
+        running.wait(RUN_TIMEOUT)
     }
 
     /// Run, but kill flux after `limit`: the output then has status [`KILLED`] (for tests
     /// of things that must be quick, so that they fail quickly).
+    #[track_caller]
     pub fn run_args_within<I, S>(&self, args: I, limit: Duration) -> Output
     where
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        self.finish_within(self.spawn_args(args), limit)
-    }
-
-    fn finish_within(&self, running: Running, limit: Duration) -> Output {
-        let Running { args, mut child, started, stdout, stderr } = running;
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait for flux") {
-                break Some(s);
-            }
-            if started.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let elapsed = started.elapsed();
-        let stdout = String::from_utf8_lossy(&stdout.join().unwrap_or_default()).into_owned();
-        let mut stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
-        let code = match status {
-            None => {
-                stderr.push_str(&format!("\n(the test killed flux after {limit:?})"));
-                KILLED
-            }
-            Some(s) => s.code().unwrap_or_else(|| panic!("flux {args:?} was killed by a signal: {s:?}\n{stderr}")),
-        };
-        let o = Output { args, status: code, stdout, stderr, elapsed };
-        assert!(
-            !o.stderr.contains("panicked") && !o.stderr.contains("RUST_BACKTRACE"),
-            "flux panicked\n{}",
-            o.describe()
-        );
-        o
+        self.spawn_args(args).collect(limit, false)
     }
 
     // ---- files in the project ----
@@ -316,35 +281,286 @@ impl Test {
     }
 }
 
-/// A flux process started by [`Test::spawn_args`].
+/// A flux process running in the background, started by [`Test::spawn_args`] or
+/// [`Running::spawn`]; killed when dropped if it is still running.
 pub struct Running {
     args: Vec<OsString>,
-    pub child: std::process::Child,
-    started: Instant,
-    stdout: std::thread::JoinHandle<Vec<u8>>,
-    stderr: std::thread::JoinHandle<Vec<u8>>,
+    pub child: Child,
+    /// When the process was started.
+    pub started: Instant,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
 }
 
-impl Running {
-    /// Send a signal (by name, e.g. `INT`) with kill(1).
-    pub fn signal(&self, sig: &str) {
-        let ok =
-            Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("run kill");
-        assert!(ok.success(), "kill -{sig} failed");
+/// A signal, by number (`libc::SIGINT`) or by name (`"INT"`, `"SIGINT"`).
+pub trait Signal {
+    fn number(&self) -> i32;
+}
+
+impl Signal for i32 {
+    fn number(&self) -> i32 {
+        *self
     }
 }
 
-/// What one run of flux did.
-#[derive(Debug, Clone)]
+impl Signal for &str {
+    fn number(&self) -> i32 {
+        match self.trim_start_matches("SIG") {
+            "HUP" => libc::SIGHUP,
+            "INT" => libc::SIGINT,
+            "QUIT" => libc::SIGQUIT,
+            "KILL" => libc::SIGKILL,
+            "TERM" => libc::SIGTERM,
+            "USR1" => libc::SIGUSR1,
+            "USR2" => libc::SIGUSR2,
+            "STOP" => libc::SIGSTOP,
+            "CONT" => libc::SIGCONT,
+            other => panic!("unknown signal name {other:?}"),
+        }
+    }
+}
+
+impl Running {
+    /// Start flux in the project's folder with these arguments.
+    pub fn spawn(t: &Test, args: &[&str]) -> Running {
+        t.spawn_args(args.iter().copied())
+    }
+
+    /// Start flux with these extra environment variables.
+    pub fn spawn_env(t: &Test, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let args: Vec<OsString> = args.iter().map(Into::into).collect();
+        let mut cmd = t.command(&args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Running::start(cmd, args, t.stdin.clone())
+    }
+
+    fn start(mut cmd: Command, args: Vec<OsString>, stdin: Option<Vec<u8>>) -> Running {
+        let started = Instant::now();
+        let mut child = cmd.spawn().expect("start flux");
+        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(&bytes);
+            });
+        }
+        let mut out = child.stdout.take().expect("stdout");
+        let mut err = child.stderr.take().expect("stderr");
+        let stdout = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = out.read_to_end(&mut b);
+            b
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = err.read_to_end(&mut b);
+            b
+        });
+        Running { args, child, started, stdout: Some(stdout), stderr: Some(stderr) }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Send a signal to flux.
+    pub fn signal(&self, sig: impl Signal) {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet (`wait` takes
+        // `self`).
+        let r = unsafe { libc::kill(self.pid(), sig.number()) };
+        assert_eq!(r, 0, "kill({}, {}) failed: {}", self.pid(), sig.number(), std::io::Error::last_os_error());
+    }
+
+    /// Whether flux is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Wait for flux to end, failing the test (after killing it) if it runs past `limit`
+    /// from its start; check that it did not panic.
+    #[track_caller]
+    pub fn wait(self, limit: Duration) -> Output {
+        self.collect(limit, true)
+    }
+
+    /// kill -9, then reap. The output's status and stderr count as asserted: the test
+    /// chose how this run ended.
+    #[track_caller]
+    pub fn kill9(self) -> Output {
+        self.signal(libc::SIGKILL);
+        let o = self.collect(Duration::from_secs(60), true);
+        o.status_seen.set(true);
+        o.stderr_seen.set(true);
+        o
+    }
+
+    #[track_caller]
+    fn collect(mut self, limit: Duration, fail_on_timeout: bool) -> Output {
+        use std::os::unix::process::ExitStatusExt;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait for flux") {
+                break Some(s);
+            }
+            if self.started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let elapsed = self.started.elapsed();
+        let join = |h: Option<JoinHandle<Vec<u8>>>| {
+            String::from_utf8_lossy(&h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()).into_owned()
+        };
+        let stdout = join(self.stdout.take());
+        let mut stderr = join(self.stderr.take());
+        let code = match status {
+            None => {
+                stderr.push_str(&format!("\n(the test killed flux after {limit:?})"));
+                KILLED
+            }
+            Some(s) => s.code().unwrap_or_else(|| -s.signal().unwrap_or(0)),
+        };
+        let o = Output::new(std::mem::take(&mut self.args), code, stdout, stderr, elapsed);
+        if status.is_none() && fail_on_timeout {
+            o.status_seen.set(true);
+            o.stderr_seen.set(true);
+            panic!("flux did not finish within {limit:?}\n{}", o.describe());
+        }
+        if o.stderr.contains("panicked") || o.stderr.contains("RUST_BACKTRACE") {
+            o.status_seen.set(true);
+            o.stderr_seen.set(true);
+            panic!("flux panicked\n{}", o.describe());
+        }
+        o
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What one run of flux did. Dropping it checks what the test left unchecked (see the
+/// module's documentation).
+#[derive(Debug)]
 pub struct Output {
     pub args: Vec<OsString>,
     pub status: i32,
     pub stdout: String,
     pub stderr: String,
+    /// From the start of the process to its end (a bound for hangs, not a measurement).
     pub elapsed: Duration,
+    status_seen: Cell<bool>,
+    stderr_seen: Cell<bool>,
+    /// Where the test ran flux (named when a check fails on drop).
+    at: &'static std::panic::Location<'static>,
+}
+
+/// A copy checks nothing when dropped: the original does.
+impl Clone for Output {
+    fn clone(&self) -> Output {
+        let o = Output::new(self.args.clone(), self.status, self.stdout.clone(), self.stderr.clone(), self.elapsed);
+        o.status_seen.set(true);
+        o.stderr_seen.set(true);
+        o
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        if !self.status_seen.get() && self.status != 0 {
+            panic!(
+                "flux exited {} and the test did not assert its status (call .assert_status(N)): the run at {}\n{}",
+                self.status,
+                self.at,
+                self.describe()
+            );
+        }
+        if !self.stderr_seen.get() && !routine_stderr(&self.stderr) {
+            panic!(
+                "flux printed to stderr more than the `ok` lines of its tasks and the test did not look at \
+                 stderr (call .stderr_has(…), .stderr_is(…) or .stderr()): the run at {}\n{}",
+                self.at,
+                self.describe()
+            );
+        }
+    }
+}
+
+/// Whether stderr holds nothing but what flux prints on every run that goes well: the
+/// line a build prints for each task that succeeded (`ok   ID (REASON) 0.01s [1/3]`), the
+/// scheduler's banner (`flux schedule: 2 scheduled step(s), time zone UTC…`), its line per
+/// scheduled step and tick (`daily: never evaluated; 3 intervals 2024-01-01..2024-01-03`)
+/// and its `flux schedule: stopped`.
+pub fn routine_stderr(stderr: &str) -> bool {
+    stderr.lines().all(|l| {
+        l.strip_prefix("ok   ").is_some_and(|rest| rest.ends_with(']') && rest.contains(" (") && rest.contains("s ["))
+            || l.strip_prefix("flux schedule: ").is_some_and(|rest| {
+                rest == "stopped" || (rest.contains(" scheduled step(s), time zone ") && !rest.contains('\n'))
+            })
+            || schedule_decision(l)
+    })
+}
+
+/// A tick's line for one scheduled step: `STEP: WHY; 3 intervals A..B`, `…; interval A` or
+/// `…; nothing due`, with ` (N more held back by max_active_runs)` after it.
+fn schedule_decision(l: &str) -> bool {
+    let Some((step, rest)) = l.split_once(": ") else { return false };
+    if step.is_empty() || step.contains(' ') || matches!(step, "warning" | "error" | "flux" | "FAIL") {
+        return false;
+    }
+    let Some((_, due)) = rest.rsplit_once("; ") else { return false };
+    let due = match due.split_once(" (") {
+        Some((d, held)) if held.ends_with(" more held back by max_active_runs)") => d,
+        Some(_) => return false,
+        None => due,
+    };
+    let words: Vec<&str> = due.split(' ').collect();
+    match words.as_slice() {
+        ["nothing", "due"] => true,
+        ["interval", _] => true,
+        [n, "intervals", range] => n.parse::<u32>().is_ok() && range.contains(".."),
+        _ => false,
+    }
 }
 
 impl Output {
+    #[track_caller]
+    pub fn new(args: Vec<OsString>, status: i32, stdout: String, stderr: String, elapsed: Duration) -> Output {
+        Output {
+            args,
+            status,
+            stdout,
+            stderr,
+            elapsed,
+            status_seen: Cell::new(false),
+            stderr_seen: Cell::new(false),
+            at: std::panic::Location::caller(),
+        }
+    }
+
+    /// The exit status, for a test that checks it in its own way (it counts as asserted).
+    pub fn status(&self) -> i32 {
+        self.status_seen.set(true);
+        self.status
+    }
+
+    /// The whole of stderr, for a test that checks it in its own way (it counts as looked
+    /// at).
+    pub fn stderr(&self) -> &str {
+        self.stderr_seen.set(true);
+        &self.stderr
+    }
+
     pub fn describe(&self) -> String {
         let mut s = format!(
             "flux {}\n--- exit code: {}\n--- stdout:\n{}\n--- stderr:\n{}",
@@ -364,6 +580,7 @@ impl Output {
 
     #[track_caller]
     pub fn assert_status(&self, code: i32) -> &Output {
+        self.status_seen.set(true);
         assert_eq!(self.status, code, "unexpected exit code\n{}", self.describe());
         self
     }
@@ -387,19 +604,38 @@ impl Output {
 
     #[track_caller]
     pub fn stderr_has(&self, needle: &str) -> &Output {
+        self.stderr_seen.set(true);
         assert!(self.stderr.contains(needle), "stderr lacks {needle:?}\n{}", self.describe());
         self
     }
 
     #[track_caller]
     pub fn stderr_lacks(&self, needle: &str) -> &Output {
+        self.stderr_seen.set(true);
         assert!(!self.stderr.contains(needle), "stderr has {needle:?}\n{}", self.describe());
+        self
+    }
+
+    /// Every line of stderr that is not routine (see [`routine_stderr`]) contains one of
+    /// `allowed` (for runs whose extra lines depend on timing, e.g. which task another
+    /// build held).
+    #[track_caller]
+    pub fn stderr_lines_match(&self, allowed: &[&str]) -> &Output {
+        self.stderr_seen.set(true);
+        for l in self.stderr.lines() {
+            assert!(
+                routine_stderr(l) || allowed.iter().any(|a| l.contains(a)),
+                "stderr line {l:?} is none of {allowed:?}\n{}",
+                self.describe()
+            );
+        }
         self
     }
 
     /// The whole of stderr, exactly (used for rendered errors).
     #[track_caller]
     pub fn stderr_is(&self, expected: &str) -> &Output {
+        self.stderr_seen.set(true);
         assert_eq!(self.stderr, expected, "stderr differs\n{}", self.describe());
         self
     }
@@ -496,6 +732,27 @@ impl Output {
     /// Non-empty lines of stdout.
     pub fn stdout_lines(&self) -> Vec<&str> {
         self.stdout.lines().filter(|l| !l.trim().is_empty()).collect()
+    }
+}
+
+/// The seed of the property tests (proptest) unless `PROPTEST_RNG_SEED` is set.
+pub const PROPTEST_SEED: u64 = 0x5eed_f1a5;
+
+/// The configuration of a property test: `cases` cases generated from [`PROPTEST_SEED`], so
+/// that a failure in CI reproduces anywhere; proptest's own `PROPTEST_CASES` and
+/// `PROPTEST_RNG_SEED` override them (docs/testing.md has the command for 1,000 cases).
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngSeed};
+    let env = Config::default();
+    Config {
+        cases: if std::env::var_os("PROPTEST_CASES").is_some() { env.cases } else { cases },
+        rng_seed: if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
+            env.rng_seed
+        } else {
+            RngSeed::Fixed(PROPTEST_SEED)
+        },
+        failure_persistence: None,
+        ..env
     }
 }
 

@@ -347,7 +347,7 @@ fn progress_lines_go_to_stderr_in_ci() {
     // One line per finished task, with its reason; start lines only with -v.
     o.assert_status(0).stderr_lacks("run  ");
     let ok = o
-        .stderr
+        .stderr()
         .lines()
         .find(|l| l.starts_with("ok   extract[2024-01-01] (missing-output) "))
         .unwrap_or_else(|| panic!("{}", o.describe()));
@@ -372,7 +372,7 @@ fn quiet_prints_only_failures() {
     let o = t.run_args(["-q", "build", "extract", "--date-range", "2024-01-01..2024-01-03"]);
     o.assert_status(1);
     o.stderr_lacks("run  ").stderr_lacks("ok   ").stderr_has("extract[2024-01-03]").stderr_has("missing source");
-    assert!(!o.stderr.contains("extract[2024-01-01]"), "{}", o.describe());
+    assert!(!o.stderr().contains("extract[2024-01-01]"), "{}", o.describe());
 }
 
 #[test]
@@ -409,9 +409,13 @@ fn dry_run_json_has_would_run_statuses() {
 fn exit_codes_are_0_1_and_2() {
     let t = pipe();
     t.run_args(["build", "extract", "--date", "2024-01-01"]).assert_status(0);
-    t.run_args(["build", "extract", "--date", "2024-01-05"]).assert_status(1);
-    t.run_args(["build", "extract"]).assert_status(2);
-    t.run_args(["build", "extract", "--date", "2024-01-05", "-n"]).assert_status(0);
+    t.run_args(["build", "extract", "--date", "2024-01-05"])
+        .stderr_has("FAIL extract[2024-01-05]: missing source `raw/2024-01-05.log` needed by extract[2024-01-05]")
+        .assert_status(1);
+    t.run_args(["build", "extract"]).assert_status(2).stderr_has("has a date param `date` and no value for it");
+    t.run_args(["build", "extract", "--date", "2024-01-05", "-n"]).assert_status(0).stderr_has(
+        "warning: missing source `raw/2024-01-05.log` needed by extract[2024-01-05]: the build would fail here",
+    );
 }
 
 #[test]

@@ -35,7 +35,7 @@ fn ctrl_c_stops_the_running_tasks_records_them_interrupted_and_exits_130() {
     let mark = sleep_marker(30);
     let t = Test::new().fluxfile(&sleepers(6, &mark, ""));
     let bg = Bg::spawn(&t, &["build", "-j", "4", "--output", "json"]);
-    let four = wait_until(Duration::from_secs(10), || sleeps_with(&mark).len() == 4);
+    let four = wait_until(Duration::from_secs(30), || sleeps_with(&mark).len() == 4);
     if !four {
         kill_marked(&mark);
         panic!("4 tasks never ran at once: {:?}", procs_with(&mark));
@@ -48,7 +48,8 @@ fn ctrl_c_stops_the_running_tasks_records_them_interrupted_and_exits_130() {
     let took = sent.elapsed();
     assert_no_process_left(&mark, Duration::from_secs(2), "after Ctrl-C");
     o.assert_status(130);
-    assert!(took < Duration::from_secs(3), "flux took {took:?} to stop after Ctrl-C");
+    // Tasks that heed TERM end at once; flux's 10 s grace before KILL must not be waited.
+    assert!(took < Duration::from_secs(8), "flux took {took:?} to stop after Ctrl-C");
     o.stderr_has("interrupted: stopping running tasks");
     assert_eq!(o.summary("ran"), 0);
     assert_eq!(o.summary("interrupted"), 6, "4 running and 2 never started\n{}", o.describe());
@@ -73,15 +74,17 @@ fn sigterm_is_handled_like_ctrl_c() {
     let mark = sleep_marker(30);
     let t = Test::new().fluxfile(&sleepers(2, &mark, ""));
     let bg = Bg::spawn(&t, &["build", "-j", "2", "--output", "json"]);
-    if !wait_until(Duration::from_secs(10), || sleeps_with(&mark).len() == 2) {
+    if !wait_until(Duration::from_secs(30), || sleeps_with(&mark).len() == 2) {
         kill_marked(&mark);
         panic!("the tasks never started");
     }
+    let sent = Instant::now();
     bg.signal(libc::SIGTERM);
     let o = bg.wait(Duration::from_secs(20));
+    let took = sent.elapsed();
     assert_no_process_left(&mark, Duration::from_secs(2), "after SIGTERM");
-    o.assert_status(130);
-    assert!(o.elapsed < Duration::from_secs(10), "took {:?}", o.elapsed);
+    o.assert_status(130).stderr_has("interrupted: stopping running tasks");
+    assert!(took < Duration::from_secs(8), "took {took:?} from the signal");
     assert_eq!(o.summary("interrupted"), 2);
     assert!(history(&t).iter().all(|a| a["status"] == "interrupted"));
 }
@@ -91,7 +94,7 @@ fn a_second_ctrl_c_kills_tasks_that_ignore_term() {
     let mark = sleep_marker(30);
     let t = Test::new().fluxfile(&sleepers(2, &mark, "trap '' TERM; "));
     let mut bg = Bg::spawn(&t, &["build", "-j", "2"]);
-    if !wait_until(Duration::from_secs(10), || sleeps_with(&mark).len() == 2) {
+    if !wait_until(Duration::from_secs(30), || sleeps_with(&mark).len() == 2) {
         kill_marked(&mark);
         panic!("the tasks never started");
     }
@@ -102,12 +105,14 @@ fn a_second_ctrl_c_kills_tasks_that_ignore_term() {
     let sent = Instant::now();
     bg.signal(libc::SIGINT);
     let o = bg.wait(Duration::from_secs(20));
+    o.stderr_has("interrupted: stopping running tasks (press Ctrl-C again to kill them)");
     let took = sent.elapsed();
     assert_no_process_left(&mark, Duration::from_secs(2), "after the second Ctrl-C");
     assert!(waiting, "after one Ctrl-C flux waits (up to 10 s) for tasks that ignore TERM\n{}", o.describe());
     assert_eq!(alive, 2, "the tasks ignore TERM");
     o.assert_status(130);
-    assert!(took < Duration::from_secs(2), "the second Ctrl-C took {took:?}\n{}", o.describe());
+    // At once, not at the end of the first Ctrl-C's 10 s grace (9 s from now).
+    assert!(took < Duration::from_secs(6), "the second Ctrl-C took {took:?}\n{}", o.describe());
     assert!(history(&t).iter().all(|a| a["status"] == "interrupted"));
 }
 
@@ -203,6 +208,9 @@ fn kill_9_at_random_moments_never_leaves_a_partial_output_seed_2() {
 
 #[test]
 fn a_stage_false_task_running_when_flux_died_is_rerun_as_incomplete() {
+    // The command's inner shell is not the leader of the task's process group, so it
+    // outlives flux's kill -9 and would go on writing into the output in place: the next
+    // build must end it before it reruns the task.
     let mark = sleep_marker(30);
     let t = Test::new().fluxfile(
         &r#"
@@ -212,21 +220,30 @@ nap = "MARK"
 [step.s]
 stage = false
 outputs = ["out/s.txt"]
-run = "echo part1 > {{ outputs[0] }}; sleep {{ nap }}; echo part2 >> {{ outputs[0] }}"
+run = "sh -c 'echo part1 > {{ outputs[0] }}; sleep {{ nap }}; echo part2 >> {{ outputs[0] }}'; true"
 "#
         .replace("MARK", &mark),
     );
     let bg = Bg::spawn(&t, &["build"]);
-    let started = wait_until(Duration::from_secs(10), || !sleeps_with(&mark).is_empty() && t.exists("out/s.txt"));
+    let started = wait_until(Duration::from_secs(30), || !sleeps_with(&mark).is_empty() && t.exists("out/s.txt"));
     bg.kill9();
-    kill_marked(&mark); // the orphan: as if the machine had gone down with flux
-    assert!(started, "the task never started");
-    assert_no_process_left(&mark, Duration::from_secs(2), "after killing the orphan");
+    if !started {
+        kill_marked(&mark);
+        panic!("the task never started");
+    }
+    let orphaned = procs_with(&mark).iter().any(|(_, argv)| argv.first().is_some_and(|a| a.ends_with("sh")));
+    if !orphaned {
+        kill_marked(&mark);
+        panic!("the task's inner shell did not outlive flux: the test cannot tell");
+    }
     assert_eq!(t.read("out/s.txt"), "part1\n", "stage = false writes in place");
     let dry = t.run_args(["build", "-n", "--var", "nap=0.1"]);
     dry.assert_status(0).stdout_has("would run s (incomplete)");
     let o = t.run_args(json_build(&["--var", "nap=0.1"]));
-    o.assert_status(0).assert_summary(1, 0, 0, 0);
+    let left = procs_with(&mark);
+    kill_marked(&mark);
+    assert!(left.is_empty(), "the dead run's task was still running after the rebuild: {left:?}");
+    o.assert_status(0).assert_summary(1, 0, 0, 0).stderr_has("left running by flux run");
     o.assert_task("s", "success", Some("incomplete"));
     assert_eq!(t.read("out/s.txt"), "part1\npart2\n");
 }
@@ -260,6 +277,7 @@ run = "echo ok > {{ outputs[0] }}"
         .replace("MARK", &mark),
     );
     let o = t.run_args(json_build(&["-j", "4"]));
+    o.stderr_has("FAIL fails: command exited with status 1");
     assert_no_process_left(&mark, Duration::from_secs(2), "after the timeout");
     o.assert_status(1).assert_summary(1, 0, 3, 0);
     for p in ["out/fails.txt", "out/times_out.txt", "out/dir"] {

@@ -100,7 +100,7 @@ fn a_build_waits_for_a_state_db_another_process_holds_locked_and_says_so() {
         "flux: waiting for the state DB {}: locked by another process (up to 60 s)\n",
         t.abs(".flux/state.db").display()
     );
-    assert_eq!(o.stderr.matches(&line).count(), 1, "said once\n{}", o.describe());
+    assert_eq!(o.stderr().matches(&line).count(), 1, "said once\n{}", o.describe());
     assert!(o.elapsed >= Duration::from_secs(11), "took {:?}: the lock was not waited for", o.elapsed);
     assert_eq!(attempts_of(&t, "a"), ["success"]);
     assert_eq!(attempts_of(&t, "b"), ["success"]);

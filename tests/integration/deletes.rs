@@ -171,14 +171,17 @@ run = "echo changed > out/old.txt; echo new > out/new.txt; echo new > out/sub/ne
     )
     .file("proj/out/old.txt", "old")
     .file("proj/out/sub/old.txt", "old");
-    t.run_args(json_build(&["--force"])).assert_status(1).assert_summary(0, 0, 1, 0);
+    t.run_args(json_build(&["--force"]))
+        .stderr_has("FAIL d: command exited with status 3")
+        .assert_status(1)
+        .assert_summary(0, 0, 1, 0);
     assert!(!t.exists("proj/out/new.txt") && !t.exists("proj/out/sub/new.txt") && !t.exists("proj/out/newdir"));
     assert_eq!(t.read("proj/out/sub/old.txt"), "old", "a file that was there before the attempt is left");
     assert_eq!(t.read("proj/out/old.txt"), "changed\n", "a file that was there before the attempt is left");
     assert_untouched(&t);
     // A folder the attempt made itself is removed whole, as before.
     t.remove("proj/out");
-    t.run_args(json_build(&["--force"])).assert_status(1);
+    t.run_args(json_build(&["--force"])).assert_status(1).stderr_has("FAIL d: command exited with status 3");
     assert!(!t.exists("proj/out"));
 }
 
@@ -199,7 +202,10 @@ run = "echo partial >> touched.txt; exit 3"
     )
     .file("proj/keep.txt", "before")
     .file("proj/touched.txt", "before");
-    t.run_args(json_build(&["--force"])).assert_status(1).assert_summary(0, 0, 2, 0);
+    t.run_args(json_build(&["--force"]))
+        .stderr_has("FAIL keep: command exited with status 3")
+        .assert_status(1)
+        .assert_summary(0, 0, 2, 0);
     assert_eq!(t.read("proj/keep.txt"), "before", "the attempt did not write it: it stays");
     assert!(!t.exists("proj/touched.txt"), "the attempt changed it: removed, as make's .DELETE_ON_ERROR does");
 }
@@ -215,6 +221,7 @@ fn an_interrupted_stage_false_folder_output_keeps_what_was_there_before() {
     let started = wait_until(Duration::from_secs(20), || !sleeps_with(&mark).is_empty());
     running.signal("INT");
     let o = t.finish(running);
+    o.stderr_has("interrupted: stopping running tasks (press Ctrl-C again to kill them)");
     assert!(started, "the task never started\n{}", o.describe());
     o.assert_status(130);
     assert_eq!(t.read("proj/out/old.txt"), "old");
@@ -234,7 +241,7 @@ run = "echo new > data/new.txt; exit 3"
     )
     .file("elsewhere/keep.txt", "keep");
     std::os::unix::fs::symlink(t.abs("elsewhere"), t.abs("proj/data")).unwrap();
-    t.run_args(json_build(&["--force"])).assert_status(1);
+    t.run_args(json_build(&["--force"])).stderr_has("FAIL d: command exited with status 3").assert_status(1);
     assert_eq!(t.read("elsewhere/keep.txt"), "keep");
     // clear --delete-outputs removes the link, not what it points to.
     t.run_args(["clear", "d", "--delete-outputs"]).assert_status(0);

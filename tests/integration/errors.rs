@@ -335,6 +335,7 @@ fn missing_source_fails_even_when_the_outputs_exist() {
     t.run_args(json_build(&[])).assert_status(0).assert_summary(1, 0, 0, 0);
     t.remove("src.txt");
     let o = t.run_args(json_build(&[]));
+    o.stderr_has("FAIL a: missing source `src.txt` needed by a");
     o.assert_status(1).assert_summary(0, 0, 1, 0);
     assert_eq!(o.task("a")["error"], "missing source `src.txt` needed by a");
     assert_eq!(t.read("a.txt"), "x", "the old output is left alone");
@@ -384,10 +385,9 @@ run = "echo {{ date }} > {{ outputs[0] }}"
     ];
     for args in cases {
         let o = t.run_args(args.iter().copied());
-        assert!(o.status == 2 || o.status == 0, "flux {args:?}: expected exit 2 (or 0)\n{}", o.describe());
-        if o.status == 2 {
-            assert!(o.stderr.starts_with("error"), "flux {args:?}: an error says `error`\n{}", o.describe());
-        }
+        o.assert_status(2);
+        assert!(o.stderr().starts_with("error: "), "flux {args:?}: an error says `error: `\n{}", o.describe());
+        assert_eq!(o.stdout, "", "flux {args:?}: an error prints nothing on stdout\n{}", o.describe());
     }
 }
 
@@ -432,8 +432,8 @@ fn broken_fluxfiles_are_errors_never_panics() {
     ];
     for text in cases {
         let o = Test::new().fluxfile(text).args(["check"]).run();
-        assert_eq!(o.status, 2, "Fluxfile {text:?}: expected exit 2\n{}", o.describe());
-        assert!(o.stderr.starts_with("error: "), "Fluxfile {text:?}\n{}", o.describe());
+        assert_eq!(o.status(), 2, "Fluxfile {text:?}: expected exit 2\n{}", o.describe());
+        assert!(o.stderr().starts_with("error: "), "Fluxfile {text:?}\n{}", o.describe());
     }
 }
 
@@ -452,7 +452,7 @@ fn fluxfile_errors_point_at_file_line_and_column_with_a_caret() {
     for (text, line) in cases {
         let o = Test::new().fluxfile(text).args(["check"]).run();
         o.assert_status(2);
-        let lines: Vec<&str> = o.stderr.lines().collect();
+        let lines: Vec<&str> = o.stderr().lines().collect();
         assert!(lines[0].starts_with("error: "), "{}", o.describe());
         let lno = &line[..1];
         assert!(lines[1].starts_with(&format!(" --> Fluxfile:{lno}:")), "{}", o.describe());

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::fluxfile::max_overlap;
-use crate::operations::history;
+use crate::operations::{assert_no_process_left, history, sleep_marker, sleeps_with, wait_until};
 use crate::test::*;
 
 #[test]
@@ -19,7 +19,7 @@ run = "date +%s%N > {{ outputs[0] }}; sleep 0.5; date +%s%N >> {{ outputs[0] }}"
     );
     let o = t.run_args(json_build(&["-j", "4"]));
     o.assert_status(0).assert_summary(4, 0, 0, 0);
-    assert!(o.elapsed < Duration::from_millis(1500), "4 x 0.5 s with -j 4 took {:?}", o.elapsed);
+    // From the tasks' own clocks: all four were running at one moment.
     assert_eq!(max_overlap(&t, &["s/1.txt", "s/2.txt", "s/3.txt", "s/4.txt"]), 4);
 }
 
@@ -131,6 +131,7 @@ run = "cat {{ inputs }} > {{ outputs[0] }}"
 fn a_failing_command_leaves_no_output_and_fails_its_dependents() {
     let t = Test::new().fluxfile(FAILING);
     let o = t.run_args(json_build(&[]));
+    o.stderr_has("FAIL bad: command exited with status 1");
     o.assert_status(1).assert_summary(2, 0, 1, 1);
     o.assert_task("bad", "failed", Some("missing-output"));
     o.assert_task("after_bad", "upstream_failed", None);
@@ -183,7 +184,10 @@ fn a_failed_rerun_keeps_the_previous_output_intact() {
         .file("in.txt", "good 1\n");
     t.run_args(json_build(&[])).assert_status(0);
     t.write("in.txt", "bad\n");
-    t.run_args(json_build(&[])).assert_status(1).assert_summary(0, 0, 1, 0);
+    t.run_args(json_build(&[]))
+        .stderr_has("FAIL s: command exited with status 1")
+        .assert_status(1)
+        .assert_summary(0, 0, 1, 0);
     assert_eq!(t.read("out.txt"), "good 1\n", "readers never see a partial output");
 }
 
@@ -191,6 +195,7 @@ fn a_failed_rerun_keeps_the_previous_output_intact() {
 fn a_command_that_writes_no_output_fails_the_task() {
     let t = Test::new().fluxfile("[step.lazy]\noutputs = [\"lazy.txt\"]\nrun = \"true\"\n\n[step.next]\ninputs = [\"lazy.txt\"]\noutputs = [\"next.txt\"]\nrun = \"cp {{ inputs[0] }} {{ outputs[0] }}\"\n");
     let o = t.run_args(json_build(&[]));
+    o.stderr_has("FAIL lazy: the command succeeded but did not write output `lazy.txt`: flux expected it at");
     o.assert_status(1).assert_summary(0, 0, 1, 1);
     let err = o.task("lazy")["error"].as_str().unwrap_or_default().to_string();
     assert!(
@@ -216,6 +221,7 @@ run = "echo partial > {{ outputs[0] }}; exit 2"
 "#,
     );
     let o = t.run_args(json_build(&[]));
+    o.stderr_has("FAIL broken: command exited with status 2");
     o.assert_status(1).assert_summary(1, 0, 1, 0);
     assert_eq!(t.read("direct.txt"), "direct.txt\n", "stage = false: the command gets the target as written");
     assert!(!t.exists("broken.txt"), "flux removes what a failed stage = false task wrote");
@@ -226,7 +232,10 @@ fn a_run_list_stops_at_the_first_failure() {
     let t = Test::new().fluxfile(
         "[step.l]\noutputs = [\"l.txt\"]\nrun = [\"echo 1 >> trace.txt\", \"false\", \"echo 3 >> trace.txt\", \"echo x > {{ outputs[0] }}\"]\n",
     );
-    t.run_args(json_build(&[])).assert_status(1).assert_summary(0, 0, 1, 0);
+    t.run_args(json_build(&[]))
+        .stderr_has("FAIL l: command exited with status 1")
+        .assert_status(1)
+        .assert_summary(0, 0, 1, 0);
     assert_eq!(t.read("trace.txt"), "1\n");
 }
 
@@ -244,6 +253,7 @@ fn a_failing_post_fails_the_task_and_keeps_the_output_out() {
     let t = Test::new()
         .fluxfile("[step.p]\noutputs = [\"p.txt\"]\nrun = \"echo x > {{ outputs[0] }}\"\npost = [\"exit 4\"]\n");
     let o = t.run_args(json_build(&[]));
+    o.stderr_has("FAIL p: command exited with status 4");
     o.assert_status(1).assert_summary(0, 0, 1, 0);
     assert_eq!(o.task("p")["error"], "command exited with status 4");
     assert!(!t.exists("p.txt"));
@@ -261,6 +271,7 @@ run = "echo attempt {{ attempt }}; echo try >> tries.txt; [ $(wc -l < tries.txt)
 "#,
     );
     let o = t.run_args(json_build(&[]));
+    o.stderr_has("retry flaky: command exited with status 1; attempt 2");
     o.assert_status(0).assert_summary(1, 0, 0, 0);
     assert_eq!(o.task("flaky")["attempts"], 2);
     assert_eq!(t.read("tries.txt"), "try\ntry\n");
@@ -276,6 +287,7 @@ run = "echo attempt {{ attempt }}; echo try >> tries.txt; [ $(wc -l < tries.txt)
 fn retries_run_out() {
     let t = Test::new().fluxfile("[step.f]\noutputs = [\"out.txt\"]\nretries = 1\nretry_delay = \"0s\"\nrun = \"echo try >> tries.txt; exit 1\"\n");
     let o = t.run_args(json_build(&[]));
+    o.stderr_has("retry f: command exited with status 1; attempt 2");
     o.assert_status(1).assert_summary(0, 0, 1, 0);
     assert_eq!(o.task("f")["attempts"], 2);
     assert_eq!(t.read("tries.txt"), "try\ntry\n");
@@ -284,12 +296,13 @@ fn retries_run_out() {
 #[test]
 fn a_timeout_kills_the_task() {
     let t = Test::new().fluxfile(
-        "[step.slow]\noutputs = [\"slow.txt\"]\ntimeout = \"1s\"\nrun = \"sleep 10; echo x > {{ outputs[0] }}\"\n",
+        "[step.slow]\noutputs = [\"slow.txt\"]\ntimeout = \"1s\"\nrun = \"sleep 120; echo x > {{ outputs[0] }}\"\n",
     );
     let o = t.run_args(json_build(&[]));
-    o.assert_status(1).assert_summary(0, 0, 1, 0);
+    o.assert_status(1).assert_summary(0, 0, 1, 0).stderr_has("FAIL slow: timed out after 1s");
     assert_eq!(o.task("slow")["error"], "timed out after 1s");
-    assert!(o.elapsed < Duration::from_secs(3), "took {:?}", o.elapsed);
+    // Killed at its timeout, not at the end of its 120 s sleep.
+    assert!(o.elapsed < Duration::from_secs(60), "took {:?}", o.elapsed);
     assert!(!t.exists("slow.txt"));
 }
 
@@ -316,7 +329,7 @@ run = "sleep 0.3; echo > {{ outputs[0] }}"
     let o = t.run_args(["-v", "build", "-j", "1"]);
     o.assert_status(0);
     let events: Vec<&str> =
-        o.stderr.lines().filter_map(|l| l.split_whitespace().next()).filter(|w| *w == "run" || *w == "ok").collect();
+        o.stderr().lines().filter_map(|l| l.split_whitespace().next()).filter(|w| *w == "run" || *w == "ok").collect();
     assert_eq!(events, ["run", "ok", "run", "ok", "run", "ok"], "one task at a time with -j 1\n{}", o.describe());
     let mut spans: Vec<(f64, f64)> = history(&t)
         .iter()
@@ -346,6 +359,7 @@ run = "echo {{ n }} > {{ outputs[0] }}"
 "#,
     );
     let o = t.run_args(json_build(&["-j", "1", "--fail-fast"]));
+    o.stderr_has("FAIL bad: command exited with status 1");
     o.assert_status(1);
     assert_eq!(o.summary("failed"), 1);
     assert_eq!(o.summary("ran"), 0, "nothing is launched after the first failure\n{}", o.describe());
@@ -357,7 +371,10 @@ fn without_fail_fast_the_other_tasks_still_run() {
     let t = Test::new().fluxfile(
         "[step.bad]\noutputs = [\"bad.txt\"]\npriority = 10\nrun = \"exit 1\"\n\n[step.later]\nparams = { n = [\"1\", \"2\", \"3\"] }\noutputs = [\"later/{{ n }}.txt\"]\nrun = \"echo {{ n }} > {{ outputs[0] }}\"\n",
     );
-    t.run_args(json_build(&["-j", "1"])).assert_status(1).assert_summary(3, 0, 1, 0);
+    t.run_args(json_build(&["-j", "1"]))
+        .stderr_has("FAIL bad: command exited with status 1")
+        .assert_status(1)
+        .assert_summary(3, 0, 1, 0);
 }
 
 #[test]
@@ -390,36 +407,37 @@ fn action_copy_copies_inputs_to_outputs() {
 
 #[test]
 fn ctrl_c_stops_the_build_with_exit_130_and_leaves_no_output() {
+    let mark = sleep_marker(30);
     let t = Test::new().fluxfile(
-        r#"
+        &r#"
 [step.slow]
 params = { n = ["1", "2"] }
 outputs = ["slow/{{ n }}.txt"]
-run = "echo started >> trace.txt; sleep 1; echo finished >> trace.txt; echo {{ n }} > {{ outputs[0] }}"
+run = "echo started >> trace.txt; sleep MARK; echo finished >> trace.txt; echo {{ n }} > {{ outputs[0] }}"
 
 [step.after]
 inputs = ["slow/1.txt"]
 outputs = ["after.txt"]
 run = "cp {{ inputs[0] }} {{ outputs[0] }}"
-"#,
+"#
+        .replace("MARK", &mark),
     );
     let running = t.spawn_args(["build", "slow", "after", "-j", "2", "--output", "json"]);
     // Wait until both tasks have started.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while t.maybe_read("trace.txt").map_or(0, |b| b.len()) < "started\n".len() * 2
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let both = wait_until(Duration::from_secs(30), || sleeps_with(&mark).len() == 2);
     running.signal("INT");
+    let sent = std::time::Instant::now();
     let o = t.finish(running);
-    o.assert_status(130);
-    assert!(o.elapsed < Duration::from_millis(900), "flux stopped the running tasks: {:?}", o.elapsed);
+    let took = sent.elapsed();
+    assert!(both, "the two tasks never ran at once\n{}", o.describe());
+    o.assert_status(130).stderr_has("interrupted");
+    // Stopped at the signal, not at the end of the tasks' 30 s sleeps.
+    assert!(took < Duration::from_secs(15), "flux took {took:?} to stop the running tasks");
     assert_eq!(o.summary("ran"), 0, "{}", o.describe());
     assert!(o.ids_with_status("interrupted").contains(&"slow[1]".to_string()), "{}", o.describe());
     assert!(t.tree("slow").is_empty(), "no output of an interrupted task is left in place");
     // The process groups were terminated: nothing finishes later.
-    std::thread::sleep(Duration::from_millis(1100));
+    assert_no_process_left(&mark, Duration::from_secs(5), "after Ctrl-C");
     assert_eq!(t.read("trace.txt"), "started\nstarted\n");
     // The next build runs them again.
     let t2 = t.run_args(json_build(&["slow", "after", "-n"]));
@@ -440,7 +458,8 @@ run = "echo {{ n }} >> count.txt; sleep 0.4; echo {{ n }} > {{ outputs[0] }}"
     std::thread::sleep(Duration::from_millis(100));
     let b = t.spawn_args(json_build(&["-j", "3"]));
     let (a, b) = (t.finish(a), t.finish(b));
-    a.assert_status(0);
+    a.assert_status(0).stderr_lines_match(&["another flux process is running it"]);
+    b.stderr_lines_match(&["another flux process is running it"]);
     b.assert_status(0);
     let mut count: Vec<String> = t.read("count.txt").lines().map(str::to_string).collect();
     count.sort();
@@ -470,7 +489,9 @@ run = "echo {{ n }} >> count.txt; sleep 0.05; echo {{ n }} > {{ outputs[0] }}"
         let a = t.spawn_args(json_build(&[]));
         let b = t.spawn_args(json_build(&[]));
         let (a, b) = (t.finish(a), t.finish(b));
-        assert_eq!((a.status, b.status), (0, 0), "round {round}\n{}\n{}", a.describe(), b.describe());
+        assert_eq!((a.status(), b.status()), (0, 0), "round {round}\n{}\n{}", a.describe(), b.describe());
+        a.stderr_lines_match(&["another flux process is running it"]);
+        b.stderr_lines_match(&["another flux process is running it"]);
         assert_eq!(t.read("count.txt").lines().count(), 2, "round {round}: each task ran once");
     }
 }

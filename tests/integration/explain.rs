@@ -77,7 +77,9 @@ fn explain_names_the_upstream_task_that_makes_it_stale() {
 #[test]
 fn explain_of_an_unknown_task_is_a_usage_error() {
     let t = built();
-    t.run_args(["why", "nosuch[2024-01-01]"]).assert_status(2);
+    t.run_args(["why", "nosuch[2024-01-01]"])
+        .stderr_has("error: `nosuch[2024-01-01]` is not a task id of this Fluxfile")
+        .assert_status(2);
 }
 
 #[test]

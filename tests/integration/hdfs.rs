@@ -47,7 +47,7 @@ fn a_failed_task_leaves_no_file_on_hdfs() {
          [step.count]\ninputs = [\"{r}/count/\"]\noutputs = [\"counts\"]\nrun = \"ls {{{{ inputs[0] }}}} > {{{{ outputs[0] }}}}\"\n"
     ));
     let o = probe.run_args(json_build(&["probe", "count"]));
-    o.assert_status(1);
+    o.assert_status(1).stderr_has("FAIL probe: missing source `hdfs://");
     let msg = o.task("probe")["error"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("missing source"), "the failed task left files on HDFS: {msg}\n{}", o.describe());
     assert_eq!(probe.read("counts"), "2024-01-01.txt\n2024-01-02.txt\n2024-01-03.txt\n");

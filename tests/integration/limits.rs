@@ -13,7 +13,7 @@ use crate::test::*;
 /// An error with a location: ` --> FILE:LINE:COL` under the first line.
 #[track_caller]
 fn assert_located(o: &Output, file: &str) {
-    let re_ok = o.stderr.lines().any(|l| {
+    let re_ok = o.stderr().lines().any(|l| {
         l.trim_start().strip_prefix("--> ").and_then(|r| r.strip_prefix(file)).is_some_and(|r| {
             let mut it = r.split(':');
             it.next() == Some("")
@@ -267,7 +267,7 @@ run = "cp {{{{ inputs[0] }}}} {{{{ outputs[0] }}}}"
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(proptest_config(32))]
 
     /// Extreme values of every numeric key, through `flux check` and a real build: exit
     /// 0, 1 or 2, never a panic or a signal (the harness fails on either), and an error
@@ -276,15 +276,21 @@ proptest! {
     fn extreme_numbers_never_crash_check_or_build(n in numbers()) {
         let t = Test::new().fluxfile(&numbers_fluxfile(&n, false));
         let o = t.run_args(["check"]);
-        prop_assert!(o.status == 0 || o.status == 2, "{}", o.describe());
-        if o.status == 2 {
+        // Random extremes: accepting or refusing are both right; crashing or an error
+        // that does not say where is not.
+        let status = o.status();
+        prop_assert!(status == 0 || status == 2, "{}", o.describe());
+        if status == 2 {
             assert_located(&o, "Fluxfile");
         }
         let t = Test::new().fluxfile(&numbers_fluxfile(&n, true));
         let o = t.run_args(["build", "--date-range", "2024-01-01..2024-01-02"]);
-        prop_assert!([0, 1, 2].contains(&o.status), "{}", o.describe());
-        if o.status == 2 {
-            let named = ["--> Fluxfile:", "step `", "flaky[", "after["].iter().any(|w| o.stderr.contains(w));
+        let status = o.status();
+        prop_assert!([0, 1, 2].contains(&status), "{}", o.describe());
+        // A build's own report (ok/FAIL lines) is not what this property is about.
+        let _ = o.stderr();
+        if status == 2 {
+            let named = ["--> Fluxfile:", "step `", "flaky[", "after["].iter().any(|w| o.stderr().contains(w));
             prop_assert!(named, "{}", o.describe());
         }
     }
@@ -435,22 +441,23 @@ fn a_600_kb_line_is_quoted_as_a_window_around_the_column() {
         .run();
     o.assert_status(2).stderr_has("…").stderr_has("Fluxfile:3:");
     assert!(
-        o.stderr.len() < 2_000,
+        o.stderr().len() < 2_000,
         "the message is {} bytes\n{}",
-        o.stderr.len(),
-        &o.stderr[..o.stderr.len().min(3000)]
+        o.stderr().len(),
+        &o.stderr()[..o.stderr().len().min(3000)]
     );
     // A 600 KB key name, and invalid TOML at the end of a 600 KB line.
     for text in [format!("[step.a]\n{long} = 1\n"), format!("[step.a]\nrun = \"{long}\" x\n")] {
-        let o = Test::new().fluxfile(&text).args(["check"]).run();
+        // A bound for a hang only: a debug build parses 600 KB slowly on a loaded machine.
+        let o = Test::new().fluxfile(&text).run_args_within(["check"], Duration::from_secs(600));
         o.assert_status(2).stderr_has("Fluxfile:2:");
         assert!(
-            o.stderr.len() < 2_000,
+            o.stderr().len() < 2_000,
             "the message is {} bytes\n{}",
-            o.stderr.len(),
-            &o.stderr[..o.stderr.len().min(3000)]
+            o.stderr().len(),
+            &o.stderr()[..o.stderr().len().min(3000)]
         );
-        assert!(o.stderr.lines().all(|l| l.chars().count() < 1_100), "{}", &o.stderr[..o.stderr.len().min(3000)]);
+        assert!(o.stderr().lines().all(|l| l.chars().count() < 1_100), "{}", &o.stderr()[..o.stderr().len().min(3000)]);
     }
 }
 
@@ -465,11 +472,12 @@ fn a_generator_running_past_generate_timeout_is_killed_with_its_group() {
             "[flux]\ngenerate_timeout = \"1s\"\ngenerate = [\"echo $$ > gen.pid; sleep 30 & sleep 30; cat gen.toml\"]\n\n[step.a]\noutputs = [\"a\"]\nrun = \"touch a\"\n",
         )
         .file("gen.toml", GEN_STEP);
-    let o = t.run_args_within(["check"], Duration::from_secs(20));
+    let o = t.run_args_within(["check"], Duration::from_secs(28));
     o.assert_status(2)
         .stderr_has("generator `echo $$ > gen.pid; sleep 30 & sleep 30; cat gen.toml` ran longer than its timeout (1s)")
         .stderr_has("Fluxfile:3:13");
-    assert!(o.elapsed < Duration::from_secs(15), "took {:?}", o.elapsed);
+    // Killed at its 1 s timeout, not at the end of its 30 s sleep.
+    assert!(o.elapsed < Duration::from_secs(20), "took {:?}", o.elapsed);
     // Its whole process group is gone, the background sleep included.
     let pgid: i32 = t.read("gen.pid").trim().parse().expect("a pid");
     let mut gone = false;
@@ -489,9 +497,9 @@ fn flux_does_not_wait_for_a_generators_background_children() {
     let t = Test::new()
         .fluxfile("[flux]\ngenerate = [\"sh -c 'sleep 30 & cat gen.toml'\"]\n\n[step.a]\noutputs = [\"a\"]\nrun = \"touch a\"\n")
         .file("gen.toml", GEN_STEP);
-    let o = t.run_args_within(["check"], Duration::from_secs(20));
+    let o = t.run_args_within(["check"], Duration::from_secs(28));
     o.assert_status(0).stdout_has("2 steps, OK");
-    assert!(o.elapsed < Duration::from_secs(10), "flux waited for the background child: {:?}", o.elapsed);
+    assert!(o.elapsed < Duration::from_secs(20), "flux waited for the background child (30 s): {:?}", o.elapsed);
     // The generated step builds.
     t.run_args(["build", "g"]).assert_status(0);
     assert_eq!(t.read("g.txt"), "g\n");
@@ -524,7 +532,8 @@ fn graph_of_20000_steps_completes() {
         );
     }
     let t = Test::new().fluxfile(&text);
-    let o = t.run_args_within(["graph"], Duration::from_secs(30));
+    // A bound for a hang (quadratic probing took minutes), with room for a loaded machine.
+    let o = t.run_args_within(["graph"], Duration::from_secs(120));
     o.assert_status(0);
     let lines: Vec<&str> = o.stdout.lines().collect();
     assert_eq!(lines.len(), 20_000);

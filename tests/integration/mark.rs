@@ -19,7 +19,10 @@ run = "cat {{ inputs[0] }} > {{ outputs[0] }}"
 #[test]
 fn a_failed_task_fixed_by_hand_and_marked_does_not_rerun() {
     let t = Test::new().fluxfile(PIPE).file("raw/2024-01-01.txt", "bad\n");
-    t.run_args(json_build(&["--date", "2024-01-01"])).assert_status(1).assert_summary(0, 0, 1, 1);
+    t.run_args(json_build(&["--date", "2024-01-01"]))
+        .stderr_has("FAIL a[2024-01-01]: command exited with status 1")
+        .assert_status(1)
+        .assert_summary(0, 0, 1, 1);
     // Fixed by hand: the output is made outside flux.
     t.write("a/2024-01-01.txt", "fixed by hand\n");
     t.write("b/2024-01-01.txt", "fixed by hand\n");

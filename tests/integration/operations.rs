@@ -14,7 +14,6 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -117,120 +116,9 @@ pub(crate) fn assert_no_process_left(marker: &str, grace: Duration, what: &str) 
     }
 }
 
-/// A flux process running in the background (CI=1, NO_COLOR=1, in the project's folder).
-pub(crate) struct Bg {
-    pub child: Child,
-    args: Vec<String>,
-    out: Option<JoinHandle<Vec<u8>>>,
-    err: Option<JoinHandle<Vec<u8>>>,
-    pub started: Instant,
-}
-
-impl Bg {
-    pub fn spawn(t: &Test, args: &[&str]) -> Bg {
-        Bg::spawn_env(t, args, &[])
-    }
-
-    pub fn spawn_env(t: &Test, args: &[&str], env: &[(&str, &str)]) -> Bg {
-        let mut cmd = Command::new(FLUX);
-        cmd.args(args)
-            .current_dir(t.path())
-            .env("CI", "1")
-            .env("NO_COLOR", "1")
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start flux in the background");
-        let mut o = child.stdout.take().expect("stdout");
-        let mut e = child.stderr.take().expect("stderr");
-        let out = std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = o.read_to_end(&mut b);
-            b
-        });
-        let err = std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = e.read_to_end(&mut b);
-            b
-        });
-        Bg {
-            child,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            out: Some(out),
-            err: Some(err),
-            started: Instant::now(),
-        }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
-    }
-
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Wait for the process to end (killing it and failing the test after `limit`).
-    /// A process killed by a signal gets status `-signal`.
-    #[track_caller]
-    pub fn wait(mut self, limit: Duration) -> Output {
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait for flux") {
-                break s;
-            }
-            if self.started.elapsed() > limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let err = self.err.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-                panic!(
-                    "flux {:?} did not end within {limit:?}\n--- stderr:\n{}",
-                    self.args,
-                    String::from_utf8_lossy(&err)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let elapsed = self.started.elapsed();
-        let stdout =
-            String::from_utf8_lossy(&self.out.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default())
-                .into_owned();
-        let stderr =
-            String::from_utf8_lossy(&self.err.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default())
-                .into_owned();
-        use std::os::unix::process::ExitStatusExt;
-        let code = status.code().unwrap_or_else(|| -status.signal().unwrap_or(0));
-        let o = Output { args: self.args.iter().map(Into::into).collect(), status: code, stdout, stderr, elapsed };
-        assert!(!o.stderr.contains("panicked"), "flux panicked\n{}", o.describe());
-        o
-    }
-
-    /// kill -9, then reap.
-    pub fn kill9(mut self) -> Output {
-        self.signal(libc::SIGKILL);
-        let _ = self.child.wait();
-        self.wait(Duration::from_secs(10))
-    }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+/// A flux process running in the background: the harness's [`Running`] (this name is kept
+/// for the tests that use it).
+pub(crate) use crate::test::Running as Bg;
 
 /// One HTTP request as received.
 #[derive(Debug, Clone)]
@@ -468,11 +356,13 @@ run = "date +%s%N >> times.txt; exit 1"
     let times: Vec<f64> = t.read("times.txt").lines().map(|l| l.trim().parse::<f64>().unwrap() / 1e9).collect();
     assert_eq!(times.len(), 4, "1 attempt + 3 retries");
     let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
-    // Delays 0.3 s, 0.6 s, 1.2 s; each gap is the delay plus the scheduling loop's latency.
+    // Delays 0.3 s, 0.6 s, 1.2 s: each gap (from the tasks' own clock) is at least its
+    // delay, which a constant delay would not give; on top of it come the attempt itself
+    // and the scheduling loop, unbounded on a loaded machine but far from 5 s.
     for (gap, delay) in gaps.iter().zip([0.3, 0.6, 1.2]) {
-        assert!(*gap >= delay - 0.01 && *gap < delay + 0.45, "gaps {gaps:.3?}: expected about {delay}s");
+        assert!(*gap >= delay - 0.01 && *gap < delay + 5.0, "gaps {gaps:.3?}: expected at least {delay}s");
     }
-    assert!(gaps[2] > 2.5 * gaps[0], "the third delay is four times the first: {gaps:.3?}");
+    assert_eq!(o.stderr().matches("retry f: ").count(), 3, "{}", o.describe());
     let statuses: Vec<String> =
         history_of(&t, "f").iter().map(|a| format!("{}:{}", a["attempt"], a["status"].as_str().unwrap())).collect();
     assert_eq!(statuses, ["4:failed", "3:retrying", "2:retrying", "1:retrying"]);
@@ -495,7 +385,8 @@ run = "echo started; sleep MARK & sleep MARK; echo never > {{ outputs[0] }}"
     assert_eq!(o.task("slow")["error"], "timed out after 1s", "{}", o.describe());
     o.stderr_has("FAIL slow: timed out after 1s");
     assert!(
-        o.elapsed >= Duration::from_millis(950) && o.elapsed < Duration::from_secs(5),
+        // Not the 60 s of the sleeps.
+        o.elapsed >= Duration::from_millis(950) && o.elapsed < Duration::from_secs(30),
         "a 1 s timeout took {:?}",
         o.elapsed
     );
@@ -519,12 +410,13 @@ fn a_timeout_kills_a_task_that_ignores_term_ten_seconds_later() {
             .replace("MARK", &mark),
     );
     let o = t.run_args(json_build(&[]));
+    o.stderr_has("FAIL stubborn: timed out after 1s");
     assert_no_process_left(&mark, Duration::from_secs(2), "10 s after TERM");
     o.assert_status(1).assert_summary(0, 0, 1, 0);
     assert_eq!(o.task("stubborn")["error"], "timed out after 1s");
-    // TERM at 1 s is ignored; KILL follows 10 s later.
+    // TERM at 1 s is ignored; KILL follows 10 s later (not at the end of the 60 s sleep).
     assert!(
-        o.elapsed >= Duration::from_millis(10_900) && o.elapsed < Duration::from_secs(14),
+        o.elapsed >= Duration::from_millis(10_900) && o.elapsed < Duration::from_secs(40),
         "TERM at 1 s, KILL 10 s later; took {:?}",
         o.elapsed
     );
@@ -702,6 +594,7 @@ const FLUX_VARS: [&str; 8] =
 fn hooks_run_with_every_flux_variable() {
     let t = Test::new().fluxfile(HOOKED).dir("hooks");
     let o = t.run_args(json_build(&["--date", "2024-01-05"]));
+    o.stderr_has("FAIL bad: command exited with status 7");
     o.assert_status(1).assert_summary(2, 0, 1, 0);
     let run_id = o.json()["run_id"].as_i64().expect("run_id").to_string();
     let id = "s[date=2024-01-05,region=eu]";
@@ -857,7 +750,10 @@ run = "n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; [ $n -
 "#
         .replace("URL", &l.url),
     );
-    t.run_args(json_build(&[])).assert_status(0).assert_summary(1, 0, 0, 0);
+    t.run_args(json_build(&[]))
+        .stderr_has("retry flaky: command exited with status 5; attempt 2")
+        .assert_status(0)
+        .assert_summary(1, 0, 0, 0);
     let reqs = l.requests();
     assert_eq!(reqs.len(), 1, "one retry, then a success (not posted): {reqs:#?}");
     let ev = reqs[0].json();
@@ -897,9 +793,13 @@ fn a_webhook_that_never_answers_times_out() {
     let t = Test::new().fluxfile(&webhook_ff(&l.url, "timeout = \"500ms\"\nretries = 0"));
     let o = t.run_args(json_build(&["bad"]));
     o.assert_status(1).assert_summary(0, 0, 1, 0);
+    let ended = Instant::now();
     o.stderr_has("warning: webhook for failure bad[eu]");
-    assert!(o.elapsed < Duration::from_secs(4), "a 500 ms webhook timeout held the build for {:?}", o.elapsed);
-    assert_eq!(l.requests().len(), 1);
+    let reqs = l.requests();
+    assert_eq!(reqs.len(), 1);
+    // From the request's arrival: the 500 ms timeout, not the default 10 s.
+    let held = ended.duration_since(reqs[0].at);
+    assert!(held < Duration::from_secs(8), "a 500 ms webhook timeout held the build for {held:?}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -916,7 +816,10 @@ run = "echo {{ date }}; [ {{ date }} != 2024-01-03 ] && echo {{ date }} > {{ out
 #[test]
 fn status_shows_success_failure_missing_and_adopted_cells() {
     let t = Test::new().fluxfile(DAYS);
-    t.run_args(json_build(&["--date-range", "2024-01-01..2024-01-03"])).assert_status(1).assert_summary(2, 0, 1, 0);
+    t.run_args(json_build(&["--date-range", "2024-01-01..2024-01-03"]))
+        .stderr_has("FAIL day[2024-01-03]: command exited with status 1")
+        .assert_status(1)
+        .assert_summary(2, 0, 1, 0);
     t.write("out/2024-01-05.txt", "made by hand\n");
     let o = t.run_args(["status", "--date-range", "2024-01-01..2024-01-05", "--output", "json"]);
     o.assert_status(0);
@@ -960,6 +863,7 @@ fn status_shows_success_failure_missing_and_adopted_cells() {
 fn history_lists_attempts_newest_first_with_every_field() {
     let t = Test::new().fluxfile(DAYS);
     let o = t.run_args(json_build(&["--date-range", "2024-01-01..2024-01-03", "-j", "1"]));
+    o.stderr_has("FAIL day[2024-01-03]: command exited with status 1");
     o.assert_status(1);
     let run_id = o.json()["run_id"].clone();
     let h = history(&t);
@@ -1008,7 +912,11 @@ fn history_lists_attempts_newest_first_with_every_field() {
     let one = t.run_args(["history", "--limit", "1", "--output", "json"]).json();
     assert_eq!(one["attempts"].as_array().map(Vec::len), Some(1));
     assert_eq!(one["attempts"][0], h[0]);
-    t.run_args(["history", "--step", "day", "--output", "json"]).assert_status(0);
+    let by_step = t.run_args(["history", "--step", "day", "--output", "json"]).assert_status(0).json();
+    let by_step = by_step["attempts"].as_array().cloned().unwrap_or_default();
+    let of_day: Vec<&Value> = h.iter().filter(|a| a["step"] == "day").collect();
+    assert!(!of_day.is_empty() && by_step.len() == of_day.len(), "--step day lists the attempts of day: {by_step:?}");
+    assert!(by_step.iter().all(|a| a["step"] == "day"), "{by_step:?}");
     t.run_args(["history", "--step", "nope"]).assert_status(2).stderr_has("nope");
     // The text form names each attempt.
     let text = t.run_args(["history"]);
@@ -1020,7 +928,7 @@ fn logs_print_an_attempts_output_or_say_why_there_is_none() {
     let t = Test::new().fluxfile(
         "[step.talk]\noutputs = [\"a.txt\"]\nrun = \"echo hello; echo oops >&2; echo > {{ outputs[0] }}\"\n\n[step.mute]\noutputs = [\"b.txt\"]\nrun = \"echo > {{ outputs[0] }}\"\n",
     );
-    t.run_args(["logs", "talk"]).assert_status(2);
+    t.run_args(["logs", "talk"]).stderr_has("error: no state").assert_status(2);
     t.run_args(json_build(&[])).assert_status(0);
     let staged = t.run_args(["logs", "talk"]).assert_status(0).stdout.clone();
     // The log starts with the command as `sh -c` got it (the staged output path).
@@ -1029,30 +937,34 @@ fn logs_print_an_attempts_output_or_say_why_there_is_none() {
     assert_eq!(printed(&staged), "hello\noops\n");
     let mute = t.run_args(["logs", "mute"]);
     mute.assert_status(0).stdout_has("mute attempt 1: success");
-    t.run_args(["logs", "nosuchstep"]).assert_status(2);
+    t.run_args(["logs", "nosuchstep"]).assert_status(2).stderr_has("error: `nosuchstep` is not a task id");
 }
 
 #[test]
 fn logs_follow_prints_a_running_attempts_output_until_it_ends() {
+    // The task prints three lines, waits for the test to create `go` (after `logs
+    // --follow` has started and printed what was there), then prints three more.
     let t = Test::new().fluxfile(
-        "[step.slow]\noutputs = [\"a.txt\"]\nrun = \"for i in 1 2 3 4 5 6; do echo line$i; sleep 0.3; done; echo > {{ outputs[0] }}\"\n",
+        "[step.slow]\noutputs = [\"a.txt\"]\nrun = \"for i in 1 2 3; do echo line$i; done; while [ ! -e go ]; do sleep 0.05; done; for i in 4 5 6; do echo line$i; sleep 0.1; done; echo > {{ outputs[0] }}\"\n",
     );
-    let mut build = Bg::spawn(&t, &["build"]);
-    std::thread::sleep(Duration::from_millis(600));
-    let follow = Bg::spawn(&t, &["logs", "slow", "--follow"]);
+    let build = Bg::spawn(&t, &["build"]);
     // The log grows on disk while the task runs (what --follow prints).
     let log = ".flux/logs/slow/slow/1-1.log";
-    let live = wait_until(Duration::from_millis(900), || {
-        t.maybe_read(log).is_some_and(|b| String::from_utf8_lossy(&b).contains("line1"))
+    let live = wait_until(Duration::from_secs(30), || {
+        t.maybe_read(log).is_some_and(|b| String::from_utf8_lossy(&b).contains("line3"))
     });
-    let still_running = build.running();
-    let f = follow.wait(Duration::from_secs(15));
-    let b = build.wait(Duration::from_secs(15));
+    let mut follow = Bg::spawn(&t, &["logs", "slow", "--follow"]);
+    // --follow keeps going while the attempt runs.
+    std::thread::sleep(Duration::from_millis(300));
+    let following = follow.running();
+    t.write("go", "");
+    let f = follow.wait(Duration::from_secs(60));
+    let b = build.wait(Duration::from_secs(60));
+    assert!(live, "{log} never had `line3` while the task was blocked");
     b.assert_status(0);
     f.assert_status(0);
     assert_eq!(printed(&f.stdout), "line1\nline2\nline3\nline4\nline5\nline6\n", "{}", f.describe());
-    assert!(still_running, "the build was over before the check: the test is too slow to tell");
-    assert!(live, "{log} had no `line1` 1.5 s into a task that prints a line every 0.3 s");
+    assert!(following, "logs --follow ended while the attempt was still running\n{}", f.describe());
 }
 
 #[test]
@@ -1089,7 +1001,34 @@ fn clear_makes_the_next_build_rerun_with_reason_forced() {
     dry.assert_status(0).stdout_has("would run day[2024-01-01] (forced)").stdout_has("dry run: 3 tasks would run");
     t.run_args(json_build(&range)).assert_status(0).assert_summary(3, 0, 0, 0);
     assert_eq!(t.read("out/2024-01-02.txt"), "2024-01-02\n");
-    t.run_args(["clear"]).assert_status(2);
+    t.run_args(["clear"])
+        .stderr_has("error: flux clear needs targets: step names, task ids or output paths")
+        .assert_status(2);
+}
+
+#[test]
+fn history_step_lists_the_attempts_of_that_step_only() {
+    let t = Test::new().fluxfile(
+        "[step.a]\nparams = { n = [\"1\", \"2\"] }\noutputs = [\"a/{{ n }}.txt\"]\nrun = \"echo > {{ outputs[0] }}\"\n\n\
+         [step.b]\noutputs = [\"b.txt\"]\nrun = \"echo > {{ outputs[0] }}\"\n",
+    );
+    t.run_args(json_build(&[])).assert_status(0).assert_summary(3, 0, 0, 0);
+    let tasks = |step: &str| -> Vec<String> {
+        let h = t.run_args(["history", "--step", step, "--output", "json"]).assert_status(0).json();
+        let mut v: Vec<String> = h["attempts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no attempts array: {h}"))
+            .iter()
+            .map(|a| a["task"].as_str().unwrap_or_default().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(tasks("a"), ["a[1]", "a[2]"]);
+    assert_eq!(tasks("b"), ["b"]);
+    let text = t.run_args(["history", "--step", "b"]);
+    text.assert_status(0).stdout_has("b").stdout_lacks("a[1]").stdout_lacks("a[2]");
+    assert_eq!(text.stdout_lines().len(), 1, "{}", text.describe());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1174,7 +1113,7 @@ fn only_runs_the_named_task_alone_and_needs_its_inputs() {
     assert_eq!(o.ran(), ["c"], "{}", o.describe());
     assert_eq!(t.read("trace.txt"), "b\nc\n", "a was not rebuilt");
     assert!(!t.exists("a.txt"));
-    t.run_args(["build", "--only"]).assert_status(2);
+    t.run_args(["build", "--only"]).stderr_has("error: --only needs targets: the tasks to run alone").assert_status(2);
 }
 
 #[test]
@@ -1198,6 +1137,7 @@ run = "echo {{ n }} >> trace.txt; echo > {{ outputs[0] }}"
 "#,
     );
     let o = t.run_args(json_build(&["-j", "2", "--fail-fast"]));
+    o.stderr_has("FAIL bad: command exited with status 1");
     o.assert_status(1);
     assert_eq!(o.summary("failed"), 1, "{}", o.describe());
     o.assert_task("slow", "success", Some("missing-output"));
@@ -1207,7 +1147,10 @@ run = "echo {{ n }} >> trace.txt; echo > {{ outputs[0] }}"
         assert_ne!(o.task(&format!("later[{n}]"))["status"], "success");
     }
     // Without --fail-fast the independent tasks run.
-    t.run_args(json_build(&["-j", "2"])).assert_status(1).assert_summary(3, 1, 1, 0);
+    t.run_args(json_build(&["-j", "2"]))
+        .stderr_has("FAIL bad: command exited with status 1")
+        .assert_status(1)
+        .assert_summary(3, 1, 1, 0);
 }
 
 #[test]
@@ -1270,23 +1213,25 @@ fn write_later(t: &Test, rel: &str, after: Duration) -> JoinHandle<()> {
 
 #[test]
 fn a_task_waits_for_a_source_that_appears_late() {
-    let t = Test::new().fluxfile(&LATE.replace("WAIT", "wait = \"5s\"\npoll = \"1s\""));
+    let t = Test::new().fluxfile(&LATE.replace("WAIT", "wait = \"60s\"\npoll = \"1s\""));
     let w = write_later(&t, "raw/in.txt", Duration::from_secs(1));
     let o = t.run_args(json_build(&[]));
     w.join().unwrap();
     o.assert_status(0).assert_summary(1, 0, 0, 0);
-    o.stderr_has("wait w: missing source `raw/in.txt` needed by w");
+    o.stderr_lines_match(&["wait w: missing source `raw/in.txt` needed by w"]);
     assert_eq!(t.read("out.txt"), "late\n");
-    assert!(o.elapsed >= Duration::from_secs(1) && o.elapsed < Duration::from_millis(3500), "took {:?}", o.elapsed);
+    // It went on once the source appeared, long before the 60 s wait ran out.
+    assert!(o.elapsed >= Duration::from_secs(1) && o.elapsed < Duration::from_secs(30), "took {:?}", o.elapsed);
 }
 
 #[test]
 fn a_source_that_never_appears_fails_after_the_wait_naming_the_path() {
     let t = Test::new().fluxfile(&LATE.replace("WAIT", "wait = \"1s\"\npoll = \"200ms\""));
     let o = t.run_args(json_build(&[]));
+    o.stderr_has("wait w: missing source `raw/in.txt` needed by w");
     o.assert_status(1).assert_summary(0, 0, 1, 0);
     assert_eq!(o.task("w")["error"], "missing source `raw/in.txt` needed by w (waited 1s)", "{}", o.describe());
-    assert!(o.elapsed >= Duration::from_secs(1) && o.elapsed < Duration::from_secs(3), "took {:?}", o.elapsed);
+    assert!(o.elapsed >= Duration::from_secs(1) && o.elapsed < Duration::from_secs(30), "took {:?}", o.elapsed);
     assert!(!t.exists("out.txt"));
 }
 
@@ -1295,20 +1240,22 @@ fn dash_dash_wait_overrides_the_steps_wait() {
     let t = Test::new().fluxfile(&LATE.replace("WAIT", "poll = \"200ms\""));
     // No wait by default: the missing source fails at once.
     let o = t.run_args(json_build(&[]));
-    o.assert_status(1);
-    assert!(o.elapsed < Duration::from_secs(1), "took {:?}", o.elapsed);
+    o.assert_status(1).stderr_has("FAIL w: missing source `raw/in.txt` needed by w");
+    assert!(o.elapsed < Duration::from_secs(20), "took {:?}", o.elapsed);
     assert_eq!(o.task("w")["error"], "missing source `raw/in.txt` needed by w");
     // --wait 1s: waits, then fails saying so.
     let o = t.run_args(json_build(&["--wait", "1s"]));
+    o.stderr_has("FAIL w: missing source `raw/in.txt` needed by w (waited 1s)");
     o.assert_status(1);
     assert_eq!(o.task("w")["error"], "missing source `raw/in.txt` needed by w (waited 1s)");
     assert!(o.elapsed >= Duration::from_secs(1), "took {:?}", o.elapsed);
-    // --wait 3s with the source appearing after 1 s: success.
+    // --wait 60s with the source appearing after 1 s: success, long before the wait is over.
     let w = write_later(&t, "raw/in.txt", Duration::from_secs(1));
-    let o = t.run_args(json_build(&["--wait", "3s"]));
+    let o = t.run_args(json_build(&["--wait", "60s"]));
+    o.stderr_lines_match(&["wait w: missing source `raw/in.txt` needed by w"]);
     w.join().unwrap();
     o.assert_status(0).assert_summary(1, 0, 0, 0);
-    assert!(o.elapsed < Duration::from_millis(2500), "took {:?}", o.elapsed);
+    assert!(o.elapsed < Duration::from_secs(30), "took {:?}", o.elapsed);
     t.run_args(["build", "--wait", "soon"]).assert_status(2).stderr_has("--wait soon");
 }
 
@@ -1333,6 +1280,7 @@ run = "sleep 0.2; date +%s%N > {{ outputs[0] }}"
     let appear = SystemTime::now() + Duration::from_secs(2);
     let w = write_later(&t, "raw/in.txt", Duration::from_secs(2));
     let o = t.run_args(json_build(&["-j", "1"]));
+    o.stderr_lines_match(&["wait w: missing source `raw/in.txt` needed by w"]);
     w.join().unwrap();
     o.assert_status(0).assert_summary(4, 0, 0, 0);
     let appear_ns = appear.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
@@ -1349,7 +1297,7 @@ fn a_sensor_probes_every_poll_until_it_succeeds() {
 [step.probe]
 sensor = true
 poll = "500ms"
-wait = "10s"
+wait = "60s"
 run = "n=$(cat probes 2>/dev/null || echo 0); n=$((n+1)); echo $n > probes; [ $n -ge 3 ]"
 
 [step.after]
@@ -1362,8 +1310,8 @@ run = "cat probes > {{ outputs[0] }}"
     o.assert_status(0).assert_summary(2, 0, 0, 0);
     assert_eq!(t.read("probes"), "3\n", "probed three times");
     assert_eq!(t.read("after.txt"), "3\n", "the dependent ran after the sensor was ready");
-    assert_eq!(o.stderr.matches("wait probe: sensor not ready").count(), 2, "{}", o.describe());
-    assert!(o.elapsed >= Duration::from_millis(1000) && o.elapsed < Duration::from_secs(4), "took {:?}", o.elapsed);
+    assert_eq!(o.stderr().matches("wait probe: sensor not ready").count(), 2, "{}", o.describe());
+    assert!(o.elapsed >= Duration::from_millis(1000) && o.elapsed < Duration::from_secs(30), "took {:?}", o.elapsed);
     let h = history_of(&t, "probe");
     assert_eq!(h.len(), 1, "not-ready probes are not failed attempts: {h:#?}");
     assert_eq!(h[0]["status"], "success");
@@ -1389,8 +1337,9 @@ run = "echo > {{ outputs[0] }}"
     o.assert_status(1).assert_summary(0, 0, 1, 1);
     // Probes at 0, 0.5 and 1 s; flux gives up once the next probe would start after the wait.
     let probes = t.read("probes").lines().count();
-    assert!((3..=4).contains(&probes), "probed {probes} times in a 1.5 s wait every 0.5 s");
-    assert!(o.elapsed >= Duration::from_millis(950) && o.elapsed < Duration::from_secs(3), "took {:?}", o.elapsed);
-    assert_eq!(o.stderr.matches("wait probe: sensor not ready").count(), probes - 1, "{}", o.describe());
+    // (Fewer when a loaded machine makes each probe slower than the poll.)
+    assert!((2..=4).contains(&probes), "probed {probes} times in a 1.5 s wait every 0.5 s");
+    assert!(o.elapsed >= Duration::from_millis(950) && o.elapsed < Duration::from_secs(30), "took {:?}", o.elapsed);
+    assert_eq!(o.stderr().matches("wait probe: sensor not ready").count(), probes - 1, "{}", o.describe());
     assert!(!t.exists("after.txt"));
 }

@@ -20,7 +20,7 @@ run = "echo good > {{ outputs[0] }}"
 /// The lines of stderr right after the line starting with `prefix`, up to the next line
 /// that is not indented.
 fn block_after<'a>(o: &'a Output, prefix: &str) -> Vec<&'a str> {
-    let mut lines = o.stderr.lines().skip_while(|l| !l.starts_with(prefix));
+    let mut lines = o.stderr().lines().skip_while(|l| !l.starts_with(prefix));
     assert!(lines.next().is_some(), "no line starting with {prefix:?}\n{}", o.describe());
     lines.take_while(|l| l.starts_with("    ")).collect()
 }
@@ -38,11 +38,14 @@ fn a_failed_tasks_last_log_lines_are_printed_under_its_fail_line() {
 
     // --log-lines N; a short log shows whole, with the command that ran first.
     let o = t.run_args(["build", "--log-lines", "2"]);
+    o.assert_status(1);
     assert_eq!(block_after(&o, "FAIL bad: "), ["    line 30", "    bad.c:3: error: doomed"], "{}", o.describe());
     let o = t.run_args(["build", "--log-lines", "0"]);
+    o.assert_status(1);
     assert!(block_after(&o, "FAIL bad: ").is_empty(), "{}", o.describe());
     let short = Test::new().fluxfile("[step.s]\noutputs = [\"s.txt\"]\nrun = \"echo 'no such file' >&2; exit 2\"\n");
     let o = short.run_args(["build"]);
+    o.assert_status(1);
     assert_eq!(
         block_after(&o, "FAIL s: command exited with status 2"),
         ["    $ echo 'no such file' >&2; exit 2", "    no such file"],
@@ -51,11 +54,12 @@ fn a_failed_tasks_last_log_lines_are_printed_under_its_fail_line() {
     );
     // Without CI, on a pipe (plain lines), and with -q, the same.
     let o = t.run_args(["build"]);
+    o.assert_status(1);
     assert_eq!(block_after(&o, "FAIL bad: ").len(), 20);
     let t2 = Test::new().fluxfile(NOISY_FAILURE).env_remove("CI");
-    assert_eq!(block_after(&t2.run_args(["build"]), "FAIL bad: ").len(), 20);
+    assert_eq!(block_after(t2.run_args(["build"]).assert_status(1), "FAIL bad: ").len(), 20);
     assert_eq!(
-        block_after(&t2.run_args(["-q", "build", "--log-lines", "1"]), "FAILED bad: "),
+        block_after(t2.run_args(["-q", "build", "--log-lines", "1"]).assert_status(1), "FAILED bad: "),
         ["    bad.c:3: error: doomed"]
     );
 }
@@ -88,6 +92,7 @@ fn json_tasks_carry_their_log_and_a_failures_log_tail() {
         "{NOISY_FAILURE}\n[step.talk]\noutputs = [\"talk.txt\"]\nrun = \"echo hi; echo > {{{{ outputs[0] }}}}\"\n"
     ));
     let o = t.run_args(json_build(&["--log-lines", "2"]));
+    o.stderr_has("FAIL bad: command exited with status 1");
     o.assert_status(1).assert_summary(2, 0, 1, 0);
     let run = o.json()["run_id"].as_i64().expect("run_id");
     let bad = o.task("bad");
@@ -121,7 +126,7 @@ run = "printf 'b-begin '; sleep 0.3; echo b-end >&2; echo b > {{ outputs[0] }}"
     );
     let o = t.run_args(json_build(&["-j", "2", "--stream"]));
     o.assert_status(0).assert_summary(2, 0, 0, 0);
-    let streamed: Vec<&str> = o.stderr.lines().filter(|l| l.contains(" | ")).collect();
+    let streamed: Vec<&str> = o.stderr().lines().filter(|l| l.contains(" | ")).collect();
     let mut sorted = streamed.clone();
     sorted.sort();
     assert_eq!(
@@ -171,7 +176,7 @@ fn print_commands_shows_each_tasks_commands_before_it_runs() {
     // The real build: the staged paths, exactly as sh -c gets them, before each task's end.
     let o = t.run_args(["build", "-p", "--date", "2024-01-01"]);
     o.assert_status(0);
-    let lines: Vec<&str> = o.stderr.lines().collect();
+    let lines: Vec<&str> = o.stderr().lines().collect();
     let run = lines
         .iter()
         .position(|l| *l == "run  count[2024-01-01] (missing-output)")
@@ -191,7 +196,7 @@ fn print_commands_shows_each_tasks_commands_before_it_runs() {
     assert!(log.starts_with(&head), "{log}");
     // A failed attempt's log has its commands even when it printed nothing.
     let f = Test::new().fluxfile("[step.f]\noutputs = [\"f.txt\"]\nrun = [\"true\", \"exit 3\"]\n");
-    f.run_args(["build"]).assert_status(1);
+    f.run_args(["build"]).stderr_has("FAIL f: command exited with status 3").assert_status(1);
     assert_eq!(f.read(".flux/logs/f/f/1-1.log"), "$ true\n$ exit 3\n");
 }
 
@@ -215,9 +220,9 @@ fn counters_count_only_the_tasks_that_run_and_each_finished_task_prints_one_line
     let o = t.run_args(["build", "n", "top", "-j", "4"]);
     o.assert_status(0);
     // One line per finished task, none as it starts; the last says 65 of 65.
-    assert_eq!(o.stderr.lines().count(), 65, "{}", o.describe());
-    assert!(o.stderr.lines().all(|l| l.starts_with("ok   ")), "{}", o.describe());
-    assert!(o.stderr.lines().any(|l| l.ends_with(" [65/65]")), "{}", o.describe());
+    assert_eq!(o.stderr().lines().count(), 65, "{}", o.describe());
+    assert!(o.stderr().lines().all(|l| l.starts_with("ok   ")), "{}", o.describe());
+    assert!(o.stderr().lines().any(|l| l.ends_with(" [65/65]")), "{}", o.describe());
     // A large build ends with a line per step, above the total.
     let out: Vec<&str> = o.stdout.lines().collect();
     assert_eq!(out[..2], ["n    60 ran, 0 up to date", "top  5 ran, 0 up to date"], "{}", o.describe());
@@ -227,7 +232,7 @@ fn counters_count_only_the_tasks_that_run_and_each_finished_task_prints_one_line
     // Forcing 2 of 65: the counters go to 2, not 65.
     let o = t.run_args(["build", "top[00]", "n[07]", "--force"]);
     o.assert_status(0);
-    let lines: Vec<&str> = o.stderr.lines().collect();
+    let lines: Vec<&str> = o.stderr().lines().collect();
     assert_eq!(lines.len(), 2, "{}", o.describe());
     assert!(lines[0].ends_with(" [1/2]") && lines[1].ends_with(" [2/2]"), "{}", o.describe());
     // Small build: no per-step lines.
@@ -235,7 +240,7 @@ fn counters_count_only_the_tasks_that_run_and_each_finished_task_prints_one_line
     // -v adds start lines and the tasks found up to date.
     let v = t.run_args(["-v", "build", "top[00]", "--force"]);
     v.assert_status(0).stderr_has("run  top[00] (forced)\n").stderr_has("skip n[00] (up to date)\n");
-    assert!(v.stderr.contains(" [1/1]"), "{}", v.describe());
+    assert!(v.stderr().contains(" [1/1]"), "{}", v.describe());
 }
 
 #[test]
@@ -250,6 +255,7 @@ fn a_dry_run_lists_what_would_run_and_with_v_what_is_up_to_date() {
          dry run: 1 task would run, 64 up to date\n",
     );
     let v = t.run_args(["-v", "build", "-n", "n", "top"]);
+    v.stderr_has("flux: load Fluxfile:");
     v.assert_status(0).stdout_has("would run n[07] (missing-output)\n").stdout_has("up to date n[06]\n");
     assert_eq!(v.stdout.matches("up to date ").count(), 64, "{}", v.describe());
 }
@@ -278,8 +284,12 @@ run = "cp {{ inputs[0] }} {{ outputs[0] }}"
     // Only the failure is warned about.
     dry.stderr_has("nowhere/in.csv").stderr_lacks("landing/in.csv");
     // --wait 0 turns waiting off: then it would fail too.
-    t.run_args(["build", "-n", "--wait", "0"]).assert_status(0).stdout_has("would fail late: ");
+    t.run_args(["build", "-n", "--wait", "0"])
+        .stderr_has("warning: missing source `landing/in.csv` needed by late: the build would fail here")
+        .assert_status(0)
+        .stdout_has("would fail late: ");
     let j = t.run_args(json_build(&["-n"]));
+    j.stderr_has("warning: missing source `nowhere/in.csv` needed by broken");
     assert_eq!(j.task("late")["wait"], "missing source `landing/in.csv` needed by late (waits up to 2h)");
     assert!(j.task("late").get("error").is_none());
     assert!(j.task("broken")["error"].as_str().is_some_and(|e| e.contains("nowhere/in.csv")));

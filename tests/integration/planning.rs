@@ -182,7 +182,7 @@ outputs = ["cum/{{ date }}.txt"]
 run = "cat {{ inputs }} > {{ outputs[0] }}"
 "#,
     );
-    let o = t.run_args_within(["build", "--date", "2024-01-05"], std::time::Duration::from_secs(2));
+    let o = t.run_args_within(["build", "--date", "2024-01-05"], std::time::Duration::from_secs(15));
     o.assert_status(2).stderr_has("start");
 }
 
@@ -228,7 +228,7 @@ fn cycle_is_an_error_that_prints_the_cycle() {
     let t = Test::new().fluxfile(CYCLE);
     let o = t.run_args(["build", "c", "--date", "2024-01-02"]);
     o.assert_status(2).stdout_is("").stderr_has("cycle: ");
-    let line = o.stderr.lines().find(|l| l.contains("cycle: ")).unwrap_or_default().to_string();
+    let line = o.stderr().lines().find(|l| l.contains("cycle: ")).unwrap_or_default().to_string();
     assert!(line.contains("a[2024-01-02]") && line.contains("b[2024-01-02]") && line.contains(" -> "), "{line}");
     // The cycle is closed: it starts and ends with the same task.
     let tasks: Vec<&str> = line.split("cycle: ").nth(1).unwrap_or_default().split(" -> ").collect();

@@ -240,12 +240,7 @@ fn check_case(c: &Case) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 12,
-        max_shrink_iters: 16,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(ProptestConfig { max_shrink_iters: 16, ..proptest_config(12) })]
 
     #[test]
     fn incremental_builds_match_builds_from_scratch(c in case()) {

@@ -169,7 +169,7 @@ run = "echo {{ date }} >> ran.txt; test -e ok && touch {{ outputs[0] }}"
 schedule = "@daily"
 "#,
     );
-    once(&t, "2024-01-02T00:30:00Z").assert_status(1);
+    once(&t, "2024-01-02T00:30:00Z").assert_status(1).stderr_has("FAIL daily[");
     // Same time: the schedule has not fired again, the failure waits.
     once(&t, "2024-01-02T00:40:00Z").assert_success();
     assert_eq!(lines(&t, "ran.txt"), ["2024-01-01"]);
@@ -274,7 +274,7 @@ schedule = "30 2 * * *"
 "#,
     );
     // 01:10 CET on 31 March: first evaluation, 30 March fails.
-    once(&t, "2024-03-31T00:10:00Z").assert_status(1);
+    once(&t, "2024-03-31T00:10:00Z").assert_status(1).stderr_has("FAIL daily[");
     // 01:50 CET: 02:30 has not come (it never comes: 02:00 jumps to 03:00).
     once(&t, "2024-03-31T00:50:00Z").assert_success();
     assert_eq!(lines(&t, "ran.txt").len(), 1);
@@ -338,7 +338,7 @@ on_sla_miss = "echo $FLUX_TASK {{{{ date }}}} $FLUX_STATUS >> late.txt"
 fn an_sla_miss_fires_the_hook_exactly_once() {
     let t = Test::new().fluxfile(&with_sla(""));
     // Due at 00:00, deadline 01:00: failed, but not late yet.
-    once(&t, "2024-01-02T00:30:00Z").assert_status(1);
+    once(&t, "2024-01-02T00:30:00Z").assert_status(1).stderr_has("FAIL daily[");
     assert!(lines(&t, "late.txt").is_empty());
     // Past the deadline (the schedule has not fired: nothing is built, the SLA is checked).
     let o = once(&t, "2024-01-02T01:30:00Z");
@@ -376,8 +376,8 @@ fn an_sla_miss_posts_one_sla_miss_event_to_the_webhook() {
         "[notify]\nwebhook = \"http://127.0.0.1:{port}/flux\"\n{}",
         with_sla("").replace("on_sla_miss = ", "# on_sla_miss = ")
     ));
-    once(&t, "2024-01-02T00:30:00Z").assert_status(1);
-    once(&t, "2024-01-02T01:30:00Z").assert_success();
+    once(&t, "2024-01-02T00:30:00Z").assert_status(1).stderr_has("FAIL daily[");
+    once(&t, "2024-01-02T01:30:00Z").assert_success().stderr_has("LATE daily[2024-01-01] missed its SLA");
     once(&t, "2024-01-02T01:40:00Z").assert_success();
     let bodies = got.lock().map(|v| v.clone()).unwrap_or_default();
     let misses: Vec<serde_json::Value> = bodies
@@ -455,10 +455,10 @@ fn a_dead_schedulers_lease_is_taken_over() {
     let t = Test::new().fluxfile(&daily(""));
     let r = looping(&t, &[]);
     wait_for("the first tick", || t.exists("out/2024-01-02.txt"));
-    r.signal("KILL");
-    let mut child = r.child;
-    let _ = child.wait();
-    once(&t, "2024-01-04T00:30:00Z").assert_success();
+    r.kill9();
+    // Whether a task was running at the kill depends on timing: if one was, its group
+    // is ended (and said so).
+    once(&t, "2024-01-04T00:30:00Z").assert_success().stderr_lines_match(&["left running by flux run(s) that died"]);
     assert!(t.exists("out/2024-01-03.txt"));
 }
 
@@ -502,6 +502,7 @@ schedule = "@daily"
     let sent = Instant::now();
     r.signal("TERM");
     let o = t.finish(r);
+    o.stderr_has("interrupted: stopping running tasks (press Ctrl-C again to kill them)");
     o.assert_success();
     assert!(sent.elapsed() >= Duration::from_millis(300), "interrupted before the grace was over");
     assert!(sent.elapsed() < Duration::from_secs(20), "{}", o.describe());
@@ -593,8 +594,8 @@ schedule = "@daily"
     r.signal("TERM");
     let o = t.finish(r);
     o.assert_success();
-    let reloaded = o.stderr.find("changed, reloaded").expect("reloaded");
-    let slow_done = o.stderr.find("ok   slow[2024-01-02]").expect("slow built");
+    let reloaded = o.stderr().find("changed, reloaded").expect("reloaded");
+    let slow_done = o.stderr().find("ok   slow[2024-01-02]").expect("slow built");
     assert!(reloaded < slow_done, "the reload waited for the build\n{}", o.describe());
     o.stderr_has("daily: never evaluated; 2 due, built when the running build ends");
 }
@@ -627,7 +628,7 @@ schedule = "@daily"
     );
     wait_for("the included step's task", || t.exists("more/2024-01-02.txt"));
     r.signal("TERM");
-    t.finish(r).assert_success();
+    t.finish(r).stderr_has("flux schedule:").assert_success();
 }
 
 #[test]
@@ -780,9 +781,7 @@ fn kill_9_mid_task(t: &Test) -> String {
     let r = t.spawn_args(["schedule", "--tick", "50ms", "--now", "2024-01-02T00:30:00Z"]);
     wait_for("the task's background process", || t.maybe_read("bg.pid").is_some_and(|b| b.ends_with(b"\n")));
     let bg = t.read("bg.pid").trim().to_string();
-    r.signal("KILL");
-    let mut child = r.child;
-    let _ = child.wait();
+    r.kill9();
     // The task's shell dies with flux; what it started in the background does not.
     assert!(!gone(&bg), "the background process died with the scheduler");
     bg
@@ -795,7 +794,7 @@ fn a_scheduler_killed_with_kill_9_is_taken_over_and_its_tasks_do_not_survive() {
     t.write("go", "");
     // The dead holder's lease is taken over; its unfinished interval is built again.
     let o = once(&t, "2024-01-02T01:00:00Z");
-    o.assert_success();
+    o.assert_success().stderr_has("ended 1 process group(s) left running by flux run(s)");
     wait_for("the dead scheduler's task to end", || gone(&bg));
     assert_eq!(t.read("out/2024-01-01.txt"), "2024-01-01\n", "{}", o.describe());
     assert_eq!(lines(&t, "ran.txt"), ["2024-01-01", "2024-01-01"]);

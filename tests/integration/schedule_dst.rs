@@ -59,8 +59,8 @@ fn drive(t: &Test, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Ran> {
     let mut now = from;
     while now <= to {
         let o = t.run_args(["schedule", "--once", "--now", &now.to_rfc3339()]);
-        assert_eq!(o.status, 0, "{}", o.describe());
-        assert!(!o.stderr.contains("panicked"), "{}", o.describe());
+        assert_eq!(o.status(), 0, "{}", o.describe());
+        assert!(!o.stderr().contains("panicked"), "{}", o.describe());
         let text = t.maybe_read("ran.txt").map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let mut new: Vec<Ran> = lines[seen..]

@@ -205,6 +205,7 @@ run = "grep -q good {{ inputs[0] }} && cp {{ inputs[0] }} {{ outputs[0] }}"
     t.run_args(json_build(&[])).assert_status(0).assert_summary(1, 0, 0, 0);
     t.write("src.txt", "bad\n");
     let o = t.run_args(json_build(&[]));
+    o.stderr_has("FAIL check: command exited with status 1");
     o.assert_status(1).assert_summary(0, 0, 1, 0).assert_task("check", "failed", Some("input-changed"));
     assert_eq!(t.read("ok.txt"), "good 1\n", "a failed rerun leaves the old output in place");
     t.write("src.txt", "good 2\n");
@@ -222,7 +223,10 @@ outputs = ["out.txt"]
 run = "if [ -e go ]; then echo done > {{ outputs[0] }}; else exit 1; fi"
 "#,
     );
-    t.run_args(json_build(&[])).assert_status(1).assert_summary(0, 0, 1, 0);
+    t.run_args(json_build(&[]))
+        .stderr_has("FAIL flaky: command exited with status 1")
+        .assert_status(1)
+        .assert_summary(0, 0, 1, 0);
     t.write("go", "");
     t.run_args(json_build(&[])).assert_status(0).assert_task("flaky", "success", Some("missing-output"));
     // An output exists but the last attempt failed.
@@ -233,7 +237,7 @@ run = "if [ -e go ]; then echo done > {{ outputs[0] }}; else exit 1; fi"
     t.run_args(json_build(&[])).assert_status(0);
     t.write("in.txt", "2");
     t.remove("go");
-    t.run_args(json_build(&[])).assert_status(1);
+    t.run_args(json_build(&[])).assert_status(1).stderr_has("FAIL s: command exited with status 1");
     t.write("go", "");
     t.write("in.txt", "1");
     t.run_args(json_build(&[])).assert_status(0).assert_task("s", "success", Some("failed"));
@@ -402,7 +406,10 @@ fn a_no_op_build_right_after_aging_reads_nothing() {
     t.age_files();
     t.run_args(json_build(&["--date", "2024-01-01"])).assert_status(0).assert_summary(3, 0, 0, 0);
     t.age_files();
-    t.run_args(["-v", "build", "--date", "2024-01-01"]).assert_status(0).stdout_has("0 ran, 3 up to date");
+    t.run_args(["-v", "build", "--date", "2024-01-01"])
+        .stderr_has("flux: load Fluxfile:")
+        .assert_status(0)
+        .stdout_has("0 ran, 3 up to date");
     let o = t.run_args(["-v", "build", "--date", "2024-01-01"]);
     o.assert_status(0).stdout_has("0 ran, 3 up to date").stderr_has("(0 files read for digests)");
 }

@@ -33,7 +33,9 @@ fn cell_status(j: &serde_json::Value, task: &str) -> String {
 #[test]
 fn upstream_failed_shows_as_itself_not_as_missing() {
     let t = Test::new().fluxfile(CHAIN);
-    t.run_args(["build", "--date-range", "2024-03-01..2024-03-03"]).assert_status(1);
+    t.run_args(["build", "--date-range", "2024-03-01..2024-03-03"])
+        .stderr_has("FAIL a[2024-03-02]: command exited with status 1")
+        .assert_status(1);
     let o = t.run_args(["status", "--date-range", "2024-03-01..2024-03-03"]);
     o.assert_status(0);
     let line = |name: &str| o.stdout.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
@@ -77,7 +79,7 @@ run = "cp {{ inputs[0] }} {{ outputs[0] }}"
     }
     t.write("go", "");
     t.write("arrives.txt", "x\n");
-    t.finish(build).assert_status(0);
+    t.finish(build).stderr_has("wait patient: missing source `arrives.txt` needed by patient").assert_status(0);
     assert!(seen.contains("slow     > running"), "status while running:\n{seen}");
     assert!(seen.contains("patient  w waiting"), "status while waiting:\n{seen}");
     assert!(seen.contains("> running") && seen.contains("w waiting"), "legend:\n{seen}");

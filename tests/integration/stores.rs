@@ -77,12 +77,15 @@ pub(crate) fn build(t: &Test, args: &[&str]) -> Output {
     let mut all = vec!["build", "-v", "--date-range", "2024-01-01..2024-01-03"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--output", "json"]);
-    t.run_args(all)
+    let o = t.run_args(all);
+    // -v prints the phases' timings (and the remote requests) on stderr.
+    o.stderr_has("flux: load Fluxfile: ");
+    o
 }
 
 /// `remote requests: 1 LIST, 0 HEAD, …` from `-v`, as numbers by kind.
 pub(crate) fn requests(o: &Output) -> std::collections::HashMap<String, u64> {
-    let line = o.stderr.lines().find(|l| l.contains("remote requests:")).unwrap_or_default().to_string();
+    let line = o.stderr().lines().find(|l| l.contains("remote requests:")).unwrap_or_default().to_string();
     line.split("remote requests:")
         .nth(1)
         .unwrap_or_default()
@@ -140,7 +143,9 @@ fn an_upload_of_identical_bytes_cuts_off_its_consumers() {
     // Cleared: upload runs again and writes the same bytes.
     t.run_args(["clear", "--date", "2024-01-02", "upload"]).assert_success();
     let o = t.run_args(json_build(&["-v", "--date", "2024-01-02", "back"]));
-    o.assert_success();
+    o.assert_success()
+        .stderr_has("skip count[2024-01-02] (up to date)")
+        .stderr_has("skip back[2024-01-02] (up to date)");
     o.assert_task("upload[2024-01-02]", "success", Some("forced"));
     o.assert_task("count[2024-01-02]", "skipped", None);
     o.assert_task("back[2024-01-02]", "skipped", None);
@@ -154,7 +159,7 @@ fn a_failed_task_with_staging_leaves_no_object() {
          [step.good]\noutputs = [\"s3://{bucket}/out/good.txt\"]\nrun = \"echo fine > {{{{ outputs[0] }}}}\"\n"
     ));
     let o = t.run_args(json_build(&["bad", "good"]));
-    o.assert_status(1);
+    o.assert_status(1).stderr_has("FAIL bad: command exited with status 3");
     o.assert_task("bad", "failed", Some("missing-output"));
     assert_eq!(s3().keys(&bucket), vec!["out/good.txt".to_string()]);
 }
@@ -174,7 +179,9 @@ fn a_killed_build_leaves_no_object_and_reruns_the_task() {
     assert!(started, "the task never started");
     assert!(s3().keys(&bucket).is_empty(), "a killed task left {:?}", s3().keys(&bucket));
     let o = t.run_args(json_build(&["slow"]));
-    o.assert_success().assert_ran(&["slow"]);
+    o.assert_success()
+        .assert_ran(&["slow"])
+        .stderr_has("warning: ended 1 process group(s) left running by flux run(s)");
 }
 
 #[test]
@@ -187,7 +194,7 @@ fn without_staging_commands_get_uris_and_a_failure_removes_what_they_wrote() {
          run = \"echo {{{{ outputs[0] }}}} > seen-{{{{ n }}}}; {put} {{{{ outputs[0] }}}} hello; test {{{{ n }}}} = 1\"\n"
     ));
     let o = t.run_args(json_build(&["spark"]));
-    o.assert_status(1);
+    o.assert_status(1).stderr_has("FAIL spark[2]: command exited with status 1");
     assert_eq!(t.read("seen-1").trim(), format!("s3://{bucket}/spark/1.txt"), "the command saw the URI");
     o.assert_task("spark[1]", "success", Some("missing-output"));
     o.assert_task("spark[2]", "failed", Some("missing-output"));
@@ -205,7 +212,11 @@ fn a_failed_stage_false_remote_folder_loses_only_the_objects_the_attempt_wrote()
         "[step.folder]\noutputs = [\"s3://{bucket}/warehouse/\"]\nstage = false\nrun = \"{put} {bucket}/warehouse/new.txt; exit 3\"\n\n\
          [step.untouched]\noutputs = [\"s3://{bucket}/single.txt\"]\nstage = false\nrun = \"exit 3\"\n"
     ));
-    t.run_args(json_build(&["--force"])).assert_status(1).assert_summary(0, 0, 2, 0);
+    t.run_args(json_build(&["--force"]))
+        .assert_status(1)
+        .assert_summary(0, 0, 2, 0)
+        .stderr_has("FAIL untouched: command exited with status 3")
+        .stderr_has("FAIL folder: command exited with status 3");
     // What was there before the attempts stays; only the object the attempt wrote is gone.
     assert_eq!(s3().keys(&bucket), vec!["single.txt".to_string(), "warehouse/old.txt".to_string()]);
     assert_eq!(s3().get(&bucket, "single.txt").as_deref(), Some(&b"before"[..]));
@@ -280,7 +291,7 @@ fn a_missing_bucket_fails_the_task_naming_the_uri_and_never_a_secret() {
     let msg = r["error"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("missing source `s3://no-such-bucket-here/in.txt`"), "{msg}");
     let secret = "flux-test-secret-0123456789";
-    assert!(!o.stdout.contains(secret) && !o.stderr.contains(secret), "a secret leaked\n{}", o.describe());
+    assert!(!o.stdout.contains(secret) && !o.stderr().contains(secret), "a secret leaked\n{}", o.describe());
     for log in walk(&t.abs(".flux/logs")) {
         assert!(!std::fs::read_to_string(&log).unwrap_or_default().contains(secret), "a secret in {}", log.display());
     }
@@ -341,7 +352,7 @@ fn azure_targets_go_through_the_same_store_path() {
         "[store.\"az://box\"]\nuse_emulator = true\n\n[step.w]\noutputs = [\"az://box/w.txt\"]\nrun = \"echo w > {{ outputs[0] }}\"\n",
     );
     let o = t.run_args(json_build(&["w"]));
-    o.assert_status(1);
+    o.assert_status(1).stderr_has("FAIL w: cannot upload output: az://box/w.txt");
     let msg = o.task("w")["error"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("az://box/w.txt"), "{msg}\n{}", o.describe());
 }
@@ -368,7 +379,7 @@ fn a_no_op_over_more_than_a_page_of_outputs_is_one_listing() {
             r.get("LIST"),
             Some(&1),
             "one listing, not 1,100 HEADs\n{}",
-            &o.stderr[o.stderr.len().saturating_sub(400)..]
+            &o.stderr()[o.stderr().len().saturating_sub(400)..]
         );
         assert_eq!(r.get("HEAD"), Some(&0));
         assert_eq!(r.get("GET"), Some(&0));

@@ -194,7 +194,9 @@ fn a_dry_run_renders_every_command_it_would_run() {
         .stderr_has("the build would fail this task");
     assert!(!t.exists(".flux/state.db"));
     // The build itself fails the task.
-    t.run_args(["build"]).assert_status(1);
+    t.run_args(["build"])
+        .stderr_has("FAIL a: a: cannot render `echo x > {{ outputs[attempt] }}`: `outputs[...]` is undefined")
+        .assert_status(1);
 }
 
 #[test]

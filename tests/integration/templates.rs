@@ -436,6 +436,14 @@ run = "echo {{ date | add_hours('x') }} > {{ outputs[0] }}"
 "#,
     );
     let o = t.run_args(json_build(&["--date", "2024-01-01"]));
-    assert!(o.status == 1 || o.status == 2, "{}", o.describe());
+    // The task fails at rendering, before any attempt: nothing ran, and the error names
+    // the filter call and why it failed.
+    o.assert_status(1).assert_summary(0, 0, 1, 0).stderr_has("FAIL f[2024-01-01]").stderr_has("add_hours('x')");
+    let task = o.task("f[2024-01-01]");
+    assert_eq!(task["status"], "failed");
+    assert_eq!(task["attempts"], 0, "the command never ran\n{}", o.describe());
+    let error = task["error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot render") && error.contains("add_hours('x')"), "{}", o.describe());
+    assert!(error.contains("cannot convert string to i64"), "{}", o.describe());
     assert!(!t.exists("f/2024-01-01.txt"));
 }

@@ -144,7 +144,9 @@ fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Re
 /// The project after one build of three days: 5 tasks succeeded, one failed twice.
 fn built() -> Test {
     let t = Test::new().fluxfile(PIPELINE);
-    t.run_args(["build", "--date-range", "2024-01-01..2024-01-03"]).assert_status(1);
+    t.run_args(["build", "--date-range", "2024-01-01..2024-01-03"])
+        .stderr_has("retry rollup[2024-01-02]: command exited with status 1; attempt 2")
+        .assert_status(1);
     t
 }
 
@@ -492,7 +494,9 @@ run = "touch {{ outputs[0] }}"
 pub(crate) fn late() -> Test {
     let t = Test::new().fluxfile(LATE);
     // Due at 00:00, deadline 01:00: failed, not late yet; then past the deadline.
-    t.run_args(["schedule", "--once", "--now", "2024-01-02T00:30:00Z"]).assert_status(1);
+    t.run_args(["schedule", "--once", "--now", "2024-01-02T00:30:00Z"])
+        .stderr_has("FAIL daily[2024-01-01]: command exited with status 1")
+        .assert_status(1);
     t.run_args(["schedule", "--once", "--now", "2024-01-02T01:30:00Z"])
         .assert_success()
         .stderr_has("LATE daily[2024-01-01] missed its SLA");

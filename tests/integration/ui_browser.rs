@@ -47,7 +47,9 @@ run = "cp {{ inputs[0] }} {{ outputs[0] }}"
 
 fn built() -> Test {
     let t = Test::new().fluxfile(PIPELINE);
-    t.run_args(["build", "--date-range", "2024-01-01..2024-01-14"]).assert_status(1);
+    t.run_args(["build", "--date-range", "2024-01-01..2024-01-14"])
+        .stderr_has("retry rollup[2024-01-02]: command exited with status 1; attempt 2")
+        .assert_status(1);
     t
 }
 

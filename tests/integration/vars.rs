@@ -47,7 +47,9 @@ fn var_values_never_reach_the_state_db_or_logs_in_plain_text() {
     t.run_args(json_build(&[&format!("--var=token={secret}"), "--force"])).assert_status(0);
     // A failing build too (its log and error records).
     t.write("Fluxfile", VARS.replace("| wc -c >", "| wc -c > /dev/null; false >"));
-    t.run_args(json_build(&["--var", &format!("token={secret}")])).assert_status(1);
+    t.run_args(json_build(&["--var", &format!("token={secret}")]))
+        .stderr_has("FAIL a: command exited with status 1")
+        .assert_status(1);
     let files = state_bytes(&t);
     assert!(files.iter().any(|(p, _)| p.ends_with("state.db")), "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
     assert!(files.iter().any(|(p, _)| p.ends_with("state.db-wal")), "the WAL is checked too");
