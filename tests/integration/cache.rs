@@ -38,7 +38,7 @@ fn fluxfile(bucket: &str, flux: &str) -> String {
 fn build(t: &Test, args: &[&str]) -> Output {
     let o = t.run_args(json_build(args));
     o.assert_status(0);
-    assert!(o.stderr.lines().all(|l| l.starts_with("ok ")), "{}", o.describe());
+    assert!(o.stderr().lines().all(|l| l.starts_with("ok ")), "{}", o.describe());
     o
 }
 

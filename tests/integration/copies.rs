@@ -98,7 +98,7 @@ fn a_copy_across_stores_streams_without_a_local_file() {
     assert!(same(s3().get(&to, "big.bin"), &data) && same(s3().get(&to, "small.txt"), b"small\n"));
 
     let o = t.run_args(json_build(&["-v", "down"]));
-    o.assert_status(0).assert_ran(&["up", "down"]);
+    o.assert_status(0).assert_ran(&["up", "down"]).stderr_has("flux: remote requests: ");
     assert!(t.read_bytes("back/big.bin") == data && t.read_bytes("back/local.bin") == bytes(9));
     assert!(same(s3().get(&to, "local.bin"), &bytes(9)));
     t.run_args(json_build(&["down"])).assert_status(0).assert_summary(0, 3, 0, 0);
@@ -131,7 +131,10 @@ fn a_failed_copy_leaves_nothing() {
          [step.within]\ninputs = [\"s3://{to}/old.bin\"]\noutputs = [\"s3://{to}/new.bin\"]\naction = \"copy\"\n"
     ));
     let o = t.run_args(json_build(&["stream", "within"]));
-    o.assert_status(1).assert_summary(0, 0, 2, 0);
+    o.assert_status(1)
+        .assert_summary(0, 0, 2, 0)
+        .stderr_has("FAIL stream: cannot copy output: ")
+        .stderr_has("FAIL within: cannot copy output: ");
     let msg = o.task("stream")["error"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains(&format!("s3://{from}/big.bin")), "{msg}\n{}", o.describe());
     let msg = o.task("within")["error"].as_str().unwrap_or_default().to_string();
@@ -228,7 +231,7 @@ fn a_cut_upload_never_leaves_a_partial_object() {
     t.write("big.bin", &new);
     proxy.break_nth("PUT", "partNumber=1", 1, 1000, Fault::CutRequest(1 << 20));
     let o = t.run_args(json_build(&["up"]));
-    o.assert_status(1).assert_summary(0, 0, 1, 0);
+    o.assert_status(1).assert_summary(0, 0, 1, 0).stderr_has("FAIL up: cannot copy output: ");
     let msg = o.task("up")["error"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains(&format!("s3://{bucket}/big.bin")), "{msg}\n{}", o.describe());
     assert!(proxy.count("PUT", "partNumber=1") > 1, "the part was retried\n{}", proxy.describe());

@@ -23,7 +23,7 @@ fn built() -> (Test, String) {
     let t = s3_test().fluxfile(&fluxfile(&bucket));
     let o = t.run_args(["build", "--date-range", RANGE, "day", "--output", "json"]);
     o.assert_status(0).assert_summary(DAYS as u64, 0, 0, 0);
-    assert!(o.stderr.lines().all(|l| l.starts_with("ok ")), "{}", o.describe());
+    assert!(o.stderr().lines().all(|l| l.starts_with("ok ")), "{}", o.describe());
     assert_eq!(s3().keys(&bucket).len(), 2 * DAYS as usize);
     (t, bucket)
 }

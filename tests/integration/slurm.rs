@@ -154,7 +154,7 @@ fn a_pipeline_with_steps_on_slurm_builds_the_same_bytes_as_a_local_build() {
     assert_eq!(t.read("total.txt"), local.read("total.txt"));
     assert!(t.read("sq/2.txt").ends_with("\nit's 2\n"), "the step's env reaches the job");
     // The squares ran as Slurm jobs, the rest here; each Slurm attempt records its job id.
-    let log = t.run_args(["logs", "squares[2]"]).assert_status(0).stdout.clone();
+    let log = t.run_args(["logs", "squares[2]"]).assert_status(0).stderr_has(" ran as Slurm job ").stdout.clone();
     let job = log.lines().find_map(|l| l.strip_prefix("ran in job ")).unwrap_or_else(|| panic!("{log}"));
     assert!(job.parse::<u64>().is_ok(), "not a Slurm job id: {log}");
     let local_log = local.run_args(["logs", "squares[2]"]).assert_status(0).stdout.clone();
@@ -174,10 +174,10 @@ fn a_failing_slurm_task_reports_its_exit_code_and_its_log() {
         "[flux]\nexecutor = \"slurm\"\n[slurm]\npoll = \"200ms\"\n\n[step.bad]\noutputs = [\"bad.txt\"]\nrun = \"echo partial > {{ outputs[0] }}; echo boom >&2; exit 3\"\n",
     );
     let o = t.run_args(json_build(&[]));
-    o.assert_status(1);
+    o.assert_status(1).stderr_has("FAIL bad: command exited with status 3").stderr_has("    boom");
     assert_eq!(o.task("bad")["error"], "command exited with status 3", "{}", o.describe());
     assert!(!t.exists("bad.txt"), "a failed attempt's staged output is not moved into place");
-    let log = t.run_args(["logs", "bad"]).assert_status(0).stdout.clone();
+    let log = t.run_args(["logs", "bad"]).assert_status(0).stderr_has(" ran as Slurm job ").stdout.clone();
     assert!(log.contains("boom"), "{log}");
     assert!(log.contains("$ echo partial"), "the log shows the command, as a local one does: {log}");
     let h = history(&t);
@@ -191,7 +191,10 @@ fn a_slurm_task_is_retried_as_a_new_job() {
     let t = Test::new().fluxfile(
         "[slurm]\npoll = \"200ms\"\n\n[step.flaky]\nexecutor = \"slurm\"\nretries = 1\nretry_delay = \"0s\"\noutputs = [\"ok.txt\"]\nrun = \"if [ -e tried ]; then echo ok > {{ outputs[0] }}; else touch tried; exit 1; fi\"\n",
     );
-    t.run_args(json_build(&[])).assert_status(0).assert_summary(1, 0, 0, 0);
+    t.run_args(json_build(&[]))
+        .assert_status(0)
+        .assert_summary(1, 0, 0, 0)
+        .stderr_has("retry flaky: command exited with status 1; attempt 2 in 0s");
     assert_eq!(t.read("ok.txt"), "ok\n");
     let h = history_of(&t, "flaky");
     assert_eq!(h.len(), 2, "{h:#?}");
@@ -206,9 +209,9 @@ fn a_slurm_task_past_its_timeout_is_cancelled() {
         "[slurm]\npoll = \"200ms\"\n\n[step.slow]\nexecutor = \"slurm\"\ntimeout = \"2s\"\noutputs = [\"slow.txt\"]\nrun = \"sleep 120; touch {{ outputs[0] }}\"\n",
     );
     let o = t.run_args_within(json_build(&[]), Duration::from_secs(90));
-    o.assert_status(1);
+    o.assert_status(1).stderr_has("FAIL slow: timed out after 2s");
     assert_eq!(o.task("slow")["error"], "timed out after 2s", "{}", o.describe());
-    let log = t.run_args(["logs", "slow"]).assert_status(0).stdout.clone();
+    let log = t.run_args(["logs", "slow"]).assert_status(0).stderr_has(" ran as Slurm job ").stdout.clone();
     assert!(log.contains("timed out after 2s; Slurm job"), "{log}");
     assert!(jobs_of(&t).is_empty(), "the job was cancelled: {:?}", jobs_of(&t));
     assert!(!t.exists("slow.txt"));
@@ -224,7 +227,7 @@ fn ctrl_c_cancels_every_slurm_job_and_records_them_interrupted() {
     assert!(wait_until(Duration::from_secs(30), || jobs_of(&t).len() == 2), "two jobs submitted: {:?}", jobs_of(&t));
     bg.signal(libc::SIGINT);
     let o = bg.wait(Duration::from_secs(40));
-    o.assert_status(130);
+    o.assert_status(130).stderr_has("interrupted: stopping running tasks");
     assert_eq!(o.summary("interrupted"), 2, "{}", o.describe());
     assert!(jobs_of(&t).is_empty(), "no job left: {:?}", jobs_of(&t));
     let h = history(&t);
@@ -274,7 +277,7 @@ fn a_slurm_step_asking_more_memory_than_any_node_has_fails_at_submit_without_ret
         "[step.big]\nexecutor = \"slurm\"\nmem = \"512G\"\nretries = 2\nretry_delay = \"0s\"\noutputs = [\"big.txt\"]\nrun = \"touch {{ outputs[0] }}\"\n",
     );
     let o = t.run_args(json_build(&[]));
-    o.assert_status(1);
+    o.assert_status(1).stderr_has("FAIL big: Slurm refused the job: ");
     let error = o.task("big")["error"].as_str().unwrap_or_default().to_string();
     assert!(error.starts_with("Slurm refused the job: "), "{}", o.describe());
     assert!(error.contains("Requested node configuration is not available"), "{error}");
@@ -295,7 +298,7 @@ fn a_build_after_flux_was_killed_cancels_a_dead_runs_job_whose_task_changed_and_
     assert!(wait_until(Duration::from_secs(30), || jobs_of(&t).len() == 1), "a job submitted: {:?}", jobs_of(&t));
     let old = jobs_of(&t)[0].split(' ').next().unwrap_or_default().to_string();
     bg.signal(libc::SIGKILL);
-    bg.wait(Duration::from_secs(60));
+    bg.wait(Duration::from_secs(60)).assert_status(-9);
     assert_eq!(jobs_of(&t).len(), 1, "the job outlives a kill -9 of flux");
     // The task's input changed: the dead run's job computes a stale output.
     t.write("in.txt", "new\n");
@@ -324,12 +327,12 @@ fn a_build_after_flux_was_killed_adopts_the_dead_runs_slurm_jobs_and_runs_nothin
         jobs_of(&t).iter().map(|j| j.split(' ').next().unwrap_or_default().to_string()).collect();
     old.sort();
     bg.signal(libc::SIGKILL);
-    bg.wait(Duration::from_secs(60));
+    bg.wait(Duration::from_secs(60)).assert_status(-9);
     // The new build calls Slurm through wrappers that note each call.
     let (t, calls) = with_shims(t);
     let o = t.run_args(json_build(&["-j", "3"]));
     o.assert_status(0).assert_summary(3, 0, 0, 0);
-    assert!(o.stderr.lines().all(|l| l.starts_with("ok   s[")), "only progress on stderr: {}", o.describe());
+    assert!(o.stderr().lines().all(|l| l.starts_with("ok   s[")), "only progress on stderr: {}", o.describe());
     let noted = std::fs::read_to_string(&calls).unwrap_or_default();
     assert!(!noted.lines().any(|l| l.starts_with("sbatch")), "nothing submitted again: {noted}");
     // Each command ran once; the outputs are in place; no other job ever ran here.
@@ -352,7 +355,7 @@ fn a_build_after_flux_was_killed_adopts_the_dead_runs_slurm_jobs_and_runs_nothin
         .collect();
     adopted.sort();
     assert_eq!(adopted, old, "each attempt records the job it adopted");
-    let log = t.run_args(["logs", "s[2]"]).assert_status(0).stdout.clone();
+    let log = t.run_args(["logs", "s[2]"]).assert_status(0).stderr_has(" ran as Slurm job ").stdout.clone();
     assert!(log.contains("whose flux died; this run adopted it") && log.contains("2-done"), "{log}");
     // Nothing is left to run.
     t.run_args(json_build(&[])).assert_status(0).assert_summary(0, 3, 0, 0);
@@ -373,7 +376,7 @@ fn an_sbatch_that_fails_or_hangs_after_submitting_is_found_by_its_comment_not_su
         let t = t.env("PATH", &path);
         let o = t.run_args(json_build(&[]));
         o.assert_status(0).assert_summary(1, 0, 0, 0);
-        assert!(o.stderr.lines().all(|l| l.starts_with("ok   s ")), "{how}: only progress: {}", o.describe());
+        assert!(o.stderr().lines().all(|l| l.starts_with("ok   s ")), "{how}: only progress: {}", o.describe());
         assert_eq!(t.read("ran.txt"), "once\n", "{how}");
         let ever = jobs_ever(&t);
         assert_eq!(ever.len(), 1, "{how}: one job: {ever:?}");
@@ -388,7 +391,7 @@ fn ready_tasks_of_an_array_step_go_to_slurm_as_one_job_array() {
         "[slurm]\npoll = \"200ms\"\n\n[step.a]\nexecutor = \"slurm\"\narray = true\nparams = { n = [\"1\", \"2\", \"3\"] }\noutputs = [\"out/{{ n }}.txt\"]\nrun = \"echo {{ n }} > {{ outputs[0] }}; echo element ${SLURM_ARRAY_TASK_ID}; [ {{ n }} != 3 ]\"\n",
     );
     let o = t.run_args(json_build(&["-j", "3"]));
-    o.assert_status(1).assert_summary(2, 0, 1, 0);
+    o.assert_status(1).assert_summary(2, 0, 1, 0).stderr_has("FAIL a[3]: command exited with status 1");
     assert_eq!(o.task("a[3]")["error"], "command exited with status 1", "{}", o.describe());
     assert_eq!((t.read("out/1.txt"), t.read("out/2.txt")), ("1\n".into(), "2\n".into()));
     assert!(!t.exists("out/3.txt"));
@@ -402,7 +405,7 @@ fn ready_tasks_of_an_array_step_go_to_slurm_as_one_job_array() {
     assert_eq!(sorted, vec![format!("{array}_0"), format!("{array}_1"), format!("{array}_2")], "one array: {ids:?}");
     // Each element writes its own task's log.
     let element = ids[1].split('_').nth(1).unwrap_or_default();
-    let log = t.run_args(["logs", "a[2]"]).assert_status(0).stdout.clone();
+    let log = t.run_args(["logs", "a[2]"]).assert_status(0).stderr_has(" ran as Slurm job ").stdout.clone();
     assert!(log.starts_with("$ echo 2") && log.contains(&format!("element {element}\n")), "{log}");
 }
 
@@ -441,10 +444,10 @@ fn a_job_cancelled_outside_flux_fails_with_slurms_state() {
     let cancelled = Command::new("scancel").arg(&id).status().expect("run scancel");
     assert!(cancelled.success());
     let o = bg.wait(Duration::from_secs(60));
-    o.assert_status(1);
+    o.assert_status(1).stderr_has("FAIL s: Slurm job ");
     let error = o.task("s")["error"].as_str().unwrap_or_default().to_string();
     assert_eq!(error, format!("Slurm job {id} ended CANCELLED: the job was cancelled"), "{}", o.describe());
-    let log = t.run_args(["logs", "s"]).assert_status(0).stdout.clone();
+    let log = t.run_args(["logs", "s"]).assert_status(0).stderr_has(" ran as Slurm job ").stdout.clone();
     assert!(log.contains(&format!("flux: Slurm job {id} ended CANCELLED")), "{log}");
     assert!(!t.exists("s.txt"));
 }
@@ -462,7 +465,7 @@ fn with_accounting_flux_polls_sacct_once_a_round_for_the_whole_run() {
     let conf = slurm_with_accounting();
     let (t, calls) = with_shims(Test::new().fluxfile(TWO_TASKS).env("SLURM_CONF", conf));
     let o = t.run_args(json_build(&["-j", "2"]));
-    o.assert_status(1).assert_summary(1, 0, 1, 0);
+    o.assert_status(1).assert_summary(1, 0, 1, 0).stderr_has("FAIL s[3]: command exited with status 3");
     assert_eq!(o.task("s[3]")["error"], "command exited with status 3", "{}", o.describe());
     assert_eq!(t.read("out/0.txt"), "0\n");
     let calls = std::fs::read_to_string(&calls).unwrap_or_default();
@@ -485,7 +488,7 @@ fn without_accounting_flux_polls_squeue_and_never_calls_sacct() {
     slurm();
     let (t, calls) = with_shims(Test::new().fluxfile(TWO_TASKS));
     let o = t.run_args_within(json_build(&["-j", "2"]), Duration::from_secs(60));
-    o.assert_status(1).assert_summary(1, 0, 1, 0);
+    o.assert_status(1).assert_summary(1, 0, 1, 0).stderr_has("FAIL s[3]: command exited with status 3");
     assert_eq!(o.task("s[3]")["error"], "command exited with status 3", "{}", o.describe());
     let calls = std::fs::read_to_string(&calls).unwrap_or_default();
     assert!(noted(&calls, "sacct", "").is_empty(), "no accounting here, so no sacct: {calls}");
@@ -502,7 +505,7 @@ fn stream_shows_a_slurm_tasks_lines_while_it_runs() {
     );
     let o = t.run_args(json_build(&["--stream"]));
     o.assert_status(0).assert_summary(1, 0, 0, 0);
-    let streamed: Vec<&str> = o.stderr.lines().filter(|l| l.contains(" | ")).collect();
+    let streamed: Vec<&str> = o.stderr().lines().filter(|l| l.contains(" | ")).collect();
     assert_eq!(streamed, ["s | first", "s | second", "s | no newline"], "{}", o.describe());
     o.json();
 }

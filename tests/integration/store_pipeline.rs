@@ -143,7 +143,9 @@ fn the_pipeline(store: Store) {
     assert_eq!(store.objects.keys(), outputs(), "a killed task left an object");
     k.remove("hold");
     let o = k.run_args(json_build(&["slow"]));
-    o.assert_status(0).assert_ran(&["slow"]);
+    o.assert_status(0)
+        .assert_ran(&["slow"])
+        .stderr_has("warning: ended 1 process group(s) left running by flux run(s) 1 that died");
     assert_eq!(store.objects.get("slow/out.txt"), Some(b"partial\ndone\n".to_vec()));
 }
 
