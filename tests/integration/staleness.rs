@@ -1,5 +1,7 @@
 //! Staleness (SPEC §5): what runs, and why.
 
+use std::time::Duration;
+
 use crate::test::*;
 
 /// a[d] <- raw/d.txt; b[d] <- a[d]; other is independent.
@@ -242,6 +244,31 @@ run = "if [ -e go ]; then echo done > {{ outputs[0] }}; else exit 1; fi"
     t.write("in.txt", "1");
     t.run_args(json_build(&[])).assert_status(0).assert_task("s", "success", Some("failed"));
     assert_eq!(t.read("out.txt"), "1");
+}
+
+#[test]
+fn an_interrupted_staged_task_reruns_with_reason_failed_though_nothing_changed() {
+    // A forced run of an up-to-date task is interrupted: its old output is still there and
+    // its inputs did not change, but its last attempt did not finish, so it runs again
+    // (reason `failed`; a `stage = false` task would say `incomplete`, see crash.rs).
+    let t = Test::new()
+        .fluxfile(
+            "[step.s]\ninputs = [\"in.txt\"]\noutputs = [\"out.txt\"]\nrun = \"touch started; if [ -e hold ]; then sleep 60; fi; cp {{ inputs[0] }} {{ outputs[0] }}\"\n",
+        )
+        .file("in.txt", "1");
+    t.run_args(json_build(&[])).assert_status(0).assert_task("s", "success", Some("missing-output"));
+    t.remove("started");
+    t.write("hold", "");
+    let bg = Running::spawn(&t, &["build", "--force", "--output", "json"]);
+    assert!(
+        crate::operations::wait_until(Duration::from_secs(30), || t.exists("started")),
+        "the forced run never started"
+    );
+    bg.signal("INT");
+    bg.wait(Duration::from_secs(30)).assert_status(130).stderr_has("interrupted");
+    t.remove("hold");
+    t.run_args(json_build(&[])).assert_status(0).assert_task("s", "success", Some("failed"));
+    t.run_args(json_build(&[])).assert_status(0).assert_summary(0, 1, 0, 0);
 }
 
 #[test]
