@@ -162,42 +162,85 @@ pub fn spawn_shell(
     out: &impl std::os::fd::AsRawFd,
     err: &impl std::os::fd::AsRawFd,
 ) -> std::io::Result<Proc> {
-    use std::ffi::{CString, OsString};
+    use std::ffi::CString;
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let nul = |_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte in a command or its environment");
     let path = CString::new("/bin/sh").map_err(nul)?;
     let args = [CString::new("sh").map_err(nul)?, CString::new("-c").map_err(nul)?, CString::new(cmd).map_err(nul)?];
-    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    for (k, v) in env {
-        vars.retain(|(name, _)| name.as_bytes() != k.as_bytes());
-        vars.push((k.into(), v.into()));
-    }
-    let envs: Vec<CString> = vars
-        .into_iter()
+    // flux's own environment, read once: flux never changes it while it runs.
+    static BASE_ENV: std::sync::OnceLock<Vec<CString>> = std::sync::OnceLock::new();
+    let base = BASE_ENV.get_or_init(|| {
+        std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend(v.into_vec());
+                CString::new(kv).ok()
+            })
+            .collect()
+    });
+    let name = |kv: &CString| -> usize { kv.as_bytes().iter().position(|&b| b == b'=').unwrap_or(0) };
+    let mut envp: Vec<*const libc::c_char> = base.iter().map(|e| e.as_ptr()).collect();
+    let mut names: Vec<&[u8]> = base.iter().map(|e| &e.as_bytes()[..name(e)]).collect();
+    let own: Vec<CString> = env
+        .iter()
         .map(|(k, v)| {
-            let mut kv = k.into_vec();
+            let mut kv = k.as_bytes().to_vec();
             kv.push(b'=');
-            kv.extend(v.into_vec());
+            kv.extend(v.as_bytes());
             CString::new(kv).map_err(nul)
         })
         .collect::<std::io::Result<_>>()?;
+    // `env` overrides flux's variables of the same name; of its own repeated names, the last wins.
+    for (e, (k, _)) in own.iter().zip(env) {
+        while let Some(i) = names.iter().position(|n| *n == k.as_bytes()) {
+            names.remove(i);
+            envp.remove(i);
+        }
+        names.push(&e.as_bytes()[..k.len()]);
+        envp.push(e.as_ptr());
+    }
+    envp.push(std::ptr::null());
     let cwd = CString::new(cwd.as_os_str().as_bytes()).map_err(nul)?;
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    let null = std::fs::File::open("/dev/null")?;
+    // Opened once: every child takes it as its stdin (dup2 clears close-on-exec on fd 0).
+    static NULL: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    let null = match NULL.get() {
+        Some(f) => f,
+        None => {
+            let f = std::fs::File::open("/dev/null")?;
+            NULL.get_or_init(|| f)
+        }
+    };
     let mut a = ChildArgs {
         path: path.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         cwd: cwd.as_ptr(),
-        fds: [std::os::fd::AsRawFd::as_raw_fd(&null), out.as_raw_fd(), err.as_raw_fd()],
+        fds: [std::os::fd::AsRawFd::as_raw_fd(null), out.as_raw_fd(), err.as_raw_fd()],
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         errno: 0,
     };
-    let mut stack = vec![0u8; 64 * 1024];
+    // The child's stack, one per spawning thread, kept between spawns: the thread is
+    // suspended while a child runs on it (CLONE_VFORK), so no two children share it.
+    thread_local! {
+        static STACK: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
+    }
+    let pid = STACK.with_borrow_mut(|stack| spawn_on(stack, &mut a))?;
+    // SAFETY: written by the child before it exited, read after the clone returned.
+    let child_errno = unsafe { std::ptr::read_volatile(&a.errno) };
+    let mut proc = Proc { pid, status: None };
+    if child_errno != 0 {
+        let _ = proc.wait();
+        return Err(std::io::Error::from_raw_os_error(child_errno));
+    }
+    Ok(proc)
+}
+
+/// Clone the child of [`spawn_shell`] on `stack` and return its pid.
+fn spawn_on(stack: &mut [u8], a: &mut ChildArgs) -> std::io::Result<i32> {
     // SAFETY: the stack grows down from its (16-byte aligned) top; the child runs only
     // `child_main` on it while this thread is suspended (CLONE_VFORK), and every pointer in
     // `a` stays valid until clone returns. Signals are blocked around the clone so that no
@@ -213,7 +256,7 @@ pub fn spawn_shell(
             child_main,
             top.cast(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&mut a as *mut ChildArgs).cast(),
+            (a as *mut ChildArgs).cast(),
         );
         let e = std::io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
@@ -222,19 +265,25 @@ pub fn spawn_shell(
         }
         pid
     };
-    // SAFETY: written by the child before it exited, read after the clone returned.
-    let child_errno = unsafe { std::ptr::read_volatile(&a.errno) };
-    let mut proc = Proc { pid, status: None };
-    if child_errno != 0 {
-        let _ = proc.wait();
-        return Err(std::io::Error::from_raw_os_error(child_errno));
-    }
-    Ok(proc)
+    Ok(pid)
 }
 
 /// From `/proc/<pid>/stat`: (state, process group, start time in clock ticks since boot).
 fn stat(pid: i32) -> Option<(u8, i32, u64)> {
-    let raw = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // One open and one read into the stack: this is read for every command spawned. The
+    // fields used (up to the 22nd) fit in the buffer whatever the command's name; procfs
+    // hands over the whole line (or as much as fits) in one read.
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let len = loop {
+        match f.read(&mut buf) {
+            Ok(k) => break k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    };
+    let raw = &buf[..len];
     // The command name (field 2) is in parentheses and may hold anything: read after the last ')'.
     let close = raw.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&raw[close + 1..]).ok()?;
