@@ -169,6 +169,16 @@ impl Test {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        // flux as a user starts it: with SIGHUP's default action, even when the tests run
+        // under nohup (flux keeps an ignored SIGHUP ignored; a test that wants that, as
+        // orphans.rs's nohup test does, ignores it again after this).
+        // SAFETY: signal(2) is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         cmd
     }
 
