@@ -59,10 +59,10 @@ mod params;
 mod planning;
 #[path = "integration/property.rs"]
 mod property;
-#[path = "integration/remote_stat.rs"]
-mod remote_stat;
 #[path = "integration/racy.rs"]
 mod racy;
+#[path = "integration/remote_stat.rs"]
+mod remote_stat;
 #[path = "integration/schedule.rs"]
 mod schedule;
 #[path = "integration/schedule_dst.rs"]
