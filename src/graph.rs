@@ -32,13 +32,61 @@ pub struct Task {
     pub step: u32,
     n_out: u32,
     n_in: u32,
-    pub params: Box<[ParamValue]>,
+    pub params: Params,
     links: Box<[u32]>,
+}
+
+/// A task's param values: one value (most tasks: a date) is kept inline, more in a heap
+/// block. Reads as a slice.
+#[derive(Debug, Clone)]
+pub enum Params {
+    One(ParamValue),
+    Many(Box<[ParamValue]>),
+}
+
+impl std::ops::Deref for Params {
+    type Target = [ParamValue];
+    fn deref(&self) -> &[ParamValue] {
+        match self {
+            Params::One(v) => std::slice::from_ref(v),
+            Params::Many(vs) => vs,
+        }
+    }
+}
+
+impl PartialEq for Params {
+    fn eq(&self, other: &Params) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Params {}
+
+impl PartialOrd for Params {
+    fn partial_cmp(&self, other: &Params) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// As the slices compare.
+impl Ord for Params {
+    fn cmp(&self, other: &Params) -> std::cmp::Ordering {
+        (**self).cmp(&**other)
+    }
+}
+
+impl From<Box<[ParamValue]>> for Params {
+    fn from(vs: Box<[ParamValue]>) -> Params {
+        match *vs {
+            [v] => Params::One(v),
+            _ => Params::Many(vs),
+        }
+    }
 }
 
 impl Task {
     pub fn new(step: u32, params: Box<[ParamValue]>, inputs: &[u32], outputs: &[u32], deps: &[u32]) -> Task {
-        let mut task = Task { step, n_out: 0, n_in: 0, params, links: Box::new([]) };
+        let mut task = Task { step, n_out: 0, n_in: 0, params: params.into(), links: Box::new([]) };
         task.set_links(outputs, inputs, deps);
         task
     }
