@@ -254,7 +254,7 @@ impl<'a> Build<'a> {
                 results[ti] = TaskResult { status: "skipped", ..Default::default() };
                 continue;
             }
-            let up = self.g.tasks[ti].deps.iter().any(|&d| runs[d as usize]);
+            let up = self.g.tasks[ti].deps().iter().any(|&d| runs[d as usize]);
             match planner.decide(t, &ids[ti], &metas, up, true) {
                 Decision::Skip { .. } => results[ti] = TaskResult { status: "skipped", ..Default::default() },
                 Decision::Run { reason, .. } => {
@@ -267,7 +267,7 @@ impl<'a> Build<'a> {
                     let task = &self.g.tasks[ti];
                     let waits = !wait.is_zero()
                         && task
-                            .inputs
+                            .inputs()
                             .iter()
                             .any(|&i| self.g.producer[i as usize] == NONE && metas[i as usize].is_none());
                     if !waits {
@@ -373,7 +373,7 @@ impl<'a> Build<'a> {
         rep.event(Event::Planned { total: n - outside });
         let echo = if self.opts.stream { rep.line_sink() } else { None };
         let dependents = g.dependents();
-        let pending: Vec<u32> = g.tasks.iter().map(|t| t.deps.len() as u32).collect();
+        let pending: Vec<u32> = g.tasks.iter().map(|t| t.deps().len() as u32).collect();
         let mut ready: Vec<u32> = (0..n as u32).filter(|&t| pending[t as usize] == 0).collect();
         ready.reverse();
         let mut r = Runner {
@@ -601,10 +601,10 @@ impl<'a> Build<'a> {
             made.insert(d.to_path_buf());
             Ok(())
         };
-        let mut outs = Vec::with_capacity(task.outputs.len());
-        let mut job_outputs = Vec::with_capacity(task.outputs.len());
+        let mut outs = Vec::with_capacity(task.outputs().len());
+        let mut job_outputs = Vec::with_capacity(task.outputs().len());
         let mut copies = Vec::new();
-        for (i, &o) in task.outputs.iter().enumerate() {
+        for (i, &o) in task.outputs().iter().enumerate() {
             let name = g.target(o).to_string();
             let dir = step.outputs[i].dir;
             let remote = store::is_remote(&name).then(|| name.clone());
@@ -649,7 +649,7 @@ impl<'a> Build<'a> {
         }
         let copy = step.action == Some(Action::Copy);
         if copy {
-            for (i, &inp) in task.inputs.iter().enumerate() {
+            for (i, &inp) in task.inputs().iter().enumerate() {
                 let from = g.target(inp);
                 let from =
                     if store::is_remote(from) { End::Remote(from.to_string()) } else { End::Local(planner.abs(from)) };
@@ -661,8 +661,8 @@ impl<'a> Build<'a> {
         // Remote inputs: with staging, commands read a local copy in the cache.
         let mut fetches = Vec::new();
         let mut leases = Vec::new();
-        let mut ins: Vec<String> = Vec::with_capacity(task.inputs.len());
-        for &i in &task.inputs {
+        let mut ins: Vec<String> = Vec::with_capacity(task.inputs().len());
+        for &i in task.inputs() {
             let name = g.target(i);
             match metas[i as usize] {
                 Some(m) if stage && !copy && store::is_remote(name) => {
@@ -757,9 +757,9 @@ impl<'a> Build<'a> {
     fn dry_commands(&self, t: u32, id: &str) -> std::result::Result<Vec<String>, RenderError> {
         let task = &self.g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
-        let ins: Vec<String> = task.inputs.iter().map(|&i| self.g.target(i).to_string()).collect();
+        let ins: Vec<String> = task.inputs().iter().map(|&i| self.g.target(i).to_string()).collect();
         let outs: Vec<End> = task
-            .outputs
+            .outputs()
             .iter()
             .map(|&o| {
                 let name = self.g.target(o);
@@ -768,7 +768,7 @@ impl<'a> Build<'a> {
             .collect();
         let (commands, _env) = self.job_commands(t, id, &ins, &outs, false, 1, 0)?;
         // Hooks see the targets' names (see `Run::hook`).
-        let names: Vec<String> = task.outputs.iter().map(|&o| self.g.target(o).to_string()).collect();
+        let names: Vec<String> = task.outputs().iter().map(|&o| self.g.target(o).to_string()).collect();
         let r = CmdRender { inputs: &ins, outputs: &names, attempt: 1, run_id: 0 };
         for tpl in [&step.on_success, &step.on_failure, &step.on_retry].into_iter().flatten() {
             self.planner.render_one(t, id, tpl, &r)?;
@@ -778,7 +778,7 @@ impl<'a> Build<'a> {
 
     /// What is at a `stage = false` task's local outputs before an attempt (see `cleanup_failed`).
     fn before_attempt(&self, t: u32) -> Vec<Option<crate::guard::Before>> {
-        let outputs = &self.g.tasks[t as usize].outputs;
+        let outputs = &self.g.tasks[t as usize].outputs();
         outputs
             .iter()
             .map(|&o| {
@@ -808,7 +808,7 @@ impl<'a> Build<'a> {
         let planner = &self.planner;
         let key = task_key(id);
         let mut warnings = Vec::new();
-        for (i, &o) in task.outputs.iter().enumerate() {
+        for (i, &o) in task.outputs().iter().enumerate() {
             let name = self.g.target(o);
             if store::is_remote(name) {
                 if step.stage {
@@ -1020,7 +1020,7 @@ impl Runner<'_, '_> {
         let Some((fp, quick)) = self.prints.get(&t).copied().and_then(|(fp, q)| fp.map(|fp| (fp, q))) else {
             return false;
         };
-        let outputs = &self.b.g.tasks[ti].outputs;
+        let outputs = self.b.g.tasks[ti].outputs();
         if !step.stage || !reason_ok || outputs.is_empty() || dead.expect != Some((fp.cmd, fp.inputs)) {
             return false;
         }
@@ -1088,7 +1088,7 @@ impl Runner<'_, '_> {
         let mut wait = Vec::new();
         for (t, key) in std::mem::take(&mut self.pending_quick) {
             let settled = g.tasks[t as usize]
-                .inputs
+                .inputs()
                 .iter()
                 .all(|&i| self.metas[i as usize].is_some_and(|m| digests.settled(g.target(i), &m)));
             if !settled && !self.ending {
@@ -1240,7 +1240,7 @@ impl Runner<'_, '_> {
                 self.done(t, St::Skipped, "skipped");
                 continue;
             }
-            if self.b.g.tasks[ti].deps.iter().any(|&d| self.st[d as usize].finished_bad()) {
+            if self.b.g.tasks[ti].deps().iter().any(|&d| self.st[d as usize].finished_bad()) {
                 rep.event(Event::UpstreamFailed { id: &self.ids[ti] });
                 // Recorded so that `flux status` shows it (the fingerprint is kept).
                 self.batch
@@ -1299,7 +1299,7 @@ impl Runner<'_, '_> {
     /// again before the task fails.
     fn restat_missing_sources(&mut self, t: u32) -> bool {
         let mut appeared = false;
-        for &i in &self.b.g.tasks[t as usize].inputs {
+        for &i in self.b.g.tasks[t as usize].inputs() {
             if self.b.g.producer[i as usize] == NONE && self.metas[i as usize].is_none() {
                 self.metas[i as usize] = self.b.restat(i);
                 appeared |= self.metas[i as usize].is_some();
@@ -1325,13 +1325,13 @@ impl Runner<'_, '_> {
                 continue;
             }
             let task = &self.b.g.tasks[w.t as usize];
-            for &i in &task.inputs {
+            for &i in task.inputs() {
                 if self.b.g.producer[i as usize] == NONE {
                     self.metas[i as usize] = self.b.restat(i);
                 }
             }
             let missing = task
-                .inputs
+                .inputs()
                 .iter()
                 .find(|&&i| self.b.g.producer[i as usize] == NONE && self.metas[i as usize].is_none());
             match missing {
@@ -1482,7 +1482,7 @@ impl Runner<'_, '_> {
             return Ok(false);
         }
         let Some(fp) = self.prints.get(&t).and_then(|p| p.0) else { return Ok(false) };
-        for &o in &self.b.g.tasks[ti].outputs {
+        for &o in self.b.g.tasks[ti].outputs() {
             self.metas[o as usize] = self.b.restat(o);
             if self.metas[o as usize].is_none() {
                 return Ok(false);
@@ -1708,7 +1708,7 @@ impl Runner<'_, '_> {
         if let Some(&i) = fin.in_place.first()
             && self.warned_in_place.insert(self.b.g.tasks[ti].step)
         {
-            let name = self.b.g.target(self.b.g.tasks[ti].outputs[i]);
+            let name = self.b.g.target(self.b.g.tasks[ti].outputs()[i]);
             let step = self.step(t);
             rep.event(Event::Warning(&format!(
                 "step `{}` wrote `{name}` itself instead of the staging path flux gave it: accepted as with \
@@ -1718,7 +1718,7 @@ impl Runner<'_, '_> {
             )));
         }
         if outcome == Outcome::Success {
-            for (&o, m) in self.b.g.tasks[ti].outputs.iter().zip(fin.outputs) {
+            for (&o, m) in self.b.g.tasks[ti].outputs().iter().zip(fin.outputs) {
                 self.metas[o as usize] = Some(m);
             }
         }
@@ -1886,8 +1886,8 @@ impl Runner<'_, '_> {
         let id = &self.ids[ti];
         let command = tpl.and_then(|tpl| {
             let task = &self.b.g.tasks[ti];
-            let ins: Vec<String> = task.inputs.iter().map(|&i| self.b.g.target(i).to_string()).collect();
-            let outs: Vec<String> = task.outputs.iter().map(|&o| self.b.g.target(o).to_string()).collect();
+            let ins: Vec<String> = task.inputs().iter().map(|&i| self.b.g.target(i).to_string()).collect();
+            let outs: Vec<String> = task.outputs().iter().map(|&o| self.b.g.target(o).to_string()).collect();
             let r = CmdRender { inputs: &ins, outputs: &outs, attempt, run_id: self.run_id };
             let cmd = self.planner.render_one(t, id, tpl, &r).ok()?;
             let hook_log = self.b.log_path(t, id, self.run_id, attempt).with_extension(format!("on_{event}.log"));

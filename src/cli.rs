@@ -906,7 +906,7 @@ fn machine_memory() -> u64 {
 /// `--only`: every input of the named tasks must already exist.
 fn check_only_inputs(ff: &Fluxfile, g: &TaskGraph) -> Result<()> {
     for &t in &g.roots {
-        for &i in &g.tasks[t as usize].inputs {
+        for &i in g.tasks[t as usize].inputs() {
             let name = g.target(i);
             if !crate::store::exists(&ff.abs(name), name) {
                 return Err(Error::Usage(format!(
@@ -1107,7 +1107,7 @@ fn cmd_graph(cli: &Cli, sel: &Selection, tasks: bool, format: GraphFormat) -> Re
         let nodes = (0..g.tasks.len() as u32).map(|t| g.task_id(&ff, t)).collect();
         let mut edges = Vec::new();
         for (i, t) in g.tasks.iter().enumerate() {
-            for &d in &t.deps {
+            for &d in t.deps() {
                 edges.push((d as usize, i));
             }
         }
@@ -1183,7 +1183,7 @@ fn cmd_ui(cli: &Cli, bind: &str, token: Option<String>) -> Result<i32> {
 /// Whether `flux status` needs to know if a task's outputs exist (see [`task_status`]).
 fn needs_outputs(g: &TaskGraph, t: u32, id: &str, records: &Records) -> bool {
     use crate::state::Status;
-    !g.tasks[t as usize].outputs.is_empty()
+    !g.tasks[t as usize].outputs().is_empty()
         && match records.get(id) {
             Some(r) if r.forced => false,
             Some(r) => matches!(r.last_status, Status::Success | Status::Skipped | Status::Marked),
@@ -1203,17 +1203,19 @@ fn targets_exist(ff: &Fluxfile, g: &TaskGraph, targets: impl Iterator<Item = u32
 /// (`exists`: of every output [`needs_outputs`] asked for).
 fn task_status(g: &TaskGraph, t: u32, id: &str, records: &Records, exists: &HashMap<u32, bool>) -> &'static str {
     use crate::state::Status;
-    let outputs_exist = || g.tasks[t as usize].outputs.iter().all(|o| exists.get(o).copied().unwrap_or(false));
+    let outputs_exist = || g.tasks[t as usize].outputs().iter().all(|o| exists.get(o).copied().unwrap_or(false));
     match records.get(id) {
         Some(r) if r.forced => "cleared",
         Some(r) => match r.last_status {
-            Status::Success | Status::Skipped if g.tasks[t as usize].outputs.is_empty() || outputs_exist() => "success",
+            Status::Success | Status::Skipped if g.tasks[t as usize].outputs().is_empty() || outputs_exist() => {
+                "success"
+            }
             Status::Success | Status::Skipped => "missing",
-            Status::Marked if g.tasks[t as usize].outputs.is_empty() || outputs_exist() => "marked",
+            Status::Marked if g.tasks[t as usize].outputs().is_empty() || outputs_exist() => "marked",
             Status::Marked => "missing",
             other => other.as_str(),
         },
-        None if !g.tasks[t as usize].outputs.is_empty() && outputs_exist() => "up to date",
+        None if !g.tasks[t as usize].outputs().is_empty() && outputs_exist() => "up to date",
         None => "missing",
     }
 }
@@ -1252,7 +1254,7 @@ fn cmd_status(cli: &Cli, sel: &Selection, output: OutputFormat) -> Result<i32> {
         &g,
         (0..g.tasks.len() as u32)
             .filter(|&t| needs_outputs(&g, t, &ids[t as usize], &records))
-            .flat_map(|t| g.tasks[t as usize].outputs.iter().copied()),
+            .flat_map(|t| g.tasks[t as usize].outputs().iter().copied()),
     );
     for &t in &order {
         let task = &g.tasks[t as usize];
@@ -1467,7 +1469,7 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool, downstream: bool)
     let mut batch = crate::state::Batch::default();
     let mut deleted = 0;
     let exists = if delete_outputs {
-        let outputs = g.roots.iter().flat_map(|&t| g.tasks[t as usize].outputs.iter().copied());
+        let outputs = g.roots.iter().flat_map(|&t| g.tasks[t as usize].outputs().iter().copied());
         targets_exist(&ff, &g, outputs.filter(|&o| crate::store::is_remote(g.target(o))))
     } else {
         HashMap::new()
@@ -1475,7 +1477,7 @@ fn cmd_clear(cli: &Cli, sel: &Selection, delete_outputs: bool, downstream: bool)
     for &t in &g.roots {
         batch.tasks.push(crate::state::TaskUpdate::Clear { task_id: g.task_id(&ff, t) });
         if delete_outputs {
-            for &o in &g.tasks[t as usize].outputs {
+            for &o in g.tasks[t as usize].outputs() {
                 let name = g.target(o);
                 let abs = ff.abs(name);
                 if crate::store::is_remote(name) {

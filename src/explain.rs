@@ -33,8 +33,8 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 /// one per line, `--var` values redacted.
 pub fn command_text(p: &Planner<'_>, t: u32, id: &str, secrets: &[String]) -> Result<String, String> {
     let task = &p.g.tasks[t as usize];
-    let ins: Vec<String> = task.inputs.iter().map(|&i| p.g.target(i).to_string()).collect();
-    let outs: Vec<String> = task.outputs.iter().map(|&o| p.g.target(o).to_string()).collect();
+    let ins: Vec<String> = task.inputs().iter().map(|&i| p.g.target(i).to_string()).collect();
+    let outs: Vec<String> = task.outputs().iter().map(|&o| p.g.target(o).to_string()).collect();
     let cmds = p.render_commands(t, id, &CmdRender { inputs: &ins, outputs: &outs, attempt: 1, run_id: 0 })?;
     let step = &p.ff.steps[task.step as usize];
     let mut text = String::new();
@@ -58,7 +58,7 @@ pub fn command_text(p: &Planner<'_>, t: u32, id: &str, secrets: &[String]) -> Re
 pub fn input_digests(p: &Planner<'_>, t: u32, metas: &[Option<Meta>]) -> serde_json::Value {
     let task = &p.g.tasks[t as usize];
     let items: Vec<serde_json::Value> = task
-        .inputs
+        .inputs()
         .iter()
         .map(|&i| {
             let name = p.g.target(i);
@@ -142,11 +142,11 @@ pub fn explain<'r>(
         let _ = writeln!(o, "  its last attempt {}", r.last_status);
     }
     // Outputs.
-    if task.outputs.is_empty() {
+    if task.outputs().is_empty() {
         let _ = writeln!(o, "  outputs: none (complete when its last success matches)");
     } else {
         let _ = writeln!(o, "  outputs:");
-        for &out in &task.outputs {
+        for &out in task.outputs() {
             let state = if metas[out as usize].is_some() { "exists" } else { "missing" };
             let _ = writeln!(o, "    {}  {state}", g.target(out));
         }
@@ -173,13 +173,13 @@ pub fn explain<'r>(
         .as_ref()
         .and_then(|l| serde_json::from_str::<Vec<(String, Option<String>)>>(&l.inputs_json).ok())
         .unwrap_or_default();
-    if task.inputs.is_empty() {
+    if task.inputs().is_empty() {
         let _ = writeln!(o, "  inputs: none");
     } else {
         let _ = writeln!(o, "  inputs (digest now vs. at the last success):");
         let now = input_digests(p, t, metas);
         let now: Vec<(String, Option<String>)> = serde_json::from_value(now).unwrap_or_default();
-        for (k, &i) in task.inputs.iter().enumerate() {
+        for (k, &i) in task.inputs().iter().enumerate() {
             let name = g.target(i);
             let cur = now.get(k).and_then(|x| x.1.clone());
             let before = recorded.iter().find(|(n, _)| n == name).and_then(|x| x.1.clone());
@@ -198,7 +198,7 @@ pub fn explain<'r>(
             };
             let _ = writeln!(o, "    {name}  {state}{note}");
         }
-        for (name, _) in recorded.iter().filter(|(n, _)| !task.inputs.iter().any(|&i| g.target(i) == n)) {
+        for (name, _) in recorded.iter().filter(|(n, _)| !task.inputs().iter().any(|&i| g.target(i) == n)) {
             let _ = writeln!(o, "    {name}  no longer an input");
         }
     }
@@ -230,9 +230,9 @@ pub fn explain<'r>(
         }
     }
     // Upstream.
-    let stale: Vec<u32> = task.deps.iter().copied().filter(|&u| decided(u).status == "would-run").collect();
+    let stale: Vec<u32> = task.deps().iter().copied().filter(|&u| decided(u).status == "would-run").collect();
     if stale.is_empty() {
-        if !task.deps.is_empty() {
+        if !task.deps().is_empty() {
             let _ = writeln!(o, "  upstream: up to date");
         }
     } else {

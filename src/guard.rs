@@ -195,7 +195,7 @@ impl Guard {
     /// place in the Fluxfile) and the rendered value.
     pub fn check_outputs(&self, ff: &Fluxfile, g: &TaskGraph) -> Result<()> {
         for task in &g.tasks {
-            for (i, &o) in task.outputs.iter().enumerate() {
+            for (i, &o) in task.outputs().iter().enumerate() {
                 let target = g.target(o);
                 let Some(why) = self.check_target(target) else { continue };
                 let step = &ff.steps[task.step as usize];

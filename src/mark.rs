@@ -36,7 +36,7 @@ pub fn run(ff: &Fluxfile, req: &Request, downstream: bool, command: &str, secret
     let mut metas: Vec<Option<Meta>> = vec![None; g.targets.len()];
     let wanted: HashSet<u32> = tasks
         .iter()
-        .flat_map(|&t| g.tasks[t as usize].inputs.iter().chain(&g.tasks[t as usize].outputs))
+        .flat_map(|&t| g.tasks[t as usize].inputs().iter().chain(g.tasks[t as usize].outputs()))
         .copied()
         .collect();
     for &i in &wanted {
@@ -61,7 +61,7 @@ pub fn run(ff: &Fluxfile, req: &Request, downstream: bool, command: &str, secret
     let mut marks = Vec::with_capacity(tasks.len());
     for &t in &tasks {
         let id = g.task_id(ff, t);
-        for &o in &g.tasks[t as usize].outputs {
+        for &o in g.tasks[t as usize].outputs() {
             if metas[o as usize].is_none() {
                 return Err(Error::Usage(format!(
                     "cannot mark {id}: its output `{}` does not exist; build it or make it first (nothing was marked)",

@@ -169,7 +169,7 @@ impl<'a> Planner<'a> {
     pub fn decide(&self, t: u32, id: &str, metas: &[Option<Meta>], upstream_runs: bool, dry: bool) -> Decision {
         let task = &self.g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
-        for &i in &task.inputs {
+        for &i in task.inputs() {
             if self.g.producer[i as usize] == NONE && metas[i as usize].is_none() {
                 let cause = self.stat_errors.lock().ok().and_then(|e| e.get(&i).map(|c| format!(" ({c})")));
                 return Decision::Fail {
@@ -183,12 +183,12 @@ impl<'a> Planner<'a> {
         }
         let record = self.records.get(id);
         let forced = self.forced.contains(&t) || record.is_some_and(|r| r.forced);
-        let missing = task.outputs.iter().any(|&o| metas[o as usize].is_none());
+        let missing = task.outputs().iter().any(|&o| metas[o as usize].is_none());
         let mut reason = if forced {
             Some(Reason::Forced)
         } else if missing && self.triggers.missing {
             Some(Reason::MissingOutput)
-        } else if task.outputs.is_empty() && record.is_none_or(|r| r.cmd_hash.is_none()) {
+        } else if task.outputs().is_empty() && record.is_none_or(|r| r.cmd_hash.is_none()) {
             Some(Reason::NeverRun)
         } else {
             match record.map(|r| r.last_status) {
@@ -265,7 +265,7 @@ impl<'a> Planner<'a> {
         h.update(&self.step_keys[task.step as usize]);
         h.update(id.as_bytes());
         let mut newest = i64::MIN;
-        for &i in &task.inputs {
+        for &i in task.inputs() {
             let m = metas[i as usize]?;
             if m.is_dir {
                 return None;
@@ -277,7 +277,7 @@ impl<'a> Planner<'a> {
             h.update(&m.mtime_ns.to_le_bytes());
             h.update(&m.inode.to_le_bytes());
         }
-        for &o in &task.outputs {
+        for &o in task.outputs() {
             h.update(b"\0o");
             h.update(self.g.target(o).as_bytes());
         }
@@ -288,7 +288,7 @@ impl<'a> Planner<'a> {
     pub fn fingerprint(&self, t: u32, id: &str, metas: &[Option<Meta>]) -> Result<Fingerprint, String> {
         let task = &self.g.tasks[t as usize];
         let mut h = blake3::Hasher::new();
-        for &i in &task.inputs {
+        for &i in task.inputs() {
             let name = self.g.target(i);
             let Some(meta) = metas[i as usize] else {
                 return Err(format!("input `{name}` of {id} does not exist"));
@@ -309,8 +309,8 @@ impl<'a> Planner<'a> {
     /// with the final target paths. It needs no input to exist.
     pub fn cmd_hash(&self, t: u32, id: &str) -> Result<Hash, String> {
         let task = &self.g.tasks[t as usize];
-        let ins: Vec<String> = task.inputs.iter().map(|&i| self.g.target(i).to_string()).collect();
-        let outs: Vec<String> = task.outputs.iter().map(|&o| self.g.target(o).to_string()).collect();
+        let ins: Vec<String> = task.inputs().iter().map(|&i| self.g.target(i).to_string()).collect();
+        let outs: Vec<String> = task.outputs().iter().map(|&o| self.g.target(o).to_string()).collect();
         let cmds = self.render_commands(t, id, &CmdRender { inputs: &ins, outputs: &outs, attempt: 1, run_id: 0 })?;
         let step = &self.ff.steps[task.step as usize];
         let key = CmdKey {

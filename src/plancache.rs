@@ -132,9 +132,9 @@ fn encode(g: &TaskGraph) -> Vec<u8> {
                 out.extend_from_slice(s.as_bytes());
             }
         }
-        put_list(&mut out, &t.inputs);
-        put_list(&mut out, &t.outputs);
-        put_list(&mut out, &t.deps);
+        put_list(&mut out, t.inputs());
+        put_list(&mut out, t.outputs());
+        put_list(&mut out, t.deps());
     }
     put_list(&mut out, &g.roots);
     put_list(&mut out, &g.order);
@@ -202,7 +202,7 @@ fn decode(b: &[u8]) -> Option<TaskGraph> {
         let inputs = r.list(nt)?;
         let outputs = r.list(nt)?;
         let deps = r.list(n)?;
-        tasks.push(Task { step, params: params.into_boxed_slice(), inputs, outputs, deps });
+        tasks.push(Task::new(step, params.into_boxed_slice(), &inputs, &outputs, &deps));
     }
     let roots = r.list(n)?;
     let order = r.list(n)?;
@@ -226,16 +226,10 @@ mod tests {
     fn round_trip_and_corruption() {
         let g = TaskGraph {
             tasks: vec![
-                Task {
-                    step: 0,
-                    params: vec![ParamValue::Date(19000)].into(),
-                    inputs: vec![0],
-                    outputs: vec![1],
-                    deps: vec![],
-                },
-                Task {
-                    step: 1,
-                    params: vec![
+                Task::new(0, vec![ParamValue::Date(19000)].into(), &[0], &[1], &[]),
+                Task::new(
+                    1,
+                    vec![
                         ParamValue::Hour(-5),
                         ParamValue::Choice(2),
                         ParamValue::Week(2800),
@@ -243,10 +237,10 @@ mod tests {
                         ParamValue::Str("x.y"),
                     ]
                     .into(),
-                    inputs: vec![1],
-                    outputs: vec![2],
-                    deps: vec![0],
-                },
+                    &[1],
+                    &[2],
+                    &[0],
+                ),
             ],
             targets: vec!["src/a".into(), "out/b".into(), "out/é".into()],
             producer: vec![crate::graph::NONE, 0, 1],
@@ -257,7 +251,7 @@ mod tests {
         let back = decode(&bytes).unwrap();
         assert_eq!(back.targets, g.targets);
         assert_eq!(back.tasks[1].params, g.tasks[1].params);
-        assert_eq!(back.tasks[1].deps, vec![0]);
+        assert_eq!(back.tasks[1].deps(), vec![0]);
         assert_eq!(back.order, g.order);
         for cut in [0, 7, 8, 20, bytes.len() - 1] {
             assert!(decode(&bytes[..cut]).is_none(), "cut at {cut}");

@@ -1021,7 +1021,7 @@ fn neighbourhood(p: &Project, id: &str, depth: usize) -> ApiResult<NodesAndEdges
             let mut next = Vec::new();
             for &t in &frontier {
                 let near: Vec<usize> = if dir == 0 {
-                    g.tasks[t].deps.iter().map(|&x| x as usize).collect()
+                    g.tasks[t].deps().iter().map(|&x| x as usize).collect()
                 } else {
                     dependents[t].iter().map(|&x| x as usize).collect()
                 };
@@ -1040,7 +1040,7 @@ fn neighbourhood(p: &Project, id: &str, depth: usize) -> ApiResult<NodesAndEdges
     let index: HashMap<usize, usize> = keep.iter().enumerate().map(|(i, &t)| (t, i)).collect();
     let mut edges = Vec::new();
     for &t in &keep {
-        for &d in &g.tasks[t].deps {
+        for &d in g.tasks[t].deps() {
             if let Some(&a) = index.get(&(d as usize)) {
                 edges.push((a, index[&t]));
             }
