@@ -81,7 +81,7 @@ fn a_copy_across_stores_streams_without_a_local_file() {
     let mut bg = t.spawn_args(json_build(&["-v", "-j", "1", "across"]));
     let mut staged = Vec::new();
     while bg.child.try_wait().expect("wait").is_none() {
-        for f in walk(&t.abs(".flux/stage")) {
+        for f in crate::stores::walk(&t.abs(".flux/stage")) {
             let name = f.display().to_string();
             if (name.contains("big.bin") || name.contains("small.txt")) && !staged.contains(&name) {
                 staged.push(name);
@@ -102,17 +102,6 @@ fn a_copy_across_stores_streams_without_a_local_file() {
     assert!(t.read_bytes("back/big.bin") == data && t.read_bytes("back/local.bin") == bytes(9));
     assert!(same(s3().get(&to, "local.bin"), &bytes(9)));
     t.run_args(json_build(&["down"])).assert_status(0).assert_summary(0, 3, 0, 0);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-        }
-    }
-    out
 }
 
 #[test]

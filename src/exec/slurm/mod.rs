@@ -179,6 +179,31 @@ struct Sub {
     state: Option<String>,
 }
 
+impl Sub {
+    /// A job just submitted (or adopted from a dead run), not yet seen by `squeue`.
+    fn new(
+        job: Job,
+        slurm_id: String,
+        out: PathBuf,
+        adopted_from: Option<i64>,
+        before: Vec<Option<crate::target::Meta>>,
+    ) -> Sub {
+        Sub {
+            job,
+            slurm_id,
+            out,
+            adopted_from,
+            tail: Tail::default(),
+            before,
+            submitted: Instant::now(),
+            running_since: None,
+            killed: None,
+            ended: None,
+            state: None,
+        }
+    }
+}
+
 struct Poller {
     /// The job names of this run's jobs (the first) and of the dead runs' jobs it adopted.
     names: Vec<String>,
@@ -466,19 +491,7 @@ impl Poller {
             self.names.push(orphan.name.clone());
         }
         let before = stat_before(&job);
-        let sub = Sub {
-            job,
-            slurm_id: orphan.job_id,
-            out: orphan.log,
-            adopted_from: Some(orphan.run_id),
-            tail: Tail::default(),
-            before,
-            submitted: Instant::now(),
-            running_since: None,
-            killed: None,
-            ended: None,
-            state: None,
-        };
+        let sub = Sub::new(job, orphan.job_id, orphan.log, Some(orphan.run_id), before);
         self.jobs.insert(sub.job.id, sub);
     }
 
@@ -493,19 +506,8 @@ impl Poller {
             comment: job.slurm.as_ref().map(|sj| sj.comment.clone()).unwrap_or_default(),
         }
         .note(&self.scripts);
-        let sub = Sub {
-            out: job.log.clone(),
-            job,
-            slurm_id: id,
-            adopted_from: None,
-            tail: Tail::default(),
-            before,
-            submitted: Instant::now(),
-            running_since: None,
-            killed: None,
-            ended: None,
-            state: None,
-        };
+        let out = job.log.clone();
+        let sub = Sub::new(job, id, out, None, before);
         self.jobs.insert(sub.job.id, sub);
     }
 
