@@ -200,7 +200,12 @@ impl<'a> Build<'a> {
     }
 
     pub fn ids(&self) -> Vec<String> {
-        (0..self.g.tasks.len() as u32).map(|t| self.g.task_id(self.ff, t)).collect()
+        use rayon::prelude::*;
+        let n = self.g.tasks.len() as u32;
+        if n < 8192 {
+            return (0..n).map(|t| self.g.task_id(self.ff, t)).collect();
+        }
+        (0..n).into_par_iter().with_min_len(1024).map(|t| self.g.task_id(self.ff, t)).collect()
     }
 
     /// Stat every target at once: local ones in parallel, remote ones with one listing
@@ -309,8 +314,14 @@ impl<'a> Build<'a> {
             } else {
                 // Not shown: each task's commands are dropped as soon as they are rendered
                 // (collected, a million tasks' commands cost hundreds of MB); only the
-                // first error in build order is kept.
-                would.par_iter().filter_map(|&t| self.dry_commands(t, &ids[t as usize]).err()).find_first(|_| true)
+                // first error in build order is kept. Steps whose templates cannot fail
+                // (`plan::renders_surely`) are not rendered at all.
+                let surely: Vec<bool> = self.ff.steps.iter().map(|s| crate::plan::renders_surely(self.ff, s)).collect();
+                would
+                    .par_iter()
+                    .filter(|&&t| !surely[self.g.tasks[t as usize].step as usize])
+                    .filter_map(|&t| self.dry_commands(t, &ids[t as usize]).err())
+                    .find_first(|_| true)
             }
         };
         if let Some(e) = first_error {

@@ -538,12 +538,18 @@ fn plan_and_build(
         }
         None => None,
     };
+    // Targets are stat'ed from this moment on (quick keys and cached digests are trusted
+    // only for files older than it).
+    let stat_ns = crate::target::now_ns();
     let key = crate::plancache::key(ff, &req);
     let cache = if scheduled { None } else { crate::plancache::load(&ff.state_dir, &key) };
+    let mut feed = None;
     let (g, cached) = match cache.filter(|g| crate::plancache::fits(ff, g)) {
         Some(g) => (g, true),
         None => {
-            let g = graph::build(ff, &req)?;
+            // Local targets are stat'ed on another core while planning names them.
+            let f = feed.insert(crate::target::StatFeed::start(ff.dir.clone()));
+            let g = graph::build_observed(ff, &req, &mut |t| f.push(t))?;
             if !dry_run && !scheduled {
                 crate::plancache::store(&ff.state_dir, &key, &g);
             }
@@ -654,12 +660,16 @@ fn plan_and_build(
     }
 
     let t2 = Instant::now();
-    // Stat every target on other cores while the state DB is read (remote targets are
-    // stat'ed by the build itself, in batches per folder).
-    let stat_ns = crate::target::now_ns();
+    // Stat every target on other cores while the state DB is read, unless that was done
+    // while planning (remote targets are stat'ed by the build itself, in batches per folder).
     let local_only = !g.targets.iter().any(|t| crate::store::is_remote(t));
     let (state, stats) = std::thread::scope(|s| {
-        let stats = local_only.then(|| s.spawn(|| crate::target::stat_many(&ff.dir, &g.targets)));
+        let stats = local_only.then(|| {
+            s.spawn(|| match feed.and_then(crate::target::StatFeed::finish) {
+                Some(metas) if metas.len() == g.targets.len() => metas,
+                _ => crate::target::stat_many(&ff.dir, &g.targets),
+            })
+        });
         let state = (|| -> Result<_> {
             let db = if dry_run { StateDb::open_existing(&ff.state_dir)? } else { Some(StateDb::open(&ff.state_dir)?) };
             let records = match &db {
@@ -757,11 +767,12 @@ fn plan_and_build(
     }
     let built = crate::schedule::Built {
         run_id: report.run_id,
-        statuses: g
-            .roots
-            .iter()
-            .map(|&t| (report.ids[t as usize].clone(), report.results[t as usize].status))
-            .collect(),
+        // What the scheduler reads of each root (a plain build has up to a million roots).
+        statuses: if scheduled {
+            g.roots.iter().map(|&t| (report.ids[t as usize].clone(), report.results[t as usize].status)).collect()
+        } else {
+            Default::default()
+        },
         code: report.exit_code(),
     };
     if !scheduled {

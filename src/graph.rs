@@ -11,7 +11,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use indexmap::IndexSet;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
@@ -75,6 +74,16 @@ impl Ord for Params {
     }
 }
 
+impl Params {
+    /// The values of `vs`, inline when there is one.
+    pub fn from_slice(vs: &[ParamValue]) -> Params {
+        match vs {
+            [v] => Params::One(*v),
+            _ => Params::Many(vs.into()),
+        }
+    }
+}
+
 impl From<Box<[ParamValue]>> for Params {
     fn from(vs: Box<[ParamValue]>) -> Params {
         match *vs {
@@ -85,7 +94,7 @@ impl From<Box<[ParamValue]>> for Params {
 }
 
 impl Task {
-    pub fn new(step: u32, params: Box<[ParamValue]>, inputs: &[u32], outputs: &[u32], deps: &[u32]) -> Task {
+    pub fn new(step: u32, params: impl Into<Params>, inputs: &[u32], outputs: &[u32], deps: &[u32]) -> Task {
         let mut task = Task { step, n_out: 0, n_in: 0, params: params.into(), links: Box::new([]) };
         task.set_links(outputs, inputs, deps);
         task
@@ -97,6 +106,17 @@ impl Task {
         links.extend_from_slice(inputs);
         links.extend_from_slice(deps);
         self.n_out = outputs.len() as u32;
+        self.n_in = inputs.len() as u32;
+        self.links = links.into_boxed_slice();
+    }
+
+    /// Its inputs and deps after its outputs, in the same block (grown in place).
+    fn link(&mut self, inputs: &[u32], deps: &[u32]) {
+        let mut links = std::mem::take(&mut self.links).into_vec();
+        links.truncate(self.n_out as usize);
+        links.reserve_exact(inputs.len() + deps.len());
+        links.extend_from_slice(inputs);
+        links.extend_from_slice(deps);
         self.n_in = inputs.len() as u32;
         self.links = links.into_boxed_slice();
     }
@@ -208,6 +228,15 @@ pub fn task_key(id: &str) -> String {
 pub fn normalize(s: &str) -> Cow<'_, str> {
     let s = s.trim();
     let s = s.strip_prefix("file://").unwrap_or(s);
+    // Most targets hold no "//" at all (then no "://" either): one byte scan decides.
+    let double_slash = |s: &str| s.as_bytes().windows(2).any(|w| w == b"//");
+    if !double_slash(s) {
+        let mut s = s;
+        while let Some(rest) = s.strip_prefix("./") {
+            s = rest;
+        }
+        return Cow::Borrowed(s);
+    }
     if s.contains("://") {
         return Cow::Borrowed(s);
     }
@@ -215,7 +244,7 @@ pub fn normalize(s: &str) -> Cow<'_, str> {
     while let Some(rest) = s.strip_prefix("./") {
         s = rest;
     }
-    if !s.contains("//") {
+    if !double_slash(s) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
@@ -353,7 +382,7 @@ impl Matcher {
     }
 
     /// Every (step, params) whose output renders to `target`.
-    fn find(&self, ff: &Fluxfile, target: &str, out: &mut Vec<(u32, Box<[ParamValue]>)>) {
+    fn find(&self, ff: &Fluxfile, target: &str, out: &mut Vec<(u32, Params)>) {
         for &len in &self.lens {
             if len > target.len() {
                 break;
@@ -371,9 +400,10 @@ impl Matcher {
                     Some(OutSeg::Lit(_)) => (&segs[1..], &target[len..]),
                     _ => (&segs[..], target),
                 };
-                let mut vals = vec![None; step.params.len()];
+                let mut vals = [None; MAX_PARAMS];
+                let vals = &mut vals[..step.params.len()];
                 let mut found = Vec::new();
-                match_segs(step, segs, rest, &mut vals, &mut found);
+                match_segs(step, segs, rest, vals, &mut found);
                 let lenient = self.lenient[si as usize][oi as usize];
                 for vals in found {
                     if lenient {
@@ -384,8 +414,8 @@ impl Matcher {
                             continue;
                         }
                     }
-                    if !out.iter().any(|(s, v)| *s == si && **v == *vals) {
-                        out.push((si, vals.into_boxed_slice()));
+                    if !out.iter().any(|(s, v)| *s == si && *v == vals) {
+                        out.push((si, vals));
                     }
                 }
             }
@@ -399,16 +429,13 @@ fn normalize_prefix(s: &str) -> String {
     if s.ends_with('/') && !n.ends_with('/') { format!("{n}/") } else { n }
 }
 
-fn match_segs(
-    step: &Step,
-    segs: &[OutSeg],
-    s: &str,
-    vals: &mut Vec<Option<ParamValue>>,
-    found: &mut Vec<Vec<ParamValue>>,
-) {
+fn match_segs(step: &Step, segs: &[OutSeg], s: &str, vals: &mut [Option<ParamValue>], found: &mut Vec<Params>) {
     let Some((first, rest)) = segs.split_first() else {
         if s.is_empty() && vals.iter().all(Option::is_some) {
-            found.push(vals.iter().map(|v| v.unwrap_or(ParamValue::Choice(0))).collect());
+            found.push(match vals {
+                [Some(v)] => Params::One(*v),
+                _ => Params::Many(vals.iter().map(|v| v.unwrap_or(ParamValue::Choice(0))).collect()),
+            });
         }
         return;
     };
@@ -420,7 +447,7 @@ fn match_segs(
         }
         OutSeg::Param(pi, fmt) => {
             let kind = &step.params[*pi].1;
-            let mut try_value = |v: ParamValue, r: &str, vals: &mut Vec<Option<ParamValue>>| {
+            let mut try_value = |v: ParamValue, r: &str, vals: &mut [Option<ParamValue>]| {
                 let prev = vals[*pi];
                 if prev.is_some_and(|p| p != v) {
                     return;
@@ -516,15 +543,104 @@ fn task_hash(step: u32, params: &[ParamValue]) -> u64 {
     h.finish()
 }
 
-struct Builder<'a> {
+/// The tasks of one step by the value of its only param, in an array from the smallest
+/// value seen. A daily step's neighbours (yesterday, the same day of another step) are
+/// then found next to each other in memory rather than in random buckets of a table of
+/// a million entries, whose cache misses were the largest cost of planning.
+#[derive(Default)]
+struct Dense {
+    base: i64,
+    slots: Vec<u32>,
+    len: usize,
+}
+
+impl Dense {
+    /// The integer a step's only param value stands for (its kind is the same for every
+    /// task of the step, so values of different kinds never meet here).
+    fn key(params: &[ParamValue]) -> Option<i64> {
+        match params {
+            [ParamValue::Date(v) | ParamValue::Month(v) | ParamValue::Week(v)] => Some(i64::from(*v)),
+            [ParamValue::Hour(v) | ParamValue::Int(v)] => Some(*v),
+            [ParamValue::Choice(v)] => Some(i64::from(*v)),
+            _ => None,
+        }
+    }
+
+    fn get(&self, k: i64) -> Option<u32> {
+        let i = usize::try_from(k.checked_sub(self.base)?).ok()?;
+        self.slots.get(i).copied().filter(|&t| t != NONE)
+    }
+
+    /// Store task `t` under `k`; false (nothing stored) when the values would spread over
+    /// more than a few slots per task.
+    fn insert(&mut self, k: i64, t: u32) -> bool {
+        if self.slots.is_empty() {
+            self.base = k;
+        }
+        let end = self.base.saturating_add(self.slots.len() as i64);
+        let (lo, hi) = (self.base.min(k), end.max(k.saturating_add(1)));
+        let span = hi.saturating_sub(lo);
+        if span > 4 * (self.len as i64 + 1) + 4096 {
+            return false;
+        }
+        if k < self.base {
+            // Room below for as many again, so that a chain walked backwards (yesterday's
+            // yesterday…) moves the array a logarithmic number of times.
+            let pad = (self.base - k) as usize + self.slots.len();
+            let mut slots = vec![NONE; pad];
+            slots.extend_from_slice(&self.slots);
+            self.slots = slots;
+            self.base -= pad as i64;
+        }
+        let i = (k - self.base) as usize;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, NONE);
+        }
+        self.slots[i] = t;
+        self.len += 1;
+        true
+    }
+
+    /// Every task stored.
+    fn tasks(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots.iter().copied().filter(|&t| t != NONE)
+    }
+}
+
+/// The hash of a target string in the planner's table.
+fn target_hash(s: &str) -> u64 {
+    use std::hash::BuildHasher;
+    FxBuildHasher.hash_one(s)
+}
+
+/// Buffers `Builder::expand` reuses from task to task.
+#[derive(Default)]
+struct Scratch {
+    inputs: Vec<u32>,
+    deps: Vec<u32>,
+    found: Vec<(u32, Params)>,
+    text: String,
+}
+
+struct Builder<'a, 'o> {
     ff: &'a Fluxfile,
+    /// Told of each new target (see [`build_observed`]).
+    on_target: &'o mut dyn FnMut(&str),
     matcher: Matcher,
     g: TaskGraph,
     /// Task by the hash of its (step, params): the first task with that hash.
     index: FxHashMap<u64, u32>,
     /// Per task: the next task whose (step, params) has the same hash, or `NONE`.
     chain: Vec<u32>,
-    target_ids: IndexSet<Box<str>, FxBuildHasher>,
+    /// Per step with one integer-like param (a date, an hour, …): its tasks by value,
+    /// kept out of `index`; `None` for other steps and for steps whose values spread too
+    /// thinly (those are moved into `index`).
+    dense: Vec<Option<Dense>>,
+    /// Target ids by their strings (in `g.targets`), hashed with [`target_hash`].
+    target_ids: hashbrown::HashTable<u32>,
+    scratch: Scratch,
+    /// The params of the task being expanded, as strings (reused from task to task).
+    pstrs: Vec<(&'a str, String)>,
     work: Vec<u32>,
     /// Per step: whether its input or requires templates read `task` (else no id is made).
     needs_id: Vec<bool>,
@@ -534,13 +650,23 @@ struct Builder<'a> {
 
 /// Expand, infer and check: the graph for one request.
 pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
+    build_observed(ff, req, &mut |_| {})
+}
+
+/// [`build`], calling `on_target` with each target as planning first names it, in the
+/// order of their ids (the caller can stat them on another core meanwhile).
+pub fn build_observed(ff: &Fluxfile, req: &Request, on_target: &mut dyn FnMut(&str)) -> Result<TaskGraph> {
     let mut b = Builder {
         ff,
+        on_target,
         matcher: Matcher::new(ff),
         g: TaskGraph::default(),
         index: FxHashMap::default(),
         chain: Vec::new(),
-        target_ids: IndexSet::default(),
+        dense: ff.steps.iter().map(|s| (s.params.len() == 1).then(Dense::default)).collect(),
+        target_ids: hashbrown::HashTable::new(),
+        scratch: Scratch::default(),
+        pstrs: Vec::new(),
         work: Vec::new(),
         needs_id: ff
             .steps
@@ -573,16 +699,19 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
         // Every step's values first, so that the tables get room for all their tasks at
         // once rather than growing (and rehashing) as they are made.
         let mut per_step = Vec::with_capacity(ff.steps.len());
-        let mut total: u64 = 0;
+        let (mut total, mut hashed): (u64, u64) = (0, 0);
         for si in 0..ff.steps.len() {
             if valueless_param(&ff.steps[si], req).is_some() {
                 continue;
             }
             let values = step_values(ff, si, req, ff.max_tasks.saturating_sub(total))?;
             total += values.len() as u64;
+            if b.dense[si].is_none() || values.first().is_some_and(|v| Dense::key(v).is_none()) {
+                hashed += values.len() as u64;
+            }
             per_step.push((si, values));
         }
-        b.reserve(usize::try_from(total).unwrap_or(usize::MAX));
+        b.reserve(usize::try_from(total).unwrap_or(usize::MAX), usize::try_from(hashed).unwrap_or(usize::MAX));
         for (si, values) in per_step {
             for vals in values {
                 roots.push(b.task(si as u32, vals)?);
@@ -597,7 +726,6 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
         b.expand(t)?;
     }
     let mut g = b.g;
-    g.targets = b.target_ids.into_iter().collect();
     roots.sort_unstable();
     roots.dedup();
     g.roots = roots;
@@ -605,34 +733,75 @@ pub fn build(ff: &Fluxfile, req: &Request) -> Result<TaskGraph> {
     Ok(g)
 }
 
-impl Builder<'_> {
+impl Builder<'_, '_> {
     /// How many more tasks `[flux] max_tasks` allows.
     fn room(&self) -> u64 {
         self.ff.max_tasks.saturating_sub(self.g.tasks.len() as u64)
     }
 
-    /// Room for `n` tasks (and as many targets) without growing.
-    fn reserve(&mut self, n: usize) {
+    /// Room for `n` tasks (and as many targets), `hashed` of them in the hash index,
+    /// without growing.
+    fn reserve(&mut self, n: usize, hashed: usize) {
         let n = n.min(self.room().try_into().unwrap_or(usize::MAX)).min(1 << 24);
         self.g.tasks.reserve(n);
         self.chain.reserve(n);
-        self.index.reserve(n);
-        self.target_ids.reserve(n);
+        self.index.reserve(hashed.min(n));
+        let targets = &self.g.targets;
+        self.target_ids.reserve(n, |&i| target_hash(&targets[i as usize]));
+        self.g.targets.reserve(n);
         self.g.producer.reserve(n);
     }
 
+    /// The id of target `s`, a new one if it is new (one probe of the table either way).
     fn intern(&mut self, s: &str) -> u32 {
-        if let Some(id) = self.target_ids.get_index_of(s) {
-            return id as u32;
+        let targets = &self.g.targets;
+        let entry = self.target_ids.entry(
+            target_hash(s),
+            |&i| *targets[i as usize] == *s,
+            |&i| target_hash(&targets[i as usize]),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(e) => *e.get(),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let id = self.g.targets.len() as u32;
+                e.insert(id);
+                self.g.targets.push(Box::from(s));
+                (self.on_target)(s);
+                self.g.producer.push(NONE);
+                id
+            }
         }
-        let (id, _) = self.target_ids.insert_full(Box::from(s));
-        self.g.producer.push(NONE);
-        id as u32
     }
 
-    /// The task for (step, params) with this hash, if there is one.
-    fn find(&self, hash: u64, step: u32, params: &[ParamValue]) -> Option<u32> {
-        let mut t = *self.index.get(&hash)?;
+    /// Make task `t` found by its (step, params).
+    fn index_task(&mut self, t: u32) {
+        let task = &self.g.tasks[t as usize];
+        let step = task.step as usize;
+        if let Some(Some(d)) = self.dense.get_mut(step)
+            && let Some(k) = Dense::key(&task.params)
+        {
+            if d.insert(k, t) {
+                return;
+            }
+            // Too thin an array: this step's tasks go to the hash index from now on.
+            let moved: Vec<u32> = d.tasks().collect();
+            self.dense[step] = None;
+            for u in moved {
+                self.index_task(u);
+            }
+        }
+        let task = &self.g.tasks[t as usize];
+        self.chain[t as usize] = self.index.insert(task_hash(task.step, &task.params), t).unwrap_or(NONE);
+    }
+
+    /// The task for (step, params), if there is one.
+    fn find(&self, step: u32, params: &[ParamValue]) -> Option<u32> {
+        if let Some(Some(d)) = self.dense.get(step as usize)
+            && let Some(k) = Dense::key(params)
+        {
+            return d.get(k);
+        }
+        let mut t = *self.index.get(&task_hash(step, params))?;
         while t != NONE {
             let task = &self.g.tasks[t as usize];
             if task.step == step && *task.params == *params {
@@ -644,9 +813,8 @@ impl Builder<'_> {
     }
 
     /// The task for (step, params), created (with its outputs) if new.
-    fn task(&mut self, step: u32, params: Box<[ParamValue]>) -> Result<u32> {
-        let hash = task_hash(step, &params);
-        if let Some(t) = self.find(hash, step, &params) {
+    fn task(&mut self, step: u32, params: Params) -> Result<u32> {
+        if let Some(t) = self.find(step, &params) {
             return Ok(t);
         }
         let id = self.g.tasks.len() as u32;
@@ -674,7 +842,7 @@ impl Builder<'_> {
                 let a = task_id(ps, &pt.params);
                 let msg = format!(
                     "two tasks write `{}`: {a} and {}; give each task its own output path",
-                    self.target_ids[tid as usize],
+                    self.g.targets[tid as usize],
                     task_id(st, &params)
                 );
                 // Point at this output; say where the other task's output is written.
@@ -695,7 +863,8 @@ impl Builder<'_> {
             outputs.push(tid);
         }
         self.g.tasks.push(Task::new(step, params, &[], &outputs, &[]));
-        self.chain.push(self.index.insert(hash, id).unwrap_or(NONE));
+        self.chain.push(NONE);
+        self.index_task(id);
         self.work.push(id);
         Ok(id)
     }
@@ -711,12 +880,22 @@ impl Builder<'_> {
         pbuf[..task.params.len()].copy_from_slice(&task.params);
         let params = &pbuf[..task.params.len()];
         let tid = if self.needs_id[task.step as usize] { task_id(st, params) } else { String::new() };
-        let pstrs = param_strings(st, params);
+        // The params as strings, into buffers kept from task to task.
+        let mut pstrs = std::mem::take(&mut self.pstrs);
+        pstrs.truncate(st.params.len());
+        for (i, (name, kind)) in st.params.iter().enumerate() {
+            if i == pstrs.len() {
+                pstrs.push((name, String::new()));
+            }
+            pstrs[i].0 = name;
+            pstrs[i].1.clear();
+            kind.write(params[i], &mut pstrs[i].1);
+        }
         let ctx = plan_context(ff, st, &tid, &pstrs);
-        let mut inputs = Vec::new();
-        let mut deps: Vec<u32> = Vec::new();
-        let mut found = Vec::new();
-        let mut text = String::new();
+        // Buffers kept from task to task (put back below; an error ends planning anyway).
+        let Scratch { mut inputs, mut deps, mut found, mut text } = std::mem::take(&mut self.scratch);
+        inputs.clear();
+        deps.clear();
         for tpl in &st.inputs {
             text.clear();
             ff.engine.render_into(tpl.id, &ctx, &mut text).map_err(|e| {
@@ -790,7 +969,7 @@ impl Builder<'_> {
                             .outputs()
                             .iter()
                             .copied()
-                            .find(|&o| *self.target_ids[o as usize] == *line);
+                            .find(|&o| *self.g.targets[o as usize] == *line);
                         inputs.push(match known {
                             Some(o) => o,
                             None => self.intern(&line),
@@ -835,13 +1014,13 @@ impl Builder<'_> {
             if !in_domain(rs, &vals) {
                 continue;
             }
-            deps.push(self.task(req.step as u32, vals.into_boxed_slice())?);
+            deps.push(self.task(req.step as u32, Params::from_slice(&vals))?);
         }
         deps.sort_unstable();
         deps.dedup();
-        let task = &mut self.g.tasks[t as usize];
-        let outputs = std::mem::take(&mut task.links);
-        task.set_links(&outputs[..task.n_out as usize], &inputs, &deps);
+        self.g.tasks[t as usize].link(&inputs, &deps);
+        self.scratch = Scratch { inputs, deps, found, text };
+        self.pstrs = pstrs;
         Ok(())
     }
 
@@ -862,7 +1041,7 @@ impl Builder<'_> {
                     domain_text(step)
                 )));
             }
-            return Ok(vec![self.task(si as u32, vals)?]);
+            return Ok(vec![self.task(si as u32, vals.into())?]);
         }
         if let Some(&si) = self.by_name.get(t) {
             let values = step_values(ff, si, req, self.room())?;
@@ -945,7 +1124,7 @@ fn parse_task_params(step: &Step, inner: &str) -> std::result::Result<Box<[Param
 
 /// Every combination of param values a step is asked for (SPEC §3.2); more than `room`
 /// (what `[flux] max_tasks` still allows) is an error before any is made.
-fn step_values(ff: &Fluxfile, si: usize, req: &Request, room: u64) -> Result<Vec<Box<[ParamValue]>>> {
+fn step_values(ff: &Fluxfile, si: usize, req: &Request, room: u64) -> Result<Vec<Params>> {
     let too_many = |n: u64| {
         Error::Plan(format!(
             "step `{}` is asked for {n} tasks, more than the {} that `max_tasks` in [flux] still allows; ask for fewer intervals (targets, --date, --date-range) or raise max_tasks",
@@ -1032,6 +1211,10 @@ fn step_values(ff: &Fluxfile, si: usize, req: &Request, room: u64) -> Result<Vec
     if n > room {
         return Err(too_many(n));
     }
+    if let [vals] = &per_param[..] {
+        // One param (most steps): values inline, no allocation per task.
+        return Ok(vals.iter().map(|&v| Params::One(v)).collect());
+    }
     let mut out: Vec<Box<[ParamValue]>> = vec![Box::new([])];
     for vals in per_param {
         let mut next = Vec::with_capacity(out.len() * vals.len());
@@ -1044,7 +1227,7 @@ fn step_values(ff: &Fluxfile, si: usize, req: &Request, room: u64) -> Result<Vec
         }
         out = next;
     }
-    Ok(out)
+    Ok(out.into_iter().map(Params::from).collect())
 }
 
 /// `a string`, `an int` (with its bound when one is given).

@@ -194,7 +194,16 @@ impl Guard {
     /// a path no output may be is an error naming the step, the output template (with its
     /// place in the Fluxfile) and the rendered value.
     pub fn check_outputs(&self, ff: &Fluxfile, g: &TaskGraph) -> Result<()> {
-        for task in &g.tasks {
+        use rayon::prelude::*;
+        // The first task (in id order) with an output refused, found on every core: a
+        // million tasks' outputs take a while on one.
+        let refused = |t: &crate::graph::Task| t.outputs().iter().any(|&o| self.check_target(g.target(o)).is_some());
+        let first = if g.tasks.len() < 8192 {
+            g.tasks.iter().position(refused)
+        } else {
+            g.tasks.par_iter().with_min_len(1024).position_first(refused)
+        };
+        if let Some(task) = first.map(|t| &g.tasks[t]) {
             for (i, &o) in task.outputs().iter().enumerate() {
                 let target = g.target(o);
                 let Some(why) = self.check_target(target) else { continue };

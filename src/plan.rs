@@ -435,6 +435,45 @@ fn reads_interval(ff: &Fluxfile, step: &Step) -> bool {
     false
 }
 
+/// Whether every command, env and hook template of `step` renders for each of its tasks,
+/// whatever its values: templates on the fast path that read only names every task's
+/// context defines, index `outputs` within their number and apply no filter that can
+/// fail (a shift or `strftime` can leave the calendar). A dry run that does not show
+/// commands need not render these to find the template that would fail.
+pub fn renders_surely(ff: &Fluxfile, step: &Step) -> bool {
+    use crate::template::{Filter, Segment};
+    let hooks = [&step.on_success, &step.on_failure, &step.on_retry].into_iter().flatten();
+    let mut tpls =
+        step.pre.iter().chain(&step.run).chain(&step.post).chain(step.env.iter().map(|(_, t)| t)).chain(hooks);
+    let n_out = i64::try_from(step.outputs.len()).unwrap_or(i64::MAX);
+    tpls.all(|tpl| {
+        let Some(segs) = ff.engine.segments(tpl.id) else { return false };
+        segs.iter().all(|s| match s {
+            Segment::Lit(_) => true,
+            Segment::Expr { name, index, filters } => {
+                // `params` and `vars` are maps, which the fast path leaves to minijinja.
+                let name = name.as_str();
+                let defined = !matches!(name, "params" | "vars")
+                    && (matches!(
+                        name,
+                        "step"
+                            | "task"
+                            | "inputs"
+                            | "outputs"
+                            | "attempt"
+                            | "run_id"
+                            | "interval_start"
+                            | "interval_end"
+                    ) || step.params.iter().any(|(p, _)| p == name)
+                        || ff.vars.iter().any(|(v, _)| v == name));
+                let in_range = index.is_none_or(|i| name == "outputs" && (-n_out..n_out).contains(&i));
+                let safe = filters.iter().all(|f| matches!(f, Filter::Basename | Filter::Dirname | Filter::Raw));
+                defined && in_range && safe
+            }
+        })
+    })
+}
+
 /// A command, hook or env template that does not render for a task.
 #[derive(Debug)]
 pub struct RenderError {

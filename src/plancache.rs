@@ -221,12 +221,13 @@ pub fn fits(ff: &Fluxfile, g: &TaskGraph) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::Params;
 
     #[test]
     fn round_trip_and_corruption() {
         let g = TaskGraph {
             tasks: vec![
-                Task::new(0, vec![ParamValue::Date(19000)].into(), &[0], &[1], &[]),
+                Task::new(0, Params::One(ParamValue::Date(19000)), &[0], &[1], &[]),
                 Task::new(
                     1,
                     vec![
@@ -236,7 +237,7 @@ mod tests {
                         ParamValue::Int(-3),
                         ParamValue::Str("x.y"),
                     ]
-                    .into(),
+                    .into_boxed_slice(),
                     &[1],
                     &[2],
                     &[0],

@@ -75,7 +75,10 @@ impl Uri<'_> {
 
 /// Split a target if it names a remote store.
 pub fn parse(target: &str) -> Option<Uri<'_>> {
-    let (scheme, rest) = target.split_once("://")?;
+    // The first `:` (a byte search, far quicker than a search for "://" over a million
+    // local paths) must start the "://"; no scheme holds a `:`.
+    let colon = target.find(':')?;
+    let (scheme, rest) = (&target[..colon], target[colon..].strip_prefix("://")?);
     if !SCHEMES.contains(&scheme) {
         return None;
     }

@@ -55,6 +55,89 @@ pub fn stat_many(base: &Path, targets: &[Box<str>]) -> Vec<Option<Meta>> {
         .collect()
 }
 
+/// Stats targets on a thread of its own while planning is still naming them, so that
+/// the stats of a large plan cost no time after it (planning runs on one core).
+/// Feed it each target in id order with [`StatFeed::push`]; [`StatFeed::finish`] gives
+/// their stats in that order, or `None` when a target is remote (those are stat'ed in
+/// batches by the build) or the thread could not start.
+pub struct StatFeed {
+    /// Targets not yet sent, one after another, and where each ends.
+    batch: Batch,
+    tx: Option<std::sync::mpsc::Sender<Batch>>,
+    handle: Option<std::thread::JoinHandle<Option<Vec<Option<Meta>>>>>,
+}
+
+/// Targets written one after another into one buffer (one allocation per batch rather
+/// than per target), with the offset where each ends.
+#[derive(Default)]
+struct Batch {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(a, b)| &self.text[a..b])
+    }
+}
+
+impl StatFeed {
+    const BATCH: usize = 2048;
+
+    pub fn start(base: PathBuf) -> StatFeed {
+        let (tx, rx) = std::sync::mpsc::channel::<Batch>();
+        let handle = std::thread::Builder::new()
+            .name("stat".into())
+            .spawn(move || {
+                let mut h = DirHandles { base: &base, dirs: HashMap::new() };
+                let mut metas = Vec::new();
+                let mut remote = false;
+                for batch in rx {
+                    if remote {
+                        continue;
+                    }
+                    for t in batch.iter() {
+                        if crate::store::is_remote(t) {
+                            remote = true;
+                            break;
+                        }
+                        metas.push(h.stat(t));
+                    }
+                }
+                (!remote).then_some(metas)
+            })
+            .ok();
+        StatFeed { batch: Batch::default(), tx: handle.is_some().then_some(tx), handle }
+    }
+
+    pub fn push(&mut self, target: &str) {
+        if self.tx.is_none() {
+            return;
+        }
+        self.batch.text.push_str(target);
+        self.batch.ends.push(self.batch.text.len());
+        if self.batch.ends.len() == Self::BATCH {
+            self.send();
+        }
+    }
+
+    fn send(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        if let Some(tx) = &self.tx
+            && tx.send(batch).is_err()
+        {
+            self.tx = None;
+        }
+    }
+
+    pub fn finish(mut self) -> Option<Vec<Option<Meta>>> {
+        self.send();
+        self.tx = None;
+        self.handle.take()?.join().ok().flatten()
+    }
+}
+
 struct DirHandles<'a> {
     base: &'a Path,
     dirs: HashMap<String, Option<std::os::fd::OwnedFd>>,

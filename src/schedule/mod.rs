@@ -54,7 +54,7 @@ pub struct Options {
 #[derive(Debug, Default)]
 pub struct Built {
     pub run_id: Option<i64>,
-    /// Status of each requested task, by id.
+    /// Status of each requested task, by id (made for `flux schedule` only).
     pub statuses: HashMap<String, &'static str>,
     /// The build's exit code (0, 1 a task failed, 130 interrupted).
     pub code: i32,

@@ -552,3 +552,36 @@ fn a_dry_run_writes_no_plan_but_reads_one() {
     t.run_args(["build", "--date", "2024-01-01"]).assert_status(0);
     t.run_args(["build", "-n", "-v", "--date", "2024-01-01"]).assert_status(0).stderr_has("(cached)");
 }
+
+#[test]
+fn tasks_of_an_int_param_spread_far_apart_are_found_by_their_consumers() {
+    // Planning keeps a step's tasks in an array by their one value while the values lie
+    // close together, and in a hash table once they spread thinly: both are found.
+    let ff = r#"
+[step.make]
+params = { n = "int" }
+outputs = ["n/{{ n }}.txt"]
+run = "echo {{ n }} > {{ outputs[0] }}"
+
+[step.use]
+params = { n = "int" }
+inputs = ["n/{{ n }}.txt"]
+outputs = ["u/{{ n }}.txt"]
+run = "cat {{ inputs }} > {{ outputs[0] }}"
+"#;
+    let t = Test::new().fluxfile(ff);
+    let values = ["1", "2", "1000000000", "-5", "7", "3"];
+    t.run_args(["build", "--param", &format!("n={}", values.join(","))])
+        .assert_status(0)
+        .stdout_has("12 ran, 0 up to date");
+    for v in values {
+        assert_eq!(t.read(&format!("u/{v}.txt")), format!("{v}\n"));
+    }
+    // Named as targets, planning walks from each consumer to its producer.
+    std::fs::remove_file(t.path().join("n/1000000000.txt")).expect("remove an output");
+    t.run_args(["build", "-n", "use[1000000000]", "use[-5]"])
+        .assert_status(0)
+        .stdout_has("would run make[1000000000] (missing-output)")
+        .stdout_has("would run use[1000000000] (upstream)")
+        .stdout_has("dry run: 2 tasks would run, 2 up to date");
+}

@@ -225,3 +225,38 @@ fn a_good_dry_run_still_exits_zero_and_writes_nothing() {
     t.run_args(["build", "-n"]).assert_status(0).stdout_has("a");
     assert!(!t.exists("a.txt"));
 }
+
+#[test]
+fn a_dry_run_renders_a_command_that_fails_for_some_tasks_only() {
+    // `inputs[1]` (yesterday's output) exists on every day but the first, which has no
+    // yesterday before `start`: the dry run must render this step's commands to find the
+    // day the build would fail. (Steps whose templates cannot fail are not rendered.)
+    let ff = r#"[flux]
+start = "2024-01-01"
+
+[step.a]
+params = { date = "date" }
+outputs = ["a/{{ date }}.txt"]
+run = "echo {{ date }} > {{ outputs[0] }}"
+
+[step.b]
+params = { date = "date" }
+inputs = ["a/{{ date }}.txt", "b/{{ date | add_days(-1) }}.txt"]
+outputs = ["b/{{ date }}.txt"]
+run = "cat {{ inputs[1] }} > {{ outputs[0] }}"
+"#;
+    let t = Test::new().fluxfile(ff);
+    t.run_args(["build", "-n", "--date-range", "2024-01-01..2024-01-03"])
+        .assert_status(2)
+        .stderr_has("error: b[2024-01-01]: cannot render `cat {{ inputs[1] }} > {{ outputs[0] }}`")
+        .stderr_has("the build would fail this task");
+    // Guarded, it renders on every day: the dry run says what would run.
+    let guarded = ff.replace("cat {{ inputs[1] }}", "{% if inputs | length > 1 %}cat {{ inputs[1] }}{% endif %}");
+    let t2 = Test::new().fluxfile(&guarded);
+    t2.run_args(["build", "-n", "--date-range", "2024-01-01..2024-01-03"])
+        .assert_status(0)
+        .stdout_has("would run b[2024-01-01] (missing-output)")
+        .stdout_has("dry run: 6 tasks would run, 0 up to date");
+    assert!(!t2.exists(".flux/state.db"));
+    assert!(!t.exists(".flux/state.db"));
+}
