@@ -434,7 +434,9 @@ impl<'a> Build<'a> {
             orphans: Default::default(),
             spawned: Vec::new(),
             start_log: crate::procs::StartLog::new(&stage_dir(&self.ff.state_dir, run_id)),
+            pre: Vec::new(),
         };
+        r.pre = r.decide_ahead();
         r.swept(swept, rep);
         let exec = make_executor(&Setup { jobs: self.opts.jobs, run_id, stage_root: r.stage_root.clone() });
         // A fatal error (`?` below) stops the running commands before it is returned.
@@ -898,6 +900,10 @@ struct Waiting {
 /// The state of one real build: what `Build::run` drives, one method per concern.
 struct Runner<'b, 'a> {
     b: &'b Build<'a>,
+    /// Each task's decision made ahead, on every core, from the stats the build started
+    /// with: taken when the task becomes ready if none of its deps ran (else decided
+    /// again). See [`Runner::decide_ahead`].
+    pre: Vec<Option<Decision>>,
     planner: &'b Planner<'a>,
     ids: Vec<String>,
     /// Current stat of every target (outputs are re-stated after their task ran).
@@ -1237,6 +1243,25 @@ impl Runner<'_, '_> {
         (self.step(t).priority, self.cp.get(t as usize).copied().unwrap_or(0), Reverse(t))
     }
 
+    /// Every task's decision from the stats the build started with, on every core (a
+    /// build that runs nothing spent most of its time deciding, one task after another).
+    /// A decision is a function of the task's record and of its inputs' and outputs'
+    /// stats, which change only when a dep runs; `decide_ready` takes it only then.
+    /// Small builds decide as they go.
+    fn decide_ahead(&self) -> Vec<Option<Decision>> {
+        use rayon::prelude::*;
+        let n = self.b.g.tasks.len();
+        if n < 1024 {
+            return Vec::new();
+        }
+        let (planner, ids, metas) = (self.planner, &self.ids, &self.metas);
+        (0..n as u32)
+            .into_par_iter()
+            .with_min_len(256)
+            .map(|t| Some(planner.decide(t, &ids[t as usize], metas, false, false)))
+            .collect()
+    }
+
     /// Decide every task whose deps are all finished.
     fn decide_ready(&mut self, rep: &mut dyn Reporter) {
         // Stop when the records pile up, to write them before deciding on (see `run`): a
@@ -1260,7 +1285,12 @@ impl Runner<'_, '_> {
                 self.done(t, St::UpstreamFailed, "upstream_failed");
                 continue;
             }
-            let mut decision = self.planner.decide(t, &self.ids[ti], &self.metas, false, false);
+            let ahead = self.pre.get_mut(ti).and_then(Option::take);
+            let ahead = ahead.filter(|_| self.b.g.tasks[ti].deps().iter().all(|&d| self.st[d as usize] == St::Skipped));
+            let mut decision = match ahead {
+                Some(d) => d,
+                None => self.planner.decide(t, &self.ids[ti], &self.metas, false, false),
+            };
             if matches!(decision, Decision::Fail { .. }) && self.restat_missing_sources(t) {
                 // A source stat'ed missing when the build started has appeared since (a
                 // sensor upstream waited for it): decide on what is there now.

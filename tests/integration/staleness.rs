@@ -60,6 +60,27 @@ fn editing_a_source_reruns_exactly_its_downstream() {
 }
 
 #[test]
+fn in_a_large_build_a_task_whose_dep_ran_is_decided_again() {
+    // Builds of 1,024 tasks or more decide every task ahead, on every core, from the
+    // stats they started with; a task whose dep then runs must be decided again.
+    let first = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("a date");
+    let days: Vec<String> = first.iter_days().take(520).map(|d| d.to_string()).collect();
+    let mut t = Test::new().fluxfile(CHAIN);
+    for d in &days {
+        t = t.file(&format!("raw/{d}.txt"), format!("{d}\n"));
+    }
+    let range = format!("{}..{}", days[0], days[519]);
+    let range = ["--date-range", range.as_str()];
+    t.run_args(json_build(&range)).assert_status(0).assert_summary(1041, 0, 0, 0);
+    t.write("raw/2024-03-01.txt", "edited\n");
+    let o = t.run_args(json_build(&range));
+    o.assert_status(0).assert_summary(2, 1039, 0, 0).assert_ran(&["a[2024-03-01]", "b[2024-03-01]"]);
+    o.assert_task("b[2024-03-01]", "success", Some("input-changed"));
+    assert_eq!(t.read("b/2024-03-01.txt"), "EDITED\nEDITED\n");
+    t.run_args(json_build(&range)).assert_status(0).assert_summary(0, 1041, 0, 0);
+}
+
+#[test]
 fn an_edit_of_the_same_size_within_the_same_instant_is_seen() {
     // The racy-git rule: a file rewritten right after it was hashed, same size.
     let t = Test::new().fluxfile(CHAIN).file("raw/2024-01-01.txt", "aaa\n");
