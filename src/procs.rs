@@ -34,11 +34,20 @@ fn live() -> std::sync::MutexGuard<'static, Vec<i32>> {
 pub struct Proc {
     pid: i32,
     status: Option<std::process::ExitStatus>,
+    /// Its start time in clock ticks since boot, when known without asking procfs.
+    start: Option<u64>,
 }
 
 impl Proc {
     pub fn id(&self) -> u32 {
         self.pid as u32
+    }
+
+    /// Its start time as field 22 of `/proc/<pid>/stat` gives it (clock ticks since boot):
+    /// known from the clock read around the clone when both readings fall in the same
+    /// tick (almost always: a spawn takes well under a tick), else read from procfs.
+    pub fn start_time(&self) -> Option<u64> {
+        self.start.or_else(|| start_time(self.pid))
     }
 
     /// The exit status if the process has ended (reaping it), else `None`.
@@ -228,15 +237,38 @@ pub fn spawn_shell(
     thread_local! {
         static STACK: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
     }
+    let before = boot_ticks();
     let pid = STACK.with_borrow_mut(|stack| spawn_on(stack, &mut a))?;
+    // The kernel stamps the child's start (CLOCK_BOOTTIME, truncated to ticks) inside the
+    // clone, between these two readings: one tick for both is its tick.
+    let start = before.zip(boot_ticks()).and_then(|(b, a)| (a == b).then_some(b));
     // SAFETY: written by the child before it exited, read after the clone returned.
     let child_errno = unsafe { std::ptr::read_volatile(&a.errno) };
-    let mut proc = Proc { pid, status: None };
+    let mut proc = Proc { pid, status: None, start };
     if child_errno != 0 {
         let _ = proc.wait();
         return Err(std::io::Error::from_raw_os_error(child_errno));
     }
     Ok(proc)
+}
+
+/// CLOCK_BOOTTIME in clock ticks (`sysconf(_SC_CLK_TCK)`), truncated as procfs writes a
+/// process's start time; `None` if the clock cannot be read or the tick does not divide
+/// a second into whole nanoseconds.
+fn boot_ticks() -> Option<u64> {
+    static NS_PER_TICK: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let per = (*NS_PER_TICK.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|&h| h > 0)?;
+        (1_000_000_000 % hz == 0).then_some(1_000_000_000 / hz)
+    }))?;
+    // SAFETY: ts is written by clock_gettime before it is read.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return None;
+    }
+    let ns = u64::try_from(ts.tv_sec).ok()?.checked_mul(1_000_000_000)?.checked_add(u64::try_from(ts.tv_nsec).ok()?)?;
+    Some(ns / per)
 }
 
 /// Clone the child of [`spawn_shell`] on `stack` and return its pid.
@@ -331,12 +363,13 @@ impl Groups {
         self.file.lock().unwrap_or_else(|e| e.into_inner()).path = Some(path.to_path_buf());
     }
 
-    /// A command of job `id` was spawned as leader of group `pid`.
-    pub fn spawned(&self, id: u32, pid: i32) {
+    /// A command of job `id` was spawned as leader of group `pid`, at `start` (clock ticks
+    /// since boot) if known, else read from procfs.
+    pub fn spawned(&self, id: u32, pid: i32, start: Option<u64>) {
         live().push(pid);
         // The child is not reaped before we wait for it: its stat is readable even if it
         // has exited already.
-        let start = start_time(pid).unwrap_or(0);
+        let start = start.or_else(|| start_time(pid)).unwrap_or(0);
         let mut gf = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if gf.file.is_none()
             && let Some(path) = gf.path.take()
@@ -684,6 +717,29 @@ mod tests {
     }
 
     #[test]
+    fn a_spawned_commands_start_time_from_the_clock_is_the_one_procfs_gives() {
+        let (mut r, w) = std::io::pipe().unwrap();
+        let mut known = 0;
+        for _ in 0..50 {
+            let p = spawn_shell("read x", Path::new("/"), &[], &w, &w).unwrap();
+            let procfs = start_time(p.pid).expect("the child's stat");
+            if let Some(clock) = p.start {
+                assert_eq!(clock, procfs);
+                known += 1;
+            }
+            assert_eq!(p.start_time(), Some(procfs));
+            let mut p = p;
+            // SAFETY: a valid pid of our own child.
+            unsafe { libc::kill(p.pid, libc::SIGKILL) };
+            p.wait().unwrap();
+        }
+        drop(w);
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut r, &mut rest);
+        assert!(known >= 40, "the clock gave the start time {known} times in 50");
+    }
+
+    #[test]
     fn a_recycled_pid_is_not_killed() {
         let me = std::process::id() as i32;
         // SAFETY: getpgrp has no preconditions.
@@ -751,7 +807,7 @@ mod tests {
         let g = Groups::default();
         let path = group_file(&dir.path().join("stage/7"));
         g.write_to(&path);
-        g.spawned(3, 4242);
+        g.spawned(3, 4242, None);
         g.reaped(4242);
         let lines = read_group_file(&path);
         assert_eq!(lines.len(), 1);

@@ -566,7 +566,7 @@ fn run_job(
             }
         };
         let pid = child.id() as i32;
-        groups.spawned(job.id, pid);
+        groups.spawned(job.id, pid, child.start_time());
         if let Ok(mut m) = running.lock()
             && let Some(r) = m.get_mut(&job.id)
         {
