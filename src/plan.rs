@@ -505,3 +505,102 @@ pub fn params_json(step: &Step, vals: &[ParamValue]) -> serde_json::Value {
 }
 
 pub use crate::graph::param_strings;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::io::Write;
+
+    use super::*;
+    use crate::fluxfile::LoadOptions;
+    use crate::graph::Request;
+    use crate::state::TaskRecord;
+    use crate::target::{Digests, RACY_MARGIN_NS};
+
+    const FLUXFILE: &str = r#"
+[step.copy]
+inputs = ["in.txt"]
+outputs = ["out.txt"]
+run = "cp {{ inputs[0] }} {{ outputs[0] }}"
+"#;
+
+    fn planner<'a>(ff: &'a Fluxfile, g: &'a TaskGraph, records: &'a Records, digests: &'a Digests) -> Planner<'a> {
+        Planner {
+            ff,
+            g,
+            records,
+            digests,
+            forced: HashSet::new(),
+            triggers: Triggers::default(),
+            stat_ns: crate::target::now_ns(),
+            step_keys: step_keys(ff),
+            stat_errors: Default::default(),
+        }
+    }
+
+    fn metas(ff: &Fluxfile, g: &TaskGraph) -> Vec<Option<Meta>> {
+        (0..g.targets.len() as u32).map(|i| crate::target::stat(&ff.abs(g.target(i)))).collect()
+    }
+
+    /// The quick check trusts a quick key only for inputs whose mtime is older than the
+    /// moment the key was confirmed by more than the racy margin: an input rewritten within
+    /// that clock tick can keep its size, mtime and inode (SPEC §5). A record confirmed 10 ms
+    /// after its input's mtime, then an in-place rewrite of that input that gives it back its
+    /// stat: the planner must digest it and find the change.
+    #[test]
+    fn a_quick_key_confirmed_within_the_racy_margin_of_an_input_mtime_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Fluxfile"), FLUXFILE).unwrap();
+        std::fs::write(dir.path().join("in.txt"), "aaaa\n").unwrap();
+        std::fs::write(dir.path().join("out.txt"), "aaaa\n").unwrap();
+        let opts = LoadOptions { file: Some(dir.path().join("Fluxfile")), vars: vec![], profile: None };
+        let ff = Fluxfile::load(&opts).unwrap();
+        let g = crate::graph::build(&ff, &Request::default()).unwrap();
+        assert_eq!(g.tasks.len(), 1);
+        let id = g.task_id(&ff, 0);
+        let before = metas(&ff, &g);
+        let input = g.tasks[0].inputs()[0] as usize;
+        let mtime = before[input].unwrap().mtime_ns;
+
+        // The record of the last success, its fingerprint and quick key taken of "aaaa".
+        let empty = Records::default();
+        let first = Digests::lazy(ff.state_dir.clone(), crate::target::now_ns());
+        let p = planner(&ff, &g, &empty, &first);
+        let fp = p.fingerprint(0, &id, &before).unwrap();
+        let (key, newest) = p.quick_key(0, &id, &before).unwrap();
+        assert_eq!(newest, mtime);
+        let record = |verified_ns| TaskRecord {
+            last_status: Status::Success,
+            cmd_hash: Some(fp.cmd),
+            inputs_hash: Some(fp.inputs),
+            success_at: None,
+            duration_s: None,
+            forced: false,
+            quick_key: Some(key),
+            verified_ns,
+        };
+
+        // Same size, same mtime, same inode, other bytes.
+        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(dir.path().join("in.txt")).unwrap();
+        f.write_all(b"bbbb\n").unwrap();
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(mtime as u64);
+        f.set_modified(at).unwrap();
+        drop(f);
+        let after = metas(&ff, &g);
+        assert_eq!(after, before, "the rewrite must leave the stat as it was");
+
+        let decide = |verified_ns: i64| {
+            let records: Records = [(id.clone(), record(verified_ns))].into_iter().collect();
+            let digests = Digests::lazy(ff.state_dir.clone(), crate::target::now_ns());
+            let d = planner(&ff, &g, &records, &digests).decide(0, &id, &after, false, false);
+            format!("{d:?}")
+        };
+        // Confirmed 10 ms after the mtime: inside the margin, so digested, and changed.
+        let inside = decide(mtime + RACY_MARGIN_NS / 5);
+        assert!(inside.starts_with("Run { reason: InputChanged"), "{inside}");
+        // Confirmed well after the margin: the quick key is trusted (no digest at all), as
+        // it must be for a no-op build to read nothing.
+        let outside = decide(mtime + 3 * RACY_MARGIN_NS);
+        assert_eq!(outside, "Skip { adopt: None, quick: None }");
+    }
+}

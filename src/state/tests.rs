@@ -505,7 +505,9 @@ fn attempts_history_and_runs() {
     let (pid, host): (i64, Option<String>) =
         db.conn.query_row("SELECT pid, host FROM runs WHERE id = ?1", [r1], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert_eq!(pid, i64::from(std::process::id()));
-    eprintln!("host recorded: {host:?}");
+    // Named as leases name it (runs and leases of this host are told apart from another
+    // host's sharing the state folder by it).
+    assert_eq!(host, Some(Holder::this_process().host), "the run's host");
 }
 
 #[test]
@@ -602,4 +604,104 @@ fn open_fails_cleanly_on_garbage_and_bad_folder() {
     let err = StateDb::open(&file.join("state")).unwrap_err();
     assert!(matches!(err, StateError::Io { .. }), "{err}");
     assert!(err.to_string().starts_with("cannot create state folder"), "{err}");
+}
+
+#[test]
+fn hex_writes_two_lower_case_digits_a_byte() {
+    assert_eq!(hex(&h(0x0102_0a0f)), format!("0f0a0201{}ab", "00".repeat(27)));
+}
+
+#[test]
+fn a_batch_counts_every_kind_of_record() {
+    fn detail(task: &str) -> AttemptDetail {
+        AttemptDetail {
+            run_id: 1,
+            task_id: task.to_string(),
+            attempt: 1,
+            commands: String::new(),
+            inputs_json: "{}".into(),
+        }
+    }
+    fn fact() -> AttemptFact {
+        AttemptFact::Job { run_id: 1, task_id: "a".to_string(), attempt: 1, job_id: "7".to_string() }
+    }
+    // A batch holding only one kind of record is not empty, and counts it.
+    let one_of_each: [fn(&mut Batch); 6] = [
+        |b| b.attempts.push(attempt(1, "a", "s", 1, Status::Success)),
+        |b| b.tasks.push(success("a", 1)),
+        |b| b.digests.push(("a.txt".to_string(), digest(1))),
+        |b| b.releases.push("a".to_string()),
+        |b| b.details.push(detail("a")),
+        |b| b.attempt_facts.push(fact()),
+    ];
+    for add in one_of_each {
+        let mut b = Batch::default();
+        assert!(b.is_empty());
+        assert_eq!(b.len(), 0);
+        add(&mut b);
+        assert!(!b.is_empty());
+        assert_eq!(b.len(), 1);
+    }
+    // Six of one kind down to one of another: the count is their sum.
+    let mut b = Batch::default();
+    for n in 0..6 {
+        b.attempts.push(attempt(1, &format!("t{n}"), "s", 1, Status::Success));
+    }
+    for n in 0..5 {
+        b.tasks.push(success(&format!("t{n}"), 1));
+    }
+    for n in 0..4 {
+        b.digests.push((format!("f{n}"), digest(n)));
+    }
+    for n in 0..3 {
+        b.releases.push(format!("t{n}"));
+    }
+    b.details.extend([detail("t0"), detail("t1")]);
+    b.attempt_facts.push(fact());
+    assert_eq!(b.len(), 21);
+}
+
+#[test]
+fn end_read_ends_the_read_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = StateDb::open(dir.path()).unwrap();
+    let mut batch = Batch::default();
+    batch.tasks.push(success("t", 1));
+    db.commit(&mut batch).unwrap();
+    let ro = StateDb::open_existing(dir.path()).unwrap().unwrap();
+    ro.end_read().unwrap();
+    ro.begin_read().unwrap();
+    assert!(!ro.conn.is_autocommit());
+    ro.end_read().unwrap();
+    // Ended: a lookup sees what was committed since (and the WAL can be recycled).
+    assert!(ro.conn.is_autocommit());
+    batch.tasks.push(success("u", 2));
+    db.commit(&mut batch).unwrap();
+    assert!(ro.load_tasks().unwrap().contains_key("u"));
+}
+
+#[test]
+fn a_pid_beyond_32_bits_is_never_a_live_process() {
+    // From a damaged row: truncated to 32 bits it would name this very process.
+    assert!(pid_alive(i64::from(std::process::id())));
+    assert!(!pid_alive((1 << 32) + i64::from(std::process::id())));
+    assert!(!pid_alive(0));
+    assert!(!pid_alive(-1));
+}
+
+#[test]
+fn another_programs_database_is_named_by_its_first_three_tables() {
+    let refusal = |tables: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        for t in tables {
+            conn.execute_batch(&format!("CREATE TABLE {t} (id INTEGER PRIMARY KEY)")).unwrap();
+        }
+        drop(conn);
+        StateDb::open(dir.path()).unwrap_err().to_string()
+    };
+    let three = refusal(&["c", "a", "b"]);
+    assert!(three.contains("(it has tables a, b, c and no schema version)"), "{three}");
+    let four = refusal(&["d", "c", "a", "b"]);
+    assert!(four.contains("(it has tables a, b, c, ... and no schema version)"), "{four}");
 }
