@@ -435,6 +435,7 @@ impl<'a> Build<'a> {
             spawned: Vec::new(),
             start_log: crate::procs::StartLog::new(&stage_dir(&self.ff.state_dir, run_id)),
             pre: Vec::new(),
+            restated: vec![false; g.targets.len()],
         };
         r.pre = r.decide_ahead();
         r.swept(swept, rep);
@@ -904,6 +905,8 @@ struct Runner<'b, 'a> {
     /// with: taken when the task becomes ready if none of its deps ran (else decided
     /// again). See [`Runner::decide_ahead`].
     pre: Vec<Option<Decision>>,
+    /// Per target: stat'ed again since the build started (see `set_meta`).
+    restated: Vec<bool>,
     planner: &'b Planner<'a>,
     ids: Vec<String>,
     /// Current stat of every target (outputs are re-stated after their task ran).
@@ -1048,7 +1051,7 @@ impl Runner<'_, '_> {
                 return false;
             }
             let m = self.b.restat(o);
-            self.metas[o as usize] = m;
+            self.set_meta(o, m);
             match m {
                 Some(m) if m.mtime_ns >= started_ns => newest = newest.max(m.mtime_ns),
                 _ => return false,
@@ -1243,10 +1246,18 @@ impl Runner<'_, '_> {
         (self.step(t).priority, self.cp.get(t as usize).copied().unwrap_or(0), Reverse(t))
     }
 
+    /// A target's stat, taken again after the build started (its task ran or another
+    /// process wrote it, or a source appeared): decisions made ahead that read it no
+    /// longer hold.
+    fn set_meta(&mut self, x: u32, m: Option<Meta>) {
+        self.metas[x as usize] = m;
+        self.restated[x as usize] = true;
+    }
+
     /// Every task's decision from the stats the build started with, on every core (a
     /// build that runs nothing spent most of its time deciding, one task after another).
     /// A decision is a function of the task's record and of its inputs' and outputs'
-    /// stats, which change only when a dep runs; `decide_ready` takes it only then.
+    /// stats; `decide_ready` takes it only while none of those was stat'ed again.
     /// Small builds decide as they go.
     fn decide_ahead(&self) -> Vec<Option<Decision>> {
         use rayon::prelude::*;
@@ -1285,8 +1296,11 @@ impl Runner<'_, '_> {
                 self.done(t, St::UpstreamFailed, "upstream_failed");
                 continue;
             }
+            // A decision made ahead holds while every target it read has its first stat.
             let ahead = self.pre.get_mut(ti).and_then(Option::take);
-            let ahead = ahead.filter(|_| self.b.g.tasks[ti].deps().iter().all(|&d| self.st[d as usize] == St::Skipped));
+            let task = &self.b.g.tasks[ti];
+            let ahead =
+                ahead.filter(|_| !task.outputs().iter().chain(task.inputs()).any(|&x| self.restated[x as usize]));
             let mut decision = match ahead {
                 Some(d) => d,
                 None => self.planner.decide(t, &self.ids[ti], &self.metas, false, false),
@@ -1342,7 +1356,8 @@ impl Runner<'_, '_> {
         let mut appeared = false;
         for &i in self.b.g.tasks[t as usize].inputs() {
             if self.b.g.producer[i as usize] == NONE && self.metas[i as usize].is_none() {
-                self.metas[i as usize] = self.b.restat(i);
+                let m = self.b.restat(i);
+                self.set_meta(i, m);
                 appeared |= self.metas[i as usize].is_some();
             }
         }
@@ -1365,13 +1380,14 @@ impl Runner<'_, '_> {
                 still.push(w);
                 continue;
             }
-            let task = &self.b.g.tasks[w.t as usize];
-            for &i in task.inputs() {
-                if self.b.g.producer[i as usize] == NONE {
-                    self.metas[i as usize] = self.b.restat(i);
+            let g = self.b.g;
+            for &i in g.tasks[w.t as usize].inputs() {
+                if g.producer[i as usize] == NONE {
+                    let m = self.b.restat(i);
+                    self.set_meta(i, m);
                 }
             }
-            let missing = task
+            let missing = g.tasks[w.t as usize]
                 .inputs()
                 .iter()
                 .find(|&&i| self.b.g.producer[i as usize] == NONE && self.metas[i as usize].is_none());
@@ -1524,7 +1540,8 @@ impl Runner<'_, '_> {
         }
         let Some(fp) = self.prints.get(&t).and_then(|p| p.0) else { return Ok(false) };
         for &o in self.b.g.tasks[ti].outputs() {
-            self.metas[o as usize] = self.b.restat(o);
+            let m = self.b.restat(o);
+            self.set_meta(o, m);
             if self.metas[o as usize].is_none() {
                 return Ok(false);
             }
@@ -1760,7 +1777,7 @@ impl Runner<'_, '_> {
         }
         if outcome == Outcome::Success {
             for (&o, m) in self.b.g.tasks[ti].outputs().iter().zip(fin.outputs) {
-                self.metas[o as usize] = Some(m);
+                self.set_meta(o, Some(m));
             }
         }
         let dur = fin.duration.as_secs_f64();
