@@ -902,8 +902,8 @@ struct Waiting {
 struct Runner<'b, 'a> {
     b: &'b Build<'a>,
     /// Each task's decision made ahead, on every core, from the stats the build started
-    /// with: taken when the task becomes ready if none of its deps ran (else decided
-    /// again). See [`Runner::decide_ahead`].
+    /// with: taken when the task becomes ready if none of the targets it read was stat'ed
+    /// again meanwhile (else it is decided again). See [`Runner::decide_ahead`].
     pre: Vec<Option<Decision>>,
     /// Per target: stat'ed again since the build started (see `set_meta`).
     restated: Vec<bool>,
