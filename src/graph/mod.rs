@@ -20,6 +20,9 @@ use crate::fluxfile::{Fluxfile, OutFmt, OutSeg, Step};
 use crate::param::{ParamKind, ParamValue};
 use crate::template::Context;
 
+mod dense;
+use dense::Dense;
+
 /// A task: one step with concrete param values.
 ///
 /// Its outputs, inputs and deps live in one heap block (`links`: outputs, then inputs,
@@ -230,14 +233,7 @@ pub fn normalize(s: &str) -> Cow<'_, str> {
     let s = s.strip_prefix("file://").unwrap_or(s);
     // Most targets hold no "//" at all (then no "://" either): one byte scan decides.
     let double_slash = |s: &str| s.as_bytes().windows(2).any(|w| w == b"//");
-    if !double_slash(s) {
-        let mut s = s;
-        while let Some(rest) = s.strip_prefix("./") {
-            s = rest;
-        }
-        return Cow::Borrowed(s);
-    }
-    if s.contains("://") {
+    if double_slash(s) && s.contains("://") {
         return Cow::Borrowed(s);
     }
     let mut s = s;
@@ -541,70 +537,6 @@ fn task_hash(step: u32, params: &[ParamValue]) -> u64 {
     step.hash(&mut h);
     params.hash(&mut h);
     h.finish()
-}
-
-/// The tasks of one step by the value of its only param, in an array from the smallest
-/// value seen. A daily step's neighbours (yesterday, the same day of another step) are
-/// then found next to each other in memory rather than in random buckets of a table of
-/// a million entries, whose cache misses were the largest cost of planning.
-#[derive(Default)]
-struct Dense {
-    base: i64,
-    slots: Vec<u32>,
-    len: usize,
-}
-
-impl Dense {
-    /// The integer a step's only param value stands for (its kind is the same for every
-    /// task of the step, so values of different kinds never meet here).
-    fn key(params: &[ParamValue]) -> Option<i64> {
-        match params {
-            [ParamValue::Date(v) | ParamValue::Month(v) | ParamValue::Week(v)] => Some(i64::from(*v)),
-            [ParamValue::Hour(v) | ParamValue::Int(v)] => Some(*v),
-            [ParamValue::Choice(v)] => Some(i64::from(*v)),
-            _ => None,
-        }
-    }
-
-    fn get(&self, k: i64) -> Option<u32> {
-        let i = usize::try_from(k.checked_sub(self.base)?).ok()?;
-        self.slots.get(i).copied().filter(|&t| t != NONE)
-    }
-
-    /// Store task `t` under `k`; false (nothing stored) when the values would spread over
-    /// more than a few slots per task.
-    fn insert(&mut self, k: i64, t: u32) -> bool {
-        if self.slots.is_empty() {
-            self.base = k;
-        }
-        let end = self.base.saturating_add(self.slots.len() as i64);
-        let (lo, hi) = (self.base.min(k), end.max(k.saturating_add(1)));
-        let span = hi.saturating_sub(lo);
-        if span > 4 * (self.len as i64 + 1) + 4096 {
-            return false;
-        }
-        if k < self.base {
-            // Room below for as many again, so that a chain walked backwards (yesterday's
-            // yesterday…) moves the array a logarithmic number of times.
-            let pad = (self.base - k) as usize + self.slots.len();
-            let mut slots = vec![NONE; pad];
-            slots.extend_from_slice(&self.slots);
-            self.slots = slots;
-            self.base -= pad as i64;
-        }
-        let i = (k - self.base) as usize;
-        if i >= self.slots.len() {
-            self.slots.resize(i + 1, NONE);
-        }
-        self.slots[i] = t;
-        self.len += 1;
-        true
-    }
-
-    /// Every task stored.
-    fn tasks(&self) -> impl Iterator<Item = u32> + '_ {
-        self.slots.iter().copied().filter(|&t| t != NONE)
-    }
 }
 
 /// The hash of a target string in the planner's table.
