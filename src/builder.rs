@@ -129,6 +129,13 @@ const LEASE_STALE_S: f64 = 30.0;
 /// How often holders renew their leases, and waiters look at them.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 const FOREIGN_POLL: Duration = Duration::from_millis(300);
+/// Queued tasks are claimed ahead of need in the same transaction as those starting: as
+/// many as this build starts in this span (at least four rounds of `-j`, at most
+/// `CLAIM_AHEAD_MAX`). A claim is a write transaction; with tiny tasks one a round was a
+/// tenth of the build loop's time, while another build waits for a task claimed ahead
+/// no longer than about this span.
+const CLAIM_AHEAD_SPAN: Duration = Duration::from_millis(100);
+const CLAIM_AHEAD_MAX: usize = 1024;
 
 /// Flush records after this many, or this often.
 const BATCH_RECORDS: usize = 512;
@@ -398,12 +405,15 @@ impl<'a> Build<'a> {
             st: vec![St::Waiting; n],
             results: vec![TaskResult::default(); n],
             prints: HashMap::default(),
+            texts: HashMap::default(),
             ready,
             queue: BinaryHeap::new(),
             retry_at: Vec::new(),
             waiting: Vec::new(),
             foreign: Vec::new(),
             claimed: HashSet::new(),
+            starts: 0,
+            claim_mark: (Instant::now(), 0),
             pending_running: HashMap::new(),
             sensor_since: HashMap::new(),
             pool_busy: vec![0; self.ff.pools.len()],
@@ -887,6 +897,10 @@ impl<'a> Build<'a> {
             exit_code,
             log_path: log.map(str::to_string),
             error: error.map(str::to_string),
+            commands: None,
+            inputs_json: None,
+            group: None,
+            expect: None,
         }
     }
 }
@@ -919,6 +933,9 @@ struct Runner<'b, 'a> {
     /// The fingerprint and quick key of each task decided to run, until it is done
     /// (kept for the tasks in hand only: a large build holds few).
     prints: HashMap<u32, (Option<Fingerprint>, Option<crate::state::Hash>)>,
+    /// What the success of a queued or running task records of what it ran and read,
+    /// made with its fingerprint.
+    texts: HashMap<u32, Box<crate::plan::RunText>>,
     /// Longest remaining path per task; computed when the first task is queued (a no-op
     /// build never needs it).
     cp: Vec<u64>,
@@ -932,6 +949,10 @@ struct Runner<'b, 'a> {
     pending_running: HashMap<u32, usize>,
     /// Tasks this process has claimed ahead of starting them (still queued).
     claimed: HashSet<u32>,
+    /// Tasks started so far, and that count and the time at the last claim: the rate
+    /// that sizes the next claim-ahead.
+    starts: u64,
+    claim_mark: (Instant, u64),
     /// Tasks claimed by another live flux process, and when to look again.
     foreign: Vec<(u32, Instant)>,
     /// When each sensor first probed.
@@ -1012,10 +1033,15 @@ impl Runner<'_, '_> {
                 self.spawned.push(s);
                 continue;
             }
+            let attempt = self.results[s.id as usize].attempts;
+            if let Some(a) = self.pending_record(s.id, attempt) {
+                a.group = Some((s.pgid, s.start));
+                continue;
+            }
             self.batch.attempt_facts.push(AttemptFact::Group {
                 run_id: self.run_id,
                 task_id: self.ids[s.id as usize].clone(),
-                attempt: self.results[s.id as usize].attempts,
+                attempt,
                 pgid: s.pgid,
                 start: s.start,
             });
@@ -1123,15 +1149,28 @@ impl Runner<'_, '_> {
 
     /// Add a finished attempt's record; if its `running` record has not been written yet,
     /// replace that one instead (one row per attempt for the many short tasks).
-    fn record_attempt(&mut self, t: u32, rec: AttemptRecord) {
-        match self.pending_running.remove(&t) {
-            Some(i)
-                if self.batch.attempts.get(i).is_some_and(|a| a.attempt == rec.attempt && a.task_id == rec.task_id) =>
-            {
-                self.batch.attempts[i] = rec;
+    fn record_attempt(&mut self, t: u32, mut rec: AttemptRecord) {
+        match self.running_record(t, rec.attempt) {
+            Some(a) => {
+                (rec.group, rec.expect) = (rec.group.or(a.group), rec.expect.or(a.expect));
+                *a = rec;
             }
-            _ => self.batch.attempts.push(rec),
+            None => self.batch.attempts.push(rec),
         }
+    }
+
+    /// The `running` record of this attempt of `t` while it waits in the batch unwritten.
+    fn pending_record(&mut self, t: u32, attempt: u32) -> Option<&mut AttemptRecord> {
+        let i = *self.pending_running.get(&t)?;
+        let id = &self.ids[t as usize];
+        self.batch.attempts.get_mut(i).filter(|a| a.attempt == attempt && a.task_id == *id)
+    }
+
+    /// The same, to be made its final record: it no longer waits as `running`.
+    fn running_record(&mut self, t: u32, attempt: u32) -> Option<&mut AttemptRecord> {
+        let i = self.pending_running.remove(&t)?;
+        let id = &self.ids[t as usize];
+        self.batch.attempts.get_mut(i).filter(|a| a.attempt == attempt && a.task_id == *id)
     }
 
     fn flush(&mut self, db: &mut StateDb) -> Result<()> {
@@ -1224,13 +1263,14 @@ impl Runner<'_, '_> {
 
     fn done(&mut self, t: u32, st: St, status: &'static str) {
         self.before.remove(&t);
-        if matches!(st, St::Ran | St::Failed | St::Interrupted) {
+        if self.claimed.remove(&t) || matches!(st, St::Ran | St::Failed | St::Interrupted) {
             // Give the lease back with the task's record (they are committed together).
             self.batch.releases.push(self.ids[t as usize].clone());
         }
         self.st[t as usize] = st;
         self.results[t as usize].status = status;
         self.prints.remove(&t);
+        self.texts.remove(&t);
         release(t, &self.dependents, &mut self.pending, &mut self.ready);
     }
 
@@ -1265,11 +1305,21 @@ impl Runner<'_, '_> {
         if n < 1024 {
             return Vec::new();
         }
-        let (planner, ids, metas) = (self.planner, &self.ids, &self.metas);
+        let (planner, ids, metas, g) = (self.planner, &self.ids, &self.metas, self.b.g);
         (0..n as u32)
             .into_par_iter()
             .with_min_len(256)
-            .map(|t| Some(planner.decide(t, &ids[t as usize], metas, false, false)))
+            .map(|t| {
+                let mut d = planner.decide(t, &ids[t as usize], metas, false, false);
+                // A task with upstream is nearly always decided again once that ran: its
+                // record text would be held in vain (a whole rebuild's worth).
+                if let Decision::Run { text, .. } = &mut d
+                    && !g.tasks[t as usize].deps().is_empty()
+                {
+                    *text = None;
+                }
+                Some(d)
+            })
             .collect()
     }
 
@@ -1323,8 +1373,11 @@ impl Runner<'_, '_> {
                     rep.event(Event::Skipped { id: &self.ids[ti] });
                     self.done(t, St::Skipped, "skipped");
                 }
-                Decision::Run { reason, fp, quick } => {
+                Decision::Run { reason, fp, quick, text } => {
                     self.prints.insert(t, (fp, quick));
+                    if let Some(text) = text {
+                        self.texts.insert(t, text);
+                    }
                     self.st[ti] = St::Queued;
                     self.results[ti].reason = Some(reason);
                     self.enqueue(t);
@@ -1334,6 +1387,7 @@ impl Runner<'_, '_> {
                     if !wait.is_zero() && self.waiting.iter().all(|w| w.t != t) {
                         let now = Instant::now();
                         rep.event(Event::Waiting { id: &self.ids[ti], message: &message });
+                        self.unclaim(t);
                         self.st[ti] = St::Waiting;
                         let poll = self.step(t).poll.min(wait);
                         self.waiting.push(Waiting { t, deadline: now + wait, next_check: now + poll });
@@ -1466,27 +1520,48 @@ impl Runner<'_, '_> {
         let to_claim: Vec<u32> = picked.iter().copied().filter(|t| !self.claimed.contains(t)).collect();
         if !to_claim.is_empty() {
             let mut ahead = Vec::new();
-            // Four rounds' worth: few transactions, while other builds still find work.
-            while ahead.len() < 4 * opts.jobs.max(1) {
+            let (since, before) = self.claim_mark;
+            let rate = (self.starts - before) as f64 / since.elapsed().as_secs_f64().max(1e-3);
+            // (`max` last: a `-j` above a quarter of the cap still claims four rounds.)
+            let want =
+                ((rate * CLAIM_AHEAD_SPAN.as_secs_f64()) as usize).min(CLAIM_AHEAD_MAX).max(4 * opts.jobs.max(1));
+            self.claim_mark = (Instant::now(), self.starts);
+            // Queued tasks, highest first, past those claimed already.
+            let mut passed = Vec::new();
+            while ahead.len() < want && passed.len() < want {
                 let Some(item) = self.queue.pop() else { break };
                 if self.claimed.contains(&item.2.0) {
-                    self.queue.push(item);
-                    break;
+                    passed.push(item);
+                } else {
+                    ahead.push(item);
                 }
-                ahead.push(item);
             }
-            let names: Vec<&str> =
-                to_claim.iter().chain(ahead.iter().map(|i| &i.2.0)).map(|&t| self.ids[t as usize].as_str()).collect();
+            self.queue.extend(passed);
+            // Then the tasks that those in hand will make ready (each new task of a chain
+            // would otherwise take a transaction of its own).
+            let soon = self.soon_ready(&to_claim, &ahead, want.saturating_sub(ahead.len()));
+            let (n_now, n_queued) = (to_claim.len(), ahead.len());
+            let candidates: Vec<u32> = to_claim.into_iter().chain(ahead.iter().map(|i| i.2.0)).chain(soon).collect();
+            let names: Vec<&str> = candidates.iter().map(|&t| self.ids[t as usize].as_str()).collect();
             let claims = db.claim(&names, self.run_id, LEASE_STALE_S)?;
             if claims.iter().any(|c| c.taken_over) {
                 // A lease of a dead flux: end what it left running first (SPEC §5).
                 let swept = crate::procs::sweep_dead_runs(db, &self.b.ff.state_dir)?;
                 self.swept(swept, rep);
             }
-            let n_now = to_claim.len();
-            let candidates: Vec<u32> = to_claim.into_iter().chain(ahead.iter().map(|i| i.2.0)).collect();
             for (k, (t, claim)) in candidates.into_iter().zip(claims).enumerate() {
                 let ti = t as usize;
+                let loaded = self.b.records.get(&self.ids[ti]).and_then(|r| r.success_at);
+                if k >= n_now + n_queued {
+                    // Not ready yet: held only if nothing is to be looked into; anything
+                    // else is looked into when it is ready, as for any task.
+                    if claim.mine && claim.failed_in.is_none() && claim.success_at == loaded {
+                        self.claimed.insert(t);
+                    } else if claim.mine {
+                        self.batch.releases.push(self.ids[ti].clone());
+                    }
+                    continue;
+                }
                 if !claim.mine {
                     rep.event(Event::Waiting { id: &self.ids[ti], message: "another flux process is running it" });
                     self.st[ti] = St::Waiting;
@@ -1505,7 +1580,6 @@ impl Runner<'_, '_> {
                 }
                 // Only a success recorded since our records were loaded can mean another
                 // process did the work; then look closer.
-                let loaded = self.b.records.get(&self.ids[ti]).and_then(|r| r.success_at);
                 if (claim.success_at != loaded && self.done_elsewhere(db, t)?) || self.recognise(t) {
                     self.results[ti].reason = None;
                     self.batch.releases.push(self.ids[ti].clone());
@@ -1514,10 +1588,8 @@ impl Runner<'_, '_> {
                     continue;
                 }
                 self.claimed.insert(t);
-                if k >= n_now
-                    && let Some(item) = ahead.iter().find(|i| i.2.0 == t).copied()
-                {
-                    self.queue.push(item);
+                if k >= n_now {
+                    self.queue.push(ahead[k - n_now]);
                 }
             }
         }
@@ -1527,6 +1599,52 @@ impl Runner<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// Up to `limit` tasks not ready yet that will be once the tasks in hand end, to be
+    /// claimed ahead with `now` and `queued`: each has every dependency finished well,
+    /// running, claimed, among those or found before it here (breadth first from the
+    /// tasks in hand). Another build could not run one before its upstream ends anyway.
+    fn soon_ready(&self, now: &[u32], queued: &[QueueItem], limit: usize) -> Vec<u32> {
+        let mut found = Vec::new();
+        if limit == 0 {
+            return found;
+        }
+        let in_hand =
+            self.running.keys().chain(self.queued.iter().map(|q| &q.0)).chain(&self.claimed).chain(now).copied();
+        let mut frontier: VecDeque<u32> = in_hand.chain(queued.iter().map(|i| i.2.0)).collect();
+        let mut seen: HashSet<u32> = frontier.iter().copied().collect();
+        let held = |x: u32, seen: &HashSet<u32>| {
+            matches!(self.st[x as usize], St::Ran | St::Skipped | St::Running) || seen.contains(&x)
+        };
+        while let Some(x) = frontier.pop_front() {
+            for &d in &self.dependents[x as usize] {
+                if found.len() >= limit {
+                    return found;
+                }
+                let di = d as usize;
+                if seen.contains(&d)
+                    || self.pending[di] == 0
+                    || self.st[di] != St::Waiting
+                    || self.b.opts.only.as_ref().is_some_and(|o| !o.contains(&d))
+                {
+                    continue;
+                }
+                if self.b.g.tasks[di].deps().iter().all(|&u| held(u, &seen)) {
+                    seen.insert(d);
+                    found.push(d);
+                    frontier.push_back(d);
+                }
+            }
+        }
+        found
+    }
+
+    /// Give back the lease of a task claimed ahead that will not start now.
+    fn unclaim(&mut self, t: u32) {
+        if self.claimed.remove(&t) {
+            self.batch.releases.push(self.ids[t as usize].clone());
+        }
     }
 
     /// Whether another process has completed this task since our records were loaded
@@ -1594,6 +1712,7 @@ impl Runner<'_, '_> {
         let step = self.step(t);
         let (pool, (cpus, mem), stage) = (step.pool, self.b.budget(step), step.stage);
         self.results[ti].attempts += 1;
+        self.starts += 1;
         let attempt = self.results[ti].attempts;
         let made = &mut self.made_dirs;
         match self.b.prepare(t, &self.ids[ti], attempt, self.run_id, &self.stage_root, made, &self.metas) {
@@ -1710,13 +1829,10 @@ impl Runner<'_, '_> {
                 started_at,
                 expect: Some((fp.cmd, fp.inputs)),
             });
-            self.batch.attempt_facts.push(AttemptFact::Expect {
-                run_id: self.run_id,
-                task_id: self.ids[ti].clone(),
-                attempt,
-                cmd_hash: fp.cmd,
-                inputs_hash: fp.inputs,
-            });
+            // Its `running` record was just added to the batch: the fingerprint goes with it.
+            if let Some(a) = self.batch.attempts.last_mut() {
+                a.expect = Some((fp.cmd, fp.inputs));
+            }
         }
         let commands = self.commands.remove(&t);
         rep.event(Event::Started {
@@ -1784,9 +1900,20 @@ impl Runner<'_, '_> {
         self.results[ti].duration_s = Some(dur);
         if outcome == Outcome::Success {
             self.sensor_since.remove(&t);
-            self.record_attempt(
-                t,
-                self.b.attempt(
+            let known = self.texts.remove(&t);
+            let text = crate::explain::detail(self.planner, t, &self.ids[ti], &self.metas, &self.b.opts.redact, known);
+            let (commands, inputs_json) = text.map(|d| (d.commands, d.inputs_json)).unzip();
+            let ended = unix_now();
+            if let Some(a) = self.running_record(t, attempt) {
+                // Its `running` record, not written yet, becomes the final one.
+                a.status = Status::Success;
+                a.started_at = started_s;
+                a.ended_at = Some(ended);
+                a.exit_code = Some(0);
+                a.log_path.clone_from(&log);
+                (a.commands, a.inputs_json) = (commands, inputs_json);
+            } else {
+                let mut record = self.b.attempt(
                     self.run_id,
                     t,
                     &self.ids[ti],
@@ -1794,12 +1921,14 @@ impl Runner<'_, '_> {
                     Status::Success,
                     Some(reason),
                     started_s,
-                    unix_now(),
+                    ended,
                     Some(0),
                     log.as_deref(),
                     None,
-                ),
-            );
+                );
+                (record.commands, record.inputs_json) = (commands, inputs_json);
+                self.batch.attempts.push(record);
+            }
             let (fp, quick) = self.prints.get(&t).copied().unwrap_or_default();
             let fp = fp.or_else(|| self.planner.fingerprint(t, &self.ids[ti], &self.metas).ok());
             if let Some(fp) = fp {
@@ -1810,12 +1939,6 @@ impl Runner<'_, '_> {
                     duration_s: dur,
                 });
                 self.record_quick(t, quick);
-            }
-            let (run_id, redact) = (self.run_id, &self.b.opts.redact);
-            if let Some(d) =
-                crate::explain::detail(self.planner, t, &self.ids[ti], run_id, attempt, &self.metas, redact)
-            {
-                self.batch.details.push(d);
             }
             rep.event(Event::Succeeded { id: &self.ids[ti], reason: reason.as_str(), duration: fin.duration });
             self.hook(t, "success", "success", attempt, log.clone(), None);

@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 
 use crate::graph::{NONE, TaskGraph};
-use crate::plan::{CmdRender, Planner};
-use crate::state::{AttemptDetail, StateDb};
+use crate::plan::{Planner, RunText};
+use crate::state::StateDb;
 use crate::target::Meta;
 
 /// What replaces a `--var` value in anything flux keeps.
@@ -32,25 +32,8 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 /// A task's commands (pre, run, post), env and action, rendered with the final targets,
 /// one per line, `--var` values redacted.
 pub fn command_text(p: &Planner<'_>, t: u32, id: &str, secrets: &[String]) -> Result<String, String> {
-    let task = &p.g.tasks[t as usize];
-    let ins: Vec<String> = task.inputs().iter().map(|&i| p.g.target(i).to_string()).collect();
-    let outs: Vec<String> = task.outputs().iter().map(|&o| p.g.target(o).to_string()).collect();
-    let cmds = p.render_commands(t, id, &CmdRender { inputs: &ins, outputs: &outs, attempt: 1, run_id: 0 })?;
-    let step = &p.ff.steps[task.step as usize];
-    let mut text = String::new();
-    for (label, list) in [("pre", &cmds.pre), ("run", &cmds.run), ("post", &cmds.post)] {
-        for c in list {
-            let _ = writeln!(text, "{label}: {c}");
-        }
-    }
-    for (k, v) in &cmds.env {
-        let _ = writeln!(text, "env: {k}={v}");
-    }
-    if step.action.is_some() {
-        text.push_str("action: copy\n");
-    }
-    let _ = writeln!(text, "stage: {}", step.stage);
-    Ok(redact(&text, secrets))
+    let cmds = p.render_final(t, id)?;
+    Ok(redact(&p.command_lines(t, &cmds), secrets))
 }
 
 /// Each input of a task with its digest now (hex; `null` when missing or unreadable), as
@@ -69,24 +52,26 @@ pub fn input_digests(p: &Planner<'_>, t: u32, metas: &[Option<Meta>]) -> serde_j
     serde_json::Value::Array(items)
 }
 
-/// The record of what a successful attempt ran and read.
+/// The record of what a successful attempt ran and read: `known` when its decision
+/// computed it (the inputs' digests then are those its fingerprint was made of), or
+/// rendered now; `--var` values redacted.
 pub fn detail(
     p: &Planner<'_>,
     t: u32,
     id: &str,
-    run_id: i64,
-    attempt: u32,
     metas: &[Option<Meta>],
     secrets: &[String],
-) -> Option<AttemptDetail> {
-    let commands = command_text(p, t, id, secrets).ok()?;
-    Some(AttemptDetail {
-        run_id,
-        task_id: id.to_string(),
-        attempt,
-        commands,
-        inputs_json: input_digests(p, t, metas).to_string(),
-    })
+    known: Option<Box<RunText>>,
+) -> Option<RunText> {
+    let text = match known {
+        Some(k) => *k,
+        None => RunText {
+            commands: p.command_lines(t, &p.render_final(t, id).ok()?),
+            inputs_json: input_digests(p, t, metas).to_string(),
+        },
+    };
+    let commands = if secrets.iter().all(String::is_empty) { text.commands } else { redact(&text.commands, secrets) };
+    Some(RunText { commands, inputs_json: text.inputs_json })
 }
 
 fn hex(h: crate::state::Hash) -> String {

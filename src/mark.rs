@@ -78,6 +78,8 @@ pub fn run(ff: &Fluxfile, req: &Request, downstream: bool, command: &str, secret
     for (t, id, fp) in &marks {
         let task = &g.tasks[*t as usize];
         let step = &ff.steps[task.step as usize];
+        let text = crate::explain::detail(&planner, *t, id, &metas, secrets, None);
+        let (commands, inputs_json) = text.map(|d| (d.commands, d.inputs_json)).unzip();
         batch.attempts.push(AttemptRecord {
             run_id,
             task_id: id.clone(),
@@ -91,11 +93,12 @@ pub fn run(ff: &Fluxfile, req: &Request, downstream: bool, command: &str, secret
             exit_code: None,
             log_path: None,
             error: None,
+            commands,
+            inputs_json,
+            group: None,
+            expect: None,
         });
         batch.tasks.push(TaskUpdate::Mark { task_id: id.clone(), cmd_hash: fp.cmd, inputs_hash: fp.inputs });
-        if let Some(d) = crate::explain::detail(&planner, *t, id, run_id, 1, &metas, secrets) {
-            batch.details.push(d);
-        }
     }
     batch.digests.extend(digests.take_fresh());
     digests.release();

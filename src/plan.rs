@@ -6,6 +6,7 @@
 //! The planner reads stats and digests it is given; it spawns nothing and writes nothing.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -81,10 +82,27 @@ pub enum Decision {
     /// `quick` a quick key to record because the fingerprint was confirmed the slow way.
     Skip { adopt: Option<Fingerprint>, quick: Option<Hash> },
     /// Run it, for this reason; the fingerprint is what will be recorded on success
-    /// (absent in dry runs where upstream has not produced the inputs yet), with its quick key.
-    Run { reason: Reason, fp: Option<Fingerprint>, quick: Option<Hash> },
+    /// (absent in dry runs where upstream has not produced the inputs yet), with its quick
+    /// key, and what the success's record says it ran and read (rendered once, with it).
+    Run { reason: Reason, fp: Option<Fingerprint>, quick: Option<Hash>, text: Option<Box<RunText>> },
     /// It cannot run: a source is missing.
     Fail { message: String },
+}
+
+/// What a successful attempt records of what it ran and read (`flux why`): its commands
+/// rendered with the final targets, one per line (`--var` values not yet redacted), and
+/// each input's digest as a JSON array of `[target, hex digest]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunText {
+    pub commands: String,
+    pub inputs_json: String,
+}
+
+/// A fingerprint with what it was computed from.
+struct Printed {
+    fp: Fingerprint,
+    cmds: Commands,
+    digests: Vec<Hash>,
 }
 
 /// What commands are rendered with: everything in §2.2's context.
@@ -99,10 +117,10 @@ pub struct CmdRender<'a> {
 #[derive(Serialize)]
 struct CmdKey<'a> {
     step: &'a str,
-    pre: Vec<String>,
-    run: Vec<String>,
-    post: Vec<String>,
-    env: Vec<(String, String)>,
+    pre: &'a [String],
+    run: &'a [String],
+    post: &'a [String],
+    env: &'a [(String, String)],
     action: Option<&'static str>,
     stage: bool,
 }
@@ -208,10 +226,10 @@ impl<'a> Planner<'a> {
                 let changed = r.cmd_hash.is_some() && self.triggers.command && self.cmd_hash(t, id).ok() != r.cmd_hash;
                 changed.then_some(Reason::CommandChanged)
             });
-            return Decision::Run { reason: own.unwrap_or(Reason::Upstream), fp: None, quick: None };
+            return Decision::Run { reason: own.unwrap_or(Reason::Upstream), fp: None, quick: None, text: None };
         }
         if dry && reason.is_some() {
-            return Decision::Run { reason: reason.unwrap_or(Reason::Forced), fp: None, quick: None };
+            return Decision::Run { reason: reason.unwrap_or(Reason::Forced), fp: None, quick: None, text: None };
         }
         // Quick check: inputs with the very same stats and commands rendered from the very
         // same sources and values cannot have changed: no digest, no rendering.
@@ -225,12 +243,15 @@ impl<'a> Planner<'a> {
             return Decision::Skip { adopt: None, quick: None };
         }
         let quick = quick.map(|(k, _)| k);
-        let fp = match self.fingerprint(t, id, metas) {
-            Ok(fp) => fp,
+        let printed = match self.print(t, id, metas) {
+            Ok(p) => p,
             Err(message) => return Decision::Fail { message },
         };
+        let fp = printed.fp;
+        let run =
+            |reason| Decision::Run { reason, fp: Some(fp), quick, text: Some(Box::new(self.run_text(t, printed))) };
         if let Some(r) = reason {
-            return Decision::Run { reason: r, fp: Some(fp), quick };
+            return run(r);
         }
         match record {
             None => Decision::Skip { adopt: Some(fp), quick },
@@ -246,7 +267,7 @@ impl<'a> Planner<'a> {
                     return Decision::Skip { adopt: Some(fp), quick };
                 }
                 match reason {
-                    Some(reason) => Decision::Run { reason, fp: Some(fp), quick },
+                    Some(reason) => run(reason),
                     // A change that --rerun-triggers told us to ignore stays unconfirmed:
                     // no quick key, so a later plain build still sees it.
                     None if cmd_changed || inputs_changed => Decision::Skip { adopt: None, quick: None },
@@ -286,8 +307,14 @@ impl<'a> Planner<'a> {
 
     /// The fingerprint of a task as its inputs are now.
     pub fn fingerprint(&self, t: u32, id: &str, metas: &[Option<Meta>]) -> Result<Fingerprint, String> {
+        self.print(t, id, metas).map(|p| p.fp)
+    }
+
+    /// The fingerprint, with the commands and input digests it was computed from.
+    fn print(&self, t: u32, id: &str, metas: &[Option<Meta>]) -> Result<Printed, String> {
         let task = &self.g.tasks[t as usize];
         let mut h = blake3::Hasher::new();
+        let mut digests = Vec::with_capacity(task.inputs().len());
         for &i in task.inputs() {
             let name = self.g.target(i);
             let Some(meta) = metas[i as usize] else {
@@ -300,25 +327,68 @@ impl<'a> Planner<'a> {
             h.update(name.as_bytes());
             h.update(&[0]);
             h.update(&d);
+            digests.push(d);
         }
         let inputs = *h.finalize().as_bytes();
-        Ok(Fingerprint { cmd: self.cmd_hash(t, id)?, inputs })
+        let cmds = self.render_final(t, id)?;
+        let cmd = self.hash_commands(t, &cmds)?;
+        Ok(Printed { fp: Fingerprint { cmd, inputs }, cmds, digests })
+    }
+
+    /// What a success records of a task whose fingerprint was just computed.
+    fn run_text(&self, t: u32, p: Printed) -> RunText {
+        let task = &self.g.tasks[t as usize];
+        let items: Vec<(&str, String)> =
+            task.inputs().iter().zip(&p.digests).map(|(&i, d)| (self.g.target(i), crate::state::hex(d))).collect();
+        RunText {
+            commands: self.command_lines(t, &p.cmds),
+            inputs_json: serde_json::to_string(&items).unwrap_or_else(|_| "[]".to_string()),
+        }
+    }
+
+    /// A task's commands (pre, run, post), env, action and staging, one per line, as
+    /// `flux why` shows them and a success records them.
+    pub fn command_lines(&self, t: u32, cmds: &Commands) -> String {
+        let step = &self.ff.steps[self.g.tasks[t as usize].step as usize];
+        let mut text = String::new();
+        for (label, list) in [("pre", &cmds.pre), ("run", &cmds.run), ("post", &cmds.post)] {
+            for c in list {
+                let _ = writeln!(text, "{label}: {c}");
+            }
+        }
+        for (k, v) in &cmds.env {
+            let _ = writeln!(text, "env: {k}={v}");
+        }
+        if step.action.is_some() {
+            text.push_str("action: copy\n");
+        }
+        let _ = writeln!(text, "stage: {}", step.stage);
+        text
+    }
+
+    /// A task's commands and env rendered with the final target paths.
+    pub fn render_final(&self, t: u32, id: &str) -> Result<Commands, RenderError> {
+        let task = &self.g.tasks[t as usize];
+        let ins: Vec<String> = task.inputs().iter().map(|&i| self.g.target(i).to_string()).collect();
+        let outs: Vec<String> = task.outputs().iter().map(|&o| self.g.target(o).to_string()).collect();
+        self.render_commands(t, id, &CmdRender { inputs: &ins, outputs: &outs, attempt: 1, run_id: 0 })
     }
 
     /// The command half of the fingerprint: what the commands, env and action render to
     /// with the final target paths. It needs no input to exist.
     pub fn cmd_hash(&self, t: u32, id: &str) -> Result<Hash, String> {
-        let task = &self.g.tasks[t as usize];
-        let ins: Vec<String> = task.inputs().iter().map(|&i| self.g.target(i).to_string()).collect();
-        let outs: Vec<String> = task.outputs().iter().map(|&o| self.g.target(o).to_string()).collect();
-        let cmds = self.render_commands(t, id, &CmdRender { inputs: &ins, outputs: &outs, attempt: 1, run_id: 0 })?;
-        let step = &self.ff.steps[task.step as usize];
+        let cmds = self.render_final(t, id)?;
+        self.hash_commands(t, &cmds)
+    }
+
+    fn hash_commands(&self, t: u32, cmds: &Commands) -> Result<Hash, String> {
+        let step = &self.ff.steps[self.g.tasks[t as usize].step as usize];
         let key = CmdKey {
             step: &step.name,
-            pre: cmds.pre,
-            run: cmds.run,
-            post: cmds.post,
-            env: cmds.env,
+            pre: &cmds.pre,
+            run: &cmds.run,
+            post: &cmds.post,
+            env: &cmds.env,
             action: step.action.map(|a| match a {
                 Action::Copy => "copy",
             }),

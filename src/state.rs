@@ -393,6 +393,16 @@ pub struct AttemptRecord {
     pub exit_code: Option<i32>,
     pub log_path: Option<String>,
     pub error: Option<String>,
+    /// For a successful or marked attempt: what it ran and read, for `flux why` (its
+    /// commands rendered with the final targets, `--var` values redacted, and each
+    /// input's digest). A later write of the same attempt without them keeps them.
+    pub commands: Option<String>,
+    pub inputs_json: Option<String>,
+    /// Facts known while its record waits unwritten (else written as [`AttemptFact`]s):
+    /// its process group and the leader's start time, and the fingerprint it was started
+    /// for. A later write without them keeps them.
+    pub group: Option<(i32, u64)>,
+    pub expect: Option<(Hash, Hash)>,
 }
 
 /// An attempt as read back, with its row id.
@@ -448,18 +458,6 @@ pub enum TaskUpdate {
     Mark { task_id: String, cmd_hash: Hash, inputs_hash: Hash },
 }
 
-/// What a successful (or marked) attempt ran and read, for `--explain`: its commands
-/// rendered with the final targets (var values given with `--var` redacted) and each
-/// input's digest. Applied to the attempt's row, after the batch's attempts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptDetail {
-    pub run_id: i64,
-    pub task_id: String,
-    pub attempt: u32,
-    pub commands: String,
-    pub inputs_json: String,
-}
-
 /// Writes to apply together in one transaction.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -469,7 +467,6 @@ pub struct Batch {
     /// Leases to give back (task ids held by this process's [`Holder`]), in the same
     /// transaction as the records of those tasks.
     pub releases: Vec<String>,
-    pub details: Vec<AttemptDetail>,
     /// Facts about attempts written in this batch or earlier (process groups, expected
     /// fingerprints), applied after `attempts`.
     pub attempt_facts: Vec<AttemptFact>,
@@ -481,17 +478,11 @@ impl Batch {
             && self.tasks.is_empty()
             && self.digests.is_empty()
             && self.releases.is_empty()
-            && self.details.is_empty()
             && self.attempt_facts.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.attempts.len()
-            + self.tasks.len()
-            + self.digests.len()
-            + self.releases.len()
-            + self.details.len()
-            + self.attempt_facts.len()
+        self.attempts.len() + self.tasks.len() + self.digests.len() + self.releases.len() + self.attempt_facts.len()
     }
 }
 
@@ -1048,14 +1039,19 @@ impl StateDb {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT INTO attempts (run_id, task_id, step, params_json, attempt, status, \
-                     reason, started_at, ended_at, exit_code, log_path, error) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                     reason, started_at, ended_at, exit_code, log_path, error, commands, inputs_json, \
+                     pgid, pgid_start, expect_cmd_hash, expect_inputs_hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
                      ON CONFLICT (run_id, task_id, attempt) DO UPDATE SET \
                      step = excluded.step, params_json = excluded.params_json, \
                      status = excluded.status, reason = excluded.reason, \
                      started_at = excluded.started_at, ended_at = excluded.ended_at, \
                      exit_code = excluded.exit_code, log_path = excluded.log_path, \
-                     error = excluded.error",
+                     error = excluded.error, commands = coalesce(excluded.commands, commands), \
+                     inputs_json = coalesce(excluded.inputs_json, inputs_json), \
+                     pgid = coalesce(excluded.pgid, pgid), pgid_start = coalesce(excluded.pgid_start, pgid_start), \
+                     expect_cmd_hash = coalesce(excluded.expect_cmd_hash, expect_cmd_hash), \
+                     expect_inputs_hash = coalesce(excluded.expect_inputs_hash, expect_inputs_hash)",
                 )
                 .at(path)?;
             for a in &batch.attempts {
@@ -1072,20 +1068,14 @@ impl StateDb {
                     a.exit_code,
                     a.log_path,
                     a.error,
+                    a.commands,
+                    a.inputs_json,
+                    a.group.map(|g| g.0),
+                    a.group.map(|g| g.1 as i64),
+                    a.expect.as_ref().map(|e| &e.0),
+                    a.expect.as_ref().map(|e| &e.1),
                 ])
                 .at(path)?;
-            }
-        }
-
-        if !batch.details.is_empty() {
-            let mut stmt = tx
-                .prepare_cached(
-                    "UPDATE attempts SET commands = ?4, inputs_json = ?5 \
-                     WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
-                )
-                .at(path)?;
-            for d in &batch.details {
-                stmt.execute(params![d.run_id, d.task_id, d.attempt, d.commands, d.inputs_json]).at(path)?;
             }
         }
 
@@ -1185,7 +1175,6 @@ impl StateDb {
         batch.tasks.clear();
         batch.digests.clear();
         batch.releases.clear();
-        batch.details.clear();
         batch.attempt_facts.clear();
         Ok(())
     }

@@ -28,6 +28,10 @@ fn attempt(run_id: i64, task: &str, step: &str, n: u32, status: Status) -> Attem
         exit_code: Some(if status == Status::Success { 0 } else { 1 }),
         log_path: Some(format!("logs/{step}/{task}/{n}.log")),
         error: None,
+        commands: None,
+        inputs_json: None,
+        group: None,
+        expect: None,
     }
 }
 
@@ -200,14 +204,10 @@ fn a_schema_1_database_gains_run_kinds_and_attempt_details() {
     let run = db.begin_run_of_kind("flux mark a", "mark").unwrap();
     assert_eq!(db.run_kind(run).unwrap().as_deref(), Some("mark"));
     let mut batch = Batch::default();
-    batch.attempts.push(attempt(run, "a", "a", 1, Status::Marked));
-    batch.details.push(AttemptDetail {
-        run_id: run,
-        task_id: "a".into(),
-        attempt: 1,
-        commands: "run: true\n".into(),
-        inputs_json: "[]".into(),
-    });
+    let mut marked = attempt(run, "a", "a", 1, Status::Marked);
+    marked.commands = Some("run: true\n".into());
+    marked.inputs_json = Some("[]".into());
+    batch.attempts.push(marked);
     db.commit(&mut batch).unwrap();
     let last = db.last_success("a").unwrap().unwrap();
     assert_eq!((last.run_id, last.status, last.commands.as_str()), (run, Status::Marked, "run: true\n"));
@@ -613,25 +613,15 @@ fn hex_writes_two_lower_case_digits_a_byte() {
 
 #[test]
 fn a_batch_counts_every_kind_of_record() {
-    fn detail(task: &str) -> AttemptDetail {
-        AttemptDetail {
-            run_id: 1,
-            task_id: task.to_string(),
-            attempt: 1,
-            commands: String::new(),
-            inputs_json: "{}".into(),
-        }
-    }
     fn fact() -> AttemptFact {
         AttemptFact::Job { run_id: 1, task_id: "a".to_string(), attempt: 1, job_id: "7".to_string() }
     }
     // A batch holding only one kind of record is not empty, and counts it.
-    let one_of_each: [fn(&mut Batch); 6] = [
+    let one_of_each: [fn(&mut Batch); 5] = [
         |b| b.attempts.push(attempt(1, "a", "s", 1, Status::Success)),
         |b| b.tasks.push(success("a", 1)),
         |b| b.digests.push(("a.txt".to_string(), digest(1))),
         |b| b.releases.push("a".to_string()),
-        |b| b.details.push(detail("a")),
         |b| b.attempt_facts.push(fact()),
     ];
     for add in one_of_each {
@@ -656,9 +646,8 @@ fn a_batch_counts_every_kind_of_record() {
     for n in 0..3 {
         b.releases.push(format!("t{n}"));
     }
-    b.details.extend([detail("t0"), detail("t1")]);
     b.attempt_facts.push(fact());
-    assert_eq!(b.len(), 21);
+    assert_eq!(b.len(), 19);
 }
 
 #[test]
@@ -704,4 +693,35 @@ fn another_programs_database_is_named_by_its_first_three_tables() {
     assert!(three.contains("(it has tables a, b, c and no schema version)"), "{three}");
     let four = refusal(&["d", "c", "a", "b"]);
     assert!(four.contains("(it has tables a, b, c, ... and no schema version)"), "{four}");
+}
+
+#[test]
+fn an_attempt_written_again_without_its_details_and_facts_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = StateDb::open(dir.path()).unwrap();
+    let run = db.begin_run("flux build").unwrap();
+    let mut batch = Batch::default();
+    let mut first = attempt(run, "a", "s", 1, Status::Success);
+    first.commands = Some("run: true\n".into());
+    first.inputs_json = Some("[]".into());
+    first.group = Some((4321, 99));
+    first.expect = Some((h(1), h(2)));
+    batch.attempts.push(first);
+    db.commit(&mut batch).unwrap();
+    // Written again (a late status of the same attempt) with none of them.
+    batch.attempts.push(attempt(run, "a", "s", 1, Status::Success));
+    db.commit(&mut batch).unwrap();
+    type Row = (Option<String>, Option<String>, Option<i64>, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
+    let row: Row = db
+        .conn
+        .query_row(
+            "SELECT commands, inputs_json, pgid, pgid_start, expect_cmd_hash, expect_inputs_hash FROM attempts",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
+        .unwrap();
+    assert_eq!(row.0.as_deref(), Some("run: true\n"));
+    assert_eq!(row.1.as_deref(), Some("[]"));
+    assert_eq!((row.2, row.3), (Some(4321), Some(99)));
+    assert_eq!((row.4, row.5), (Some(h(1).to_vec()), Some(h(2).to_vec())));
 }

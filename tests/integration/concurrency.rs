@@ -324,3 +324,53 @@ run = "echo after >> after.log; cat {{ inputs }} > {{ outputs[0] }}"
         }
     }
 }
+
+/// The lease rows of the project's state DB, by task.
+fn leased(t: &Test) -> Vec<String> {
+    let Ok(c) = rusqlite::Connection::open(t.abs(".flux/state.db")) else { return Vec::new() };
+    let _ = c.busy_timeout(Duration::from_secs(5));
+    let Ok(mut q) = c.prepare("SELECT task_id FROM leases ORDER BY task_id") else { return Vec::new() };
+    q.query_map([], |r| r.get(0)).map(|rows| rows.flatten().collect()).unwrap_or_default()
+}
+
+#[test]
+fn a_task_claimed_before_it_was_ready_and_then_found_up_to_date_gives_its_lease_back() {
+    // `b` is claimed with `a` (it is ready once `a` ends); `a` runs again but writes the
+    // same bytes, so `b` is up to date (early cutoff) and must not stay held while the
+    // build goes on with `z`.
+    let t = Test::new().fluxfile(
+        r#"
+[step.a]
+inputs = ["src.txt"]
+outputs = ["a.txt"]
+run = "tr -d ' ' < {{ inputs[0] }} > {{ outputs[0] }}"
+
+[step.b]
+inputs = ["a.txt"]
+outputs = ["b.txt"]
+run = "cat {{ inputs[0] }} > {{ outputs[0] }}"
+
+[step.z]
+outputs = ["z.txt"]
+run = "while [ ! -e go ]; do sleep 0.05; done; echo z > {{ outputs[0] }}"
+"#,
+    );
+    t.write("src.txt", "x\n");
+    t.write("go", "");
+    t.run_args(json_build(&[])).assert_status(0).assert_summary(3, 0, 0, 0);
+    t.write("src.txt", "x \n");
+    t.remove_if_exists("go");
+    t.remove_if_exists("z.txt");
+    let build = Bg::spawn(&t, &["build", "-j", "2", "--output", "json"]);
+    // Claimed together (a, b, z), then a's and b's leases are given back with their
+    // records (written within 2 s while z runs).
+    let released = wait_until(Duration::from_secs(20), || leased(&t) == ["z"]);
+    let seen = leased(&t);
+    t.write("go", "");
+    let o = build.wait(Duration::from_secs(30));
+    o.assert_status(0).assert_summary(2, 1, 0, 0);
+    o.assert_task("a", "success", Some("input-changed"));
+    assert_eq!(o.task("b")["status"], "skipped", "{}", o.describe());
+    assert!(released, "while z ran, the leases held were {seen:?}, not just z's");
+    assert!(leased(&t).is_empty(), "every lease is given back at the end: {:?}", leased(&t));
+}
