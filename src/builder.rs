@@ -18,7 +18,7 @@ use crate::exec::{End, Executor, Job, JobOutput, MakeExecutor, Outcome, Setup};
 use crate::fluxfile::{Action, Fluxfile, Step};
 use crate::graph::{NONE, TaskGraph, task_key};
 use crate::hooks::{Hooks, TaskEvent};
-use crate::plan::{CmdRender, Decision, Fingerprint, Planner, Reason, RenderError, Triggers};
+use crate::plan::{CmdRender, Deciding, Decision, Fingerprint, Planner, Reason, RenderError, Triggers};
 use crate::report::{Event, Reporter};
 use crate::state::{AttemptFact, AttemptRecord, Batch, Records, StateDb, Status, TaskUpdate};
 use crate::store;
@@ -136,6 +136,9 @@ const FOREIGN_POLL: Duration = Duration::from_millis(300);
 /// no longer than about this span.
 const CLAIM_AHEAD_SPAN: Duration = Duration::from_millis(100);
 const CLAIM_AHEAD_MAX: usize = 1024;
+/// At most this many queued or running tasks hold the history record text made with
+/// their fingerprint; the others render it again when they succeed.
+const TEXTS_HELD: usize = 1024;
 
 /// Flush records after this many, or this often.
 const BATCH_RECORDS: usize = 512;
@@ -267,7 +270,7 @@ impl<'a> Build<'a> {
                 continue;
             }
             let up = self.g.tasks[ti].deps().iter().any(|&d| runs[d as usize]);
-            match planner.decide(t, &ids[ti], &metas, up, true) {
+            match planner.decide(t, &ids[ti], &metas, up, Deciding::Dry) {
                 Decision::Skip { .. } => results[ti] = TaskResult { status: "skipped", ..Default::default() },
                 Decision::Run { reason, .. } => {
                     runs[ti] = true;
@@ -1305,21 +1308,13 @@ impl Runner<'_, '_> {
         if n < 1024 {
             return Vec::new();
         }
-        let (planner, ids, metas, g) = (self.planner, &self.ids, &self.metas, self.b.g);
+        let (planner, ids, metas) = (self.planner, &self.ids, &self.metas);
         (0..n as u32)
             .into_par_iter()
             .with_min_len(256)
-            .map(|t| {
-                let mut d = planner.decide(t, &ids[t as usize], metas, false, false);
-                // A task with upstream is nearly always decided again once that ran: its
-                // record text would be held in vain (a whole rebuild's worth).
-                if let Decision::Run { text, .. } = &mut d
-                    && !g.tasks[t as usize].deps().is_empty()
-                {
-                    *text = None;
-                }
-                Some(d)
-            })
+            // Without the record text: held until each task starts, it would cost memory
+            // in proportion to the graph.
+            .map(|t| Some(planner.decide(t, &ids[t as usize], metas, false, Deciding::Ahead)))
             .collect()
     }
 
@@ -1351,14 +1346,16 @@ impl Runner<'_, '_> {
             let task = &self.b.g.tasks[ti];
             let ahead =
                 ahead.filter(|_| !task.outputs().iter().chain(task.inputs()).any(|&x| self.restated[x as usize]));
+            // The record text is made with the fingerprint while few tasks hold one.
+            let how = if self.texts.len() < TEXTS_HELD { Deciding::Build } else { Deciding::Ahead };
             let mut decision = match ahead {
                 Some(d) => d,
-                None => self.planner.decide(t, &self.ids[ti], &self.metas, false, false),
+                None => self.planner.decide(t, &self.ids[ti], &self.metas, false, how),
             };
             if matches!(decision, Decision::Fail { .. }) && self.restat_missing_sources(t) {
                 // A source stat'ed missing when the build started has appeared since (a
                 // sensor upstream waited for it): decide on what is there now.
-                decision = self.planner.decide(t, &self.ids[ti], &self.metas, false, false);
+                decision = self.planner.decide(t, &self.ids[ti], &self.metas, false, how);
             }
             match decision {
                 Decision::Skip { adopt, quick } => {
@@ -1902,7 +1899,7 @@ impl Runner<'_, '_> {
             self.sensor_since.remove(&t);
             let known = self.texts.remove(&t);
             let text = crate::explain::detail(self.planner, t, &self.ids[ti], &self.metas, &self.b.opts.redact, known);
-            let (commands, inputs_json) = text.map(|d| (d.commands, d.inputs_json)).unzip();
+            let (commands, inputs_json) = text.unzip();
             let ended = unix_now();
             if let Some(a) = self.running_record(t, attempt) {
                 // Its `running` record, not written yet, becomes the final one.

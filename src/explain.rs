@@ -52,9 +52,9 @@ pub fn input_digests(p: &Planner<'_>, t: u32, metas: &[Option<Meta>]) -> serde_j
     serde_json::Value::Array(items)
 }
 
-/// The record of what a successful attempt ran and read: `known` when its decision
-/// computed it (the inputs' digests then are those its fingerprint was made of), or
-/// rendered now; `--var` values redacted.
+/// The record of what a successful attempt ran and read, as `(commands, inputs_json)`:
+/// from `known` when its decision made it (the inputs' digests then are those its
+/// fingerprint was made of), or rendered and digested now; `--var` values redacted.
 pub fn detail(
     p: &Planner<'_>,
     t: u32,
@@ -62,16 +62,20 @@ pub fn detail(
     metas: &[Option<Meta>],
     secrets: &[String],
     known: Option<Box<RunText>>,
-) -> Option<RunText> {
-    let text = match known {
-        Some(k) => *k,
-        None => RunText {
-            commands: p.command_lines(t, &p.render_final(t, id).ok()?),
-            inputs_json: input_digests(p, t, metas).to_string(),
-        },
+) -> Option<(String, String)> {
+    let (commands, inputs_json) = match known {
+        Some(k) => (String::from(k.commands), p.inputs_json(t, k.digests.iter().copied().map(Some))),
+        None => {
+            let task = &p.g.tasks[t as usize];
+            let digests = task.inputs().iter().map(|&i| {
+                let name = p.g.target(i);
+                metas[i as usize].and_then(|m| p.digests.digest(name, &p.abs(name), &m).ok())
+            });
+            (p.command_lines(t, &p.render_final(t, id).ok()?), p.inputs_json(t, digests))
+        }
     };
-    let commands = if secrets.iter().all(String::is_empty) { text.commands } else { redact(&text.commands, secrets) };
-    Some(RunText { commands, inputs_json: text.inputs_json })
+    let commands = if secrets.iter().all(String::is_empty) { commands } else { redact(&commands, secrets) };
+    Some((commands, inputs_json))
 }
 
 fn hex(h: crate::state::Hash) -> String {

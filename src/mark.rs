@@ -79,7 +79,7 @@ pub fn run(ff: &Fluxfile, req: &Request, downstream: bool, command: &str, secret
         let task = &g.tasks[*t as usize];
         let step = &ff.steps[task.step as usize];
         let text = crate::explain::detail(&planner, *t, id, &metas, secrets, None);
-        let (commands, inputs_json) = text.map(|d| (d.commands, d.inputs_json)).unzip();
+        let (commands, inputs_json) = text.unzip();
         batch.attempts.push(AttemptRecord {
             run_id,
             task_id: id.clone(),

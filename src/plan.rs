@@ -89,13 +89,13 @@ pub enum Decision {
     Fail { message: String },
 }
 
-/// What a successful attempt records of what it ran and read (`flux why`): its commands
-/// rendered with the final targets, one per line (`--var` values not yet redacted), and
-/// each input's digest as a JSON array of `[target, hex digest]`.
+/// What a successful attempt records of what it ran and read (`flux why`), as made with
+/// its fingerprint: its commands rendered with the final targets, one per line (`--var`
+/// values not yet redacted), and its inputs' digests in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunText {
-    pub commands: String,
-    pub inputs_json: String,
+    pub commands: Box<str>,
+    pub digests: Box<[Hash]>,
 }
 
 /// A fingerprint with what it was computed from.
@@ -103,6 +103,19 @@ struct Printed {
     fp: Fingerprint,
     cmds: Commands,
     digests: Vec<Hash>,
+}
+
+/// Who asks for a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deciding {
+    /// A dry run: no fingerprint where a reason to run is already known.
+    Dry,
+    /// A build, for a task about to be queued.
+    Build,
+    /// A build deciding every task ahead, or deciding a task that may wait long before it
+    /// starts: the same decision without the record text (held for each such task, it
+    /// would cost memory in proportion to the graph).
+    Ahead,
 }
 
 /// What commands are rendered with: everything in §2.2's context.
@@ -184,7 +197,8 @@ impl<'a> Planner<'a> {
 
     /// Decide one task. `metas` holds the current stat of every target; `upstream_runs`
     /// says whether a dependency will run (dry runs only; real builds decide after it ran).
-    pub fn decide(&self, t: u32, id: &str, metas: &[Option<Meta>], upstream_runs: bool, dry: bool) -> Decision {
+    pub fn decide(&self, t: u32, id: &str, metas: &[Option<Meta>], upstream_runs: bool, how: Deciding) -> Decision {
+        let dry = how == Deciding::Dry;
         let task = &self.g.tasks[t as usize];
         let step = &self.ff.steps[task.step as usize];
         for &i in task.inputs() {
@@ -248,8 +262,10 @@ impl<'a> Planner<'a> {
             Err(message) => return Decision::Fail { message },
         };
         let fp = printed.fp;
-        let run =
-            |reason| Decision::Run { reason, fp: Some(fp), quick, text: Some(Box::new(self.run_text(t, printed))) };
+        let run = |reason| {
+            let text = (how == Deciding::Build).then(|| Box::new(self.run_text(t, printed)));
+            Decision::Run { reason, fp: Some(fp), quick, text }
+        };
         if let Some(r) = reason {
             return run(r);
         }
@@ -337,13 +353,20 @@ impl<'a> Planner<'a> {
 
     /// What a success records of a task whose fingerprint was just computed.
     fn run_text(&self, t: u32, p: Printed) -> RunText {
+        RunText { commands: self.command_lines(t, &p.cmds).into_boxed_str(), digests: p.digests.into_boxed_slice() }
+    }
+
+    /// A task's inputs with their digests (`None`: missing or unreadable), as the JSON
+    /// array of `[target, hex digest or null]` that history records keep.
+    pub fn inputs_json(&self, t: u32, digests: impl Iterator<Item = Option<Hash>>) -> String {
         let task = &self.g.tasks[t as usize];
-        let items: Vec<(&str, String)> =
-            task.inputs().iter().zip(&p.digests).map(|(&i, d)| (self.g.target(i), crate::state::hex(d))).collect();
-        RunText {
-            commands: self.command_lines(t, &p.cmds),
-            inputs_json: serde_json::to_string(&items).unwrap_or_else(|_| "[]".to_string()),
-        }
+        let items: Vec<(&str, Option<String>)> = task
+            .inputs()
+            .iter()
+            .zip(digests)
+            .map(|(&i, d)| (self.g.target(i), d.map(|d| crate::state::hex(&d))))
+            .collect();
+        serde_json::to_string(&items).unwrap_or_else(|_| "[]".to_string())
     }
 
     /// A task's commands (pre, run, post), env, action and staging, one per line, as
@@ -662,7 +685,7 @@ run = "cp {{ inputs[0] }} {{ outputs[0] }}"
         let decide = |verified_ns: i64| {
             let records: Records = [(id.clone(), record(verified_ns))].into_iter().collect();
             let digests = Digests::lazy(ff.state_dir.clone(), crate::target::now_ns());
-            let d = planner(&ff, &g, &records, &digests).decide(0, &id, &after, false, false);
+            let d = planner(&ff, &g, &records, &digests).decide(0, &id, &after, false, Deciding::Build);
             format!("{d:?}")
         };
         // Confirmed 10 ms after the mtime: inside the margin, so digested, and changed.
@@ -672,5 +695,41 @@ run = "cp {{ inputs[0] }} {{ outputs[0] }}"
         // it must be for a no-op build to read nothing.
         let outside = decide(mtime + 3 * RACY_MARGIN_NS);
         assert_eq!(outside, "Skip { adopt: None, quick: None }");
+    }
+
+    /// The history record a task's decision makes with its fingerprint is the one made
+    /// from scratch when it succeeds without it (decided ahead, or past `TEXTS_HELD`).
+    #[test]
+    fn the_record_made_with_the_fingerprint_is_the_one_made_from_scratch() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Fluxfile"),
+            FLUXFILE.replace("run = ", "env = { A = \"{{ inputs[0] }}\" }\nrun = "),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("in.txt"), "aaaa\n").unwrap();
+        let opts = LoadOptions { file: Some(dir.path().join("Fluxfile")), vars: vec![], profile: None };
+        let ff = Fluxfile::load(&opts).unwrap();
+        let g = crate::graph::build(&ff, &Request::default()).unwrap();
+        let id = g.task_id(&ff, 0);
+        let m = metas(&ff, &g);
+        let records = Records::default();
+        let digests = Digests::lazy(ff.state_dir.clone(), crate::target::now_ns());
+        let p = planner(&ff, &g, &records, &digests);
+        let Decision::Run { text: Some(text), .. } = p.decide(0, &id, &m, false, Deciding::Build) else {
+            panic!("a task with a missing output runs, with its record text")
+        };
+        let Decision::Run { text: None, .. } = p.decide(0, &id, &m, false, Deciding::Ahead) else {
+            panic!("decided ahead: no record text")
+        };
+        let known = crate::explain::detail(&p, 0, &id, &m, &[], Some(text.clone())).unwrap();
+        let fresh = crate::explain::detail(&p, 0, &id, &m, &[], None).unwrap();
+        assert_eq!(known, fresh);
+        assert!(known.0.contains("run: cp in.txt out.txt\n") && known.0.contains("env: A=in.txt\n"), "{}", known.0);
+        let hex = crate::state::hex(blake3::hash(b"aaaa\n").as_bytes());
+        assert_eq!(known.1, format!("[[\"in.txt\",\"{hex}\"]]"));
+        // `--var` values are redacted either way.
+        let redacted = crate::explain::detail(&p, 0, &id, &m, &["in.txt".to_string()], Some(text)).unwrap();
+        assert!(!redacted.0.contains("in.txt") && redacted.0.contains("***"), "{}", redacted.0);
     }
 }
