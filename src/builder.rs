@@ -139,6 +139,8 @@ const CLAIM_AHEAD_MAX: usize = 1024;
 /// At most this many queued or running tasks hold the history record text made with
 /// their fingerprint; the others render it again when they succeed.
 const TEXTS_HELD: usize = 1024;
+/// A task still waiting for more dependencies than this is not claimed ahead.
+const SOON_PENDING_MAX: u32 = 16;
 
 /// Flush records after this many, or this often.
 const BATCH_RECORDS: usize = 512;
@@ -1614,6 +1616,9 @@ impl Runner<'_, '_> {
         let held = |x: u32, seen: &HashSet<u32>| {
             matches!(self.st[x as usize], St::Ran | St::Skipped | St::Running) || seen.contains(&x)
         };
+        // Wide fan-ins looked at and found waiting for other work: not looked at again in
+        // this call (each would be scanned once per dependency in hand).
+        let mut not_yet: HashSet<u32> = HashSet::new();
         while let Some(x) = frontier.pop_front() {
             for &d in &self.dependents[x as usize] {
                 if found.len() >= limit {
@@ -1621,13 +1626,20 @@ impl Runner<'_, '_> {
                 }
                 let di = d as usize;
                 if seen.contains(&d)
+                    || not_yet.contains(&d)
                     || self.pending[di] == 0
+                    || self.pending[di] > SOON_PENDING_MAX
                     || self.st[di] != St::Waiting
                     || self.b.opts.only.as_ref().is_some_and(|o| !o.contains(&d))
                 {
                     continue;
                 }
-                if self.b.g.tasks[di].deps().iter().all(|&u| held(u, &seen)) {
+                let deps = self.b.g.tasks[di].deps();
+                if !deps.iter().all(|&u| held(u, &seen)) {
+                    if deps.len() > 8 {
+                        not_yet.insert(d);
+                    }
+                } else {
                     seen.insert(d);
                     found.push(d);
                     frontier.push_back(d);

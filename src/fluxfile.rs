@@ -1190,7 +1190,7 @@ fn parse_params(k: &Keys<'_>, vars: &[(String, String)]) -> Result<Vec<(String, 
                         "e.g. region = [\"eu\", \"us\"]",
                     ));
                 }
-                ParamKind::Choice(vals)
+                ParamKind::Choice(crate::param::Choices::new(vals))
             }
             DeValue::Table(t) => param_kind_table(k.doc, t, &name, &vspan)?,
             other => match as_plain_str(other) {

@@ -21,13 +21,52 @@ pub enum ParamKind {
     /// An ISO week, `YYYY-Www` (`2024-W09`).
     Week,
     /// One of a fixed list of strings (`region = ["eu", "us"]`).
-    Choice(Vec<String>),
+    Choice(Choices),
     /// A whole number (`"int"`, or `{ kind = "int", min = 0, max = 99 }`); the bounds,
     /// when given, are inclusive, and with both it has a domain.
     Int { min: Option<i64>, max: Option<i64> },
     /// Any path-safe string (see [`check_segment`]).
     Str,
 }
+
+/// The values of a list param, in order, with an index from value to position (a list
+/// of 20,000 values was scanned once per value parsed: quadratic in planning).
+#[derive(Debug, Clone)]
+pub struct Choices {
+    list: Vec<String>,
+    index: std::collections::HashMap<String, u32, rustc_hash::FxBuildHasher>,
+}
+
+impl Choices {
+    pub fn new(list: Vec<String>) -> Choices {
+        let mut index = std::collections::HashMap::with_capacity_and_hasher(list.len(), Default::default());
+        for (i, v) in list.iter().enumerate() {
+            // A repeated value keeps its first position, as a scan would find it.
+            index.entry(v.clone()).or_insert(u32::try_from(i).unwrap_or(u32::MAX));
+        }
+        Choices { list, index }
+    }
+
+    /// The position of `value` in the list.
+    pub fn position(&self, value: &str) -> Option<u32> {
+        self.index.get(value).copied()
+    }
+}
+
+impl std::ops::Deref for Choices {
+    type Target = Vec<String>;
+    fn deref(&self) -> &Vec<String> {
+        &self.list
+    }
+}
+
+impl PartialEq for Choices {
+    fn eq(&self, other: &Choices) -> bool {
+        self.list == other.list
+    }
+}
+
+impl Eq for Choices {}
 
 /// One param value. Time values are counted from the Unix epoch so that they order,
 /// hash and step (`+1`) as integers.
@@ -626,8 +665,8 @@ impl ParamKind {
             ParamKind::Week => parse_week(b)
                 .map(|w| ParamValue::Week(w as i32))
                 .ok_or_else(|| format!("`{s}` is not a valid week (expected {WEEK_FORM})")),
-            ParamKind::Choice(list) => match list.iter().position(|x| x == s) {
-                Some(i) => Ok(ParamValue::Choice(u32::try_from(i).unwrap_or(u32::MAX))),
+            ParamKind::Choice(list) => match list.position(s) {
+                Some(i) => Ok(ParamValue::Choice(i)),
                 None if list.is_empty() => Err(format!("`{s}` is not allowed: the param's list of values is empty")),
                 None => Err(format!("`{s}` is not one of the allowed values: {}", list.join(", "))),
             },
@@ -1020,12 +1059,12 @@ mod tests {
 
     #[test]
     fn choice_round_trip_and_errors() {
-        let k = ParamKind::Choice(vec!["eu".into(), "us".into()]);
+        let k = ParamKind::Choice(Choices::new(vec!["eu".into(), "us".into()]));
         assert_eq!(k.parse("us"), Ok(ParamValue::Choice(1)));
         assert_eq!(k.format(ParamValue::Choice(0)), "eu");
         assert_eq!(k.parse("fr"), Err("`fr` is not one of the allowed values: eu, us".to_string()));
         assert_eq!(k.format(ParamValue::Choice(9)), "#9");
-        assert!(ParamKind::Choice(vec![]).parse("x").is_err());
+        assert!(ParamKind::Choice(Choices::new(vec![])).parse("x").is_err());
         assert!(!k.is_time());
         assert_eq!(k.name(), "list");
         assert_eq!(k.parse_bound("eu", true), Ok(ParamValue::Choice(0)));
@@ -1167,7 +1206,9 @@ mod tests {
             "1e9",
         ];
         for s in odd {
-            for k in [ParamKind::Date, ParamKind::Hour, ParamKind::Month, ParamKind::Choice(vec!["a".into()])] {
+            for k in
+                [ParamKind::Date, ParamKind::Hour, ParamKind::Month, ParamKind::Choice(Choices::new(vec!["a".into()]))]
+            {
                 let _ = k.parse(s);
                 let _ = k.parse_bound(s, true);
                 let _ = k.parse_bound(s, false);
@@ -1235,7 +1276,7 @@ mod tests {
         assert_eq!(ParamKind::Hour.format(hours[0]), "2024-03-01T00");
         assert_eq!(ParamKind::Hour.format(hours[23]), "2024-03-01T23");
         assert_eq!(ParamKind::Month.expand_date(day), vec![m("2024-03")]);
-        assert!(ParamKind::Choice(vec!["a".into()]).expand_date(day).is_empty());
+        assert!(ParamKind::Choice(Choices::new(vec!["a".into()])).expand_date(day).is_empty());
     }
 
     #[test]
@@ -1275,7 +1316,7 @@ mod tests {
             Err("`2024-01-05..2024-02` mixes a date and a month; write both ends the same way (both dates, both hours or both months)".to_string())
         );
         assert!(dk.expand_range("2024-01-05", "nope").is_err());
-        assert!(ParamKind::Choice(vec![]).expand_range("2024-01-05", "2024-01-06").is_err());
+        assert!(ParamKind::Choice(Choices::new(vec![])).expand_range("2024-01-05", "2024-01-06").is_err());
         let e = hk.expand_range("0000-01", "9999-12").unwrap_err();
         assert!(e.contains("more than the limit"), "{e}");
         assert_eq!(dk.expand_range("0000-01", "9999-12").unwrap().len(), 3_652_425);
@@ -1293,7 +1334,7 @@ mod tests {
         let mk = ParamKind::Month;
         let v = mk.values_between(m("2023-12"), m("2024-01"));
         assert_eq!(fmt_all(&mk, &v), ["2023-12", "2024-01"]);
-        let c = ParamKind::Choice(vec!["a".into(), "b".into(), "c".into()]);
+        let c = ParamKind::Choice(Choices::new(vec!["a".into(), "b".into(), "c".into()]));
         let v = c.values_between(ParamValue::Choice(0), ParamValue::Choice(2));
         assert_eq!(fmt_all(&c, &v), ["a", "b", "c"]);
     }
@@ -1307,7 +1348,7 @@ mod tests {
         let k = ParamKind::Month;
         assert_eq!(k.interval(m("2024-02")), Some((ndt(2024, 2, 1, 0), ndt(2024, 3, 1, 0))));
         assert_eq!(k.interval(m("2024-12")), Some((ndt(2024, 12, 1, 0), ndt(2025, 1, 1, 0))));
-        assert_eq!(ParamKind::Choice(vec![]).interval(ParamValue::Choice(0)), None);
+        assert_eq!(ParamKind::Choice(Choices::new(vec![])).interval(ParamValue::Choice(0)), None);
     }
 
     #[test]
@@ -1322,7 +1363,7 @@ mod tests {
         assert_eq!(ParamKind::Month.last_ended(now), Some(m("2024-02")));
         let now = ndt(2024, 1, 1, 0);
         assert_eq!(ParamKind::Month.last_ended(now), Some(m("2023-12")));
-        assert_eq!(ParamKind::Choice(vec![]).last_ended(now), None);
+        assert_eq!(ParamKind::Choice(Choices::new(vec![])).last_ended(now), None);
         // The value's interval really ended, and the next one did not.
         for k in [ParamKind::Date, ParamKind::Hour, ParamKind::Month] {
             let v = k.last_ended(now).unwrap();

@@ -544,11 +544,13 @@ pub fn start_file(stage_root: &Path) -> PathBuf {
 pub struct StartLog {
     path: PathBuf,
     file: Option<std::fs::File>,
+    /// The line being written, kept between notes.
+    line: String,
 }
 
 impl StartLog {
     pub fn new(stage_root: &Path) -> StartLog {
-        StartLog { path: start_file(stage_root), file: None }
+        StartLog { path: start_file(stage_root), file: None, line: String::new() }
     }
 
     /// Note one attempt (the file and its folder are made at the first).
@@ -559,17 +561,20 @@ impl StartLog {
             self.file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).ok();
         }
         let Some(f) = self.file.as_mut() else { return };
-        let hex = crate::state::hex;
+        use std::fmt::Write as _;
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let line = &mut self.line;
+        line.clear();
+        let _ = write!(line, "{}\t{}\t{}\t{}", a.task_id, a.attempt, a.started_at, a.reason.as_deref().unwrap_or(""));
+        for h in [&cmd, &inputs] {
+            line.push('\t');
+            for b in h {
+                line.push(DIGITS[usize::from(b >> 4)] as char);
+                line.push(DIGITS[usize::from(b & 15)] as char);
+            }
+        }
+        line.push('\n');
         // One write(2) of a whole line (O_APPEND): a kill -9 cannot tear it.
-        let line = format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\n",
-            a.task_id,
-            a.attempt,
-            a.started_at,
-            a.reason.as_deref().unwrap_or(""),
-            hex(&cmd),
-            hex(&inputs)
-        );
         let _ = f.write_all(line.as_bytes());
     }
 }

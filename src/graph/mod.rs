@@ -461,6 +461,18 @@ fn match_segs(step: &Step, segs: &[OutSeg], s: &str, vals: &mut [Option<ParamVal
                 return;
             }
             match kind {
+                ParamKind::Choice(allowed) if allowed.len() > 32 => {
+                    // A long list: look up each prefix of `s` rather than scan the list for
+                    // each value (the same matches, tried in the list's order).
+                    let mut hits: Vec<(u32, usize)> = (1..=s.len())
+                        .filter(|&e| s.is_char_boundary(e))
+                        .filter_map(|e| allowed.position(&s[..e]).map(|ci| (ci, e)))
+                        .collect();
+                    hits.sort_unstable();
+                    for (ci, e) in hits {
+                        try_value(ParamValue::Choice(ci), &s[e..], vals);
+                    }
+                }
                 ParamKind::Choice(allowed) => {
                     for (ci, a) in allowed.iter().enumerate() {
                         if let Some(r) = s.strip_prefix(a.as_str()) {

@@ -250,7 +250,7 @@ pub fn steps(p: &Project) -> ApiResult<Steps> {
                     name: n.clone(),
                     kind: k.name().to_string(),
                     values: match k {
-                        crate::param::ParamKind::Choice(v) => v.clone(),
+                        crate::param::ParamKind::Choice(v) => v.to_vec(),
                         _ => Vec::new(),
                     },
                 })

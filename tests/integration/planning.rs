@@ -585,3 +585,32 @@ run = "cat {{ inputs }} > {{ outputs[0] }}"
         .stdout_has("would run use[1000000000] (upstream)")
         .stdout_has("dry run: 2 tasks would run, 2 up to date");
 }
+
+#[test]
+fn a_long_list_param_is_found_by_its_consumers_even_where_one_value_begins_another() {
+    // Over 32 values: found through the list's index, not a scan; "1" begins "10" and
+    // "x" begins "x.txt", and each input still names exactly one producer.
+    let mut vals: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+    vals.push("x".into());
+    vals.push("x.txt".into());
+    let list = vals.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ");
+    let t = Test::new().fluxfile(&format!(
+        r#"
+[step.t]
+params = {{ n = [{list}] }}
+outputs = ["out/{{{{ n }}}}.txt"]
+run = "echo {{{{ n }}}} > {{{{ outputs[0] }}}}"
+
+[step.all]
+inputs = ["out/1.txt", "out/10.txt", "out/39.txt", "out/x.txt", "out/x.txt.txt"]
+outputs = ["all.txt"]
+run = "cat {{{{ inputs }}}} > {{{{ outputs[0] }}}}"
+"#
+    ));
+    let o = t.run_args(json_build(&["all"]));
+    o.assert_status(0).assert_summary(6, 0, 0, 0);
+    for n in ["1", "10", "39", "x", "x.txt"] {
+        o.assert_task(&format!("t[{n}]"), "success", Some("missing-output"));
+    }
+    assert_eq!(t.read("all.txt"), "1\n10\n39\nx\nx.txt\n");
+}
