@@ -374,3 +374,32 @@ run = "while [ ! -e go ]; do sleep 0.05; done; echo z > {{ outputs[0] }}"
     assert!(released, "while z ran, the leases held were {seen:?}, not just z's");
     assert!(leased(&t).is_empty(), "every lease is given back at the end: {:?}", leased(&t));
 }
+
+#[test]
+fn a_task_claimed_before_it_was_ready_that_then_waits_for_a_source_gives_its_lease_back() {
+    // `b` is claimed with `a`; once `a` has run, `b` waits for `late.txt`, and must not
+    // hold its lease meanwhile (another build may be the one to wait for it, or make it).
+    let t = Test::new().fluxfile(
+        r#"
+[step.a]
+outputs = ["a.txt"]
+run = "echo a > {{ outputs[0] }}"
+
+[step.b]
+inputs = ["a.txt", "late.txt"]
+outputs = ["b.txt"]
+wait = "60s"
+poll = "100ms"
+run = "cat {{ inputs }} > {{ outputs[0] }}"
+"#,
+    );
+    let build = Bg::spawn(&t, &["build", "b", "-j", "2", "--output", "json"]);
+    let waiting = wait_until(Duration::from_secs(20), || t.exists("a.txt") && leased(&t).is_empty());
+    let seen = leased(&t);
+    t.write("late.txt", "late\n");
+    let o = build.wait(Duration::from_secs(30));
+    o.assert_status(0).assert_summary(2, 0, 0, 0);
+    o.stderr_has("wait b: missing source `late.txt` needed by b");
+    assert!(waiting, "while b waited for its source, the leases held were {seen:?}, not none");
+    assert_eq!(t.read("b.txt"), "a\nlate\n");
+}
