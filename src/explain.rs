@@ -36,20 +36,16 @@ pub fn command_text(p: &Planner<'_>, t: u32, id: &str, secrets: &[String]) -> Re
     Ok(redact(&p.command_lines(t, &cmds), secrets))
 }
 
-/// Each input of a task with its digest now (hex; `null` when missing or unreadable), as
-/// a JSON array of `[target, digest]`.
-pub fn input_digests(p: &Planner<'_>, t: u32, metas: &[Option<Meta>]) -> serde_json::Value {
+/// Each input's digest now, in order (`None` when missing or unreadable).
+fn digests_now(p: &Planner<'_>, t: u32, metas: &[Option<Meta>]) -> Vec<Option<crate::state::Hash>> {
     let task = &p.g.tasks[t as usize];
-    let items: Vec<serde_json::Value> = task
-        .inputs()
+    task.inputs()
         .iter()
         .map(|&i| {
             let name = p.g.target(i);
-            let d = metas[i as usize].and_then(|m| p.digests.digest(name, &p.abs(name), &m).ok());
-            serde_json::json!([name, d.map(hex)])
+            metas[i as usize].and_then(|m| p.digests.digest(name, &p.abs(name), &m).ok())
         })
-        .collect();
-    serde_json::Value::Array(items)
+        .collect()
 }
 
 /// The record of what a successful attempt ran and read, as `(commands, inputs_json)`:
@@ -66,12 +62,7 @@ pub fn detail(
     let (commands, inputs_json) = match known {
         Some(k) => (String::from(k.commands), p.inputs_json(t, k.digests.iter().copied().map(Some))),
         None => {
-            let task = &p.g.tasks[t as usize];
-            let digests = task.inputs().iter().map(|&i| {
-                let name = p.g.target(i);
-                metas[i as usize].and_then(|m| p.digests.digest(name, &p.abs(name), &m).ok())
-            });
-            (p.command_lines(t, &p.render_final(t, id).ok()?), p.inputs_json(t, digests))
+            (p.command_lines(t, &p.render_final(t, id).ok()?), p.inputs_json(t, digests_now(p, t, metas).into_iter()))
         }
     };
     let commands = if secrets.iter().all(String::is_empty) { commands } else { redact(&commands, secrets) };
@@ -166,11 +157,10 @@ pub fn explain<'r>(
         let _ = writeln!(o, "  inputs: none");
     } else {
         let _ = writeln!(o, "  inputs (digest now vs. at the last success):");
-        let now = input_digests(p, t, metas);
-        let now: Vec<(String, Option<String>)> = serde_json::from_value(now).unwrap_or_default();
+        let now = digests_now(p, t, metas);
         for (k, &i) in task.inputs().iter().enumerate() {
             let name = g.target(i);
-            let cur = now.get(k).and_then(|x| x.1.clone());
+            let cur = now.get(k).copied().flatten().map(hex);
             let before = recorded.iter().find(|(n, _)| n == name).and_then(|x| x.1.clone());
             let state = match (&cur, &before, last.is_some()) {
                 (None, _, _) => "missing".to_string(),

@@ -562,16 +562,12 @@ impl StartLog {
         }
         let Some(f) = self.file.as_mut() else { return };
         use std::fmt::Write as _;
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let line = &mut self.line;
         line.clear();
         let _ = write!(line, "{}\t{}\t{}\t{}", a.task_id, a.attempt, a.started_at, a.reason.as_deref().unwrap_or(""));
         for h in [&cmd, &inputs] {
             line.push('\t');
-            for b in h {
-                line.push(DIGITS[usize::from(b >> 4)] as char);
-                line.push(DIGITS[usize::from(b & 15)] as char);
-            }
+            crate::state::hex_into(h, line);
         }
         line.push('\n');
         // One write(2) of a whole line (O_APPEND): a kill -9 cannot tear it.

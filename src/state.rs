@@ -42,13 +42,18 @@ pub type Hash = [u8; 32];
 /// A digest in lower-case hex (64 characters), as the state DB's text columns and the
 /// run's start file keep it.
 pub fn hex(h: &Hash) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(64);
+    hex_into(h, &mut out);
+    out
+}
+
+/// [`hex`], appended to `out`.
+pub fn hex_into(h: &Hash, out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in h {
         out.push(DIGITS[usize::from(b >> 4)] as char);
         out.push(DIGITS[usize::from(b & 15)] as char);
     }
-    out
 }
 
 /// Task records by task id (FxHash: ids are not attacker-chosen, and there can be a million).

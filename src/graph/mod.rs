@@ -226,6 +226,11 @@ pub fn task_key(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.=,".contains(c) { c } else { '_' }).collect()
 }
 
+/// The targets a rendered `inputs` entry names: one a line, normalised, blank lines left out.
+fn input_lines(text: &str) -> impl Iterator<Item = Cow<'_, str>> {
+    text.lines().map(normalize).filter(|l| !l.is_empty())
+}
+
 /// Normalise a rendered target: `file://` and leading `./` removed, duplicate `/` squeezed
 /// in local paths. URIs are kept as written.
 pub fn normalize(s: &str) -> Cow<'_, str> {
@@ -860,11 +865,7 @@ impl Builder<'_, '_> {
                     _ => Error::at(msg, &tpl.span),
                 }
             })?;
-            for line in text.lines() {
-                let line = normalize(line);
-                if line.is_empty() {
-                    continue;
-                }
+            for line in input_lines(&text) {
                 found.clear();
                 self.matcher.find(ff, &line, &mut found);
                 match found.len() {
@@ -1392,11 +1393,7 @@ fn probe_producers(
             let text = ff.engine.render(tpl.id, &ctx).map_err(|e| {
                 Error::at(format!("{tid}: cannot render input `{}`: {e}", ff.engine.source(tpl.id)), &tpl.span)
             })?;
-            for line in text.lines() {
-                let line = normalize(line);
-                if line.is_empty() {
-                    continue;
-                }
+            for line in input_lines(&text) {
                 found.clear();
                 matcher.find(ff, &line, &mut found);
                 for (ps, pv) in &found {

@@ -12,8 +12,6 @@ pub enum AttemptFact {
     /// A command of the attempt was spawned as the leader of process group `pgid`, which
     /// started at `start` (clock ticks since boot).
     Group { run_id: i64, task_id: String, attempt: u32, pgid: i32, start: u64 },
-    /// The fingerprint the attempt was started for (known before it ran).
-    Expect { run_id: i64, task_id: String, attempt: u32, cmd_hash: Hash, inputs_hash: Hash },
     /// The executor ran the attempt as job `job_id` (a Slurm job id).
     Job { run_id: i64, task_id: String, attempt: u32, job_id: String },
 }
@@ -44,10 +42,6 @@ pub(super) fn write_attempt_facts(tx: &rusqlite::Transaction<'_>, facts: &[Attem
     let mut group = tx.prepare_cached(
         "UPDATE attempts SET pgid = ?4, pgid_start = ?5 WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
     )?;
-    let mut expect = tx.prepare_cached(
-        "UPDATE attempts SET expect_cmd_hash = ?4, expect_inputs_hash = ?5 \
-         WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
-    )?;
     let mut job =
         tx.prepare_cached("UPDATE attempts SET job_id = ?4 WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3")?;
     for f in facts {
@@ -57,9 +51,6 @@ pub(super) fn write_attempt_facts(tx: &rusqlite::Transaction<'_>, facts: &[Attem
             }
             AttemptFact::Group { run_id, task_id, attempt, pgid, start } => {
                 group.execute(params![run_id, task_id, attempt, pgid, *start as i64])?
-            }
-            AttemptFact::Expect { run_id, task_id, attempt, cmd_hash, inputs_hash } => {
-                expect.execute(params![run_id, task_id, attempt, cmd_hash, inputs_hash])?
             }
         };
     }
